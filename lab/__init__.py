@@ -1,0 +1,1 @@
+"""toelab's lab: topology templates rendered, validated and built as namespace networks."""

@@ -1,0 +1,23 @@
+"""One error type for everything a user can get wrong: it carries where and what, in one sentence."""
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """A user-facing error: the message is one sentence saying what is wrong and where.
+
+    The CLI prints it without a traceback and exits with status 2.
+    """
+
+    exit_code = 2
+
+
+class SpecError(LabError):
+    """A topology template or its parameters are wrong."""
+
+    def __init__(self, source: str, where: str, what: str) -> None:
+        self.source, self.where, self.what = source, where, what
+        super().__init__(f"{source}: {where}: {what}" if where else f"{source}: {what}")
+
+
+class BackendError(LabError):
+    """The backend cannot build what the spec asks for (a refused feature, a missing tool or privilege)."""
