@@ -1,0 +1,173 @@
+"""The Mininet backend: the same TopologySpec built with Mininet's API.
+
+For users who already run Mininet. Switches are Mininet `LinuxBridge`s placed in their own
+namespace (no controller, no Open vSwitch), hosts and routers are Mininet `Host`s; veths are
+created inside the nodes (Mininet's makeIntfPair runs `ip link add` in node1's namespace), so
+nothing is made in the root namespace. Mininet nodes are not named namespaces: they are shell
+processes, and commands run in them with `mnexec -a PID`.
+
+What this backend cannot honour is refused before anything is built: link impairments
+(Mininet would silently drop a delay or loss on a kernel without netem) and engine node
+kinds (`toe`, `middlebox`), which need the netns backend.
+"""
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from .errors import BackendError
+from .netem import netem_available
+from .node import RunResult
+from .spec import ETHTOOL_FEATURES, TopologySpec
+
+
+def unsupported(spec: TopologySpec) -> list[str]:
+    """Every part of `spec` this backend cannot build, one sentence each."""
+    problems = []
+    for name, node in spec.nodes.items():
+        if node.kind in ("toe", "middlebox"):
+            problems.append(f"node {name!r} is of kind {node.kind!r}, which only the netns backend runs")
+    if not netem_available():
+        for link in spec.links:
+            if link.impairments is not None:
+                a, b = link.endpoints
+                problems.append(f"link {a} - {b} asks for impairments, but this kernel has no netem qdisc "
+                                "and Mininet would silently ignore them; use a middlebox node instead")
+    return problems
+
+
+class MininetNode:
+    """A Mininet node seen through toelab's Node interface."""
+
+    def __init__(self, name: str, kind: str, mn_node: Any) -> None:
+        self.name, self.kind, self._mn = name, kind, mn_node
+        self.netns = f"mininet:{mn_node.pid}"
+        self._children: list[subprocess.Popen] = []
+
+    def _argv(self, cmd: str | list[str]) -> list[str]:
+        inner = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return ["mnexec", "-a", str(self._mn.pid)] + inner
+
+    def run(self, cmd: str | list[str], timeout: float = 30, check: bool = False,
+            input: str | None = None) -> RunResult:
+        done = subprocess.run(self._argv(cmd), capture_output=True, text=True, timeout=timeout, input=input)
+        result = RunResult(done.returncode, done.stdout, done.stderr)
+        if check and done.returncode != 0:
+            raise BackendError(f"{self.name}: {cmd!r} failed with {done.returncode}: {done.stderr.strip()}")
+        return result
+
+    def popen(self, cmd: str | list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(self._argv(cmd), **kwargs)
+        self._children.append(proc)
+        return proc
+
+    def stop_children(self) -> None:
+        for proc in self._children:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+class MininetLab:
+    """A lab built by Mininet; offers the subset of the Lab API that scenarios use."""
+
+    def __init__(self, spec: TopologySpec, lab_id: str) -> None:
+        problems = unsupported(spec)
+        if problems:
+            raise BackendError(f"the mininet backend cannot build {spec.name}: " + "; ".join(problems))
+        from mininet.net import Mininet
+        from mininet.nodelib import LinuxBridge
+
+        self.id, self.spec = lab_id, spec
+        self._net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
+                            autoSetMacs=False, waitConnected=False)
+        self.nodes: dict[str, MininetNode] = {}
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+
+    def _build(self) -> None:
+        mn_nodes = {}
+        for name, node in self.spec.nodes.items():
+            mn_name = f"{self.id}{name}"
+            if node.kind == "switch":
+                mn_nodes[name] = self._net.addSwitch(mn_name, inNamespace=True)
+            else:
+                mn_nodes[name] = self._net.addHost(mn_name, ip=None)
+        for link in self.spec.links:
+            (n1, i1), (n2, i2) = link.split(0), link.split(1)
+            self._net.addLink(mn_nodes[n1], mn_nodes[n2], intfName1=i1, intfName2=i2)
+        self._net.build()
+        for name, node in self.spec.nodes.items():
+            self.nodes[name] = MininetNode(name, node.kind, mn_nodes[name])
+            if node.kind == "switch":
+                mn_nodes[name].start([])
+            self._configure(name)
+
+    def _configure(self, name: str) -> None:
+        node, spec = self.nodes[name], self.spec.nodes[name]
+        script = ["set -e", "ip link set lo up", "sysctl -qw net.ipv6.conf.all.accept_dad=0"]
+        if spec.kind == "router":
+            script += ["sysctl -qw net.ipv4.ip_forward=1", "sysctl -qw net.ipv6.conf.all.forwarding=1"]
+        script += [f"sysctl -qw {k}={v}" for k, v in spec.sysctls.items()]
+        for iface in self.spec.interfaces_of(name):
+            ispec = self.spec.interface(name, iface)
+            mtu = self.spec.link_mtu(name, iface)
+            script.append(f"sysctl -qw net.ipv6.conf.{iface}.accept_dad=0 || true")
+            if mtu:
+                script.append(f"ip link set {iface} mtu {mtu}")
+            if ispec.mac:
+                script.append(f"ip link set {iface} address {ispec.mac}")
+            script += [f"ip addr add {addr} dev {iface} nodad" if addr.version == 6 else f"ip addr add {addr} dev {iface}"
+                       for addr in ispec.addresses]
+            script.append(f"ip link set {iface} up")
+            if ispec.features:
+                flags = " ".join(f"{ETHTOOL_FEATURES[k]} {'on' if v else 'off'}" for k, v in ispec.features.items())
+                script.append(f"ethtool -K {iface} {flags}")
+        for route in spec.routes:
+            dst = "default" if route.dst in ("default", "default6") else route.dst
+            words = [f"ip -{route.family} route add {dst}"]
+            words += [f"via {route.via}"] if route.via else []
+            words += [f"dev {route.dev}"] if route.dev else []
+            words += [f"mtu {route.mtu}"] if route.mtu else []
+            words += [f"advmss {route.advmss}"] if route.advmss else []
+            script.append(" ".join(words))
+        result = node.run("\n".join(script))
+        if result.returncode != 0:
+            raise BackendError(f"mininet backend: configuring node {name!r} failed: {result.stderr.strip()}")
+        if spec.nft:
+            loaded = node.run(["nft", "-f", "-"], input=spec.nft)
+            if loaded.returncode != 0:
+                raise BackendError(f"mininet backend: nftables rules of node {name!r} were refused: {loaded.stderr.strip()}")
+
+    # --- the Lab API subset -----------------------------------------------------------
+    def node(self, name: str) -> MininetNode:
+        if name not in self.nodes:
+            raise BackendError(f"lab {self.id} has no node {name!r}")
+        return self.nodes[name]
+
+    def address(self, node: str, version: int = 4) -> str:
+        addr = self.spec.first_address(node, version)
+        if addr is None:
+            raise BackendError(f"node {node!r} has no IPv{version} address")
+        return addr
+
+    def features(self, node: str, iface: str) -> dict[str, bool]:
+        out = self.node(node).run(["ethtool", "-k", iface], check=True).stdout
+        state = {line.split(":")[0].strip(): "on" in line.split(":")[1] for line in out.splitlines()[1:] if ":" in line}
+        return {k: state.get(v, False) for k, v in ETHTOOL_FEATURES.items()}
+
+    def down(self) -> None:
+        for node in self.nodes.values():
+            node.stop_children()
+        if getattr(self, "_net", None) is not None:
+            self._net.stop()
+            self._net = None
+
+    def __enter__(self) -> "MininetLab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()

@@ -1,0 +1,39 @@
+"""`toelab demo`: the README's main job on the default topology, with a summary at the end."""
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from .cli import command, console, need_root
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=2.0, help="iperf3 duration per run")
+
+
+@command("demo", "build router_path, ping and iperf3 across it, print a summary, tear down")(_demo_args)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .lab import Lab
+    from .render import load_topology
+    from .tools import iperf, ping
+
+    need_root("toelab demo")
+    spec = load_topology("router_path")
+    table = Table(title="toelab demo: router_path (h1 - r1 - h2)")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    failures = 0
+    with Lab.up(spec) as lab:
+        for version in (4, 6):
+            result = ping(lab, "h1", lab.address("h2", version), count=3)
+            failures += 0 if result.ok else 1
+            table.add_row(f"ping h1 -> h2 (IPv{version})", "ok" if result.ok else "FAIL",
+                          f"{result.received}/{result.sent} replies, avg {result.avg_rtt_ms} ms")
+        for client, server in (("h1", "h2"), ("h2", "h1")):
+            result = iperf(lab, client, server, seconds=args.seconds)
+            table.add_row(f"iperf3 {client} -> {server}", "ok" if result.gbit_per_s > 0 else "FAIL",
+                          f"{result.gbit_per_s:.2f} Gbit/s, {result.retransmits} retransmits")
+            failures += 0 if result.gbit_per_s > 0 else 1
+    console.print(table)
+    return 1 if failures else 0

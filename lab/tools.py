@@ -1,0 +1,97 @@
+"""Common measurements run inside lab nodes: ping and iperf3, parsed into numbers."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+_PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_PING_RTT = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+@dataclass(frozen=True)
+class PingResult:
+    src: str
+    dst: str
+    sent: int
+    received: int
+    avg_rtt_ms: float | None
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.sent > 0 and self.received == self.sent
+
+
+def ping(lab: "Lab", src: str, dst_addr: str, count: int = 1, size: int | None = None,
+         dont_fragment: bool = False, timeout_s: float = 2.0) -> PingResult:
+    """Ping from node `src` to an address; `dont_fragment` sets DF (`-M do`)."""
+    cmd = ["ping", "-n", "-c", str(count), "-i", "0.05", "-W", str(timeout_s)]
+    if size is not None:
+        cmd += ["-s", str(size)]
+    if dont_fragment:
+        cmd += ["-M", "do"]
+    result = lab.node(src).run(cmd + [dst_addr], timeout=timeout_s * count + 5)
+    text = result.stdout + result.stderr
+    summary = _PING_SUMMARY.search(text)
+    rtt = _PING_RTT.search(text)
+    sent, received = (int(summary.group(1)), int(summary.group(2))) if summary else (count, 0)
+    return PingResult(src, dst_addr, sent, received, float(rtt.group(1)) if rtt else None, text)
+
+
+@dataclass(frozen=True)
+class IperfResult:
+    client: str
+    server: str
+    gbit_per_s: float
+    retransmits: int
+    bytes: int
+
+
+def iperf(lab: "Lab", client: str, server: str, seconds: float = 2.0, version: int = 4,
+          extra: list[str] | None = None) -> IperfResult:
+    """Run iperf3 from `client` to `server` (both lab nodes) and parse its JSON."""
+    addr = lab.address(server, version)
+    srv = lab.node(server).popen(["iperf3", "-s", "-1", "-B", addr], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(srv, "Server listening", what=f"iperf3 server on {server}")
+        result = lab.node(client).run(
+            ["iperf3", "-J", "-c", addr, "-t", str(seconds)] + (extra or []), timeout=seconds + 20)
+        if result.returncode != 0:
+            raise RuntimeError(f"iperf3 from {client} to {server} failed: {result.stdout[-300:]}{result.stderr[-300:]}")
+        end = json.loads(result.stdout)["end"]
+        sent = end["sum_sent"]
+        received = end.get("sum_received", sent)
+        return IperfResult(client, server, received["bits_per_second"] / 1e9,
+                           int(sent.get("retransmits", 0)), int(received["bytes"]))
+    finally:
+        srv.terminate()
+        srv.wait(timeout=5)
+
+
+def wait_for_line(proc: subprocess.Popen, marker: str, what: str, timeout_s: float = 10.0) -> str:
+    """Read a child's output until it holds `marker`: the event that says it is ready.
+
+    Reads the raw pipe (not a buffered reader) so select() never misses buffered lines.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout_s
+    seen = b""
+    while marker.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            raise RuntimeError(f"{what} did not become ready: {seen.decode(errors='replace')[-300:] or 'no output'}")
+        seen += chunk
+    return seen.decode(errors="replace")

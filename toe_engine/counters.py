@@ -1,0 +1,59 @@
+"""Named integer counters in the style of `ethtool -S`.
+
+A plain dict behind a tiny API: increments are one dict lookup, snapshots are copies, and any
+module may count something new without declaring it first.
+"""
+from __future__ import annotations
+
+STANDARD_COUNTERS: tuple[str, ...] = (
+    "rx_frames",
+    "tx_frames",
+    "rx_csum_errors",
+    "rx_malformed",
+    "tso_segments",
+    "gro_merged",
+    "gro_flushed",
+    "lro_merged",
+    "conn_offloaded",
+    "conn_fallback",
+    "conn_denied",
+    "syncookies_sent",
+    "syncookies_ok",
+    "syncookies_failed",
+    "table_high_water",
+    "retransmits",
+    "rto_expired",
+    "fast_retransmits",
+    "challenge_acks",
+)
+
+
+class Counters:
+    """A set of named counters, all starting at zero."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, names: tuple[str, ...] = STANDARD_COUNTERS) -> None:
+        self._values: dict[str, int] = dict.fromkeys(names, 0)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        """Add `n` to counter `name`, creating it if it is new."""
+        values = self._values
+        values[name] = values.get(name, 0) + n
+
+    def set_max(self, name: str, value: int) -> None:
+        """Raise a high-water-mark counter to `value` if it is higher."""
+        if value > self._values.get(name, 0):
+            self._values[name] = value
+
+    def __getitem__(self, name: str) -> int:
+        return self._values.get(name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter, for reports and for diffing before/after."""
+        return dict(self._values)
+
+    def reset(self) -> None:
+        """Set every counter back to zero, keeping the names."""
+        for name in self._values:
+            self._values[name] = 0
