@@ -126,9 +126,24 @@ def _template_line(path: Path) -> int | None:
     return line
 
 
+def _source_keeping_lines(path: Path) -> str:
+    """The template text with its metadata header blanked to the same number of lines.
+
+    Jinja drops a comment's newlines; blanking the header instead keeps each line of the
+    rendered YAML on the line of the template it came from (outside loops), so errors
+    found in the rendered YAML point at the right template line.
+    """
+    text = path.read_text()
+    match = _HEADER.match(text)
+    if not match:
+        return text
+    return "\n" * match.group(0).count("\n") + text[match.end():]
+
+
 def render(path: Path, params: dict[str, Any]) -> str:
+    source = _source_keeping_lines(path)
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(path.parent)),
+        loader=jinja2.FunctionLoader(lambda _: (source, str(path), lambda: True)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )

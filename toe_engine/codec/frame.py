@@ -1,0 +1,289 @@
+"""Whole frames: Ethernet + IPv4/IPv6/ARP + TCP/ICMP, parsed into one flat object and built back.
+
+`ParsedFrame` is flat on purpose: the per-packet path reads a few attributes and the offload
+stages need byte offsets (where the IP header, the TCP header and the payload start) to
+rewrite frames in place without re-parsing.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from toe_engine.checksum import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    ones_sum,
+    pseudo_header_sum,
+)
+from toe_engine.codec.arp import ArpPacket, parse_arp
+from toe_engine.codec.drop import DropReason
+from toe_engine.codec.ethernet import (
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    build_ethernet,
+    parse_ethernet,
+)
+from toe_engine.codec.icmp import IcmpMessage, parse_icmpv4, parse_icmpv6
+from toe_engine.codec.ipv4 import build_ipv4_header, parse_ipv4
+from toe_engine.codec.ipv6 import IPV6_HLEN, Ipv6Fragment, build_ipv6_header, parse_ipv6
+from toe_engine.codec.tcp import TCP_CSUM_OFFSET, build_tcp_segment, parse_tcp
+from toe_engine.segment import Segment
+
+_Buffer = bytes | bytearray | memoryview
+
+
+class ParsedFrame:
+    """Everything the engine needs from one received frame.
+
+    `drop_reason` is None for a good frame. Addresses are packed bytes. Offsets index the
+    buffer given to `parse_frame`. Fields of layers that are absent keep their defaults.
+    """
+
+    __slots__ = (
+        "drop_reason", "eth_dst", "eth_src", "ethertype", "vlan_tci", "l3_offset",
+        "ip_version", "ip_src", "ip_dst", "ttl", "tos", "ip_id", "df", "mf", "frag_offset",
+        "ip_header_len", "ip_options_len", "ip_len", "flow_label", "ext_headers", "ipv6_fragment",
+        "l4_proto", "l4_offset", "l4_len", "tcp", "tcp_header_len", "tcp_checksum",
+        "icmp", "arp", "csum_verified",
+    )
+
+    def __init__(self) -> None:
+        self.drop_reason: DropReason | None = None
+        self.eth_dst = b""
+        self.eth_src = b""
+        self.ethertype = 0
+        self.vlan_tci: int | None = None
+        self.l3_offset = 0
+        self.ip_version = 0
+        self.ip_src = b""
+        self.ip_dst = b""
+        self.ttl = 0  # hop limit for IPv6
+        self.tos = 0  # traffic class for IPv6
+        self.ip_id = 0  # IPv4 ID, or the fragment header's ID for IPv6
+        self.df = False
+        self.mf = False
+        self.frag_offset = 0
+        self.ip_header_len = 0  # IPv4 IHL*4; IPv6 40 + extension headers
+        self.ip_options_len = 0
+        self.ip_len = 0  # IPv4 total length; IPv6 40 + payload length
+        self.flow_label = 0
+        self.ext_headers: tuple[int, ...] = ()
+        self.ipv6_fragment: Ipv6Fragment | None = None
+        self.l4_proto = -1
+        self.l4_offset = 0
+        self.l4_len = 0
+        self.tcp: Segment | None = None
+        self.tcp_header_len = 0
+        self.tcp_checksum = 0
+        self.icmp: IcmpMessage | None = None
+        self.arp: ArpPacket | None = None
+        self.csum_verified = False
+
+    @property
+    def is_fragment(self) -> bool:
+        return self.mf or self.frag_offset != 0
+
+    @property
+    def payload_offset(self) -> int:
+        """Where the TCP payload starts in the buffer."""
+        return self.l4_offset + self.tcp_header_len
+
+    @property
+    def frame_end(self) -> int:
+        """End of the IP datagram in the buffer; bytes after it are link padding."""
+        return self.l3_offset + self.ip_len
+
+
+def parse_frame(buf: _Buffer, verify_csum: bool = True) -> ParsedFrame:
+    """Parse one Ethernet frame. Never raises on malformed input: see `drop_reason`.
+
+    `verify_csum` False is for frames whose checksums a device already checked (virtio-net
+    DATA_VALID) or left for a device to fill in (NEEDS_CSUM); IP header checksums are then
+    not checked either.
+    """
+    mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+    frame = ParsedFrame()
+    eth = parse_ethernet(mv)
+    if eth is None:
+        frame.drop_reason = DropReason.ETH_TRUNCATED
+        return frame
+    frame.eth_dst = eth.dst
+    frame.eth_src = eth.src
+    frame.ethertype = ethertype = eth.ethertype
+    frame.vlan_tci = eth.vlan_tci
+    frame.l3_offset = l3 = eth.l3_offset
+    if ethertype == ETHERTYPE_IPV4:
+        _parse_ipv4_layer(mv, l3, frame, verify_csum)
+    elif ethertype == ETHERTYPE_IPV6:
+        _parse_ipv6_layer(mv, l3, frame)
+    elif ethertype == ETHERTYPE_ARP:
+        frame.arp = parse_arp(mv, l3)
+        if frame.arp is None:
+            frame.drop_reason = DropReason.ARP_TRUNCATED
+        return frame
+    else:
+        return frame
+    if frame.drop_reason is None and not frame.is_fragment:
+        _parse_l4(mv, frame, verify_csum)
+    return frame
+
+
+def _parse_ipv4_layer(mv: memoryview, l3: int, frame: ParsedFrame, verify_csum: bool) -> None:
+    hdr = parse_ipv4(mv, l3, verify_csum)
+    if isinstance(hdr, DropReason):
+        frame.drop_reason = hdr
+        return
+    frame.ip_version = 4
+    frame.ip_src = hdr.src
+    frame.ip_dst = hdr.dst
+    frame.ttl = hdr.ttl
+    frame.tos = hdr.tos
+    frame.ip_id = hdr.ident
+    frame.df = hdr.df
+    frame.mf = hdr.mf
+    frame.frag_offset = hdr.frag_offset
+    frame.ip_header_len = hdr.header_len
+    frame.ip_options_len = hdr.header_len - 20
+    frame.ip_len = hdr.total_len
+    frame.l4_proto = hdr.proto
+    frame.l4_offset = l3 + hdr.header_len
+    frame.l4_len = hdr.total_len - hdr.header_len
+
+
+def _parse_ipv6_layer(mv: memoryview, l3: int, frame: ParsedFrame) -> None:
+    hdr = parse_ipv6(mv, l3)
+    if isinstance(hdr, DropReason):
+        frame.drop_reason = hdr
+        return
+    frame.ip_version = 6
+    frame.ip_src = hdr.src
+    frame.ip_dst = hdr.dst
+    frame.ttl = hdr.hop_limit
+    frame.tos = hdr.traffic_class
+    frame.flow_label = hdr.flow_label
+    frame.ext_headers = hdr.ext_headers
+    frame.ip_header_len = IPV6_HLEN + hdr.ext_len
+    frame.ip_len = IPV6_HLEN + hdr.payload_len
+    frame.l4_proto = hdr.upper_proto
+    frame.l4_offset = l3 + IPV6_HLEN + hdr.ext_len
+    frame.l4_len = hdr.payload_len - hdr.ext_len
+    frag = hdr.fragment
+    if frag is not None:
+        frame.ipv6_fragment = frag
+        frame.ip_id = frag.ident
+        frame.mf = frag.more
+        frame.frag_offset = frag.offset
+
+
+def _parse_l4(mv: memoryview, frame: ParsedFrame, verify_csum: bool) -> None:
+    proto = frame.l4_proto
+    off = frame.l4_offset
+    length = frame.l4_len
+    if proto == IPPROTO_TCP:
+        result = parse_tcp(mv, off, length)
+        if isinstance(result, DropReason):
+            frame.drop_reason = result
+            return
+        frame.tcp, frame.tcp_header_len = result
+        frame.tcp_checksum = (mv[off + TCP_CSUM_OFFSET] << 8) | mv[off + TCP_CSUM_OFFSET + 1]
+        if verify_csum:
+            pseudo = pseudo_header_sum(frame.ip_src, frame.ip_dst, IPPROTO_TCP, length)
+            if ones_sum(mv[off:off + length], pseudo) != 0xFFFF:
+                frame.drop_reason = DropReason.TCP_BAD_CHECKSUM
+                return
+            frame.csum_verified = True
+    elif proto == IPPROTO_ICMP and frame.ip_version == 4:
+        icmp = parse_icmpv4(mv, off, length, verify_csum)
+        if isinstance(icmp, DropReason):
+            frame.drop_reason = icmp
+        else:
+            frame.icmp = icmp
+    elif proto == IPPROTO_ICMPV6 and frame.ip_version == 6:
+        icmp6 = parse_icmpv6(mv, off, length, frame.ip_src, frame.ip_dst, verify_csum)
+        if isinstance(icmp6, DropReason):
+            frame.drop_reason = icmp6
+        else:
+            frame.icmp = icmp6
+
+
+class PartialCsumFrame(NamedTuple):
+    """A frame whose TCP checksum is left to the device, as a virtio-net NEEDS_CSUM header says:
+    the device sums from `csum_start` to the end and stores the result at csum_start+csum_offset."""
+
+    data: bytearray
+    csum_start: int
+    csum_offset: int
+
+
+def build_ip_frame(
+    eth_src: bytes,
+    eth_dst: bytes,
+    src_ip: bytes,
+    dst_ip: bytes,
+    proto: int,
+    l4: _Buffer,
+    *,
+    ttl: int = 64,
+    tos: int = 0,
+    ip_id: int = 0,
+    df: bool = True,
+    flow_label: int = 0,
+) -> bytearray:
+    """Ethernet + IPv4 or IPv6 (chosen by address length) around a ready transport message."""
+    if len(src_ip) == 4:
+        eth = build_ethernet(eth_dst, eth_src, ETHERTYPE_IPV4)
+        ip = build_ipv4_header(src_ip, dst_ip, proto, len(l4), ttl=ttl, tos=tos, ident=ip_id, df=df)
+    else:
+        eth = build_ethernet(eth_dst, eth_src, ETHERTYPE_IPV6)
+        ip = build_ipv6_header(
+            src_ip, dst_ip, proto, len(l4), hop_limit=ttl, traffic_class=tos, flow_label=flow_label
+        )
+    out = bytearray(eth)
+    out += ip
+    out += l4
+    return out
+
+
+def build_tcp_frame(
+    eth_src: bytes,
+    eth_dst: bytes,
+    src_ip: bytes,
+    dst_ip: bytes,
+    segment: Segment,
+    *,
+    ttl: int = 64,
+    tos: int = 0,
+    ip_id: int = 0,
+    df: bool = True,
+    flow_label: int = 0,
+) -> bytearray:
+    """A complete TCP frame with IP and TCP checksums filled in."""
+    tcp = build_tcp_segment(segment, src_ip, dst_ip)
+    return build_ip_frame(
+        eth_src, eth_dst, src_ip, dst_ip, IPPROTO_TCP, tcp,
+        ttl=ttl, tos=tos, ip_id=ip_id, df=df, flow_label=flow_label,
+    )
+
+
+def build_tcp_frame_partial(
+    eth_src: bytes,
+    eth_dst: bytes,
+    src_ip: bytes,
+    dst_ip: bytes,
+    segment: Segment,
+    *,
+    ttl: int = 64,
+    tos: int = 0,
+    ip_id: int = 0,
+    df: bool = True,
+    flow_label: int = 0,
+) -> PartialCsumFrame:
+    """Like `build_tcp_frame` but with the TCP checksum left to the device (the field holds
+    the pseudo-header sum, as Linux CHECKSUM_PARTIAL does)."""
+    tcp = build_tcp_segment(segment, src_ip, dst_ip, checksum=False)
+    data = build_ip_frame(
+        eth_src, eth_dst, src_ip, dst_ip, IPPROTO_TCP, tcp,
+        ttl=ttl, tos=tos, ip_id=ip_id, df=df, flow_label=flow_label,
+    )
+    return PartialCsumFrame(data, len(data) - len(tcp), TCP_CSUM_OFFSET)
