@@ -13,7 +13,6 @@ ETHERTYPE_QINQ = 0x88A8
 BROADCAST = b"\xff" * 6
 
 ETH_HEADER = struct.Struct("!6s6sH")
-_U16 = struct.Struct("!H")
 _VLAN_TYPES = (ETHERTYPE_VLAN, ETHERTYPE_QINQ)
 
 

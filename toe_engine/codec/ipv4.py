@@ -55,6 +55,8 @@ def parse_ipv4(
     header_len = (ver_ihl & 0x0F) * 4
     if header_len < IPV4_HLEN or header_len > available:
         return DropReason.IPV4_BAD_IHL
+    if total_len == 0 and available > 0xFFFF:
+        total_len = available  # a BIG TCP / TSO super-packet: the length field cannot hold it
     if total_len < header_len or (total_len > available and not truncated_ok):
         return DropReason.IPV4_BAD_TOTAL_LEN
     if verify_csum and ones_sum(buf[offset:offset + header_len]) != 0xFFFF:
@@ -79,14 +81,20 @@ def build_ipv4_header(
     frag_offset: int = 0,
     options: bytes = b"",
 ) -> bytearray:
-    """A complete header with its checksum; `options` must be padded to a multiple of 4."""
+    """A complete header with its checksum; `options` must be padded to a multiple of 4.
+
+    A datagram over 65535 bytes (a TSO super-packet) gets total length 0, as Linux BIG TCP does.
+    """
     if len(options) % 4 or len(options) > 40:
         raise ValueError("IPv4 options must be padded to a multiple of 4 bytes, at most 40")
     header_len = IPV4_HLEN + len(options)
     frag = (IP_DF if df else 0) | (IP_MF if mf else 0) | (frag_offset // 8)
+    total_len = header_len + payload_len
+    if total_len > 0xFFFF:
+        total_len = 0
     header = bytearray(header_len)
     IPV4_HEADER.pack_into(
-        header, 0, 0x40 | header_len // 4, tos, header_len + payload_len, ident & 0xFFFF,
+        header, 0, 0x40 | header_len // 4, tos, total_len, ident & 0xFFFF,
         frag, ttl, proto, 0, src, dst,
     )
     header[IPV4_HLEN:] = options

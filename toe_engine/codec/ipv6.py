@@ -49,8 +49,8 @@ class Ipv6Header(NamedTuple):
 def parse_ipv6(buf: memoryview, offset: int, truncated_ok: bool = False) -> Ipv6Header | DropReason:
     """Parse the fixed header and walk hop-by-hop, routing, fragment, AH and destination options.
 
-    A payload length of zero (a jumbogram, or a GRO/BIG TCP super-packet) takes the length
-    from the bytes present. `truncated_ok` accepts a datagram quoted (cut short) in ICMPv6.
+    A payload length of zero with more than 65535 bytes present (a jumbogram, or a GRO/BIG TCP
+    super-packet) takes the length from the bytes present. `truncated_ok` accepts a datagram quoted (cut short) in ICMPv6.
     """
     available = len(buf) - offset
     if available < IPV6_HLEN:
@@ -58,7 +58,7 @@ def parse_ipv6(buf: memoryview, offset: int, truncated_ok: bool = False) -> Ipv6
     first_word, payload_len, next_header, hop_limit, src, dst = IPV6_HEADER.unpack_from(buf, offset)
     if first_word >> 28 != 6:
         return DropReason.IPV6_BAD_VERSION
-    if payload_len == 0:
+    if payload_len == 0 and available - IPV6_HLEN > 0xFFFF:
         payload_len = available - IPV6_HLEN
     elif payload_len > available - IPV6_HLEN:
         if not truncated_ok:
@@ -101,6 +101,9 @@ def build_ipv6_header(
     traffic_class: int = 0,
     flow_label: int = 0,
 ) -> bytes:
-    """The 40-byte fixed header; `payload_len` counts any extension headers the caller appends."""
+    """The 40-byte fixed header; `payload_len` counts any extension headers the caller appends
+    (over 65535 it is written as 0, the super-packet convention)."""
+    if payload_len > 0xFFFF:
+        payload_len = 0
     first_word = (6 << 28) | (traffic_class << 20) | flow_label
     return IPV6_HEADER.pack(first_word, payload_len, next_header, hop_limit, src, dst)

@@ -1,0 +1,169 @@
+"""The event loop that drives the engine: readable descriptors, timers and engine deadlines.
+
+The engine is sans-IO, so something has to read the clock and the descriptors and hand both
+to it. This loop does that on epoll (via `selectors`): it reads `time.monotonic()` once per
+iteration and passes that `now` to every callback, keeps a heap of one-shot timers, and asks
+each registered deadline source (the engine's `next_deadline()`) when it next needs to run.
+It sleeps in epoll until the earliest of those, so an idle lab costs no CPU.
+
+Everything runs in the thread that calls `run`; `stop` may be called from any thread (it
+wakes the loop through an eventfd).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Callback = Callable[[float], None]
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+@dataclass(order=True)
+class TimerHandle:
+    """A scheduled call; `cancel()` keeps it from firing."""
+
+    when: float
+    seq: int
+    callback: Callback = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _DeadlineSource:
+    next_deadline: Callable[[], float | None]
+    on_due: Callback
+
+
+@dataclass
+class LoopStats:
+    """How often the loop woke and what it ran: tests assert on these, not on sleeps."""
+
+    iterations: int = 0
+    reader_calls: int = 0
+    timer_calls: int = 0
+    deadline_calls: int = 0
+
+
+class EventLoop:
+    """A single-threaded epoll loop with fd readers, timers and deadline sources.
+
+    A control socket (a listening Unix socket, say) is just another reader: register it with
+    `add_reader` and accept in the callback.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.stats = LoopStats()
+        self._selector = selectors.EpollSelector()
+        self._timers: list[TimerHandle] = []
+        self._seq = itertools.count()
+        self._deadline_sources: list[_DeadlineSource] = []
+        self._stop_requested = False
+        self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._selector.register(self._wakeup_fd, selectors.EVENT_READ, None)
+
+    def add_reader(self, source: int | HasFileno, callback: Callback) -> None:
+        """Call `callback(now)` whenever `source` is readable (level-triggered)."""
+        self._selector.register(source, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, source: int | HasFileno) -> None:
+        self._selector.unregister(source)
+
+    def call_at(self, when: float, callback: Callback) -> TimerHandle:
+        """Call `callback(now)` once the clock reaches `when`; equal times fire in call order."""
+        handle = TimerHandle(when, next(self._seq), callback)
+        heapq.heappush(self._timers, handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callback) -> TimerHandle:
+        return self.call_at(self.clock() + delay, callback)
+
+    def add_deadline_source(
+        self, next_deadline: Callable[[], float | None], on_due: Callback
+    ) -> None:
+        """Poll `next_deadline()` after each iteration and call `on_due(now)` once it has passed.
+
+        This is how the engine's timers (retransmission, delayed ACK, TIME-WAIT, GRO flush)
+        reach the loop without the engine knowing the loop exists.
+        """
+        self._deadline_sources.append(_DeadlineSource(next_deadline, on_due))
+
+    def stop(self) -> None:
+        """Make `run` return after the current iteration; safe from any thread."""
+        self._stop_requested = True
+        os.eventfd_write(self._wakeup_fd, 1)
+
+    def run(self, until: float | None = None) -> None:
+        """Run until `stop()` is called or the clock reaches `until` (a `clock()` time).
+
+        A `stop()` that came before `run` makes it return at once; after returning the loop
+        can be run again.
+        """
+        try:
+            while not self._stop_requested:
+                if until is not None and self.clock() >= until:
+                    break
+                self.run_once(until)
+        finally:
+            self._stop_requested = False
+
+    def run_once(self, until: float | None = None) -> None:
+        """One iteration: wait for the earliest event, then run readers, timers and deadlines."""
+        stats = self.stats
+        stats.iterations += 1
+        events = self._selector.select(self._timeout(until))
+        now = self.clock()
+        for key, _ in events:
+            if key.fd == self._wakeup_fd:
+                os.eventfd_read(self._wakeup_fd)
+                continue
+            key.data(now)
+            stats.reader_calls += 1
+        self._fire_timers(now)
+        self._fire_deadlines(now)
+
+    def close(self) -> None:
+        self._selector.close()
+        os.close(self._wakeup_fd)
+
+    def _timeout(self, until: float | None) -> float | None:
+        earliest = until
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        if timers:
+            earliest = timers[0].when if earliest is None else min(earliest, timers[0].when)
+        for source in self._deadline_sources:
+            deadline = source.next_deadline()
+            if deadline is not None:
+                earliest = deadline if earliest is None else min(earliest, deadline)
+        if earliest is None:
+            return None
+        return max(0.0, earliest - self.clock())
+
+    def _fire_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0].when <= now:
+            handle = heapq.heappop(timers)
+            if not handle.cancelled:
+                handle.callback(now)
+                self.stats.timer_calls += 1
+
+    def _fire_deadlines(self, now: float) -> None:
+        for source in self._deadline_sources:
+            deadline = source.next_deadline()
+            if deadline is not None and deadline <= now:
+                source.on_due(now)
+                self.stats.deadline_calls += 1
