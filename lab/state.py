@@ -103,6 +103,19 @@ def namespace_name(lab_id: str, node: str) -> str:
     return f"{lab_id}-{node}"
 
 
+def _id_in_use(lab_id: str) -> bool:
+    return record_path(lab_id).exists() or any(name.startswith(lab_id + "-") for name in list_names())
+
+
+def unused_lab_id() -> str:
+    """A lab id no record and no namespace uses (for backends that keep no record)."""
+    for _ in range(64):
+        lab_id = LAB_ID_PREFIX + secrets.token_hex(2)
+        if not _id_in_use(lab_id):
+            return lab_id
+    raise BackendError(f"could not find an unused lab id in {STATE_DIR}")
+
+
 def create_record(topology: str, backend: str, nodes: list[str]) -> LabRecord:
     """Pick an unused lab id and write its record, atomically reserving the id.
 
@@ -113,7 +126,7 @@ def create_record(topology: str, backend: str, nodes: list[str]) -> LabRecord:
     pid = os.getpid()
     for _ in range(64):
         lab_id = LAB_ID_PREFIX + secrets.token_hex(2)
-        if any(name.startswith(lab_id + "-") for name in list_names()):
+        if _id_in_use(lab_id):
             continue
         record = LabRecord(lab_id, topology, backend, pid, process_start_time(pid), time.time(),
                            [namespace_name(lab_id, node) for node in nodes])

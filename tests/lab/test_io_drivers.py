@@ -1,4 +1,4 @@
-"""The I/O layer on real interfaces: AF_PACKET and TAP with virtio-net headers, the forwarder, the loop.
+"""The I/O layer on real interfaces: AF_PACKET and TAP with vnet headers, forwarder, event loop.
 
 Root tests build their own namespaces (prefix `tldrv<4 hex>-`) with veths made directly inside
 them and remove them in a finalizer. Kernel TCP traffic comes from separate processes started
@@ -23,13 +23,14 @@ import pytest
 
 from toe_engine.io import (
     AfPacketDriver,
+    FrameDriver,
     InterfaceNotFoundError,
     IoSetupError,
     NamespaceNotFoundError,
     TapDriver,
     VnetHeader,
 )
-from toe_engine.io.tap import TUN_F_CSUM, TUN_F_TSO4
+from toe_engine.io.tap import TAP_OFFLOADS_NONE, TUN_F_CSUM, TUN_F_TSO4
 from toe_engine.io.vnet import (
     VNET_F_DATA_VALID,
     VNET_F_NEEDS_CSUM,
@@ -134,20 +135,26 @@ def lab() -> Iterator[Lab]:
 
 @dataclass
 class Transfer:
+    """One kernel TCP transfer as both ends saw it; the receiver times it from accept to EOF."""
+
     size: int
     sent_sha256: str
-    received: dict
+    received_bytes: int
+    received_sha256: str
+    seconds: float
 
     @property
     def byte_exact(self) -> bool:
-        return self.received["bytes"] == self.size and self.received["sha256"] == self.sent_sha256
+        return self.received_bytes == self.size and self.received_sha256 == self.sent_sha256
 
     @property
     def gbit_per_s(self) -> float:
-        return self.received["bytes"] * 8 / self.received["seconds"] / 1e9
+        return self.received_bytes * 8 / self.seconds / 1e9
 
 
-def kernel_transfer(sender_ns: str, receiver_ns: str, addr: str, size: int, seed: int = 7) -> Transfer:
+def kernel_transfer(
+    sender_ns: str, receiver_ns: str, addr: str, size: int, seed: int = 7
+) -> Transfer:
     """Send `size` seeded random bytes over kernel TCP between two namespaces; hash both ends."""
     receiver = _ns_python(receiver_ns, RECEIVER, addr, str(PORT))
     sender: subprocess.Popen[str] | None = None
@@ -164,7 +171,10 @@ def kernel_transfer(sender_ns: str, receiver_ns: str, addr: str, size: int, seed
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return Transfer(size, sent_out.strip(), json.loads(received_out))
+    received = json.loads(received_out)
+    return Transfer(
+        size, sent_out.strip(), received["bytes"], received["sha256"], received["seconds"]
+    )
 
 
 def _ns_python(ns: str, script: str, *args: str) -> subprocess.Popen[str]:
@@ -294,7 +304,7 @@ def test_forwarder_carries_kernel_tcp_byte_exact_with_gso(
 
     transfer, a, b = _forwarded_transfer(fwd, h1, h2, stage=None)
 
-    assert transfer.byte_exact, transfer.received
+    assert transfer.byte_exact, transfer
     mss_segments = FORWARD_SIZE // 1448
     assert a.counters.rx_frames < mss_segments // 4, "super-frames were not forwarded as GSO"
     assert b.counters.tx_frames + b.counters.tx_dropped == a.counters.rx_frames
@@ -327,7 +337,7 @@ def test_forwarder_stage_sees_headers_and_frames(lab: Lab, record_property: Call
 
     transfer, a, b = _forwarded_transfer(fwd, h1, h2, stage=counting_stage)
 
-    assert transfer.byte_exact, transfer.received
+    assert transfer.byte_exact, transfer
     assert seen[0] == a.counters.rx_frames + b.counters.rx_frames
     assert seen[1] >= 1
     print(f"\nforwarder with a stage: {transfer.gbit_per_s:.2f} Gbit/s, "
@@ -335,13 +345,61 @@ def test_forwarder_stage_sees_headers_and_frames(lab: Lab, record_property: Call
     record_property("forwarder_with_stage_gbit_per_s", round(transfer.gbit_per_s, 3))
 
 
+class DelayStage:
+    """A timed stage: holds every frame for `delay` seconds, then releases it from `poll`."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.held: list[tuple[float, VnetHeader, bytes]] = []
+
+    def __call__(self, header: VnetHeader, frame: bytes, now: float) -> list:
+        self.held.append((now + self.delay, header, frame))
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self.held[0][0] if self.held else None
+
+    def poll(self, now: float) -> list:
+        due = [(header, frame) for when, header, frame in self.held if when <= now]
+        self.held = [entry for entry in self.held if entry[0] > now]
+        return due
+
+
+def test_forwarder_runs_timed_stages_from_the_loop() -> None:
+    """Datagram socketpairs stand in for interfaces: they keep frame boundaries like a TAP."""
+    import socket
+
+    wire_a, port_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    wire_b, port_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (port_a, port_b, wire_b):
+        sock.setblocking(False)
+    a = FrameDriver(port_a.fileno(), "a", None, 2048)
+    b = FrameDriver(port_b.fileno(), "b", None, 2048)
+    loop = EventLoop()
+    Forwarder(a, b, stage_a_to_b=DelayStage(0.010)).attach(loop)
+    header = VnetHeader(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 54, 1448, 34, 16)
+
+    wire_a.send(header.pack() + b"frame-1")
+    loop.call_later(0.050, lambda now: loop.stop())
+    loop.run()
+
+    out = wire_b.recv(2048)
+    assert VnetHeader.unpack(out) == header and out[VNET_HDR_LEN:] == b"frame-1"
+    assert loop.stats.deadline_calls == 1
+    assert a.counters.rx_frames == 1 and b.counters.tx_frames == 1
+    assert loop.stats.iterations <= 6
+    loop.close()
+    for sock in (wire_a, port_a, wire_b, port_b):
+        sock.close()
+
+
 # ---------------------------------------------------------------- 3. TAP
 
 
-def _tap_lab(lab: Lab) -> tuple[str, str, str, TapDriver]:
+def _tap_lab(lab: Lab, offloads: int) -> tuple[str, str, str, TapDriver]:
     """host (tap0 10.79.0.1) ==tap fd== [forwarder] == f0 (in wire) -- peer (eth0 10.79.0.2)."""
     host, wire, peer = lab.netns("host"), lab.netns("wire"), lab.netns("peer")
-    tap = TapDriver("tap0", host, offloads=TUN_F_CSUM | TUN_F_TSO4)
+    tap = TapDriver("tap0", host, offloads=offloads)
     ip("-n", host, "addr", "add", "10.79.0.1/24", "dev", "tap0")
     ip("-n", host, "link", "set", "tap0", "up")
     lab.veth(wire, "f0", peer, "eth0")
@@ -351,12 +409,19 @@ def _tap_lab(lab: Lab) -> tuple[str, str, str, TapDriver]:
 
 @needs_root
 @pytest.mark.root
-def test_tap_gives_and_takes_super_frames(lab: Lab, record_property: Callable) -> None:
-    host, wire, peer, tap = _tap_lab(lab)
-    counts = {"from_tap": 0, "from_tap_super": 0, "into_tap_super": 0}
+@pytest.mark.parametrize(
+    "offloads", [TUN_F_CSUM | TUN_F_TSO4, TAP_OFFLOADS_NONE], ids=["tso", "off"]
+)
+def test_tap_gives_and_takes_super_frames(
+    lab: Lab, record_property: Callable, offloads: int
+) -> None:
+    host, wire, peer, tap = _tap_lab(lab, offloads)
+    counts = {"from_tap": 0, "from_tap_super": 0, "from_tap_partial": 0, "into_tap_super": 0}
 
     def from_tap(header: VnetHeader, frame: bytes, now: float) -> list:
         counts["from_tap"] += 1
+        counts["from_tap_partial"] += header.needs_csum
+        assert len(frame) <= ETH_MTU_FRAME or header.is_gso
         if is_super_frame(header, len(frame)):
             assert header.gso_kind == VNET_GSO_TCPV4 and header.gso_size in MSS_RANGE
             assert header.needs_csum
@@ -376,11 +441,14 @@ def test_tap_gives_and_takes_super_frames(lab: Lab, record_property: Callable) -
         loop.close()
 
     assert outbound.byte_exact and inbound.byte_exact
-    print(f"\nTAP: {counts['from_tap_super']} super-frames read of {counts['from_tap']}, "
-          f"{counts['into_tap_super']} GSO super-frames written into the TAP")
-    record_property("tap_super_frames_read", counts["from_tap_super"])
-    assert counts["from_tap_super"] >= 1
-    assert counts["into_tap_super"] >= 1
+    print(f"\nTAP offloads={offloads:#x}: {counts['from_tap_super']} super-frames read of "
+          f"{counts['from_tap']}, {counts['into_tap_super']} GSO super-frames written into it")
+    record_property(f"tap_{offloads:#x}_super_frames_read", counts["from_tap_super"])
+    if offloads:
+        assert counts["from_tap_super"] >= 1
+    else:
+        assert counts["from_tap_super"] == 0 and counts["from_tap_partial"] == 0
+    assert counts["into_tap_super"] >= 1, "GSO writes into a TAP are accepted whatever its offloads"
     assert tap.counters.tx_dropped == 0
 
 

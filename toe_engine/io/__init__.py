@@ -1,4 +1,4 @@
-"""I/O drivers that put the sans-IO engine on real interfaces: TAP and AF_PACKET with virtio-net headers."""
+"""Drivers that put the sans-IO engine on real interfaces: TAP and AF_PACKET, with vnet headers."""
 from __future__ import annotations
 
 from toe_engine.io.afpacket import AfPacketDriver

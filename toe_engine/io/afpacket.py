@@ -55,7 +55,10 @@ class AfPacketDriver(FrameDriver):
         super().__init__(sock.fileno(), ifname, label, rx_buffer_size)
 
     def kernel_statistics(self) -> tuple[int, int]:
-        """(frames queued, frames dropped for lack of buffer) since the last call (PACKET_STATISTICS)."""
+        """(frames queued, frames dropped for want of buffer) since the last call.
+
+        PACKET_STATISTICS resets on every read, so each call reports a fresh interval.
+        """
         raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
         packets, drops = _TPACKET_STATS.unpack(raw)
         return packets, drops

@@ -106,7 +106,7 @@ class FrameDriver:
         return True
 
     def send(self, header: VnetHeader | _Buffer, frame: _Buffer) -> bool:
-        """Send `frame` after `header` (a VnetHeader or its 10 packed bytes) without joining them."""
+        """Send `frame` after `header` (a VnetHeader or its packed bytes) without joining them."""
         packed = header.pack() if isinstance(header, VnetHeader) else header
         try:
             os.writev(self.fd, (packed, frame))

@@ -6,6 +6,7 @@ is gone; the manager decides from fixed resources alone and counts what it decid
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,7 +14,7 @@ from typing import Protocol
 from ..counters import Counters
 from ..segment import FourTuple, Segment
 from .bufpool import DEFAULT_BUFFER_SIZE, BufferPool
-from .policy import Admission, ExhaustionPolicy, PassedFlows, PolicyKind, PortFilter
+from .policy import Admission, ExhaustionPolicy, PassedFlows, PortFilter
 from .syncookie import SynCookies
 from .table import DEFAULT_ENTRY_BYTES, ConnectionTable
 
@@ -104,6 +105,13 @@ class ResourceManager:
         self.counters.inc("conn_denied")
         return Admission.DROP
 
+    def bind(self, four_tuple: FourTuple, connection: object) -> None:
+        """Store the TCP engine's connection object in the slot `admit` took."""
+        self.table.update(four_tuple, connection)
+
+    def lookup(self, four_tuple: FourTuple) -> object | None:
+        return self.table.lookup(four_tuple)
+
     def established(self, four_tuple: FourTuple) -> None:
         """The connection left SYN-RECEIVED: it no longer counts as embryonic nor expires."""
         self.table.promote(four_tuple)
@@ -158,7 +166,6 @@ class ResourceManager:
             "pool_buffers_high_water": pool.high_water,
             "passed_flows": len(self.passed),
             "passed_flows_evicted": self.passed.evicted,
-            "cookie_policy": int(self.policy.kind is PolicyKind.SYNCOOKIE),
         }
 
     def _take_slot(self, four_tuple: FourTuple, now: float, *, embryonic: bool) -> bool:
@@ -173,7 +180,5 @@ class ResourceManager:
 
 
 def _default_secret() -> bytes:
-    """A fresh per-engine key; cookies only need to outlive the engine, not a restart."""
-    import os
-
+    """A fresh per-engine key: cookies only need to be valid within one engine's life."""
     return os.urandom(16)

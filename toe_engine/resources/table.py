@@ -112,6 +112,10 @@ class ConnectionTable:
         entry = self._entries.get(four_tuple)
         return None if entry is None else entry.value
 
+    def update(self, four_tuple: FourTuple, value: Any) -> None:
+        """Replace the connection stored for a present entry (KeyError if absent)."""
+        self._entries[four_tuple].value = value
+
     def __contains__(self, four_tuple: object) -> bool:
         return four_tuple in self._entries
 

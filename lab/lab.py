@@ -1,0 +1,269 @@
+"""The Lab: a running topology, from `Lab.up(spec)` to `lab.down()`.
+
+    with Lab.up(load_topology("router_path")) as lab:
+        lab.node("h1").run(["ping", "-c1", lab.address("h2")])
+
+A lab is torn down when its `with` block ends, when the process exits (atexit), on SIGINT
+(KeyboardInterrupt) and on SIGTERM (turned into `Terminated`, a SystemExit, while any lab is
+up). A process killed outright leaves a record that `cleanup.clean()` removes. Engine node
+kinds (`toe`, `middlebox`) are built as hosts; modules attach their processes with
+`on_kind_built`.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .backend_netns import NetnsBuilder, check_buildable
+from .capture import Capture
+from .cleanup import remove_lab
+from .errors import LabError
+from .features import FeatureControl
+from .netns import entered
+from .node import Node
+from .spec import TopologySpec
+from .state import LabRecord, ProcessRecord, create_record, process_start_time
+
+AfterBuildHook = Callable[["Lab", Node], None]
+_AFTER_BUILD: dict[str, list[AfterBuildHook]] = {}
+CAPTURE_DIR = Path(tempfile.gettempdir()) / "toelab"
+
+
+def on_kind_built(kind: str, hook: AfterBuildHook) -> None:
+    """Run `hook(lab, node)` for every node of `kind` once the whole lab is built.
+
+    This is how the engine attaches a process to `toe` and `middlebox` nodes; a hook that
+    raises makes `Lab.up` fail and tear the lab down.
+    """
+    _AFTER_BUILD.setdefault(kind, []).append(hook)
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while a lab was up: unwinds like an exception so teardown runs."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+class _LiveLabs:
+    """Labs of this process not yet down: signal handlers and atexit while there are any."""
+
+    def __init__(self) -> None:
+        self.labs: list[Lab] = []
+        self._previous: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.down_all)
+
+    def add(self, lab: Lab) -> None:
+        with self._lock:
+            self.labs.append(lab)
+            if len(self.labs) == 1:
+                self._install()
+
+    def discard(self, lab: Lab) -> None:
+        with self._lock:
+            if lab in self.labs:
+                self.labs.remove(lab)
+                if not self.labs:
+                    self._restore()
+
+    def down_all(self) -> None:
+        for lab in list(reversed(self.labs)):
+            lab.down()
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+_live = _LiveLabs()
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while tearing down, so a second Ctrl-C cannot cut teardown short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Lab:
+    """A running lab of the netns backend. Build one with `Lab.up`."""
+
+    def __init__(self, spec: TopologySpec, record: LabRecord) -> None:
+        self.spec = spec
+        self._record = record
+        self.nodes: dict[str, Node] = {
+            name: Node(name, node.kind, record.namespaces[i], self._track)
+            for i, (name, node) in enumerate(spec.nodes.items())
+        }
+        self._children: list[subprocess.Popen[Any]] = []
+        self._captures = 0
+        self._is_down = False
+        self._detached = False
+
+    @classmethod
+    def up(cls, spec: TopologySpec, backend: str = "netns") -> Lab:
+        """Validate, build and return a running lab; on any failure nothing is left behind."""
+        if backend == "mininet":
+            from .backend_mininet import MininetLab
+            from .state import unused_lab_id
+            return MininetLab(spec, unused_lab_id())  # type: ignore[return-value]
+        if backend != "netns":
+            raise LabError(f"unknown backend {backend!r}: use netns or mininet")
+        check_buildable(spec)
+        record = create_record(spec.name, backend, list(spec.nodes))
+        lab = cls(spec, record)
+        _live.add(lab)
+        try:
+            NetnsBuilder(spec, {name: node.netns for name, node in lab.nodes.items()}).build()
+            record.status = "up"
+            record.save()
+            for node in lab.nodes.values():
+                for hook in _AFTER_BUILD.get(node.kind, []):
+                    hook(lab, node)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._record.lab_id
+
+    @property
+    def record(self) -> LabRecord:
+        return self._record
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.id} {self.spec.name} ({len(self.nodes)} nodes){' down' if self._is_down else ''}>"
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise LabError(f"lab {self.id} has no node {name!r} (it has: {', '.join(self.nodes)})") from None
+
+    def address(self, node: str, version: int = 4) -> str:
+        """The node's first IPv4 (or IPv6) address, without prefix length."""
+        self.node(node)
+        addr = self.spec.first_address(node, version)
+        if addr is None:
+            raise LabError(f"node {node!r} of lab {self.id} has no IPv{version} address")
+        return addr
+
+    # --- processes, captures, features ---------------------------------------------------
+    def _track(self, node: Node, proc: subprocess.Popen[Any], argv: list[str]) -> None:
+        """Record a process started in a node, so teardown (here or elsewhere) kills it."""
+        self._children.append(proc)
+        try:
+            group = os.getpgid(proc.pid) == proc.pid
+        except ProcessLookupError:
+            group = False
+        self._record.processes.append(
+            ProcessRecord(proc.pid, process_start_time(proc.pid), node.name, " ".join(argv)[:200], group))
+        self._record.save()
+
+    def capture(self, node: str, iface: str, filter: str = "", path: Path | str | None = None) -> Capture:
+        """Start tcpdump on a node's interface; returns once it is listening."""
+        self._check_interface(node, iface)
+        self._captures += 1
+        if path is None:
+            path = CAPTURE_DIR / self.id / f"{node}-{iface}-{self._captures}.pcap"
+        capture = Capture(self.node(node), iface, Path(path), filter)
+        self._record.captures.append(str(capture.path))
+        self._record.save()
+        return capture
+
+    def _check_interface(self, node: str, iface: str) -> None:
+        if iface not in self.spec.interfaces_of(self.node(node).name) and iface not in ("lo", "br0"):
+            raise LabError(f"node {node!r} has no interface {iface!r} "
+                           f"(it has: {', '.join(self.spec.interfaces_of(node))})")
+
+    def features(self, node: str, iface: str) -> dict[str, bool]:
+        """The interface's offload features as the kernel reports them now."""
+        self._check_interface(node, iface)
+        with entered(self.node(node).netns):
+            control = FeatureControl()
+        with control:
+            return control.read(iface)
+
+    def set_features(self, node: str, iface: str, **wanted: bool) -> dict[str, bool]:
+        """Change offload features; returns all of them as read back (a refusal raises BackendError)."""
+        self._check_interface(node, iface)
+        with entered(self.node(node).netns):
+            control = FeatureControl()
+        with control:
+            return control.apply(iface, wanted, where=f"node {node}, interface {iface}")
+
+    # --- teardown -------------------------------------------------------------------------
+    def down(self) -> None:
+        """Kill the lab's processes and remove its namespaces and record; idempotent."""
+        if self._is_down:
+            return
+        with _signals_deferred():
+            remove_lab(self._record)
+            for proc in self._children:
+                self._reap(proc)
+            self._is_down = True
+            _live.discard(self)
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[Any]) -> None:
+        """Kill what is left of a child's process group (its PID is still ours until reaped), then reap."""
+        if proc.returncode is None:
+            try:
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def detach(self) -> None:
+        """Leave the lab running after this process exits; only `toelab down` removes it then."""
+        self._record.owner_pid = None
+        self._record.owner_start_time = None
+        self._record.save()
+        self._detached = True
+        _live.discard(self)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._detached:
+            self.down()

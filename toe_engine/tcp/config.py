@@ -1,0 +1,56 @@
+"""Per-connection TCP tunables, with defaults close to Linux's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_WSCALE = 14
+MAX_DELAYED_ACK = 0.5
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    """Everything a connection is configured with; validated on construction."""
+
+    mss: int = 1460  # our MTU-derived MSS: advertised in SYNs and the cap on what we send
+    rcv_buf: int = 256 * 1024
+    snd_buf: int = 256 * 1024
+    wscale: int | None = 7  # shift we offer in our SYN; None: do not offer window scaling
+    sack: bool = True
+    timestamps: bool = True
+    nodelay: bool = False  # True disables Nagle (MUST-17)
+    delayed_ack: float = 0.04  # MUST-40: below 0.5 s; 0 means ACK every segment
+    rto_initial: float = 1.0
+    rto_min: float = 1.0
+    rto_max: float = 60.0
+    time_wait: float = 60.0  # 2*MSL
+    fin_wait2_timeout: float = 60.0  # only for connections the application has closed
+    syn_retries: int = 6  # R2 for SYN: 1+2+...+64 s > 3 minutes (MUST-23)
+    synack_retries: int = 3  # embryonic (SYN-RECEIVED) entries die after this many
+    retries2: int = 15  # R2 for data (MUST-20)
+    keepalive: bool = False  # MUST-25: off by default
+    keepalive_idle: float = 7200.0  # MUST-28: at least two hours by default
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
+    congestion: str = "newreno"
+    initial_cwnd_segments: int = 10
+    dupthresh: int = 3
+    challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)
+    persist_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 88 <= self.mss <= 65495:
+            raise ValueError(f"mss {self.mss} out of range 88..65495")
+        if self.wscale is not None and not 0 <= self.wscale <= MAX_WSCALE:
+            raise ValueError(f"wscale {self.wscale} out of range 0..{MAX_WSCALE}")
+        if not 0 <= self.delayed_ack < MAX_DELAYED_ACK:
+            raise ValueError(f"delayed_ack {self.delayed_ack} must be below {MAX_DELAYED_ACK} s (MUST-40)")
+        if self.rcv_buf < self.mss or self.snd_buf < 1:
+            raise ValueError("buffers must hold at least one segment")
+        if self.wscale is None and self.rcv_buf > 65535:
+            raise ValueError("rcv_buf above 65535 needs window scaling")
+        if self.wscale is not None and self.rcv_buf > (65535 << self.wscale):
+            raise ValueError(f"rcv_buf {self.rcv_buf} does not fit a window with shift {self.wscale}")
+        if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
+            raise ValueError("need 0 < rto_min <= rto_initial <= rto_max")
+        if self.time_wait < 0 or self.keepalive_idle <= 0 or self.keepalive_interval <= 0:
+            raise ValueError("timeouts must be positive")
