@@ -30,6 +30,7 @@ from .netlink import NamespaceLink, describe_netlink_error, write_sysctls
 from .spec import ImpairmentSpec, TopologySpec
 
 BRIDGE = "br0"
+FIRST_EXPLICIT_IFINDEX = 1000  # see NamespaceLink.add_veth
 NAMESPACE_DEFAULTS: dict[str, str | int] = {
     "net.ipv6.conf.all.accept_dad": 0,
     "net.ipv6.conf.default.accept_dad": 0,
@@ -97,8 +98,8 @@ class NetnsBuilder:
         try:
             for node in self.spec.nodes:
                 self._make_namespace(node)
-            for link in self.spec.links:
-                self._make_veth(link.split(0), link.split(1))
+            for number, link in enumerate(self.spec.links):
+                self._make_veth(FIRST_EXPLICIT_IFINDEX + number, link.split(0), link.split(1))
             for node, node_spec in self.spec.nodes.items():
                 if node_spec.kind == "switch":
                     self._make_bridge(node)
@@ -125,12 +126,12 @@ class NetnsBuilder:
             nl = self._links[node] = NamespaceLink(name)
             nl.up("lo")
 
-    def _make_veth(self, end_a: tuple[str, str], end_b: tuple[str, str]) -> None:
+    def _make_veth(self, index: int, end_a: tuple[str, str], end_b: tuple[str, str]) -> None:
         (node_a, if_a), (node_b, if_b) = end_a, end_b
         spec = self.spec
         with doing(f"link {node_a}:{if_a} - {node_b}:{if_b}: creating the veth pair"):
             self._links[node_a].add_veth(
-                if_a, if_b, self._fds[node_b],
+                if_a, index, if_b, self._fds[node_b],
                 mtu=spec.link_mtu(node_a, if_a), peer_mtu=spec.link_mtu(node_b, if_b),
                 mac=spec.interface(node_a, if_a).mac, peer_mac=spec.interface(node_b, if_b).mac)
 

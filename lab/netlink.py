@@ -42,20 +42,30 @@ class NamespaceLink:
             self._index[ifname] = found[0]
         return self._index[ifname]
 
-    def add_veth(self, ifname: str, peer: str, peer_ns_fd: int, mtu: int | None, peer_mtu: int | None,
-                 mac: str | None, peer_mac: str | None) -> None:
-        """A veth pair: `ifname` here, `peer` created directly in the namespace open on `peer_ns_fd`."""
+    def add_veth(self, ifname: str, index: int, peer: str, peer_ns_fd: int, mtu: int | None,
+                 peer_mtu: int | None, mac: str | None, peer_mac: str | None) -> None:
+        """A veth pair: `ifname` here, `peer` created directly in the namespace open on `peer_ns_fd`.
+
+        `ifname` gets the explicit ifindex `index`, chosen above the small indexes the kernel
+        hands out itself, so the two ends never share an ifindex. If they did (both would
+        be 2 in fresh namespaces) the kernel would take the veth for a non-stacked device
+        and delay its carrier-up event by up to a second, leaving the link without a qdisc
+        and IPv6 "not ready" meanwhile.
+        """
         peer_attrs: dict[str, object] = {"ifname": peer, "net_ns_fd": peer_ns_fd}
         if peer_mtu is not None:
             peer_attrs["mtu"] = peer_mtu
         if peer_mac is not None:
             peer_attrs["address"] = peer_mac
-        attrs: dict[str, object] = {"ifname": ifname, "kind": "veth", "peer": peer_attrs}
+        attrs: dict[str, object] = {"ifname": ifname, "index": index, "kind": "veth", "peer": peer_attrs}
         if mtu is not None:
             attrs["mtu"] = mtu
         if mac is not None:
             attrs["address"] = mac
         self.ipr.link("add", **attrs)
+
+    def operstates(self) -> dict[str, str]:
+        return {link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_OPERSTATE") for link in self.ipr.get_links()}
 
     def add_bridge(self, ifname: str) -> None:
         self.ipr.link("add", ifname=ifname, kind="bridge")

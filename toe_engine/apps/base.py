@@ -1,0 +1,48 @@
+"""The contract between the engine and an application serving one connection."""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class AppConnection(Protocol):
+    """What an application may do with its connection."""
+
+    def send(self, data: bytes | memoryview) -> int:
+        """Queue bytes; returns how many fitted in the send buffer."""
+
+    def send_space(self) -> int:
+        """Free bytes in the send buffer."""
+
+    def shutdown(self) -> None:
+        """Half-close: send FIN after queued data."""
+
+    def close(self) -> None:
+        """Full close."""
+
+
+class App:
+    """One application instance per connection; override what you need."""
+
+    def __init__(self, conn: AppConnection) -> None:
+        self.conn = conn
+        self.received = 0
+        self.sent = 0
+
+    def on_connected(self) -> None:
+        """The handshake completed."""
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        """In-order bytes arrived."""
+        self.received += len(data)
+
+    def on_writable(self) -> None:
+        """Send-buffer space became free."""
+
+    def on_peer_closed(self) -> None:
+        """The peer sent FIN: by default close our side too."""
+        self.conn.close()
+
+    def send(self, data: bytes | memoryview) -> int:
+        sent = self.conn.send(data)
+        self.sent += sent
+        return sent

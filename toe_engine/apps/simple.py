@@ -1,0 +1,68 @@
+"""RFC 863 discard, RFC 862 echo and RFC 864 chargen, for bulk and byte-exact tests."""
+from __future__ import annotations
+
+from collections import deque
+
+from .base import App, AppConnection
+
+
+class Discard(App):
+    """Reads and drops everything (RFC 863)."""
+
+
+class Echo(App):
+    """Returns every byte (RFC 862); keeps what does not fit until the buffer drains."""
+
+    def __init__(self, conn: AppConnection) -> None:
+        super().__init__(conn)
+        self.pending: deque[bytes] = deque()
+        self.peer_closed = False
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        super().on_data(data)
+        self.pending.append(bytes(data))
+        self.on_writable()
+
+    def on_writable(self) -> None:
+        while self.pending:
+            head = self.pending[0]
+            sent = self.send(head)
+            if sent < len(head):
+                self.pending[0] = head[sent:]
+                return
+            self.pending.popleft()
+        if self.peer_closed:
+            self.conn.close()
+
+    def on_peer_closed(self) -> None:
+        self.peer_closed = True
+        self.on_writable()
+
+
+def chargen_pattern(length: int = 72 * 95) -> bytes:
+    """RFC 864's rotating 72-character lines, repeated into one buffer."""
+    printable = bytes(range(32, 127))
+    lines = [(printable * 2)[i % 95: i % 95 + 72] + b"\r\n" for i in range(95)]
+    return b"".join(lines)[:length] if length else b"".join(lines)
+
+
+class Chargen(App):
+    """Sends RFC 864's pattern as fast as the window allows until the peer closes."""
+
+    PATTERN = chargen_pattern(0)
+
+    def __init__(self, conn: AppConnection) -> None:
+        super().__init__(conn)
+        self.offset = 0
+
+    def on_connected(self) -> None:
+        self.on_writable()
+
+    def on_writable(self) -> None:
+        pattern, size = self.PATTERN, len(self.PATTERN)
+        while self.conn.send_space() > 0:
+            chunk = pattern[self.offset:] + pattern[: self.offset]
+            sent = self.send(chunk)
+            self.offset = (self.offset + sent) % size
+            if sent < size:
+                return

@@ -1,0 +1,52 @@
+"""The congestion control plug-in interface.
+
+The connection owns loss detection and the recovery procedure (RFC 6582 / RFC 6675, with
+pipe-based sending); an algorithm only decides how big cwnd and ssthresh are: how the window
+grows on new ACKs, and how far it falls on a fast retransmit or a timeout.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+INFINITE_SSTHRESH = 1 << 62
+
+
+class CongestionControl(ABC):
+    """cwnd and ssthresh in bytes; `mss` is the sender's current SMSS."""
+
+    __slots__ = ("mss", "cwnd", "ssthresh", "_acked_in_ca")
+    name: ClassVar[str]
+
+    def __init__(self, mss: int, initial_window_segments: int) -> None:
+        self.mss = mss
+        self.cwnd = initial_window_segments * mss
+        self.ssthresh = INFINITE_SSTHRESH
+        self._acked_in_ca = 0
+
+    def set_mss(self, mss: int) -> None:
+        """Keep the window's segment count when the MSS changes (PMTU discovery)."""
+        self.cwnd = max(mss, self.cwnd * mss // self.mss)
+        self.mss = mss
+
+    def slow_start(self, acked: int) -> int:
+        """RFC 5681 slow start with RFC 3465 byte counting (L = 2*SMSS); returns unused bytes."""
+        grow = min(acked, 2 * self.mss, max(self.ssthresh - self.cwnd, 0))
+        self.cwnd += grow
+        return acked - grow
+
+    @abstractmethod
+    def on_ack(self, acked: int, flight: int, now: float, srtt: float | None) -> None:
+        """New data acknowledged outside loss recovery."""
+
+    @abstractmethod
+    def on_fast_retransmit(self, flight: int, now: float) -> None:
+        """Loss detected by duplicate ACKs or SACK: set ssthresh, and cwnd to it."""
+
+    @abstractmethod
+    def on_rto(self, flight: int, now: float) -> None:
+        """Retransmission timeout: set ssthresh, cwnd to the loss window (one segment)."""
+
+    def on_recovery_end(self, now: float) -> None:
+        """Full ACK of the recovery point: deflate to ssthresh (RFC 6582 step 3)."""
+        self.cwnd = max(self.ssthresh, self.mss)

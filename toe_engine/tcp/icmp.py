@@ -1,0 +1,22 @@
+"""ICMP errors as the TCP layer understands them (RFC 9293 3.9.1.1 and RFC 5927)."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class IcmpError(Enum):
+    NET_UNREACHABLE = "net unreachable"
+    HOST_UNREACHABLE = "host unreachable"
+    PROTOCOL_UNREACHABLE = "protocol unreachable"
+    PORT_UNREACHABLE = "port unreachable"
+    FRAG_NEEDED = "fragmentation needed"  # IPv4; IPv6's Packet Too Big maps here as well
+    SOURCE_ROUTE_FAILED = "source route failed"
+    ADMIN_PROHIBITED = "administratively prohibited"
+    SOURCE_QUENCH = "source quench"
+    TIME_EXCEEDED = "time exceeded"
+    PARAMETER_PROBLEM = "parameter problem"
+
+
+HARD_ERRORS = frozenset({IcmpError.PROTOCOL_UNREACHABLE, IcmpError.PORT_UNREACHABLE})
+"""Errors that abort a connection, and only in SYN-SENT: RFC 5927 section 4.1 treats them as
+soft errors in synchronized states, where they are a cheap way to attack a connection."""
