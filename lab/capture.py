@@ -21,8 +21,10 @@ class Capture:
     def __init__(self, node: Node, iface: str, path: Path, filter: str = "", timeout_s: float = 10.0) -> None:
         self.node, self.iface, self.path = node, iface, path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # -U: write each packet as it comes; -Z root: keep root, so any directory is writable.
-        argv = ["tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-w", str(path)] + (filter.split() if filter else [])
+        # -U and --immediate-mode: hand over and write each packet at once, so stop() loses none;
+        # -Z root: keep root, so any directory is writable.
+        argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", str(path)]
+        argv += filter.split() if filter else []
         self._proc: subprocess.Popen[Any] = node.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._stderr = b""
         self._wait_until_listening(timeout_s)

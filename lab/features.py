@@ -26,6 +26,16 @@ ETH_SS_FEATURES = 4
 ETH_GSTRING_LEN = 32
 IFNAMSIZ = 16
 
+AVAILABLE, ACTIVE = 0, 2  # fields of struct ethtool_get_features_block (available, requested, active, never_changed)
+#: Kernel features switched together with a toelab feature, as `ethtool -K tso|tx|sg` switches them;
+#: the toelab feature reads as on if any of them is on, like `ethtool -k` shows it.
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    "tso": ("tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation", "tx-tcp6-segmentation",
+            "tx-tcp-accecn-segmentation"),
+    "tx_csum": ("tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-fcoe-crc", "tx-checksum-sctp"),
+    "sg": ("tx-scatter-gather-fraglist",),
+}
+
 _feature_bits: dict[str, int] | None = None  # kernel feature string -> bit index (global per kernel)
 
 
@@ -75,38 +85,47 @@ class FeatureControl:
         return [struct.unpack_from("IIII", buf.raw, 8 + 16 * i) for i in range(blocks)], bits
 
     def read(self, ifname: str) -> dict[str, bool]:
-        """toelab feature name -> active, for every feature toelab knows."""
+        """toelab feature name -> active, for every feature toelab knows (as `ethtool -k` shows it)."""
         blocks, bits = self._get(ifname)
-        out = {}
-        for name, kernel_name in ETHTOOL_FEATURES.items():
-            bit = bits[kernel_name]
-            out[name] = bool(blocks[bit // 32][2] & (1 << (bit % 32)))
-        return out
+        return {name: any(_bit(blocks, bits[k], ACTIVE) for k in _members(name, bits)) for name in ETHTOOL_FEATURES}
 
     def apply(self, ifname: str, wanted: dict[str, bool], where: str = "") -> dict[str, bool]:
         """Ask for `wanted` features, read back, and raise naming the first one the kernel refused."""
+        where = where or f"interface {ifname}"
+        unknown = sorted(set(wanted) - set(ETHTOOL_FEATURES))
+        if unknown:
+            raise BackendError(f"{where}: unknown offload feature {unknown[0]!r}; known ones are {', '.join(ETHTOOL_FEATURES)}")
         if not wanted:
             return self.read(ifname)
         blocks, bits = self._get(ifname)
         valid = [0] * len(blocks)
         requested = [0] * len(blocks)
         for name, on in wanted.items():
-            if name not in ETHTOOL_FEATURES:
-                raise BackendError(f"{where or ifname}: unknown offload feature {name!r}; "
-                                   f"known ones are {', '.join(ETHTOOL_FEATURES)}")
-            bit = bits[ETHTOOL_FEATURES[name]]
-            valid[bit // 32] |= 1 << (bit % 32)
-            if on:
-                requested[bit // 32] |= 1 << (bit % 32)
+            primary = ETHTOOL_FEATURES[name]
+            for kernel_name in _members(name, bits):
+                bit = bits[kernel_name]
+                if kernel_name != primary and not _bit(blocks, bit, AVAILABLE):
+                    continue  # a fixed companion bit (tx-checksum-ipv4 on veth): leave it
+                valid[bit // 32] |= 1 << (bit % 32)
+                if on:
+                    requested[bit // 32] |= 1 << (bit % 32)
         payload = struct.pack("II", ETHTOOL_SFEATURES, len(blocks))
         payload += b"".join(struct.pack("II", v, r) for v, r in zip(valid, requested))
         self._ioctl(ifname, ctypes.create_string_buffer(payload))
         state = self.read(ifname)
         for name, on in wanted.items():
             if state[name] != on:
-                changeable = blocks[bits[ETHTOOL_FEATURES[name]] // 32][0] & (1 << (bits[ETHTOOL_FEATURES[name]] % 32))
-                why = "the device cannot change it" if not changeable else f"it reads back {'on' if state[name] else 'off'}"
-                raise BackendError(f"{where or ifname}: offload feature {name} "
-                                   f"({ETHTOOL_FEATURES[name]}) {'on' if on else 'off'} was refused by the kernel: {why}")
+                fixed = not _bit(blocks, bits[ETHTOOL_FEATURES[name]], AVAILABLE)
+                why = "the device cannot change it" if fixed else f"it reads back {'on' if state[name] else 'off'}"
+                raise BackendError(f"{where}: offload feature {name} ({ETHTOOL_FEATURES[name]}) "
+                                   f"{'on' if on else 'off'} was refused by the kernel: {why}")
         return state
 
+
+def _members(name: str, bits: dict[str, int]) -> list[str]:
+    """The kernel features a toelab feature stands for, as ethtool's `tso`, `tx` and `sg` do."""
+    return [k for k in (ETHTOOL_FEATURES[name],) + COMPANIONS.get(name, ()) if k in bits]
+
+
+def _bit(blocks: list[tuple[int, int, int, int]], bit: int, field: int) -> bool:
+    return bool(blocks[bit // 32][field] & (1 << (bit % 32)))

@@ -7,7 +7,6 @@ from toe_engine.counters import Counters
 from toe_engine.resources.syncookie import (
     COOKIE_BITS,
     MSS_TABLE,
-    TS_ECN,
     TS_SACK,
     TS_WSCALE_MASK,
     SynCookies,
