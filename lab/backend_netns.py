@@ -166,9 +166,9 @@ class NetnsBuilder:
         nl = self._links[node]
         name = self.namespaces[node]
         for i, route in enumerate(node_spec.routes):
-            dst = {"default": "0.0.0.0/0", "default6": "::/0"}.get(route.dst, route.dst)
-            if route.dst == "default" and route.family == 6:
-                dst = "::/0"
+            dst = route.dst
+            if dst in ("default", "default6"):
+                dst = "0.0.0.0/0" if route.family == 4 else "::/0"
             with doing(f"node {node}, route {i} ({route.dst}{f' via {route.via}' if route.via else ''})"):
                 nl.add_route(dst, route.family, str(route.via) if route.via else None, route.dev,
                              route.mtu, route.advmss)
@@ -183,7 +183,3 @@ class NetnsBuilder:
             if done.returncode != 0:
                 raise BackendError(f"node {node}: nftables refused its ruleset: {done.stderr.strip()}")
 
-
-def remove_namespaces(names: list[str]) -> list[str]:
-    """Delete those of `names` that exist; return the ones deleted."""
-    return [name for name in names if netns.delete(name)]

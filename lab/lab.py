@@ -77,8 +77,10 @@ class _LiveLabs:
                     self._restore()
 
     def down_all(self) -> None:
+        """At exit: down this process's labs (not those a forked parent owns)."""
         for lab in list(reversed(self.labs)):
-            lab.down()
+            if lab.record.owner_pid == os.getpid():
+                lab.down()
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():

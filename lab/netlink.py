@@ -64,9 +64,6 @@ class NamespaceLink:
             attrs["address"] = mac
         self.ipr.link("add", **attrs)
 
-    def operstates(self) -> dict[str, str]:
-        return {link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_OPERSTATE") for link in self.ipr.get_links()}
-
     def add_bridge(self, ifname: str) -> None:
         self.ipr.link("add", ifname=ifname, kind="bridge")
 

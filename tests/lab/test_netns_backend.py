@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,6 +10,7 @@ from lab import netns
 from lab.errors import BackendError, LabError, SpecError
 from lab.lab import Lab
 from lab.netem import netem_available
+from lab.node import RunResult
 from lab.pytest_plugin import MakeLab, host_state, leftovers_since
 from lab.render import load_topology
 from lab.state import read_record
@@ -19,7 +18,7 @@ from lab.state import read_record
 pytestmark = pytest.mark.root
 
 
-def ping(lab: Lab, src: str, dst: str, size: int | None = None, dont_fragment: bool = False) -> subprocess.CompletedProcess[str] | Any:
+def ping(lab: Lab, src: str, dst: str, size: int | None = None, dont_fragment: bool = False) -> RunResult:
     cmd = ["ping", "-n", "-c", "1", "-W", "2"]
     cmd += ["-s", str(size)] if size is not None else []
     cmd += ["-M", "do"] if dont_fragment else []
@@ -164,7 +163,8 @@ def test_failure_half_way_removes_namespaces_already_built(tmp_path: Path) -> No
     spec = load_topology("router_path")
     r1 = spec.nodes["r1"]
     eth1 = r1.interfaces["eth1"].model_copy(update={"features": {"lro": True}})
-    broken = spec.model_copy(update={"nodes": {**spec.nodes, "r1": r1.model_copy(update={"interfaces": {**r1.interfaces, "eth1": eth1}})}})
+    r1 = r1.model_copy(update={"interfaces": {**r1.interfaces, "eth1": eth1}})
+    broken = spec.model_copy(update={"nodes": {**spec.nodes, "r1": r1}})
     before = host_state()
     with pytest.raises(BackendError, match="node r1, interface eth1: offload feature lro"):
         Lab.up(broken)
