@@ -12,13 +12,17 @@ kinds (`toe`, `middlebox`), which need the netns backend.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any
 
-from .errors import BackendError
+from .errors import BackendError, LabError
+from .features import FeatureControl
 from .netem import netem_available
+from .netns import entered
 from .node import RunResult
-from .spec import ETHTOOL_FEATURES, TopologySpec
+from .spec import TopologySpec
+from .state import LabRecord, ProcessRecord, create_record, process_start_time, remove_record
 
 
 def unsupported(spec: TopologySpec) -> list[str]:
@@ -71,14 +75,16 @@ class MininetNode:
 class MininetLab:
     """A lab built by Mininet; offers the subset of the Lab API that scenarios use."""
 
-    def __init__(self, spec: TopologySpec, lab_id: str) -> None:
+    def __init__(self, spec: TopologySpec) -> None:
         problems = unsupported(spec)
         if problems:
             raise BackendError(f"the mininet backend cannot build {spec.name}: " + "; ".join(problems))
         from mininet.net import Mininet
         from mininet.nodelib import LinuxBridge
 
-        self.id, self.spec = lab_id, spec
+        self.spec = spec
+        self.record: LabRecord | None = create_record(spec.name, "mininet", [])
+        self.id = self.record.lab_id
         self._net = Mininet(topo=None, controller=None, switch=LinuxBridge, build=False,
                             autoSetMacs=False, waitConnected=False)
         self.nodes: dict[str, MininetNode] = {}
@@ -100,6 +106,12 @@ class MininetLab:
             (n1, i1), (n2, i2) = link.split(0), link.split(1)
             self._net.addLink(mn_nodes[n1], mn_nodes[n2], intfName1=i1, intfName2=i2)
         self._net.build()
+        # Record the node shells: killing them frees their namespaces, so `toelab clean`
+        # can remove this lab if its owner dies.
+        self.record.processes = [ProcessRecord(n.pid, process_start_time(n.pid), name, "mininet node shell", False)
+                                 for name, n in mn_nodes.items()]
+        self.record.status = "up"
+        self.record.save()
         for name, node in self.spec.nodes.items():
             self.nodes[name] = MininetNode(name, node.kind, mn_nodes[name])
             if node.kind == "switch":
@@ -123,9 +135,6 @@ class MininetLab:
             script += [f"ip addr add {addr} dev {iface} nodad" if addr.version == 6 else f"ip addr add {addr} dev {iface}"
                        for addr in ispec.addresses]
             script.append(f"ip link set {iface} up")
-            if ispec.features:
-                flags = " ".join(f"{ETHTOOL_FEATURES[k]} {'on' if v else 'off'}" for k, v in ispec.features.items())
-                script.append(f"ethtool -K {iface} {flags}")
         for route in spec.routes:
             dst = "default" if route.dst in ("default", "default6") else route.dst
             words = [f"ip -{route.family} route add {dst}"]
@@ -137,6 +146,10 @@ class MininetLab:
         result = node.run("\n".join(script))
         if result.returncode != 0:
             raise BackendError(f"mininet backend: configuring node {name!r} failed: {result.stderr.strip()}")
+        for iface in self.spec.interfaces_of(name):
+            wanted = self.spec.interface(name, iface).features
+            if wanted:
+                self.set_features(name, iface, **wanted)
         if spec.nft:
             loaded = node.run(["nft", "-f", "-"], input=spec.nft)
             if loaded.returncode != 0:
@@ -154,10 +167,23 @@ class MininetLab:
             raise BackendError(f"node {node!r} has no IPv{version} address")
         return addr
 
+    def _in_node(self, node: str) -> int:
+        return os.open(f"/proc/{self.node(node)._mn.pid}/ns/net", os.O_RDONLY)
+
     def features(self, node: str, iface: str) -> dict[str, bool]:
-        out = self.node(node).run(["ethtool", "-k", iface], check=True).stdout
-        state = {line.split(":")[0].strip(): "on" in line.split(":")[1] for line in out.splitlines()[1:] if ":" in line}
-        return {k: state.get(v, False) for k, v in ETHTOOL_FEATURES.items()}
+        return self.set_features(node, iface)
+
+    def set_features(self, node: str, iface: str, **wanted: bool) -> dict[str, bool]:
+        fd = self._in_node(node)
+        try:
+            with entered(fd), FeatureControl() as control:
+                return control.apply(iface, wanted, where=f"node {node}, interface {iface}")
+        finally:
+            os.close(fd)
+
+    def detach(self) -> None:
+        raise LabError("the mininet backend cannot leave a lab running after toelab exits "
+                       "(its nodes are toelab's child processes); use `toelab shell --backend mininet`")
 
     def down(self) -> None:
         for node in self.nodes.values():
@@ -165,6 +191,9 @@ class MininetLab:
         if getattr(self, "_net", None) is not None:
             self._net.stop()
             self._net = None
+        if getattr(self, "record", None) is not None:
+            remove_record(self.record.lab_id)
+            self.record = None
 
     def __enter__(self) -> "MininetLab":
         return self

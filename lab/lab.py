@@ -137,8 +137,7 @@ class Lab:
         """Validate, build and return a running lab; on any failure nothing is left behind."""
         if backend == "mininet":
             from .backend_mininet import MininetLab
-            from .state import unused_lab_id
-            return MininetLab(spec, unused_lab_id())  # type: ignore[return-value]
+            return MininetLab(spec)  # type: ignore[return-value]
         if backend != "netns":
             raise LabError(f"unknown backend {backend!r}: use netns or mininet")
         check_buildable(spec)

@@ -58,14 +58,17 @@ class IperfResult:
 
 def iperf(lab: "Lab", client: str, server: str, seconds: float = 2.0, version: int = 4,
           extra: list[str] | None = None) -> IperfResult:
-    """Run iperf3 from `client` to `server` (both lab nodes) and parse its JSON."""
+    """Run iperf3 from `client` to `server` (both lab nodes) and parse its JSON.
+
+    iperf3 takes whole seconds (`-t 0.5` would mean "forever"), so `seconds` is rounded up to 1.
+    """
     addr = lab.address(server, version)
-    srv = lab.node(server).popen(["iperf3", "-s", "-1", "-B", addr], stdout=subprocess.PIPE,
+    srv = lab.node(server).popen(["iperf3", "-s", "-1", "--forceflush", "-B", addr], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT)
     try:
         wait_for_line(srv, "Server listening", what=f"iperf3 server on {server}")
         result = lab.node(client).run(
-            ["iperf3", "-J", "-c", addr, "-t", str(seconds)] + (extra or []), timeout=seconds + 20)
+            ["iperf3", "-J", "-c", addr, "-t", str(max(1, round(seconds)))] + (extra or []), timeout=seconds + 20)
         if result.returncode != 0:
             raise RuntimeError(f"iperf3 from {client} to {server} failed: {result.stdout[-300:]}{result.stderr[-300:]}")
         end = json.loads(result.stdout)["end"]

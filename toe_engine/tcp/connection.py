@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Protocol
 
-from toe_engine.segment import ACK, FIN, PSH, RST, SYN, URG, FourTuple, Segment, TcpOptions
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
 from toe_engine.tcp import congestion
 from toe_engine.tcp.config import MAX_WSCALE, TcpConfig
 from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, Event, PeerClosed, Reset, Writable
@@ -22,8 +22,7 @@ from toe_engine.tcp.icmp import HARD_ERRORS, IcmpError
 from toe_engine.tcp.reassembly import ReassemblyQueue
 from toe_engine.tcp.rtt import RttEstimator
 from toe_engine.tcp.scoreboard import Scoreboard
-from toe_engine.tcp.seqnum import HALF, MASK, seq_diff, unwrap
-from toe_engine.segment import Endpoint
+from toe_engine.tcp.seqnum import HALF, MASK, seq_diff
 
 INF = float("inf")
 DEFAULT_MSS_V4 = 536  # MUST-15
@@ -199,7 +198,7 @@ class Connection:
         self.irs = syn.seq
         self.rcv_nxt = syn.seq + 1
         self.last_rcv = now
-        self._negotiate(syn.options, offered_by_us=False)
+        self._negotiate(syn.options)
         self.snd_wnd = syn.window
         self.snd_wl1 = syn.seq
         self.snd_nxt = self.iss + 1
@@ -218,7 +217,7 @@ class Connection:
         self.recover = self.loss_mark = self.high_rxt = self.snd_una
         opts = TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack,
                           timestamp=ack_seg.options.timestamp if timestamps else None)
-        self._negotiate(opts, offered_by_us=False)
+        self._negotiate(opts)
         self.rcv_adv = self.rcv_nxt + min(self.cfg.rcv_buf, 0xFFFF)
         self.last_ack_sent = self.rcv_nxt
         self.snd_wnd = ack_seg.window << self.snd_wscale
@@ -228,7 +227,7 @@ class Connection:
         self._established(now)
         self.on_segment(ack_seg, now)
 
-    def _negotiate(self, opts: TcpOptions, offered_by_us: bool) -> None:
+    def _negotiate(self, opts: TcpOptions) -> None:
         """Settle MSS, window scale, SACK and timestamps from the peer's SYN options."""
         cfg = self.cfg
         if opts.mss:
@@ -401,7 +400,7 @@ class Connection:
             seq += 1
 
         if ts is not None and self.ts_ok and not flags & RST:
-            if (self.ts_recent - ts[0]) & MASK and ((self.ts_recent - ts[0]) & MASK) < HALF:
+            if (ts[0] - self.ts_recent) & HALF:  # SEG.TSval < TS.Recent, modulo 2**32
                 if now - self.ts_recent_time <= PAWS_IDLE_LIMIT:
                     self.counters.inc("paws_rejected")
                     self.ack_now = True
@@ -518,7 +517,7 @@ class Connection:
             return
         self.irs = seg.seq
         self.rcv_nxt = seg.seq + 1
-        self._negotiate(seg.options, offered_by_us=True)
+        self._negotiate(seg.options)
         self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
         self.max_snd_wnd = self.snd_wnd
         self.snd_wl1 = seg.seq
@@ -832,6 +831,9 @@ class Connection:
             return
         cfg = self.cfg
         idle_since = self.last_rcv
+        if self.snd_nxt > self.snd_una:
+            self.t_keepalive = now + cfg.keepalive_idle  # MUST-26: only when idle; RTO rules now
+            return
         if now - idle_since < cfg.keepalive_idle and self.keepalive_probes == 0:
             self.t_keepalive = idle_since + cfg.keepalive_idle
             return
@@ -918,8 +920,6 @@ class Connection:
             self.force_rtx = False
             sent = True
         self.force_rtx = False
-        if self.loss_mark <= self.snd_una and not self.in_recovery:
-            room = cwnd - (self.snd_nxt - self.snd_una)
         if room > 0 and self._send_new(now, room):
             sent = True
         return sent
@@ -995,8 +995,7 @@ class Connection:
         rcv_nxt = self.rcv_nxt
         edge = rcv_nxt + cfg.rcv_buf - len(self.rcv_buf)
         shift = self.rcv_wscale
-        if edge > self.rcv_adv and (edge - self.rcv_adv >= min(cfg.rcv_buf // 2, cfg.mss)
-                                    or self.rcv_adv <= rcv_nxt):
+        if edge - self.rcv_adv >= min(cfg.rcv_buf // 2, cfg.mss):
             field = min((edge - rcv_nxt) >> shift, 0xFFFF)
             advertised = rcv_nxt + (field << shift)
             if advertised > self.rcv_adv:

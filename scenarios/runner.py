@@ -1,0 +1,74 @@
+"""Run a scenario on a target: build its lab, start the target, collect checks, tear down.
+
+The lab is torn down however the run ends (checks, exception, Ctrl-C). A target that cannot
+run yields a skip check for every requirement the scenario covers, with the target's reason;
+a scenario that raises records the error, which fails the run like a failing check.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .framework import Check, RunContext, Scenario, ScenarioResult, Verdict
+from .targets import TargetUnavailable, make
+
+Progress = Callable[[str], None]
+
+
+def skip_all(scenario: Scenario, target: str, reason: str) -> list[Check]:
+    return [Check(id=f"{scenario.name}.{req.lower().replace(' ', '-')}", requirement=req, target=target,
+                  verdict=Verdict.SKIP, sentence=reason) for req in scenario.covers]
+
+
+def run_scenario(scenario: Scenario, target_name: str, *, params: Any = None, seed: int = 1,
+                 outdir: Path, progress: Progress | None = None,
+                 on_check: Callable[[Check], None] | None = None) -> ScenarioResult:
+    """Run one scenario on one target and return its result (never raises for a scenario's failure)."""
+    from lab.lab import Lab
+    from lab.render import load_topology
+
+    params = scenario.parse_params() if params is None else params
+    say = progress or (lambda message: None)
+    result = ScenarioResult(scenario=scenario.name, purpose=scenario.purpose, target=target_name, seed=seed,
+                            params=params.model_dump(mode="json"), outdir=str(outdir))
+    target = make(target_name)
+    reason = target.unavailable_reason()
+    if reason is None and target_name not in scenario.targets:
+        reason = f"scenario {scenario.name} does not apply to target {target_name}"
+    if reason is not None:
+        result.skipped = reason
+        result.checks = skip_all(scenario, target_name, reason)
+        return result
+    started = time.monotonic()
+    say(f"building {scenario.topology}")
+    spec = load_topology(scenario.topology, {k: str(v) for k, v in scenario.topology_params(params).items()})
+    with Lab.up(spec) as lab:
+        try:
+            say(f"starting {target_name} on {scenario.server}")
+            services = target.start(lab, scenario.server)
+            ctx = RunContext(scenario, lab, target, params, seed, outdir, services, say)
+            for check in _checks(scenario.run(ctx)):
+                result.checks.append(check)
+                if on_check is not None:
+                    on_check(check)
+        except TargetUnavailable as exc:
+            result.skipped = str(exc)
+            result.checks += skip_all(scenario, target_name, str(exc))
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            outdir.mkdir(parents=True, exist_ok=True)
+            (outdir / "error.txt").write_text(traceback.format_exc())
+        finally:
+            target.stop()
+    result.duration_s = round(time.monotonic() - started, 3)
+    return result
+
+
+def _checks(produced: Iterable[Check] | None) -> Iterable[Check]:
+    for check in produced or ():
+        if not isinstance(check, Check):
+            raise TypeError(f"a scenario yielded {type(check).__name__}, not a Check")
+        yield check

@@ -1,0 +1,127 @@
+"""Targets: the TCP implementation a scenario tests, started on the scenario's server node.
+
+Every target offers the same services on the same ports (discard, echo, chargen) and its own
+counters, so a scenario is written once and run against each. `kernel` is the Linux stack of
+the server's namespace; `toe` is toelab's engine as an endpoint on that node.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lab.netns import entered
+from lab.tools import wait_for_line
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
+#: Well-known ports, as the engine's built-in applications use them too.
+SERVICE_PORTS: dict[str, int] = {"echo": 7, "discard": 9, "chargen": 19}
+
+
+class TargetUnavailable(Exception):
+    """This target cannot run here (yet); the message is the skip reason."""
+
+
+class Target(ABC):
+    """A TCP implementation under test, serving on one node of a lab."""
+
+    name: ClassVar[str]
+
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot run at all, or None; checked before a lab is built."""
+        return None
+
+    @abstractmethod
+    def start(self, lab: Lab, node: str) -> dict[str, int]:
+        """Start serving on `node`; returns the services' ports by name (`discard`, `echo`, `chargen`)."""
+
+    @abstractmethod
+    def counters(self) -> dict[str, int]:
+        """The target's counters now (names are the target's own), for deltas and evidence."""
+
+    def stop(self) -> None:
+        """Stop what `start` started; the lab's teardown kills anything left."""
+
+
+class KernelTarget(Target):
+    """The Linux stack of the server namespace, serving with kernel sockets."""
+
+    name = "kernel"
+
+    def __init__(self) -> None:
+        self._lab: Lab | None = None
+        self._node = ""
+        self._proc: subprocess.Popen[Any] | None = None
+
+    def start(self, lab: Lab, node: str) -> dict[str, int]:
+        self._lab, self._node = lab, node
+        argv = [sys.executable, "-m", "scenarios.kernel_services"] + [f"{n}={p}" for n, p in SERVICE_PORTS.items()]
+        self._proc = lab.node(node).popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for_line(self._proc, "ready", what=f"kernel services on {node}")
+        return dict(SERVICE_PORTS)
+
+    def counters(self) -> dict[str, int]:
+        """/proc/net/snmp and /proc/net/netstat of the server namespace, as `nstat` names them."""
+        if self._lab is None:
+            return {}
+        with entered(self._lab.node(self._node).netns):
+            return read_snmp_counters()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._proc = None
+
+
+class ToeTarget(Target):
+    """toelab's engine as an endpoint: the interface is fixed, the wiring comes with the engine."""
+
+    name = "toe"
+    REASON = "the toe engine endpoint target is not available yet (the engine is not wired into scenarios)"
+
+    def unavailable_reason(self) -> str | None:
+        return self.REASON
+
+    def start(self, lab: Lab, node: str) -> dict[str, int]:
+        raise TargetUnavailable(self.REASON)
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+
+TARGETS: dict[str, type[Target]] = {"kernel": KernelTarget, "toe": ToeTarget}
+
+
+def make(name: str) -> Target:
+    try:
+        return TARGETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}: use {', '.join(TARGETS)}") from None
+
+
+def read_snmp_counters() -> dict[str, int]:
+    """Counters of the calling thread's network namespace (`TcpInCsumErrors`, `TcpExtTCPTimeouts` ...).
+
+    /proc/thread-self/net follows the thread's namespace, so this reads a lab namespace
+    without forking `nstat` when called inside `lab.netns.entered`.
+    """
+    out: dict[str, int] = {}
+    for name in ("snmp", "netstat"):
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        for header, values in zip(lines[::2], lines[1::2]):
+            prefix, _, keys = header.partition(":")
+            for key, value in zip(keys.split(), values.partition(":")[2].split()):
+                out[prefix + key] = int(value)
+    return out
+
+
+def delta(before: dict[str, int], after: dict[str, int], *names: str) -> dict[str, int]:
+    """How much each named counter grew between two readings."""
+    return {n: after.get(n, 0) - before.get(n, 0) for n in names}

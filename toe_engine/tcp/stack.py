@@ -1,0 +1,401 @@
+"""The TCP layer of one host: listeners, demultiplexing, passive and active opens, timers.
+
+Sans-IO: segments and time go in through on_segment()/on_timer() and the application calls;
+segments to send come out of poll_output() as (local_ip, remote_ip, Segment) and events for
+the application out of poll_events(). A connection is named by its FourTuple, local side
+first. Application calls take an optional `now`; without it the time of the last
+on_segment/on_timer/connect call is used.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from toe_engine.counters import Counters
+from toe_engine.segment import ACK, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
+from toe_engine.tcp.admission import AcceptAll, Admission, AdmissionHook, CookieParams
+from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.connection import CLOSED, SYN_RECEIVED, TIME_WAIT, Connection, Counter, State, TcpError
+from toe_engine.tcp.events import Closed, Event
+from toe_engine.tcp.icmp import IcmpError
+from toe_engine.tcp.isn import IsnGenerator
+from toe_engine.tcp.seqnum import HALF, MASK
+from toe_engine.tcp.timers import INF, TimerQueue
+
+EPHEMERAL_FIRST = 32768
+EPHEMERAL_LAST = 60999
+
+Output = tuple[bytes, bytes, Segment]
+
+
+class ChallengeAckLimiter:
+    """RFC 5961 section 7: at most `limit` challenge ACKs per second for the whole stack."""
+
+    __slots__ = ("limit", "_window_start", "_sent")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._window_start = -INF
+        self._sent = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._sent = 0
+        if self._sent < self.limit:
+            self._sent += 1
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class Listener:
+    """A passive OPEN; `local_ip` None listens on every address (MUST-42 allows several)."""
+
+    local_ip: bytes | None
+    port: int
+    backlog: int
+    config: TcpConfig
+    embryonic: int = 0
+
+    def endpoint(self, local_ip: bytes) -> Endpoint:
+        return Endpoint(local_ip if self.local_ip is None else self.local_ip, self.port)
+
+
+class TcpStack:
+    """All TCP connections and listeners of one host."""
+
+    def __init__(self, config: TcpConfig | None = None, *, counters: Counter | None = None,
+                 admission: AdmissionHook | None = None, isn: IsnGenerator | None = None,
+                 ts_offset: int = 0) -> None:
+        self.config = config or TcpConfig()
+        self.counters: Counter = counters if counters is not None else Counters()
+        self.admission: AdmissionHook = admission if admission is not None else AcceptAll()
+        self.output: list[Output] = []
+        self.events: list[Event] = []
+        self._isn = isn or IsnGenerator()
+        self._ts_offset = ts_offset
+        self._conns: dict[tuple[bytes, int, bytes, int], Connection] = {}
+        self._listeners: dict[tuple[bytes | None, int], Listener] = {}
+        self._embryonic_of: dict[tuple[bytes, int, bytes, int], Listener] = {}
+        self._timers = TimerQueue()
+        self._challenge = ChallengeAckLimiter(self.config.challenge_ack_limit)
+        self._next_port = EPHEMERAL_FIRST
+        self._now = 0.0
+
+    # ------------------------------------------------------------------ host services
+
+    def ts_clock(self, now: float) -> int:
+        """The TSval clock: milliseconds (RFC 7323 5.4 wants 1 ms to 1 s per tick)."""
+        return (int(now * 1000) + self._ts_offset) & MASK
+
+    def challenge_ack_allowed(self, now: float) -> bool:
+        return self._challenge.allow(now)
+
+    # ------------------------------------------------------------------ application interface
+
+    def listen(self, local_ip: bytes | None, port: int, backlog: int = 128,
+               config: TcpConfig | None = None) -> None:
+        """Passive OPEN on (local_ip, port); `backlog` bounds SYN-RECEIVED entries."""
+        key = (local_ip, port)
+        if key in self._listeners:
+            raise TcpError(f"already listening on port {port}")
+        self._listeners[key] = Listener(local_ip, port, backlog, config or self.config)
+
+    def unlisten(self, local_ip: bytes | None, port: int) -> None:
+        self._listeners.pop((local_ip, port), None)
+
+    def connect(self, local_ip: bytes, remote_ip: bytes, remote_port: int, now: float | None = None,
+                local_port: int | None = None, config: TcpConfig | None = None) -> FourTuple:
+        """Active OPEN: send a SYN, return the new connection's FourTuple."""
+        now = self._clock(now)
+        _check_unicast(remote_ip)  # MUST-46
+        if local_port is None:
+            local_port = self._ephemeral_port(local_ip, remote_ip, remote_port)
+        key = FourTuple(local_ip, local_port, remote_ip, remote_port)
+        if key in self._conns:
+            raise TcpError(f"connection {key} already exists")
+        conn = Connection(key, config or self.config, self, self._isn.isn(key, now))
+        self._conns[key] = conn
+        conn.open_active(now)
+        self._after(conn)
+        return key
+
+    def send(self, conn: FourTuple, data: bytes | bytearray | memoryview, now: float | None = None) -> int:
+        """Queue data; returns how many bytes the send buffer took (a Writable event follows a short count)."""
+        c = self._conn(conn)
+        n = c.send(data, self._clock(now))
+        self._after(c)
+        return n
+
+    def recv(self, conn: FourTuple, max_bytes: int = 1 << 30, now: float | None = None) -> bytes:
+        """Up to `max_bytes` received bytes; b"" if none are waiting (see at_eof)."""
+        c = self._conn(conn)
+        data = c.recv(max_bytes, self._clock(now))
+        self._after(c)
+        return data
+
+    def readable(self, conn: FourTuple) -> int:
+        return self._conn(conn).readable_bytes()
+
+    def at_eof(self, conn: FourTuple) -> bool:
+        """True once the peer's FIN arrived and every byte before it was read."""
+        c = self._conns.get(conn)
+        return c is None or c.at_eof()
+
+    def send_space(self, conn: FourTuple) -> int:
+        c = self._conn(conn)
+        return c.cfg.snd_buf - len(c.snd_buf)
+
+    def shutdown(self, conn: FourTuple, now: float | None = None) -> None:
+        """Half-close: no more sends; FIN follows the queued data."""
+        c = self._conn(conn)
+        c.shutdown(self._clock(now))
+        self._after(c)
+
+    def close(self, conn: FourTuple, now: float | None = None) -> None:
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        c.close(self._clock(now))
+        self._after(c)
+
+    def abort(self, conn: FourTuple, now: float | None = None) -> None:
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        c.abort(self._clock(now))
+        self._after(c)
+
+    def set_nodelay(self, conn: FourTuple, on: bool, now: float | None = None) -> None:
+        c = self._conn(conn)
+        c.set_nodelay(on, self._clock(now))
+        self._after(c)
+
+    def set_keepalive(self, conn: FourTuple, on: bool, now: float | None = None) -> None:
+        c = self._conn(conn)
+        c.set_keepalive(on, self._clock(now))
+        self._after(c)
+
+    def state(self, conn: FourTuple) -> State:
+        c = self._conns.get(conn)
+        return State.CLOSED if c is None else c.state
+
+    def connection(self, conn: FourTuple) -> Connection | None:
+        """The TCB itself, for inspection (tests, metrics); None once it is gone."""
+        return self._conns.get(conn)
+
+    def connections(self) -> list[FourTuple]:
+        return [c.key for c in self._conns.values()]
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    # ------------------------------------------------------------------ network and time
+
+    def on_segment(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> bool:
+        """Process one received segment; False means "not ours" (admission said PASS)."""
+        self._now = now
+        key = (local_ip, seg.dst_port, remote_ip, seg.src_port)
+        conn = self._conns.get(key)
+        if conn is not None:
+            if conn.state is TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN and self._may_reuse(conn, seg):
+                self._reap(conn)  # MAY-2: a new incarnation may replace TIME-WAIT
+            else:
+                conn.on_segment(seg, now)
+                self._after(conn)
+                return True
+        return self._no_connection(local_ip, remote_ip, key, seg, now)
+
+    def on_timer(self, now: float) -> None:
+        """Run every timer due at `now`."""
+        self._now = now
+        for conn in self._timers.pop_due(now):
+            conn.on_timer(now)  # type: ignore[attr-defined]
+            self._after(conn)  # type: ignore[arg-type]
+        self._timers.compact(len(self._conns))
+
+    def next_timer(self) -> float | None:
+        """When on_timer() next has work, or None."""
+        return self._timers.next_deadline()
+
+    def poll_output(self) -> list[Output]:
+        out = self.output[:]
+        self.output.clear()
+        return out
+
+    def poll_events(self) -> list[Event]:
+        events = self.events[:]
+        self.events.clear()
+        return events
+
+    def on_icmp_error(self, conn: FourTuple, kind: IcmpError, now: float, mtu: int | None = None,
+                      seq: int | None = None) -> None:
+        """An ICMP error quoting one of our segments. `seq` is the quoted sequence number; if
+        given it must lie in [SND.UNA, SND.NXT] or the message is ignored (RFC 5927 4.1)."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        if seq is not None and ((seq - c.snd_una) & MASK) > c.snd_nxt - c.snd_una:
+            return
+        c.on_icmp_error(kind, now, mtu)
+        self._after(c)
+
+    def on_pmtu(self, conn: FourTuple, mtu: int, now: float) -> None:
+        """The path MTU toward this connection's peer dropped to `mtu`."""
+        c = self._conns.get(conn)
+        if c is None:
+            return
+        c.on_pmtu(mtu, now)
+        self._after(c)
+
+    def accept_cookie(self, four_tuple: FourTuple, params: CookieParams, ack: Segment,
+                      now: float) -> FourTuple:
+        """Create an ESTABLISHED TCB from a validated SYN cookie and process its ACK."""
+        listener = self._listener_for(four_tuple[0], four_tuple[1])
+        if listener is None:
+            raise TcpError(f"no listener for {four_tuple}")
+        key = FourTuple(*four_tuple)
+        conn = Connection(key, listener.config, self, (ack.ack - 1) & MASK, listener.endpoint(key.local_ip))
+        conn.admitted = True
+        self._conns[key] = conn
+        conn.open_from_cookie(ack, params.mss, params.wscale, params.sack, params.timestamps, now)
+        self._after(conn)
+        return key
+
+    # ------------------------------------------------------------------ internals
+
+    def _clock(self, now: float | None) -> float:
+        if now is not None:
+            self._now = now
+        return self._now
+
+    def _conn(self, conn: FourTuple) -> Connection:
+        c = self._conns.get(conn)
+        if c is None:
+            raise TcpError(f"no connection {conn}")
+        return c
+
+    def _after(self, conn: Connection) -> None:
+        """Reap a CLOSED TCB, settle the listener's embryonic count, keep the timer queued."""
+        if conn.state is CLOSED:
+            self._reap(conn)
+            return
+        if conn.listener is not None and conn.state is not SYN_RECEIVED:
+            listener = self._embryonic_of.pop(conn.key, None)
+            if listener is not None:
+                listener.embryonic -= 1
+        self._timers.schedule(conn)
+
+    def _reap(self, conn: Connection) -> None:
+        key = conn.key
+        if self._conns.get(key) is conn:
+            del self._conns[key]
+        conn.state = CLOSED
+        conn.scheduled = INF
+        listener = self._embryonic_of.pop(key, None)
+        if listener is not None:
+            listener.embryonic -= 1
+        if conn.admitted:
+            self.admission.release(key)
+        if conn.visible:
+            self.counters.inc("conn_closed")
+            self.events.append(Closed(key))
+
+    def _listener_for(self, local_ip: bytes, port: int) -> Listener | None:
+        listeners = self._listeners
+        return listeners.get((local_ip, port)) or listeners.get((None, port))
+
+    def _may_reuse(self, conn: Connection, syn: Segment) -> bool:
+        """RFC 9293 3.10.7.4 / RFC 6191: a SYN may reopen TIME-WAIT if it is clearly newer."""
+        if self._listener_for(conn.local_ip, conn.local_port) is None:
+            return False
+        ts = syn.options.timestamp
+        if conn.ts_ok and ts is not None:
+            return not (ts[0] - conn.ts_recent) & HALF and ts[0] != conn.ts_recent
+        return 0 < ((syn.seq - conn.rcv_nxt) & MASK) < HALF
+
+    def _no_connection(self, local_ip: bytes, remote_ip: bytes, key: tuple[bytes, int, bytes, int],
+                       seg: Segment, now: float) -> bool:
+        """RFC 9293 3.10.7.1 (CLOSED) and 3.10.7.2 (LISTEN)."""
+        flags = seg.flags
+        listener = self._listener_for(local_ip, seg.dst_port)
+        if listener is None:
+            self._reset_for(local_ip, remote_ip, seg)
+            return True
+        if flags & RST:
+            return True
+        four_tuple = FourTuple(*key)
+        if flags & ACK:
+            check = getattr(self.admission, "check_cookie", None)
+            if check is not None and not flags & SYN:
+                params = check(four_tuple, seg, now)
+                if params is not None:
+                    self.accept_cookie(four_tuple, params, seg, now)
+                    return True
+            self._reset_for(local_ip, remote_ip, seg)
+            return True
+        if not flags & SYN:
+            return True
+        decision = self.admission.admit(four_tuple, seg, now)
+        if decision is Admission.PASS:
+            return False
+        if decision is Admission.DROP:
+            return True
+        if decision is Admission.RESET:
+            self._reset_for(local_ip, remote_ip, seg)
+            return True
+        if decision is Admission.COOKIE:
+            isn = self.admission.cookie_isn(four_tuple, seg, now)  # type: ignore[attr-defined]
+            self.output.append((local_ip, remote_ip, self._cookie_syn_ack(listener.config, seg, isn, now)))
+            return True
+        if listener.embryonic >= listener.backlog:
+            self.admission.release(four_tuple)
+            return True
+        conn = Connection(four_tuple, listener.config, self, self._isn.isn(four_tuple, now),
+                          listener.endpoint(local_ip))
+        conn.admitted = True
+        self._conns[key] = conn
+        listener.embryonic += 1
+        self._embryonic_of[key] = listener
+        conn.open_passive(seg, now)
+        self._after(conn)
+        return True
+
+    def _cookie_syn_ack(self, cfg: TcpConfig, syn: Segment, isn: int, now: float) -> Segment:
+        """A SYN-ACK that leaves no state behind; its options match what open_passive sends."""
+        peer = syn.options
+        opts = TcpOptions(mss=cfg.mss)
+        if peer.wscale is not None and cfg.wscale is not None:
+            opts.wscale = cfg.wscale
+        opts.sack_permitted = cfg.sack and peer.sack_permitted
+        if cfg.timestamps and peer.timestamp is not None:
+            opts.timestamp = (self.ts_clock(now), peer.timestamp[0])
+        return Segment(syn.dst_port, syn.src_port, isn & MASK, (syn.seq + 1) & MASK, SYN | ACK,
+                       min(cfg.rcv_buf, 0xFFFF), b"", opts)
+
+    def _reset_for(self, local_ip: bytes, remote_ip: bytes, seg: Segment) -> None:
+        """The RST that answers a segment no connection wants (RFC 9293 3.10.7.1)."""
+        if seg.flags & RST:
+            return
+        self.counters.inc("rst_sent")
+        if seg.flags & ACK:
+            rst = Segment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            rst = Segment(seg.dst_port, seg.src_port, 0, (seg.seq + seg.seg_len) & MASK, RST | ACK, 0)
+        self.output.append((local_ip, remote_ip, rst))
+
+    def _ephemeral_port(self, local_ip: bytes, remote_ip: bytes, remote_port: int) -> int:
+        span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = EPHEMERAL_FIRST + (port - EPHEMERAL_FIRST + 1) % span
+            if (local_ip, port, remote_ip, remote_port) not in self._conns:
+                return port
+        raise TcpError("no free ephemeral port")
+
+
+def _check_unicast(ip: bytes) -> None:
+    addr = ipaddress.ip_address(ip)
+    if addr.is_multicast or addr.is_unspecified or (addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255")):
+        raise TcpError(f"cannot open a connection to {addr} (MUST-46)")
