@@ -23,14 +23,14 @@ def chain_spec(n: int, mtu: int = 1500) -> TopologySpec:
 
 
 def time_build(spec_or_name: TopologySpec | str, params: dict[str, Any] | None = None,
-               repeats: int = 5) -> dict[str, float]:
+               repeats: int = 5, backend: str = "netns") -> dict[str, float]:
     """Median build and teardown times of a topology, and build time per node."""
     spec = spec_or_name if isinstance(spec_or_name, TopologySpec) else load_topology(spec_or_name, params or {})
-    Lab.up(spec).down()
+    Lab.up(spec, backend=backend).down()
     builds, downs = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        lab = Lab.up(spec)
+        lab = Lab.up(spec, backend=backend)
         built = time.perf_counter()
         lab.down()
         builds.append((built - start) * 1000)
@@ -39,9 +39,3 @@ def time_build(spec_or_name: TopologySpec | str, params: dict[str, Any] | None =
     return {"nodes": len(spec.nodes), "build_ms": round(build_ms, 2), "down_ms": round(statistics.median(downs), 2),
             "per_node_ms": round(build_ms / len(spec.nodes), 2)}
 
-
-if __name__ == "__main__":
-    for size in (2, 10, 50):
-        print(f"chain n={size}:", time_build(chain_spec(size)))
-    for name in ("two_hosts", "router_path", "bridge", "mtu_mismatch"):
-        print(f"{name}:", time_build(name))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .errors import LabError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 Handler = Callable[[argparse.Namespace], int]
 #: Subcommands contributed by other modules: name -> (help, add_arguments, handler).

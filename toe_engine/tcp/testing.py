@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from toe_engine.counters import Counters
-from toe_engine.segment import FourTuple, Segment
+from toe_engine.segment import FourTuple, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.events import Accepted, Connected, Event
 from toe_engine.tcp.isn import IsnGenerator
+from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.stack import TcpStack
 
 IP_A = bytes([192, 0, 2, 1])  # TEST-NET-1: documentation addresses, never on any wire
@@ -145,6 +146,31 @@ class Harness:
             raise AssertionError("connection did not establish")
         conn_b = next(e.conn for e in self.events_b if isinstance(e, Accepted))
         return conn_a, conn_b
+
+    def inject(self, to: str, seg: Segment) -> list[Segment]:
+        """Hand a crafted segment straight to stack `to` (as if from its peer) and return what
+        that stack sends in reply, which does not go on the wire."""
+        self.flush()
+        stack = self.b if to == "b" else self.a
+        if to == "b":
+            stack.on_segment(IP_B, IP_A, seg, self.now)
+        else:
+            stack.on_segment(IP_A, IP_B, seg, self.now)
+        replies = [out[2] for out in stack.poll_output()]
+        self.flush()
+        return replies
+
+    def forge(self, src: str, conn: FourTuple, flags: int, *, seq_delta: int = 0, ack_delta: int = 0,
+              payload: bytes = b"", tsval_delta: int | None = 0) -> Segment:
+        """A segment as `src`'s connection `conn` would send it next, shifted by the deltas."""
+        stack = self.a if src == "a" else self.b
+        tcb = stack.connection(conn)
+        assert tcb is not None
+        opts = TcpOptions()
+        if tcb.ts_ok and tsval_delta is not None:
+            opts.timestamp = ((stack.ts_clock(self.now) + tsval_delta) & MASK, tcb.ts_recent)
+        return Segment(tcb.local_port, tcb.remote_port, (tcb.snd_nxt + seq_delta) & MASK,
+                       (tcb.rcv_nxt + ack_delta) & MASK, flags, 0xFFFF, payload, opts)
 
     def segments(self, src: str, include_dropped: bool = False) -> list[Segment]:
         return [s.seg for s in self.trace if s.src == src and (include_dropped or not s.dropped)]
