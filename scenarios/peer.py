@@ -20,13 +20,13 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scapy.arch.common import compile_filter
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
-from scapy.packet import Packet
+from scapy.packet import Packet, Raw
 
 from lab.netns import entered
 
@@ -69,6 +69,10 @@ class Peer:
         self.snd_nxt = self.isn
         self.rcv_nxt = 0
         self.peer_isn: int | None = None
+        #: Set when the handshake negotiated timestamps; then every segment carries one.
+        self.timestamps = False
+        self.ts_val = rng.getrandbits(31)
+        self.ts_recent = 0
         #: Every frame the target sent this peer, in order of arrival (evidence).
         self.received: list[Ether] = []
         #: Frames read while waiting for something else.
@@ -137,17 +141,29 @@ class Peer:
 
     # --- crafting and sending ------------------------------------------------------------
     def segment(self, flags: str = "A", payload: bytes = b"", *, seq: int | None = None, ack: int | None = None,
-                window: int = 65535, options: TcpOptions | None = None, sport: int | None = None,
+                window: int = 65535, options: TcpOptions | bytes | None = None, sport: int | None = None,
                 bad_checksum: bool = False) -> Ether:
-        """A frame from this peer; seq/ack default to the connection's next values."""
+        """A frame from this peer; seq/ack default to the connection's next values.
+
+        `options` as bytes go on the wire verbatim (padded with zeros to a 32-bit boundary),
+        which is how malformed options are sent. Once timestamps are negotiated, every
+        segment without explicit options carries one.
+        """
         ack_value = self.rcv_nxt if ack is None else ack
-        frame = (Ether(src=self._src_mac, dst=self._dst_mac)
-                 / IP(src=self.src, dst=self.dst)
-                 / TCP(sport=self.sport if sport is None else sport, dport=self.dport,
-                       seq=self.snd_nxt if seq is None else seq, ack=ack_value if "A" in flags else 0,
-                       flags=flags, window=window, options=options or []))
-        if payload:
-            frame = frame / payload
+        if options is None and self.timestamps and "S" not in flags:
+            self.ts_val = (self.ts_val + 1) % SEQ_MOD
+            options = [("Timestamp", (self.ts_val, self.ts_recent))]
+        raw_options = options if isinstance(options, bytes) else b""
+        raw_options += bytes(-len(raw_options) % 4)
+        tcp = TCP(sport=self.sport if sport is None else sport, dport=self.dport,
+                  seq=self.snd_nxt if seq is None else seq, ack=ack_value if "A" in flags else 0,
+                  flags=flags, window=window,
+                  options=[] if isinstance(options, bytes) else (options or []))
+        if raw_options:
+            tcp.dataofs = 5 + len(raw_options) // 4
+        frame = Ether(src=self._src_mac, dst=self._dst_mac) / IP(src=self.src, dst=self.dst) / tcp
+        if raw_options or payload:
+            frame = frame / Raw(raw_options + payload)
         frame = Ether(bytes(frame))
         if bad_checksum:
             frame[TCP].chksum ^= 0x5555  # never 0xFFFF apart, so never an equivalent one's-complement zero
@@ -178,7 +194,17 @@ class Peer:
             return None
         frame = Ether(self._sock.recv(1 << 17))
         self.received.append(frame)
+        stamp = option_value(frame, "Timestamp")
+        if stamp is not None:
+            self.ts_recent = stamp[0]
         return frame
+
+    def drain(self) -> list[Ether]:
+        """Frames already queued, without waiting: what arrived before a fence reply did."""
+        frames = []
+        while (frame := self.next_frame(time.monotonic())) is not None:
+            frames.append(frame)
+        return frames
 
     def expect(self, flags: str | None = None, *, ack: int | None = None, seq: int | None = None,
                payload: bool | None = None, where: Callable[[TCP], bool] | None = None,
@@ -207,12 +233,16 @@ class Peer:
                           f"{self.timeout_s if timeout_s is None else timeout_s} s (saw: {seen})")
 
     # --- conversations ----------------------------------------------------------------------
-    def handshake(self, options: TcpOptions | None = None, window: int = 65535) -> Ether:
-        """SYN, SYN-ACK, ACK; returns the SYN-ACK. Options default to MSS 1460."""
+    def handshake(self, options: TcpOptions | bytes | None = None, window: int = 65535) -> Ether:
+        """SYN, SYN-ACK, ACK; returns the SYN-ACK. Options default to MSS 1460.
+
+        Timestamps count as negotiated when both the SYN and the SYN-ACK carry one.
+        """
         syn = self.segment("S", seq=self.isn, window=window,
                            options=[("MSS", 1460)] if options is None else options)
         self.send(syn)
         synack = self.expect("SA", ack=seq_add(self.isn, 1))
+        self.timestamps = option_value(syn, "Timestamp") is not None and option_value(synack, "Timestamp") is not None
         self.peer_isn = synack[TCP].seq
         self.snd_nxt = seq_add(self.isn, 1)
         self.rcv_nxt = seq_add(self.peer_isn, 1)
@@ -255,9 +285,15 @@ def describe(frame: Packet) -> str:
     return f"{flag_set(tcp)} seq={tcp.seq} ack={tcp.ack} len={len(tcp_payload(frame))}"
 
 
-def tcp_options(frame: Packet) -> list[tuple[str, Any]]:
-    return list(frame[TCP].options)
+def option_value(frame: Packet, name: str) -> Any:
+    """The value of the segment's first option called `name` (Scapy's names: MSS, WScale, Timestamp), or None."""
+    for kind, value in frame[TCP].options:
+        if kind == name:
+            return value
+    return None
 
 
-def option_names(options: Iterable[tuple[Any, Any]]) -> list[str]:
-    return [str(kind) for kind, _ in options]
+def raw_options(frame: Packet) -> bytes:
+    """The TCP options exactly as they were on the wire (not as Scapy would rebuild them)."""
+    start = 14 + frame[IP].ihl * 4
+    return bytes(frame.original)[start + 20:start + frame[TCP].dataofs * 4]

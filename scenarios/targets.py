@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 SERVICE_PORTS: dict[str, int] = {"echo": 7, "discard": 9, "chargen": 19}
 
 
+#: Counters every target reports, under these names or mapped by `Target.standard_counters`.
+STANDARD_COUNTERS = ("rx_csum_errors", "out_segments", "in_segments", "retransmits", "resets_sent",
+                     "syncookies_sent", "syncookies_ok", "syncookies_failed", "listen_drops")
+
+
 class TargetUnavailable(Exception):
     """This target cannot run here (yet); the message is the skip reason."""
 
@@ -29,6 +34,8 @@ class Target(ABC):
     """A TCP implementation under test, serving on one node of a lab."""
 
     name: ClassVar[str]
+    #: toelab's names for counters every target has -> this target's own names for them.
+    standard_counters: ClassVar[dict[str, str]] = {name: name for name in STANDARD_COUNTERS}
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot run at all, or None; checked before a lab is built."""
@@ -50,6 +57,10 @@ class KernelTarget(Target):
     """The Linux stack of the server namespace, serving with kernel sockets."""
 
     name = "kernel"
+    standard_counters = {"rx_csum_errors": "TcpInCsumErrors", "out_segments": "TcpOutSegs",
+                         "in_segments": "TcpInSegs", "retransmits": "TcpRetransSegs", "resets_sent": "TcpOutRsts",
+                         "syncookies_sent": "TcpExtSyncookiesSent", "syncookies_ok": "TcpExtSyncookiesRecv",
+                         "syncookies_failed": "TcpExtSyncookiesFailed", "listen_drops": "TcpExtListenDrops"}
 
     def __init__(self) -> None:
         self._lab: Lab | None = None

@@ -13,16 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..segment import FIN, RST, FourTuple
-
-
-class Admission(Enum):
-    """The answer to a SYN: terminate it here, hand it to the host, drop it, reset it, or cookie it."""
-
-    ACCEPT = "accept"
-    PASS = "pass"
-    DROP = "drop"
-    RESET = "reset"
-    COOKIE = "cookie"
+from ..tcp.admission import Admission
 
 
 class PolicyKind(str, Enum):

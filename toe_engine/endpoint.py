@@ -1,0 +1,298 @@
+"""The engine as an endpoint, sans-IO: frames from the wire in, frames to the wire out.
+
+It terminates the flows it offloads (services on configured ports, admitted by the
+resource model) and serves them with the built-in applications; everything else (ARP,
+ICMP, other ports, flows it declined or handed back) it does not consume, and the runtime
+passes those frames to the host kernel unchanged. It never touches a socket or a clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from toe_engine.apps import APPS, App
+from toe_engine.codec import build_tcp_frame, build_tcp_frame_partial, parse_frame
+from toe_engine.codec.drop import DropReason
+from toe_engine.counters import Counters
+from toe_engine.neighbors import NeighborTable, arp_request
+from toe_engine.resources import ResourceConfig, ResourceManager
+from toe_engine.segment import ACK, RST, SYN, FourTuple, Segment
+from toe_engine.tcp.admission import Admission, CookieParams
+from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, PeerClosed, Writable
+from toe_engine.tcp.icmp import IcmpError
+from toe_engine.tcp.stack import TcpStack
+
+IPPROTO_TCP = 6
+
+#: (ICMP version, type, code or None for any code) -> what TCP is told.
+ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
+    (4, 3, 0): IcmpError.NET_UNREACHABLE, (4, 3, 1): IcmpError.HOST_UNREACHABLE,
+    (4, 3, 2): IcmpError.PROTOCOL_UNREACHABLE, (4, 3, 3): IcmpError.PORT_UNREACHABLE,
+    (4, 3, 4): IcmpError.FRAG_NEEDED, (4, 3, 5): IcmpError.SOURCE_ROUTE_FAILED,
+    (4, 3, 13): IcmpError.ADMIN_PROHIBITED, (4, 11, None): IcmpError.TIME_EXCEEDED,
+    (4, 12, None): IcmpError.PARAMETER_PROBLEM,
+    (6, 1, 0): IcmpError.NET_UNREACHABLE, (6, 1, 1): IcmpError.ADMIN_PROHIBITED,
+    (6, 1, 3): IcmpError.HOST_UNREACHABLE, (6, 1, 4): IcmpError.PORT_UNREACHABLE,
+    (6, 2, None): IcmpError.FRAG_NEEDED, (6, 3, None): IcmpError.TIME_EXCEEDED,
+    (6, 4, None): IcmpError.PARAMETER_PROBLEM,
+}
+
+
+def icmp_error_kind(version: int, icmp_type: int, code: int) -> IcmpError | None:
+    return ICMP_ERRORS.get((version, icmp_type, code)) or ICMP_ERRORS.get((version, icmp_type, None))
+
+
+class TxFrame(NamedTuple):
+    """A frame for the wire. With `csum_start` set, the device completes the TCP checksum;
+    with `gso_size` set, it also cuts the frame into segments of that payload size (TSO)."""
+
+    frame: bytes | bytearray
+    gso_size: int = 0
+    csum_start: int = 0
+    csum_offset: int = 0
+
+
+@dataclass
+class EndpointConfig:
+    """Who the endpoint is and what it serves."""
+
+    mac: bytes
+    addresses: tuple[bytes, ...]
+    services: dict[int, str] = field(default_factory=lambda: {9: "discard", 7: "echo", 19: "chargen", 80: "http"})
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+    tx_offload: bool = True  # leave checksums and segmentation to the device
+    cookie_secret: bytes | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.services.values()) - set(APPS))
+        if unknown:
+            raise ValueError(f"unknown application {unknown[0]!r}; known ones are {', '.join(APPS)}")
+
+
+class _Admission:
+    """The TCP stack's admission hook, answered by the resource model."""
+
+    def __init__(self, endpoint: EndpointCore) -> None:
+        self.endpoint = endpoint
+
+    def admit(self, four_tuple: FourTuple, syn: Segment, now: float) -> Admission:
+        return self.endpoint.resources.admit(four_tuple, syn, now)
+
+    def release(self, four_tuple: FourTuple) -> None:
+        self.endpoint.resources.release(four_tuple)
+
+    def cookie_isn(self, four_tuple: FourTuple, syn: Segment, now: float) -> tuple[int, int | None]:
+        opts = syn.options
+        stack = self.endpoint.stack
+        return self.endpoint.resources.syncookies.make_cookie(
+            four_tuple, syn.seq, opts.mss or 536, opts.wscale, opts.sack_permitted,
+            opts.timestamp is not None, now, ts_clock=stack.ts_clock(now))
+
+
+class _AppConnection:
+    """One offloaded connection as its application sees it."""
+
+    __slots__ = ("core", "key")
+
+    def __init__(self, core: EndpointCore, key: FourTuple) -> None:
+        self.core, self.key = core, key
+
+    def send(self, data: bytes | memoryview) -> int:
+        return self.core.stack.send(self.key, data)
+
+    def send_space(self) -> int:
+        return self.core.stack.send_space(self.key)
+
+    def shutdown(self) -> None:
+        self.core.stack.shutdown(self.key)
+
+    def close(self) -> None:
+        self.core.stack.close(self.key)
+
+
+class EndpointCore:
+    """Demultiplexes wire frames between the engine's TCP stack and the host."""
+
+    def __init__(self, config: EndpointConfig, counters: Counters | None = None) -> None:
+        self.config = config
+        self.counters = counters if counters is not None else Counters()
+        self.addresses = frozenset(config.addresses)
+        self.resources = ResourceManager(config.resources, self.counters, cookie_secret=config.cookie_secret)
+        self.resources.set_offload_ports(config.services)
+        self.stack = TcpStack(config.tcp, counters=self.counters, admission=_Admission(self))
+        for port in config.services:
+            self.stack.listen(None, port, backlog=max(config.resources.capacity, 128))
+        self.neighbors = NeighborTable()
+        self.apps: dict[FourTuple, App] = {}
+        self.tx: list[TxFrame] = []
+        self._ip_id = 0
+
+    # --- frames from the wire ---------------------------------------------------------
+    def from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> bool:
+        """Take one frame from the wire; True if the engine consumed it, False: give it to the host.
+
+        `csum_ok` is the device's word that checksums were verified or need not be (the
+        virtio-net header's DATA_VALID or NEEDS_CSUM), as receive checksum offload gives it.
+        """
+        counters = self.counters
+        counters.inc("rx_frames")
+        parsed = parse_frame(frame, verify_csum=not csum_ok)
+        if parsed.drop_reason is not None:
+            return self._rejected(parsed)
+        if parsed.eth_src and parsed.ip_src:
+            self.neighbors.learn(parsed.ip_src, parsed.eth_src)
+        seg = parsed.tcp
+        if seg is None:
+            if parsed.arp is not None:
+                self.neighbors.learn(parsed.arp.sender_ip, parsed.arp.sender_mac)
+            elif parsed.icmp is not None:
+                self._icmp(parsed, now)
+            return False
+        if parsed.ip_dst not in self.addresses or seg.dst_port not in self.config.services:
+            return False
+        key = FourTuple(parsed.ip_dst, seg.dst_port, parsed.ip_src, seg.src_port)
+        if seg.payload:
+            seg.payload = bytes(seg.payload)  # the driver reuses its buffer
+        if self.stack.connection(key) is not None:
+            self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
+        elif seg.flags & (SYN | ACK) == SYN:
+            if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
+                counters.inc("rx_to_host")
+                return False
+        elif self.resources.passes(key, seg.flags, now) or not self._cookie_ack(key, seg, now):
+            counters.inc("rx_to_host")
+            return False
+        self._drain(now)
+        return True
+
+    def _rejected(self, parsed: object) -> bool:
+        """Count a frame the codec refused; consume it only if it was aimed at an offloaded port."""
+        reason: DropReason = parsed.drop_reason  # type: ignore[attr-defined]
+        self.counters.inc("rx_csum_errors" if reason.is_checksum_error else "rx_malformed")
+        ours = (getattr(parsed, "ip_dst", b"") in self.addresses and getattr(parsed, "l4_proto", -1) == IPPROTO_TCP)
+        return ours
+
+    def _cookie_ack(self, key: FourTuple, seg: Segment, now: float) -> bool:
+        """A bare ACK that may answer one of our SYN cookies; True if it was (and was handled)."""
+        if seg.flags & (SYN | RST) or not seg.flags & ACK:
+            return False
+        decoded = self.resources.syncookies.check_cookie(key, seg, now)
+        if decoded is None:
+            return False
+        if self.resources.admit_cookie(key, now) is not Admission.ACCEPT:
+            self.counters.inc("syncookies_no_room")
+            return True  # valid, but no room yet: the peer retransmits and gets in when a slot frees
+        params = CookieParams(decoded.mss, decoded.wscale, decoded.sack_permitted, decoded.timestamps)
+        self.stack.accept_cookie(key, params, seg, now)
+        self.resources.established(key)
+        return True
+
+    def _icmp(self, parsed: object, now: float) -> None:
+        """ICMP errors quoting an offloaded flow reach its TCB; the host gets them too."""
+        icmp = parsed.icmp  # type: ignore[attr-defined]
+        quoted = icmp.quoted
+        if quoted is None or quoted.proto != IPPROTO_TCP or quoted.src not in self.addresses:
+            return
+        key = FourTuple(quoted.src, quoted.src_port, quoted.dst, quoted.dst_port)
+        if self.stack.connection(key) is None:
+            return
+        kind = icmp_error_kind(icmp.version, icmp.type, icmp.code)
+        if kind is None:
+            return
+        self.stack.on_icmp_error(key, kind, now, mtu=icmp.mtu, seq=quoted.tcp_seq)
+        self._drain(now)
+
+    # --- time -------------------------------------------------------------------------
+    def on_timer(self, now: float) -> None:
+        self.stack.on_timer(now)
+        for key in self.resources.expire(now):
+            if self.stack.connection(key) is not None:
+                self.stack.abort(key, now)
+        self._drain(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.stack.next_timer(), self.resources.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    # --- output -----------------------------------------------------------------------
+    def poll_wire(self) -> list[TxFrame]:
+        out, self.tx = self.tx, []
+        return out
+
+    def _drain(self, now: float) -> None:
+        """Run application events, then turn the stack's segments into frames."""
+        stack = self.stack
+        for _ in range(8):  # applications answer events with sends, which make more events
+            events = stack.poll_events()
+            if not events:
+                break
+            for event in events:
+                self._dispatch(event, now)
+        for local_ip, remote_ip, seg in stack.poll_output():
+            self._emit(local_ip, remote_ip, seg, now)
+
+    def _dispatch(self, event: object, now: float) -> None:
+        key = getattr(event, "conn", None)
+        if isinstance(event, (Accepted, Connected)):
+            if key not in self.apps and key.local_port in self.config.services:
+                self.resources.established(key)
+                app = APPS[self.config.services[key.local_port]](_AppConnection(self, key))
+                self.apps[key] = app
+                app.on_connected()
+            return
+        app = self.apps.get(key)
+        if isinstance(event, Closed):
+            self.apps.pop(key, None)
+            return
+        if app is None:
+            return
+        if isinstance(event, DataReceived):
+            data = self.stack.recv(key)
+            if data:
+                app.on_data(data)
+        elif isinstance(event, Writable):
+            app.on_writable()
+        elif isinstance(event, PeerClosed):
+            data = self.stack.recv(key)
+            if data:
+                app.on_data(data)
+            app.on_peer_closed()
+
+    def _emit(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
+        mac = self.neighbors.lookup(remote_ip)
+        if mac is None:
+            self.counters.inc("tx_no_neighbor")
+            if len(remote_ip) == 4:
+                self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
+            return
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        self.counters.inc("tx_frames")
+        if not self.config.tx_offload:
+            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)))
+            return
+        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)
+        conn = self.stack.connection(FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port))
+        mss = conn.snd_mss if conn is not None else 0
+        gso = mss if mss and len(seg.payload) > mss else 0
+        if gso:
+            self.counters.inc("tso_super_frames")
+        self.tx.append(TxFrame(built.data, gso, built.csum_start, built.csum_offset))
+
+    # --- inspection -------------------------------------------------------------------
+    def connections(self) -> list[dict[str, object]]:
+        """The connection table as the control socket shows it."""
+        out = []
+        for key in self.stack.connections():
+            conn = self.stack.connection(key)
+            out.append({"local": f"{_ip(key.local_ip)}:{key.local_port}", "remote": f"{_ip(key.remote_ip)}:{key.remote_port}",
+                        "state": str(self.stack.state(key)), "offloaded": True,
+                        "app": self.config.services.get(key.local_port, ""),
+                        "snd_mss": getattr(conn, "snd_mss", 0)})
+        return out
+
+
+def _ip(packed: bytes) -> str:
+    import ipaddress
+    return str(ipaddress.ip_address(packed))
