@@ -41,14 +41,15 @@ while got < want:
 sock.close()
 print(got)
 """
-#: Below this share of the stream in the capture, the audit says too little to pass.
-MIN_COVERAGE = 0.5
+#: Fewer audited frames than this say too little to pass. tcpdump drops frames under load at
+#: random, not by checksum state, so the audit samples the stream; its coverage is reported.
+MIN_AUDITED_FRAMES = 8
 
 
 class ChecksumParams(ScenarioParams):
     mtu: int = Field(1500, ge=576, le=9000, description="MTU of the link")
     bad_segments: int = Field(3, ge=1, le=100, description="bad-checksum segments sent per offload setting")
-    transfer_kib: int = Field(256, ge=64, le=65536, description="KiB the target sends for the output audit")
+    transfer_kib: int = Field(512, ge=64, le=65536, description="KiB the target sends for the output audit")
 
 
 @scenario("checksum", purpose="Bad TCP checksums are dropped and unacknowledged (rx offload on and off); "
@@ -158,11 +159,11 @@ def _output_checksums(ctx: RunContext, offloaded: bool) -> Check:
     wrong = states.get(ChecksumState.WRONG.value, 0)
     partial = states.get(ChecksumState.PARTIAL.value, 0)
     if offloaded:
-        ok = received >= nbytes and coverage >= MIN_COVERAGE and wrong == 0
+        ok = received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0
         sentence = (f"with TSO on, {len(data)} frames ({oversize} larger than the {mss}-byte MSS) carried "
                     f"{states.get('correct', 0)} correct, {partial} offload-pending partial and {wrong} wrong checksums")
     else:
-        ok = received >= nbytes and coverage >= MIN_COVERAGE and wrong == 0 and partial == 0 and oversize == 0
+        ok = received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0 and partial == 0 and oversize == 0
         sentence = (f"with checksum offload off, {len(data)} segments carried {states.get('correct', 0)} correct, "
                     f"{partial} partial and {wrong} wrong checksums, {oversize} above the {mss}-byte MSS")
     return ctx.check(f"output-checksums[{variant}]", "MUST-2", ok, sentence + f"; {received} of {nbytes} bytes arrived, the capture holds {coverage:.0%} of the stream it saw",

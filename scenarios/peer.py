@@ -233,20 +233,26 @@ class Peer:
                           f"{self.timeout_s if timeout_s is None else timeout_s} s (saw: {seen})")
 
     # --- conversations ----------------------------------------------------------------------
-    def handshake(self, options: TcpOptions | bytes | None = None, window: int = 65535) -> Ether:
+    def handshake(self, options: TcpOptions | bytes | None = None, window: int = 65535,
+                  ack_window: int | None = None) -> Ether:
         """SYN, SYN-ACK, ACK; returns the SYN-ACK. Options default to MSS 1460.
 
-        Timestamps count as negotiated when both the SYN and the SYN-ACK carry one.
+        `window` goes in the SYN (never scaled), `ack_window` (default: the same) in the ACK
+        that completes the handshake, where a negotiated scale applies. Timestamps count as
+        negotiated when both the SYN and the SYN-ACK carry one; later TSvals continue from the SYN's.
         """
         syn = self.segment("S", seq=self.isn, window=window,
                            options=[("MSS", 1460)] if options is None else options)
         self.send(syn)
         synack = self.expect("SA", ack=seq_add(self.isn, 1))
-        self.timestamps = option_value(syn, "Timestamp") is not None and option_value(synack, "Timestamp") is not None
+        syn_stamp = option_value(syn, "Timestamp")
+        self.timestamps = syn_stamp is not None and option_value(synack, "Timestamp") is not None
+        if syn_stamp is not None:
+            self.ts_val = syn_stamp[0]
         self.peer_isn = synack[TCP].seq
         self.snd_nxt = seq_add(self.isn, 1)
         self.rcv_nxt = seq_add(self.peer_isn, 1)
-        self.send(self.segment("A", window=window))
+        self.send(self.segment("A", window=window if ack_window is None else ack_window))
         return synack
 
     def receive(self, nbytes: int, *, window: int = 65535, timeout_s: float | None = None) -> tuple[bytes, list[Ether]]:

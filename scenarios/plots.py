@@ -54,32 +54,29 @@ def time_sequence(pcap: Path | str, out: Path | str, flow: tuple[str, int, str, 
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     highest = None
     retransmits = 0
-    sent_t, sent_lo, sent_hi, re_t, re_lo, re_hi = [], [], [], [], [], []
+    sent: list[tuple[float, int, int]] = []
+    resent: list[tuple[float, int, int]] = []
     for f in data:
         lo = _unwrap(f.seq, base)
         hi = lo + f.payload_len
-        if highest is not None and hi <= highest:
-            retransmits += 1
-            re_t.append(f.ts - t0), re_lo.append(lo), re_hi.append(hi)
-        else:
-            sent_t.append(f.ts - t0), sent_lo.append(lo), sent_hi.append(hi)
+        is_retransmit = highest is not None and hi <= highest
+        retransmits += is_retransmit
+        (resent if is_retransmit else sent).append((f.ts - t0, lo, hi))
         highest = hi if highest is None else max(highest, hi)
-    ax.vlines(sent_t, sent_lo, sent_hi, colors="black", linewidth=1.2, label="data")
-    if re_t:
-        ax.vlines(re_t, re_lo, re_hi, colors="red", linewidth=2.0, label="retransmission")
-        ax.plot(re_t, re_hi, "r+", markersize=6)
+    if sent:
+        ax.vlines(*zip(*sent), colors="black", linewidth=1.2, label="data")
+    if resent:
+        ax.vlines(*zip(*resent), colors="red", linewidth=2.0, label="retransmission")
+        ax.plot([t for t, _, _ in resent], [hi for _, _, hi in resent], "r+", markersize=6)
     sacked = 0
     if acks:
         ack_t = [f.ts - t0 for f in acks]
         ack_v = [_unwrap(f.ack, base) for f in acks]
         ax.step(ack_t, ack_v, where="post", color="tab:blue", linewidth=1.0, label="ACK")
-        sack_t, sack_lo, sack_hi = [], [], []
-        for f in acks:
-            for left, right in f.sack:
-                sack_t.append(f.ts - t0), sack_lo.append(_unwrap(left, base)), sack_hi.append(_unwrap(right, base))
-            sacked += bool(f.sack)
-        if sack_t:
-            ax.vlines(sack_t, sack_lo, sack_hi, colors="tab:green", linewidth=2.0, label="SACK")
+        blocks = [(f.ts - t0, _unwrap(left, base), _unwrap(right, base)) for f in acks for left, right in f.sack]
+        sacked = sum(bool(f.sack) for f in acks)
+        if blocks:
+            ax.vlines(*zip(*blocks), colors="tab:green", linewidth=2.0, label="SACK")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("relative sequence number (bytes)")
     ax.set_title(title or f"{src}:{sport} -> {dst}:{dport}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from toe_engine.segment import ACK, SYN, FourTuple, Segment, TcpOptions
 from toe_engine.tcp import State, TcpConfig, TcpStack
 from toe_engine.tcp.isn import IsnGenerator
-from toe_engine.tcp.testing import IP_A, IP_B, BulkTransfer, Harness
+from toe_engine.tcp.testing import IP_A, IP_B, BulkTransfer, Harness, pumping
 
 
 def test_mss_only_on_syn_and_clamped() -> None:
@@ -39,7 +39,7 @@ def run_with_wscale(shift: int, rcv_buf: int) -> Harness:
     ca, cb = h.establish()
     data = bytes(range(256)) * 2048
     x = BulkTransfer(h.a, ca, h.b, cb, data)
-    h.on_step = lambda hh: x.pump(hh.now)
+    h.on_step = pumping(x)
     assert h.run(until=lambda: x.done, max_time=60)
     assert bytes(x.received) == data
     return h
@@ -159,7 +159,7 @@ def test_transfer_across_sequence_wrap() -> None:
     data = bytes(range(251)) * 400
     x = BulkTransfer(h.a, ca, h.b, cb, data)
     y = BulkTransfer(h.b, cb, h.a, ca, data)
-    h.on_step = lambda hh: (x.pump(hh.now), y.pump(hh.now))
+    h.on_step = pumping(x, y)
     assert h.run(until=lambda: x.done and y.done, max_time=60)
     assert bytes(x.received) == data and bytes(y.received) == data
     assert any(s.seg.seq < 1 << 20 for s in h.trace if s.src == "a")  # it did wrap

@@ -1,12 +1,12 @@
 """RFC 5961 blind-attack defences (MAY-12) and the acceptability test around them."""
 from __future__ import annotations
 
-from toe_engine.segment import ACK, RST, SYN
+from toe_engine.segment import ACK, RST, SYN, FourTuple
 from toe_engine.tcp import Reset, State, TcpConfig
 from toe_engine.tcp.testing import Harness
 
 
-def established(limit: int = 1000) -> tuple[Harness, object, object]:
+def established(limit: int = 1000) -> tuple[Harness, FourTuple, FourTuple]:
     h = Harness(TcpConfig(challenge_ack_limit=limit), TcpConfig(challenge_ack_limit=limit))
     ca, cb = h.establish()
     h.a.send(ca, b"x" * 3000)

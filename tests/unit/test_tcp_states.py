@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from toe_engine.segment import ACK, FIN, RST, SYN, Segment, TcpOptions
-from toe_engine.tcp import (Accepted, Admission, Closed, Connected, Error, PeerClosed, Reset, State, TcpConfig,
-                            TcpStack)
+from toe_engine.tcp import Accepted, Admission, Closed, Connected, Error, PeerClosed, Reset, State, TcpConfig, TcpStack
 from toe_engine.tcp.testing import IP_A, IP_B, Harness, Impairment
 
 

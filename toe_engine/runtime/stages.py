@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from toe_engine.codec.frame import parse_frame
+from toe_engine.codec.frame import ParsedFrame, parse_frame
 from toe_engine.counters import Counters
 from toe_engine.impair import Impairer, ImpairmentSpec
 from toe_engine.io.vnet import (
     PLAIN_VNET_HEADER,
+    VNET_F_DATA_VALID,
     VNET_F_NEEDS_CSUM,
     VNET_GSO_TCPV4,
     VNET_GSO_TCPV6,
@@ -62,6 +63,12 @@ def with_complete_checksum(header: VnetHeader, frame: Frame) -> Frame:
     buf = bytearray(frame)
     complete_partial_checksum(buf, header.csum_start, header.csum_offset)
     return buf
+
+
+def _parse_received(header: VnetHeader, frame: Frame) -> ParsedFrame:
+    """Parse for coalescing; checksums the sender's stack made (NEEDS_CSUM, completed here)
+    or a device already verified (DATA_VALID) are not summed again."""
+    return parse_frame(frame, verify_csum=not (header.flags & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID)))
 
 
 def tcp_payload_offset(header: VnetHeader, frame: Frame) -> int:
@@ -191,7 +198,8 @@ class GroStage:
             self._held_since = None
             out.append((header, frame))
             return out
-        out = _coalesced_items(gro.receive(with_complete_checksum(header, frame), None, now))
+        frame = with_complete_checksum(header, frame)
+        out = _coalesced_items(gro.receive(frame, _parse_received(header, frame), now))
         if self._held_since is None and gro.held_flows:
             self._held_since = now
         return out
@@ -242,7 +250,8 @@ class LroStage:
             self.counters.inc("lro_merged", gso_segments(header, frame) - 1)
             out.append((PLAIN_VNET_HEADER, with_complete_checksum(header, frame)))
             return out
-        out = _plain_items(lro.receive(with_complete_checksum(header, frame), None, now))
+        frame = with_complete_checksum(header, frame)
+        out = _plain_items(lro.receive(frame, _parse_received(header, frame), now))
         if self._held_since is None and lro._sessions:
             self._held_since = now
         return out

@@ -17,7 +17,7 @@ from typing import Protocol
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
 from toe_engine.tcp import congestion
 from toe_engine.tcp.config import MAX_WSCALE, TcpConfig
-from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, Event, PeerClosed, Reset, Writable
+from toe_engine.tcp.events import Accepted, Connected, DataReceived, Error, Event, PeerClosed, Reset, Writable
 from toe_engine.tcp.icmp import HARD_ERRORS, IcmpError
 from toe_engine.tcp.reassembly import ReassemblyQueue
 from toe_engine.tcp.rtt import RttEstimator

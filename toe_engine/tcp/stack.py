@@ -397,5 +397,6 @@ class TcpStack:
 
 def _check_unicast(ip: bytes) -> None:
     addr = ipaddress.ip_address(ip)
-    if addr.is_multicast or addr.is_unspecified or (addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255")):
+    broadcast = addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255")
+    if addr.is_multicast or addr.is_unspecified or broadcast:
         raise TcpError(f"cannot open a connection to {addr} (MUST-46)")

@@ -67,7 +67,7 @@ class Harness:
         self.trace: list[Sent] = []
         self.keep_trace = True
         self.drop_if: Callable[[str, Segment], bool] | None = None
-        self.on_step: Callable[[Harness], None] | None = None
+        self.on_step: Callable[[Harness], object] | None = None
         self._wire: list[tuple[float, int, str, Segment]] = []
         self._order = count()
 
@@ -116,11 +116,14 @@ class Harness:
                 self.b.on_segment(IP_B, IP_A, seg, self.now)
             else:
                 self.a.on_segment(IP_A, IP_B, seg, self.now)
-        else:
-            self.a.on_timer(self.now)
-            self.b.on_timer(self.now)
-        self.flush()
+        self.sync_clocks()
         return True
+
+    def sync_clocks(self) -> None:
+        """Run both stacks' due timers at `now`, which also makes `now` their default time."""
+        self.a.on_timer(self.now)
+        self.b.on_timer(self.now)
+        self.flush()
 
     def run(self, duration: float | None = None, until: Callable[[], bool] | None = None,
             max_time: float = 3600.0) -> bool:
@@ -132,6 +135,7 @@ class Harness:
             if not self.step(deadline):
                 if duration is not None:
                     self.now = max(self.now, deadline)
+                    self.sync_clocks()
                 return until is not None and until()
 
     # ------------------------------------------------------------------ conveniences
@@ -200,4 +204,16 @@ class BulkTransfer:
 
     @property
     def done(self) -> bool:
-        return len(self.received) == len(self.data) and (not self.close_when_done or self.receiver.at_eof(self.receiver_conn))
+        if len(self.received) != len(self.data):
+            return False
+        return not self.close_when_done or self.receiver.at_eof(self.receiver_conn)
+
+
+def pumping(*transfers: BulkTransfer) -> Callable[[Harness], None]:
+    """An on_step hook that keeps every transfer moving."""
+
+    def pump_all(h: Harness) -> None:
+        for transfer in transfers:
+            transfer.pump(h.now)
+
+    return pump_all
