@@ -64,7 +64,7 @@ def host_state() -> dict[str, frozenset[str]]:
 def leftovers_since(before: dict[str, frozenset[str]]) -> list[str]:
     """What appeared since `before` and is not part of another live process's lab.
 
-    Other pytest-xdist workers build labs meanwhile; theirs are told apart by the owner in
+    Other pytest-xdist workers build labs meanwhile; theirs are told apart by the creator in
     their records (a lab's record exists for as long as its namespaces do).
     """
     from .netns import exists
@@ -72,9 +72,12 @@ def leftovers_since(before: dict[str, frozenset[str]]) -> list[str]:
     now = host_state()
     out = sorted(f"root link {name}" for name in now["root_links"] - before["root_links"])
 
+    me = os.getpid()
+
     def foreign(lab_id: str) -> bool:
+        """Built by another process that is neither this one nor one of its children."""
         record = read_record(lab_id)
-        return record is not None and record.owner_pid not in (None, os.getpid()) and record.owner_alive()
+        return record is not None and me not in (record.creator_pid, record.creator_ppid)
 
     for name in sorted(now["records"] - before["records"]):
         if not foreign(name.split(".", 1)[0].lstrip(".")):

@@ -58,6 +58,8 @@ class LabRecord:
     status: str = "building"
     processes: list[ProcessRecord] = field(default_factory=list)
     captures: list[str] = field(default_factory=list)
+    creator_pid: int | None = None  # who built it, kept when the lab is detached
+    creator_ppid: int | None = None  # and its parent, so a test can tell its own children's labs
 
     @property
     def path(self) -> Path:
@@ -129,7 +131,8 @@ def create_record(topology: str, backend: str, nodes: list[str]) -> LabRecord:
         if _id_in_use(lab_id):
             continue
         record = LabRecord(lab_id, topology, backend, pid, process_start_time(pid), time.time(),
-                           [namespace_name(lab_id, node) for node in nodes])
+                           [namespace_name(lab_id, node) for node in nodes],
+                           creator_pid=pid, creator_ppid=os.getppid())
         tmp = STATE_DIR / f".{lab_id}.new{pid}"
         tmp.write_text(record.to_json())
         try:

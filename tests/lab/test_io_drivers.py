@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import subprocess
 import sys
@@ -20,6 +19,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from lab.cleanup import remove_lab
+from lab.state import create_record
 
 from toe_engine.io import (
     AfPacketDriver,
@@ -84,16 +86,19 @@ print(hashlib.sha256(data).hexdigest(), flush=True)
 
 
 class Lab:
-    """Namespaces made for one test, all named `tldrv<4 hex>-<suffix>`, removed at the end."""
+    """Namespaces made for one test, recorded like any lab's (so parallel workers and
+    `toelab clean` know whose they are), removed at the end."""
 
     def __init__(self) -> None:
-        self.prefix = f"tldrv{secrets.token_hex(2)}"
-        self.namespaces: list[str] = []
+        self.record = create_record("io_drivers", "netns", [])
+        self.prefix = self.record.lab_id
+        self.namespaces: list[str] = self.record.namespaces
 
     def netns(self, suffix: str) -> str:
         name = f"{self.prefix}-{suffix}"
-        ip("netns", "add", name)
         self.namespaces.append(name)
+        self.record.save()
+        ip("netns", "add", name)
         ip("-n", name, "link", "set", "lo", "up")
         ns_sysctl(name, "net.ipv6.conf.all.disable_ipv6", "1")
         return name
@@ -104,9 +109,7 @@ class Lab:
         ip("-n", ns_b, "link", "set", name_b, "up")
 
     def cleanup(self) -> None:
-        for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        self.namespaces.clear()
+        remove_lab(self.record)
 
 
 def ip(*args: str) -> str:

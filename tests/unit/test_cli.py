@@ -4,7 +4,6 @@ These errors are found before any namespace would be built, so they need no root
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
+from lab.pytest_plugin import host_state, leftovers_since
 
 TOELAB = [sys.executable, "-m", "lab.cli"]
 
@@ -21,8 +21,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=Path(__file__).resolve().parents[2])
 
 
-def netns_names() -> set[str]:
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
 
 @pytest.mark.parametrize(
@@ -37,14 +35,14 @@ def netns_names() -> set[str]:
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args: list[str], expected: str) -> None:
-    before = netns_names()
+    before = host_state()
     done = run_cli(*args)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 or "toelab:" in lines[0], done.stderr
     assert expected in " ".join(done.stderr.split()), done.stderr
     assert "Traceback" not in done.stderr
-    assert netns_names() == before
+    assert leftovers_since(before) == []
 
 
 def test_mtu_error_names_the_template_line(tmp_path: Path) -> None:
