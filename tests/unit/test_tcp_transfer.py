@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from toe_engine.tcp import State, TcpConfig
+from toe_engine.tcp.tcpsocket import TcpSocket
 from toe_engine.tcp.testing import BulkTransfer, Harness, Impairment, pumping
 
 MB = 1 << 20
@@ -76,3 +77,24 @@ def test_small_buffers_and_send_buffer_backpressure() -> None:
 @pytest.mark.parametrize("cc", ["newreno", "cubic"])
 def test_ten_megabytes_under_everything(cc: str) -> None:
     transfer(cc, IMPAIRMENTS["all"], 10 * MB, seed=11)
+
+
+def test_socket_wrapper_echo() -> None:
+    h = Harness()
+    ca, cb = h.establish()
+    client, server = TcpSocket(h.a, ca), TcpSocket(h.b, cb)
+    assert server.recv() is None
+    client.sendall(b"e" * 500_000, h.now)
+    received = bytearray()
+    for _ in range(10_000):
+        client.flush(h.now)
+        chunk = server.recv(now=h.now)
+        if chunk:
+            received += chunk
+        if len(received) == 500_000:
+            break
+        h.run(duration=0.01)
+    assert bytes(received) == b"e" * 500_000
+    client.shutdown(h.now)
+    h.run(duration=1)
+    assert server.recv() == b""
