@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import time
 from collections.abc import Iterable
 
 from .errors import LabError
 from .netns import delete as delete_namespace
-from .state import LabRecord, ProcessRecord, is_alive, list_records, read_record, remove_record
+from .state import STATE_DIR, LabRecord, ProcessRecord, is_alive, list_records, read_record, remove_record
 
 TERM_GRACE_S = 2.0
 KILL_GRACE_S = 2.0
@@ -81,6 +82,7 @@ def remove_lab(record: LabRecord) -> list[str]:
     """Kill the lab's processes, delete its namespaces, drop its record; the namespaces removed."""
     stop_processes(record.processes)
     removed = [name for name in record.namespaces if delete_namespace(name)]
+    shutil.rmtree(STATE_DIR / record.lab_id, ignore_errors=True)  # the lab's runtime files (control sockets)
     remove_record(record.lab_id)
     return removed
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +33,19 @@ ETHTOOL_FEATURES: dict[str, str] = {
     "tx_csum": "tx-checksum-ip-generic",
     "sg": "tx-scatter-gather",
 }
+
+
+class EngineSettingsError(ValueError):
+    """A node's `engine` settings are wrong; `path` is the offending field within `engine`."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+#: kind -> validator of a node's `engine` settings, given the node and the interfaces its links
+#: make; it raises ValueError (EngineSettingsError to name the field). Engine modules register here.
+ENGINE_VALIDATORS: dict[str, Callable[["NodeSpec", list[str]], None]] = {}
 
 
 class _Strict(BaseModel):
@@ -218,6 +232,13 @@ def _consistency_errors(spec: TopologySpec) -> list[tuple[Path, str]]:
                 errors.append((("nodes", name, "routes", r), "route needs 'via' or 'dev'"))
         if node.kind == "switch" and node.routes:
             errors.append((("nodes", name, "routes"), f"switch {name!r} cannot have routes"))
+        validate_engine = ENGINE_VALIDATORS.get(node.kind)
+        if validate_engine is not None:
+            try:
+                validate_engine(node, spec.interfaces_of(name))
+            except ValueError as exc:
+                field = getattr(exc, "path", ())
+                errors.append((("nodes", name, "engine", *field), f"engine settings of {node.kind} {name!r}: {exc}"))
     return errors
 
 

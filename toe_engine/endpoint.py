@@ -21,6 +21,7 @@ from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, PeerClosed, Writable
 from toe_engine.tcp.icmp import IcmpError
+from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
 
 IPPROTO_TCP = 6
@@ -63,7 +64,7 @@ class EndpointConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     tx_offload: bool = True  # leave checksums and segmentation to the device
-    cookie_secret: bytes | None = None
+    secret: bytes | None = None  # keys ISNs and SYN cookies; None picks a random one (tests fix it)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.services.values()) - set(APPS))
@@ -119,15 +120,25 @@ class EndpointCore:
         self.config = config
         self.counters = counters if counters is not None else Counters()
         self.addresses = frozenset(config.addresses)
-        self.resources = ResourceManager(config.resources, self.counters, cookie_secret=config.cookie_secret)
+        self.resources = ResourceManager(config.resources, self.counters, cookie_secret=config.secret)
         self.resources.set_offload_ports(config.services)
-        self.stack = TcpStack(config.tcp, counters=self.counters, admission=_Admission(self))
+        self.stack = TcpStack(config.tcp, counters=self.counters, admission=_Admission(self),
+                              isn=IsnGenerator(config.secret) if config.secret else None)
         for port in config.services:
             self.stack.listen(None, port, backlog=max(config.resources.capacity, 128))
         self.neighbors = NeighborTable()
         self.apps: dict[FourTuple, App] = {}
+        self._pending_apps: dict[FourTuple, type[App]] = {}
         self.tx: list[TxFrame] = []
         self._ip_id = 0
+
+    # --- applications on the engine's own active opens ----------------------------------
+    def connect(self, local_ip: bytes, remote_ip: bytes, remote_port: int, app: type[App], now: float) -> FourTuple:
+        """Open a connection from the engine; `app` serves it once it is established."""
+        key = self.stack.connect(local_ip, remote_ip, remote_port, now)
+        self._pending_apps[key] = app
+        self._drain(now)
+        return key
 
     # --- frames from the wire ---------------------------------------------------------
     def from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> bool:
@@ -150,12 +161,15 @@ class EndpointCore:
             elif parsed.icmp is not None:
                 self._icmp(parsed, now)
             return False
-        if parsed.ip_dst not in self.addresses or seg.dst_port not in self.config.services:
+        if parsed.ip_dst not in self.addresses:
             return False
         key = FourTuple(parsed.ip_dst, seg.dst_port, parsed.ip_src, seg.src_port)
+        known = self.stack.connection(key) is not None
+        if not known and seg.dst_port not in self.config.services:
+            return False
         if seg.payload:
             seg.payload = bytes(seg.payload)  # the driver reuses its buffer
-        if self.stack.connection(key) is not None:
+        if known:
             self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
         elif seg.flags & (SYN | ACK) == SYN:
             if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
@@ -236,15 +250,21 @@ class EndpointCore:
     def _dispatch(self, event: object, now: float) -> None:
         key = getattr(event, "conn", None)
         if isinstance(event, (Accepted, Connected)):
-            if key not in self.apps and key.local_port in self.config.services:
+            factory = self._pending_apps.pop(key, None)
+            if factory is None and key.local_port in self.config.services and key not in self.apps:
                 self.resources.established(key)
-                app = APPS[self.config.services[key.local_port]](_AppConnection(self, key))
+                factory = APPS[self.config.services[key.local_port]]
+            if factory is not None:
+                app = factory(_AppConnection(self, key))
                 self.apps[key] = app
                 app.on_connected()
             return
         app = self.apps.get(key)
         if isinstance(event, Closed):
             self.apps.pop(key, None)
+            self._pending_apps.pop(key, None)
+            if app is not None:
+                app.on_closed()
             return
         if app is None:
             return

@@ -42,6 +42,9 @@ class App:
         """The peer sent FIN: by default close our side too."""
         self.conn.close()
 
+    def on_closed(self) -> None:
+        """The connection is gone (closed or reset)."""
+
     def send(self, data: bytes | memoryview) -> int:
         sent = self.conn.send(data)
         self.sent += sent

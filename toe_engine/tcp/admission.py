@@ -40,7 +40,9 @@ class AdmissionHook(Protocol):
 
 
 class SynCookieHook(AdmissionHook, Protocol):
-    def cookie_isn(self, four_tuple: FourTuple, syn: Segment, now: float) -> int: ...
+    def cookie_isn(self, four_tuple: FourTuple, syn: Segment, now: float) -> int | tuple[int, int | None]:
+        """The cookie ISN, or (ISN, TSval) when the cookie also encodes options in the timestamp."""
+        ...
 
     def check_cookie(self, four_tuple: FourTuple, ack: Segment, now: float) -> CookieParams | None: ...
 

@@ -36,6 +36,7 @@ class TcpConfig:
     dupthresh: int = 3
     challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)
     persist_max: float = 60.0
+    tso_segments: int = 1  # new data may leave in segments of up to this many MSS (for TSO)
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -50,6 +51,8 @@ class TcpConfig:
             raise ValueError("rcv_buf above 65535 needs window scaling")
         if self.wscale is not None and self.rcv_buf > (65535 << self.wscale):
             raise ValueError(f"rcv_buf {self.rcv_buf} does not fit a window with shift {self.wscale}")
+        if not 1 <= self.tso_segments or self.tso_segments * self.mss > 65535 - 120:
+            raise ValueError(f"tso_segments {self.tso_segments} x mss {self.mss} does not fit a 64 KiB frame")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("need 0 < rto_min <= rto_initial <= rto_max")
         if self.time_wait < 0 or self.keepalive_idle <= 0 or self.keepalive_interval <= 0:

@@ -925,8 +925,13 @@ class Connection:
         return sent
 
     def _send_new(self, now: float, room: int) -> bool:
-        """Send new data within `room` (cwnd less pipe) and the peer's window, Nagle and SWS rules."""
+        """Send new data within `room` (cwnd less pipe) and the peer's window, Nagle and SWS rules.
+
+        With `tso_segments` > 1 a segment may carry that many MSS of data at once, for a device
+        that segments it (TSO): one pass through this code then sends up to 64 KiB.
+        """
         mss = self.snd_mss
+        limit = mss * self.cfg.tso_segments
         data_end = self.snd_buf_seq + len(self.snd_buf)
         fin_queued = self.fin_queued
         sent = False
@@ -942,13 +947,16 @@ class Connection:
                 break
             wnd_room = self.snd_una + self.snd_wnd - nxt
             usable = room if room < wnd_room else wnd_room
-            n = avail if avail < mss else mss
+            n = avail if avail < limit else limit
             if usable < n:
+                if usable >= mss:
+                    n = usable - usable % mss  # TSO: whole segments only
                 # MUST-38 sender SWS avoidance: a window-limited small segment only if it is at
                 # least half the largest window the peer ever offered; never a cwnd-limited one.
-                if usable <= 0 or wnd_room > room or usable < self.max_snd_wnd // 2:
+                elif usable <= 0 or wnd_room > room or usable < self.max_snd_wnd // 2:
                     break
-                n = usable
+                else:
+                    n = usable
             elif n < mss and not self.nodelay and nxt > self.snd_una and not fin_pending:
                 break  # SHLD-7 Nagle: one small segment in flight at a time
             fin = fin_pending and n == avail

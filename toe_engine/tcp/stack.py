@@ -346,8 +346,9 @@ class TcpStack:
             self._reset_for(local_ip, remote_ip, seg)
             return True
         if decision is Admission.COOKIE:
-            isn = self.admission.cookie_isn(four_tuple, seg, now)  # type: ignore[attr-defined]
-            self.output.append((local_ip, remote_ip, self._cookie_syn_ack(listener.config, seg, isn, now)))
+            cookie = self.admission.cookie_isn(four_tuple, seg, now)  # type: ignore[attr-defined]
+            isn, tsval = cookie if isinstance(cookie, tuple) else (cookie, None)
+            self.output.append((local_ip, remote_ip, self._cookie_syn_ack(listener.config, seg, isn, now, tsval)))
             return True
         if listener.embryonic >= listener.backlog:
             self.admission.release(four_tuple)
@@ -362,15 +363,19 @@ class TcpStack:
         self._after(conn)
         return True
 
-    def _cookie_syn_ack(self, cfg: TcpConfig, syn: Segment, isn: int, now: float) -> Segment:
-        """A SYN-ACK that leaves no state behind; its options match what open_passive sends."""
+    def _cookie_syn_ack(self, cfg: TcpConfig, syn: Segment, isn: int, now: float,
+                        tsval: int | None = None) -> Segment:
+        """A SYN-ACK that leaves no state behind; its options match what open_passive sends.
+
+        A cookie scheme that encodes options in the timestamp (as Linux does) supplies `tsval`.
+        """
         peer = syn.options
         opts = TcpOptions(mss=cfg.mss)
         if peer.wscale is not None and cfg.wscale is not None:
             opts.wscale = cfg.wscale
         opts.sack_permitted = cfg.sack and peer.sack_permitted
         if cfg.timestamps and peer.timestamp is not None:
-            opts.timestamp = (self.ts_clock(now), peer.timestamp[0])
+            opts.timestamp = (self.ts_clock(now) if tsval is None else tsval, peer.timestamp[0])
         return Segment(syn.dst_port, syn.src_port, isn & MASK, (syn.seq + 1) & MASK, SYN | ACK,
                        min(cfg.rcv_buf, 0xFFFF), b"", opts)
 
