@@ -27,10 +27,13 @@ MAC_B = bytes.fromhex("020000000002")
 ECHO_PORT = 7
 
 
-def device_transmit(tx: TxFrame) -> list[bytes]:
-    """What a NIC makes of a frame the engine handed it: checksums completed, TSO applied."""
+def device_transmit(tx: TxFrame, super_frames: bool = False) -> list[bytes]:
+    """What a NIC makes of a frame the engine handed it: checksums completed, TSO applied.
+
+    With `super_frames` a TSO frame crosses whole, as a GSO packet crosses a veth pair.
+    """
     frame = bytearray(tx.frame)
-    if tx.gso_size:
+    if tx.gso_size and not super_frames:
         return [bytes(f) for f in segment_frame(frame, tx.gso_size)]
     if tx.csum_start:
         complete_partial_checksum(frame, tx.csum_start, tx.csum_offset)
@@ -77,6 +80,8 @@ class FrameHarness:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     tx_offload: bool = True
+    super_frames: bool = False  # TSO frames cross the wire whole (veth-style GSO)
+    rx_csum_offload: bool = False  # the receiving "device" vouches for checksums
     seed: int = 0
     now: float = 0.0
 
@@ -99,13 +104,13 @@ class FrameHarness:
             for core, wire in ((self.a, self.wire_ab), (self.b, self.wire_ba)):
                 for tx in core.poll_wire():
                     moved = True
-                    for frame in device_transmit(tx):
+                    for frame in device_transmit(tx, self.super_frames):
                         wire.submit(frame, self.now)
             for wire, core in ((self.wire_ab, self.b), (self.wire_ba, self.a)):
                 for frame in wire.poll(self.now):
                     moved = True
                     self.frames += 1
-                    core.from_wire(frame, self.now)
+                    core.from_wire(frame, self.now, self.rx_csum_offload)
 
     def run_until(self, done: "callable[[], bool]", limit_s: float = 600.0) -> bool:
         """Advance the fake clock event by event until `done()` or `limit_s` of simulated time."""

@@ -1,0 +1,192 @@
+"""Engine nodes in a lab: the `middlebox` kind, and handles on every engine's control socket.
+
+A `kind: middlebox` node's `engine:` settings are a `MiddleboxConfig`; they are validated
+while the spec is parsed (so a bad setting is a SpecError with its line, before anything is
+built), and once the lab is built the middlebox process is started inside the node and
+awaited until it prints `ready`. Its control socket lives in the lab's runtime directory,
+/run/toelab/<labid>/<node>.sock, which teardown removes with the lab.
+
+    with Lab.up(load_topology("middlebox_chain", {"loss": 2})) as lab:
+        lab.engine("mb").set(loss=5, direction="a_to_b")
+        lab.engine("mb").stats()["counters"]["impair_dropped"]
+
+`EngineHandle` only needs a control socket path, so any engine kind registers its handles
+with `register_engine` and gets `lab.engine(name)` and the shell's `toe` commands.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from toe_engine.runtime.control import control_request
+
+from .errors import BackendError, LabError
+from .lab import Lab, on_kind_built
+from .node import Node
+from .spec import ENGINE_VALIDATORS, EngineSettingsError, NodeSpec
+from .state import STATE_DIR
+from .tools import wait_for_line
+
+MIDDLEBOX_MODULE = "toe_engine.runtime.middlebox_main"
+READY_TIMEOUT_S = 15.0
+#: Fields of a middlebox `set` request; any other key given to `EngineHandle.set` is an impairment.
+MIDDLEBOX_SET_FIELDS = frozenset({"direction", "coalesce", "tso", "seed", "impairments"})
+
+SetShaper = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class EngineError(LabError):
+    """An engine's control socket refused a request or could not be reached."""
+
+
+def runtime_dir(lab: Lab) -> Path:
+    """The lab's directory for sockets and logs; `remove_lab` deletes it with the lab."""
+    return STATE_DIR / lab.id
+
+
+def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"gemodel.p": 1}` -> `{"gemodel": {"p": 1}}`, so flat command-line keys reach nested fields."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        target = out
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return out
+
+
+def shape_middlebox_set(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat changes into a middlebox `set` request: known fields stay, the rest are impairments."""
+    request = {key: value for key, value in changes.items() if key in MIDDLEBOX_SET_FIELDS}
+    impairments = nest_dotted({key: value for key, value in changes.items() if key not in MIDDLEBOX_SET_FIELDS})
+    if impairments:
+        request["impairments"] = {**request.get("impairments", {}), **impairments}
+    return request
+
+
+#: kind -> how `EngineHandle.set(**changes)` turns its keyword arguments into a `set` request.
+SET_SHAPERS: dict[str, SetShaper] = {"middlebox": shape_middlebox_set}
+
+
+@dataclass(frozen=True)
+class EngineHandle:
+    """Talks to one engine node's control socket (JSON lines); kind-agnostic."""
+
+    node: str
+    kind: str
+    control: Path
+
+    def request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one request; the answer without its `ok`, or EngineError with the engine's reason."""
+        try:
+            answer = control_request(str(self.control), dict(request))
+        except (OSError, ConnectionError, ValueError) as exc:
+            raise EngineError(f"engine on node {self.node!r} did not answer on {self.control}: {exc}") from None
+        if not answer.pop("ok", False):
+            raise EngineError(f"engine on node {self.node!r} refused {request.get('cmd')!r}: "
+                              f"{answer.get('error', 'no reason given')}")
+        return answer
+
+    def stats(self) -> dict[str, Any]:
+        return self.request({"cmd": "stats"})
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.request({"cmd": "config"})["config"]
+        return config
+
+    def set(self, **changes: Any) -> dict[str, Any]:
+        """Change settings at run time (`set(loss=5, direction="a_to_b")`); returns the config now in force."""
+        shape = SET_SHAPERS.get(self.kind, dict)
+        config: dict[str, Any] = self.request({"cmd": "set", **shape(changes)})["config"]
+        return config
+
+
+_HANDLES: weakref.WeakKeyDictionary[Lab, dict[str, EngineHandle]] = weakref.WeakKeyDictionary()
+
+
+def register_engine(lab: Lab, handle: EngineHandle) -> None:
+    """Make `lab.engine(handle.node)` return `handle` (engine kinds call this once started)."""
+    _HANDLES.setdefault(lab, {})[handle.node] = handle
+
+
+def engines(lab: Lab) -> dict[str, EngineHandle]:
+    """Every engine node of the lab with a handle, by node name, in the spec's order."""
+    handles = _HANDLES.get(lab, {})
+    return {name: handles[name] for name in lab.spec.nodes if name in handles}
+
+
+def engine(lab: Lab, node: str) -> EngineHandle:
+    """The control handle of an engine node; LabError if the node runs no engine."""
+    lab.node(node)
+    handle = _HANDLES.get(lab, {}).get(node)
+    if handle is None:
+        running = ", ".join(engines(lab)) or "none"
+        raise LabError(f"node {node!r} of lab {lab.id} runs no engine (engine nodes: {running})")
+    return handle
+
+
+# --- the middlebox kind -------------------------------------------------------------------------
+
+def validate_middlebox(node: NodeSpec, interfaces: list[str]) -> None:
+    """Spec-time check of a middlebox node's `engine:` settings (registered in ENGINE_VALIDATORS)."""
+    from toe_engine.runtime.middlebox import MiddleboxConfig
+
+    try:
+        config = MiddleboxConfig.model_validate(node.engine)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = tuple(error["loc"])
+        where = ".".join(str(part) for part in path)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise EngineSettingsError(f"{where}: {message}" if where else message, path) from None
+    for field, iface in (("a", config.a), ("b", config.b)):
+        if iface not in interfaces:
+            raise EngineSettingsError(f"{field}: interface {iface!r} is not one of the node's "
+                                      f"({', '.join(interfaces) or 'none'})", (field,))
+    if config.a == config.b:
+        raise EngineSettingsError(f"b: both ports are {config.a!r}; a middlebox needs two interfaces", ("b",))
+    if config.mode == "router":
+        for iface in (config.a, config.b):
+            ispec = node.interfaces.get(iface)
+            if ispec is None or not ispec.addresses:
+                raise EngineSettingsError(f"mode: router mode needs addresses on {iface!r}, which has none "
+                                          "(use mode: bridge for an addressless middlebox)", ("mode",))
+
+
+def start_middlebox(lab: Lab, node: Node) -> None:
+    """After-build hook: run the middlebox in the node and wait for its `ready` line."""
+    from toe_engine.runtime.middlebox import MiddleboxConfig
+
+    config = MiddleboxConfig.parse(lab.spec.nodes[node.name].engine)
+    directory = runtime_dir(lab)
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    control = directory / f"{node.name}.sock"
+    log_path = directory / f"{node.name}.log"
+    argv = [sys.executable, "-m", MIDDLEBOX_MODULE,
+            "--config", json.dumps(config.model_dump(mode="json")), "--control", str(control)]
+    with log_path.open("wb") as log:
+        proc = node.popen(argv, stdout=subprocess.PIPE, stderr=log)
+    try:
+        wait_for_line(proc, "ready", what=f"middlebox on node {node.name}", timeout_s=READY_TIMEOUT_S)
+    except RuntimeError as exc:
+        said = log_path.read_text(errors="replace").strip().splitlines()
+        raise BackendError(f"{exc} ({said[-1] if said else 'it wrote nothing to its log'})") from None
+    register_engine(lab, EngineHandle(node.name, "middlebox", control))
+
+
+ENGINE_VALIDATORS["middlebox"] = validate_middlebox
+on_kind_built("middlebox", start_middlebox)
+Lab.engine = engine  # type: ignore[attr-defined]
+
+from . import shell_engine  # noqa: E402,F401  (registers the shell's `toe` command)
