@@ -165,4 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m lab.cli`: use the imported module, where subcommands register.
+    from lab.cli import main as registered_main
+    sys.exit(registered_main())

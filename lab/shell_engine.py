@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from toe_engine.impair import ImpairmentSpec
+
 from .engine_nodes import EngineHandle, engine, engines
 from .shell import EXTENSIONS
 
 if TYPE_CHECKING:
     from .shell import LabShell
 
+IMPAIRMENT_DEFAULTS = ImpairmentSpec().model_dump(mode="json")
 USAGE = "usage: toe stats [NODE] | toe conns [NODE] | toe set NODE key=value ..."
 
 
@@ -93,7 +96,7 @@ def toe_set(shell: LabShell, args: list[str]) -> None:
     for direction in ("a_to_b", "b_to_a"):
         if isinstance(config.get(direction), dict):
             settings = config[direction]
-            impairments = {k: v for k, v in settings.get("impairments", {}).items() if v not in (0, 0.0, None, 1000)}
+            impairments = {k: v for k, v in settings.get("impairments", {}).items() if IMPAIRMENT_DEFAULTS.get(k) != v}
             shell.say(f"{args[0]} {direction}: coalesce={settings.get('coalesce')} tso={settings.get('tso')} "
                       f"seed={settings.get('seed')} impairments={json.dumps(impairments)}")
     if not any(direction in config for direction in ("a_to_b", "b_to_a")):

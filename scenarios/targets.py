@@ -11,6 +11,7 @@ import sys
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lab.netlink import write_sysctls
 from lab.netns import entered
 from lab.tools import wait_for_line
 
@@ -52,6 +53,23 @@ class Target(ABC):
     def stop(self) -> None:
         """Stop what `start` started; the lab's teardown kills anything left."""
 
+    # --- resource-exhaustion policy (SYN floods, full tables) -------------------------
+    # A target names the policies it can be switched to; scenarios run each one and judge it
+    # by what its name promises. Shared names: `syncookie` (answer with SYN cookies once the
+    # table is full: keep serving), `deny` (drop what does not fit: refuse), `fallback`
+    # (hand what does not fit to another stack: keep serving). A target may add its own.
+    def policies(self) -> tuple[str, ...]:
+        """The policies `set_policy` accepts, in the order a scenario should try them."""
+        return ()
+
+    def set_policy(self, name: str) -> dict[str, int | str]:
+        """Switch the running target to policy `name`; returns the settings applied, as evidence."""
+        raise ValueError(f"target {self.name} has no policy {name!r} (it has: {', '.join(self.policies()) or 'none'})")
+
+    def half_open(self) -> int | None:
+        """Connections in SYN-RECEIVED now (the table a SYN flood fills), or None if it cannot tell."""
+        return None
+
 
 class KernelTarget(Target):
     """The Linux stack of the server namespace, serving with kernel sockets."""
@@ -61,6 +79,9 @@ class KernelTarget(Target):
                          "in_segments": "TcpInSegs", "retransmits": "TcpRetransSegs", "resets_sent": "TcpOutRsts",
                          "syncookies_sent": "TcpExtSyncookiesSent", "syncookies_ok": "TcpExtSyncookiesRecv",
                          "syncookies_failed": "TcpExtSyncookiesFailed", "listen_drops": "TcpExtListenDrops"}
+
+    #: Policies as values of net.ipv4.tcp_syncookies in the server's namespace.
+    SYNCOOKIE_POLICIES: ClassVar[dict[str, int]] = {"syncookie": 1, "deny": 0, "syncookie-always": 2}
 
     def __init__(self) -> None:
         self._lab: Lab | None = None
@@ -80,6 +101,24 @@ class KernelTarget(Target):
             return {}
         with entered(self._lab.node(self._node).netns):
             return read_snmp_counters()
+
+    def policies(self) -> tuple[str, ...]:
+        return tuple(self.SYNCOOKIE_POLICIES)
+
+    def set_policy(self, name: str) -> dict[str, int | str]:
+        """`syncookie`, `deny` and `syncookie-always` are tcp_syncookies 1, 0 and 2 in the server namespace."""
+        if name not in self.SYNCOOKIE_POLICIES or self._lab is None:
+            return super().set_policy(name)
+        settings: dict[str, int | str] = {"net.ipv4.tcp_syncookies": self.SYNCOOKIE_POLICIES[name]}
+        write_sysctls(self._lab.node(self._node).netns, settings)
+        return settings
+
+    def half_open(self) -> int | None:
+        """Request sockets (state 03, SYN_RECV) in /proc/net/tcp and tcp6 of the server namespace."""
+        if self._lab is None:
+            return None
+        with entered(self._lab.node(self._node).netns):
+            return count_tcp_state(SYN_RECV)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -131,6 +170,20 @@ def read_snmp_counters() -> dict[str, int]:
             for key, value in zip(keys.split(), values.partition(":")[2].split()):
                 out[prefix + key] = int(value)
     return out
+
+
+SYN_RECV = 3  # the kernel's TCP_SYN_RECV, as /proc/net/tcp writes it: "03"
+
+
+def count_tcp_state(state: int) -> int:
+    """Sockets of the calling thread's namespace in `state` (IPv4 and IPv6), from /proc/thread-self/net/tcp*."""
+    wanted = f"{state:02X}"
+    count = 0
+    for name in ("tcp", "tcp6"):
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as f:
+            next(f)
+            count += sum(1 for line in f if line.split(maxsplit=4)[3] == wanted)
+    return count
 
 
 def delta(before: dict[str, int], after: dict[str, int], *names: str) -> dict[str, int]:

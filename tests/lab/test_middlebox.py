@@ -219,7 +219,7 @@ def test_bridge_carries_tcp_byte_exact(bridge_lab: Lab, start_middlebox: Any, re
 
 
 def test_router_carries_tcp_byte_exact(make_lab: Callable[..., Lab], start_middlebox: Any) -> None:
-    lab = make_lab("middlebox_chain")
+    lab = make_lab("middlebox_chain", mb_kind="router")
     mb = start_middlebox(lab, {"mode": "router"})
     assert lab.node("mb").run("sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding").stdout.split() == ["0", "0"]
     result = transfer(lab, lab.address("h2"))
@@ -275,7 +275,7 @@ def test_impairments_keep_transfer_exact_and_match_capture(bridge_lab: Lab, star
 def test_lro_stalls_and_gro_completes_behind_smaller_egress_mtu(
     make_lab: Callable[..., Lab], start_middlebox: Any, record_property: Any
 ) -> None:
-    lab = make_lab("middlebox_chain", egress_mtu=1400)
+    lab = make_lab("middlebox_chain", mb_kind="router", egress_mtu=1400)
     lro = start_middlebox(lab, {"mode": "router", "a_to_b": {"coalesce": "lro"}})
     lro_result = transfer(lab, lab.address("h2"), limit=8.0)
     lro_counters = lro.counters()

@@ -1,0 +1,143 @@
+"""`toelab audit [LAB]`: offload features and counters of every interface and engine.
+
+Like `ethtool -k` and `ethtool -S` for each interface of each node, plus the engines'
+own counters, and a verdict on whether an advertised offload actually happened on the
+traffic seen so far: TSO or GSO on but every packet sent no bigger than the MTU, or an
+engine told to hand segmentation to the device that never sent a super-frame.
+Works from any process: it reads the lab's state record and enters its namespaces.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+
+from .cli import command, console, need_root
+from .errors import LabError
+from .state import STATE_DIR, LabRecord, list_records, read_record
+
+MIN_PACKETS = 50  # below this a verdict would be a guess
+
+
+@dataclass
+class InterfaceAudit:
+    node: str
+    iface: str
+    mtu: int
+    features: dict[str, bool]
+    stats: dict[str, int]
+    findings: list[str] = field(default_factory=list)
+
+
+def observe(iface: InterfaceAudit) -> None:
+    """Judge whether advertised transmit offloads showed in the counters.
+
+    A veth counts a GSO packet once with all its bytes, so an average packet over the MTU
+    proves super-frames left; a well-used interface whose average stays under it did not
+    use TSO/GSO, whatever its features say.
+    """
+    packets, sent = iface.stats.get("tx_packets", 0), iface.stats.get("tx_bytes", 0)
+    if packets < MIN_PACKETS:
+        return
+    avg = sent / packets
+    if (iface.features.get("tso") or iface.features.get("gso")) and avg <= iface.mtu + 14:
+        big_enough = sent > 100 * iface.mtu
+        if big_enough and avg > iface.mtu * 0.5:
+            iface.findings.append(f"TSO/GSO on but no super-frames left (average {avg:.0f} B per packet, MTU {iface.mtu})")
+    if avg > iface.mtu + 14 and not (iface.features.get("tso") or iface.features.get("gso")):
+        iface.findings.append(f"frames above the MTU left with TSO/GSO off (average {avg:.0f} B)")
+
+
+def audit_interfaces(record: LabRecord) -> list[InterfaceAudit]:
+    from .netlink import NamespaceLink
+
+    out = []
+    prefix = f"{record.lab_id}-"
+    for namespace in record.namespaces:
+        node = namespace.removeprefix(prefix)
+        link = NamespaceLink(namespace)
+        try:
+            for msg in link.ipr.get_links():
+                name = msg.get_attr("IFLA_IFNAME")
+                if name == "lo":
+                    continue
+                stats = msg.get_attr("IFLA_STATS64") or {}
+                audit = InterfaceAudit(node, name, msg.get_attr("IFLA_MTU"), link.features.read(name),
+                                       {k: int(stats.get(k, 0)) for k in ("rx_packets", "tx_packets", "rx_bytes",
+                                                                          "tx_bytes", "rx_dropped", "tx_dropped")})
+                observe(audit)
+                out.append(audit)
+        finally:
+            link.close()
+    return out
+
+
+def engine_sockets(record: LabRecord) -> dict[str, Path]:
+    """node -> control socket of the engines (toe and middlebox nodes) of a lab."""
+    folder = STATE_DIR / record.lab_id
+    return {p.stem: p for p in sorted(folder.glob("*.sock"))} if folder.is_dir() else {}
+
+
+def audit_engine(node: str, path: Path) -> tuple[dict[str, int], list[str]]:
+    """An engine's counters and what they say about its offloads."""
+    from toe_engine.runtime.control import control_request
+
+    answer = control_request(str(path), {"cmd": "stats"})
+    counters = {k: v for k, v in answer.get("counters", {}).items() if isinstance(v, int)}
+    findings = []
+    config = control_request(str(path), {"cmd": "config"}).get("config", {})
+    if config.get("tx_offload") and counters.get("tx_frames", 0) >= MIN_PACKETS and not counters.get("tso_super_frames"):
+        findings.append("engine hands segmentation to the device (tx_offload) but sent no super-frame")
+    if counters.get("rx_malformed", 0) or counters.get("rx_csum_errors", 0):
+        findings.append(f"{counters.get('rx_malformed', 0)} malformed and {counters.get('rx_csum_errors', 0)} "
+                        "bad-checksum frames counted and dropped")
+    return counters, findings
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lab", nargs="?", help="lab id (default: the only lab there is)")
+    p.add_argument("--all-counters", action="store_true", help="show zero counters too")
+
+
+def pick_lab(lab_id: str | None) -> LabRecord:
+    if lab_id is not None:
+        record = read_record(lab_id)
+        if record is None:
+            raise LabError(f"there is no lab {lab_id!r} (labs: {', '.join(r.lab_id for r in list_records()) or 'none'})")
+        return record
+    records = list_records()
+    if len(records) != 1:
+        raise LabError(f"there are {len(records)} labs; name one: " + ", ".join(r.lab_id for r in records))
+    return records[0]
+
+
+@command("audit", "offload features and counters of every interface and engine, and offloads that did not happen")(_audit_args)
+def cmd_audit(args: argparse.Namespace) -> int:
+    need_root("toelab audit")
+    record = pick_lab(args.lab)
+    table = Table(title=f"lab {record.lab_id} ({record.topology}): interfaces (ethtool -k / -S)")
+    for column in ("node", "iface", "mtu", "tso", "gso", "gro", "lro", "rx_csum", "tx_csum",
+                   "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "finding"):
+        table.add_column(column)
+    for a in audit_interfaces(record):
+        f = a.features
+        table.add_row(a.node, a.iface, str(a.mtu), *("on" if f.get(k) else "off" for k in
+                      ("tso", "gso", "gro", "lro", "rx_csum", "tx_csum")),
+                      str(a.stats["tx_packets"]), str(a.stats["tx_bytes"]), str(a.stats["rx_packets"]),
+                      str(a.stats["rx_bytes"]), str(a.stats["rx_dropped"] + a.stats["tx_dropped"]),
+                      "; ".join(a.findings) or "ok", style="red" if a.findings else None)
+    console.print(table)
+    for node, path in engine_sockets(record).items():
+        counters, findings = audit_engine(node, path)
+        engine_table = Table(title=f"engine on {node} (ethtool -S style)")
+        engine_table.add_column("counter")
+        engine_table.add_column("value", justify="right")
+        for name, value in sorted(counters.items()):
+            if value or args.all_counters:
+                engine_table.add_row(name, str(value))
+        console.print(engine_table)
+        for finding in findings:
+            console.print(f"[red]{node}: {finding}[/]")
+    return 0
