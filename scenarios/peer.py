@@ -98,7 +98,7 @@ class Peer:
             f"  tcp sport {self.sport} tcp flags & rst == rst drop\n }}\n}}\n"))
         try:
             self._dst_mac = self._next_hop_mac()
-            self._sock = self._open_socket(f"tcp and src host {self.dst} and dst host {self.src} "
+            self._sock = self.open_socket(f"tcp and src host {self.dst} and dst host {self.src} "
                                            f"and src port {self.dport} and dst port {self.sport}")
             self._src_mac = self._sock.getsockname()[4].hex(":")
         except BaseException:
@@ -111,8 +111,11 @@ class Peer:
             self._sock = None
         self.lab.node(self.node).run(["nft", "delete", "table", "ip", self._table])
 
-    def _open_socket(self, bpf: str) -> socket.socket:
-        """Create, filter, then bind: an unbound AF_PACKET socket (protocol 0) receives nothing."""
+    def open_socket(self, bpf: str) -> socket.socket:
+        """An AF_PACKET socket on the peer's interface passing only `bpf`; also for answers to other ports.
+
+        Created, filtered, then bound: an unbound AF_PACKET socket (protocol 0) receives nothing.
+        """
         program = compile_filter(bpf, linktype=DLT_EN10MB)
         fprog = struct.pack("HL", program.bf_len, ctypes.addressof(program.bf_insns.contents))
         with entered(self.lab.node(self.node).netns):

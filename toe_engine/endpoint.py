@@ -15,7 +15,7 @@ from toe_engine.codec import build_tcp_frame, build_tcp_frame_partial, parse_fra
 from toe_engine.codec.drop import DropReason
 from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request
-from toe_engine.resources import ResourceConfig, ResourceManager
+from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
 from toe_engine.segment import ACK, RST, SYN, FourTuple, Segment
 from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
@@ -194,7 +194,10 @@ class EndpointCore:
             return False
         decoded = self.resources.syncookies.check_cookie(key, seg, now)
         if decoded is None:
-            return False
+            # While answering with cookies, drop an ACK that fails the check, as Linux does: it is
+            # often a later segment of a flow whose valid cookie ACK found no room, and the host
+            # (which does not serve this port's flows) would reset it.
+            return self.resources.policy.kind is PolicyKind.SYNCOOKIE
         if self.resources.admit_cookie(key, now) is not Admission.ACCEPT:
             self.counters.inc("syncookies_no_room")
             return True  # valid, but no room yet: the peer retransmits and gets in when a slot frees
@@ -264,6 +267,8 @@ class EndpointCore:
             self.apps.pop(key, None)
             self._pending_apps.pop(key, None)
             if app is not None:
+                self.counters.inc("app_rx_bytes", app.received)
+                self.counters.inc("app_tx_bytes", app.sent)
                 app.on_closed()
             return
         if app is None:

@@ -8,7 +8,7 @@ bounded set until its FIN/RST or until it has been idle too long.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -111,6 +111,10 @@ class PassedFlows:
 
     def __contains__(self, four_tuple: object) -> bool:
         return four_tuple in self._flows
+
+    def __iter__(self) -> Iterator[FourTuple]:
+        """The remembered flows, least recently seen first (for connection listings)."""
+        return iter(list(self._flows))
 
     def add(self, four_tuple: FourTuple, now: float) -> None:
         """Remember a flow just handed to the host."""

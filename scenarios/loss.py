@@ -1,0 +1,256 @@
+"""`loss`: bulk transfers through an impairing middlebox; delivery, fast retransmit, RTO backoff, Karn.
+
+The path is h1 - mb - h2 with the engine middlebox routing in the middle (TSO on its egress,
+so loss hits MSS-sized segments as on a real wire, not whole GSO super-frames). For each loss
+setting (random loss at each rate in `rates`, then Gilbert-Elliott loss) applied to both
+directions through the control socket:
+
+- an echo transfer whose returned bytes must hash to what was sent (byte-exact delivery);
+- a chargen download (the target sends) timed by the client: throughput, and a capture on
+  the target's side, where its segments leave and the client's ACKs arrive, in which a
+  retransmission of the first unacknowledged byte must follow three duplicate ACKs and come
+  before any retransmission timer could have expired (RFC 5681 3.2);
+- a time-sequence plot of the download as evidence.
+
+Then, on one echo connection, the target's replies are black-holed (loss 100 % towards the
+client): its retransmissions of the lost reply must come at doubling intervals (RFC 6298 5.5,
+MUST-19). After the path heals and fresh round trips were measured, a second black hole
+must find the first retransmission intervals no longer than the first episode's: a sample
+taken from the ambiguous ACK of a retransmitted segment, which Karn's algorithm forbids
+(MUST-18), would have inflated them by about the length of the first episode.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from lab.tools import wait_for_line
+
+from .framework import Check, RunContext, ScenarioParams, scenario
+from .plots import time_sequence
+from .targets import delta
+from .transfer import (
+    chargen_download,
+    echo_transfer,
+    read_frames,
+    retransmissions_after_duplicate_acks,
+    send_times,
+)
+
+#: The shortest retransmission timeout a stack uses (Linux's TCP_RTO_MIN; RFC 6298 asks for 1 s).
+MIN_RTO_S = 0.2
+#: A fast retransmission answers the third duplicate ACK at once, not after a timer.
+FAST_REPLY_S = 0.05
+BACKOFF_RATIO = (1.5, 2.5)
+KARN_TOLERANCE = 1.5
+POLL_S = 0.02
+
+INTERACTIVE_ECHO_CLIENT = r"""
+import socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+print("connected", flush=True)
+for line in sys.stdin:
+    size = int(line)
+    sock.sendall(bytes(size))
+    got = 0
+    while got < size:
+        chunk = sock.recv(size - got)
+        if not chunk:
+            break
+        got += len(chunk)
+    print(f"echoed {got}", flush=True)
+"""
+
+
+class LossParams(ScenarioParams):
+    rates: str = Field("1,5,10", pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
+                       description="random loss rates in percent, comma-separated")
+    gemodel_p: float = Field(1.0, gt=0, le=100, description="Gilbert-Elliott good->bad transition, percent")
+    gemodel_r: float = Field(25.0, gt=0, le=100, description="Gilbert-Elliott bad->good transition, percent")
+    download_kib: int = Field(3072, ge=256, le=65536, description="KiB downloaded from chargen per loss setting")
+    echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
+    limit_s: float = Field(20.0, gt=0, le=300, description="time limit of each transfer, seconds")
+    backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
+
+
+@scenario("loss", purpose="Bulk transfers through an impairing middlebox at several random and Gilbert-Elliott "
+          "loss rates: byte-exact delivery, fast retransmit, RTO backoff and Karn's rule, throughput.",
+          topology="middlebox_chain", params=LossParams, topology_params={"mb_kind": "middlebox", "tso": True},
+          covers=("RFC9293 3.10.7.4", "RFC5681 3.1", "RFC5681 3.2", "MUST-18", "MUST-19"))
+def run(ctx: RunContext) -> Iterator[Check]:
+    p = ctx.params
+    settings: list[tuple[str, dict[str, Any]]] = [
+        (f"loss={rate:g}%", {"loss": rate, "gemodel": None}) for rate in (float(r) for r in p.rates.split(","))]
+    settings.append((f"gemodel={p.gemodel_p:g}/{p.gemodel_r:g}",
+                     {"loss": 0, "gemodel": {"p": p.gemodel_p, "r": p.gemodel_r}}))
+    throughput: dict[str, float] = {}
+    for variant, impairments in settings:
+        ctx.progress(f"transfers at {variant}")
+        impair(ctx, impairments)
+        yield from _transfers(ctx, variant, throughput)
+    impair(ctx, {"loss": 0, "gemodel": None})
+    yield ctx.check("throughput-by-loss", "RFC5681 3.1", bool(throughput) and all(v > 0 for v in throughput.values()),
+                    "download throughput by loss setting: "
+                    + ", ".join(f"{k} {v:.1f} Mbit/s" for k, v in throughput.items()),
+                    numbers={f"mbit_per_s[{k}]": round(v, 2) for k, v in throughput.items()})
+    ctx.progress("black hole: RTO backoff and Karn's rule")
+    yield from _backoff_and_karn(ctx)
+
+
+def impair(ctx: RunContext, impairments: dict[str, Any], direction: str = "both") -> None:
+    """Set the middlebox's impairments (both directions get their own seed from the run's)."""
+    mb = ctx.lab.engine("mb")  # type: ignore[attr-defined]
+    for index, name in enumerate(("a_to_b", "b_to_a")):
+        if direction in ("both", name):
+            mb.set(direction=name, impairments=impairments, seed=ctx.seed * 2 + index)
+
+
+def _transfers(ctx: RunContext, variant: str, throughput: dict[str, float]) -> Iterator[Check]:
+    p = ctx.params
+    mb = ctx.lab.engine("mb")  # type: ignore[attr-defined]
+    echo = echo_transfer(ctx, p.echo_kib * 1024, p.limit_s)
+    yield ctx.check(f"echo-byte-exact[{variant}]", "RFC9293 3.10.7.4", echo.exact,
+                    f"{echo.bytes} of {echo.size} echoed bytes came back "
+                    f"{'identical (SHA-256)' if echo.exact else 'short or different'} in {echo.seconds:.2f} s",
+                    numbers={"bytes": echo.bytes, "seconds": round(echo.seconds, 3)})
+    port = ctx.port("chargen")
+    counters_before, mb_before = ctx.target.counters(), mb.stats()["directions"]["b_to_a"]
+    capture = ctx.capture(ctx.server, ctx.iface(ctx.server), f"tcp port {port}", name=f"chargen-{_slug(variant)}.pcap")
+    try:
+        download = chargen_download(ctx, p.download_kib * 1024, p.limit_s)
+    finally:
+        pcap = capture.stop()
+    dropped = mb.stats()["directions"]["b_to_a"]["impair_dropped"] - mb_before["impair_dropped"]
+    retrans = delta(counters_before, ctx.target.counters(), ctx.target.standard_counters["retransmits"])
+    throughput[variant] = download.mbit_per_s
+    plot = ctx.artifact(f"chargen-{_slug(variant)}.png")
+    figures = time_sequence(pcap, plot, title=f"{ctx.target.name}: chargen download at {variant}")
+    numbers = {"bytes": download.bytes, "seconds": round(download.seconds, 3),
+               "mbit_per_s": round(download.mbit_per_s, 2), "dropped_by_middlebox": dropped,
+               "retransmissions_seen": figures["retransmissions"]}
+    yield ctx.check(f"download-completes[{variant}]", "RFC5681 3.1", download.complete,
+                    f"the target delivered {download.bytes} of {download.size} bytes in {download.seconds:.2f} s "
+                    f"({download.mbit_per_s:.1f} Mbit/s) while the middlebox dropped {dropped} of its segments",
+                    pcaps=[pcap], plots=[plot], counters=retrans, numbers=numbers)
+    yield _fast_retransmit(ctx, variant, pcap, plot, port)
+
+
+def _slug(variant: str) -> str:
+    """A variant label ("loss=5%", "gemodel=1/25") as a file name part."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant).strip("_")
+
+
+def _fast_retransmit(ctx: RunContext, variant: str, pcap: Path, plot: Path, port: int) -> Check:
+    events = retransmissions_after_duplicate_acks(read_frames(pcap), (ctx.address(ctx.server), port))
+    fast = [e for e in events if e.duplicate_acks >= 3 and e.since_third_duplicate_s is not None
+            and e.since_third_duplicate_s <= FAST_REPLY_S and e.since_original_s < MIN_RTO_S]
+    early = [e for e in events if e.duplicate_acks < 3 and e.since_original_s < MIN_RTO_S]
+    numbers = {"retransmissions_of_first_unacked": len(events), "after_3_dupacks_before_rto": len(fast),
+               "before_3_dupacks": len(early),
+               "median_dupacks": sorted(e.duplicate_acks for e in events)[len(events) // 2] if events else 0}
+    example = (f"; e.g. one came {fast[0].since_third_duplicate_s * 1000:.2f} ms after the 3rd of "
+               f"{fast[0].duplicate_acks} duplicate ACKs, {fast[0].since_original_s * 1000:.1f} ms after "
+               "the original") if fast else ""
+    return ctx.check(f"fast-retransmit[{variant}]", "RFC5681 3.2", bool(fast),
+                     f"of {len(events)} retransmissions of the first unacknowledged byte, {len(fast)} followed "
+                     f"three or more duplicate ACKs before any RTO could expire and {len(early)} came with "
+                     f"fewer{example}", pcaps=[pcap], plots=[plot], numbers=numbers)
+
+
+class EchoConversation:
+    """One long-lived echo connection from the client, driven message by message."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.proc = ctx.lab.node(ctx.client).popen(
+            [sys.executable, "-c", INTERACTIVE_ECHO_CLIENT, ctx.address(ctx.server), str(ctx.port("echo"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        wait_for_line(self.proc, "connected", what="echo client")
+
+    def send(self, size: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{size}\n".encode())
+        self.proc.stdin.flush()
+
+    def echoed(self, timeout_s: float) -> None:
+        wait_for_line(self.proc, "echoed", what="echo reply", timeout_s=timeout_s)
+
+    def round_trip(self, size: int, timeout_s: float = 5.0) -> None:
+        self.send(size)
+        self.echoed(timeout_s)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll a condition read from a growing capture until it holds or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _black_hole(ctx: RunContext, conversation: EchoConversation, pcap: Path, size: int, transmissions: int
+                ) -> list[float]:
+    """Drop everything towards the client, send `size` bytes, watch the reply sent `transmissions` times."""
+    sender = (ctx.address(ctx.server), ctx.port("echo"))
+    impair(ctx, {"loss": 100, "gemodel": None}, direction="b_to_a")
+    conversation.send(size)
+    _wait_until(lambda: len(send_times(read_frames(pcap), sender, size)) >= transmissions, timeout_s=15.0)
+    impair(ctx, {"loss": 0, "gemodel": None}, direction="b_to_a")
+    conversation.echoed(timeout_s=30.0)
+    return send_times(read_frames(pcap), sender, size)
+
+
+def _intervals(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def _backoff_and_karn(ctx: RunContext) -> Iterator[Check]:
+    n = ctx.params.backoff_retransmissions
+    capture = ctx.capture(ctx.server, ctx.iface(ctx.server), f"tcp port {ctx.port('echo')}", name="blackhole.pcap")
+    conversation = EchoConversation(ctx)
+    try:
+        for _ in range(3):
+            conversation.round_trip(100)
+        first = _black_hole(ctx, conversation, capture.path, 1000, n + 1)
+        for _ in range(3):
+            conversation.round_trip(100)
+        second = _black_hole(ctx, conversation, capture.path, 1200, 3)
+    finally:
+        conversation.close()
+        pcap = capture.stop()
+    plot = ctx.artifact("blackhole.png")
+    time_sequence(pcap, plot, title=f"{ctx.target.name}: echo replies black-holed twice")
+    gaps = _intervals(first[: n + 1])
+    ratios = [b / a for a, b in zip(gaps, gaps[1:]) if a > 0]
+    tail = ratios[-2:]
+    doubling = len(gaps) >= n and len(tail) == 2 and all(BACKOFF_RATIO[0] <= r <= BACKOFF_RATIO[1] for r in tail)
+    shown = ", ".join(f"{g * 1000:.0f}" for g in gaps) or "none"
+    yield ctx.check("rto-backoff", "MUST-19", doubling,
+                    f"with the path black-holed the target re-sent its reply after {shown} ms "
+                    f"(last ratios {', '.join(f'{r:.2f}' for r in tail) or 'none'}; doubling expected)",
+                    pcaps=[pcap], plots=[plot],
+                    numbers={"intervals_ms": shown, "transmissions": len(first)})
+    before = sum(gaps[:2])
+    after = sum(_intervals(second[:3]))
+    karn = len(gaps) >= 2 and len(second) >= 3 and after <= KARN_TOLERANCE * before
+    yield ctx.check("karn-rto-not-inflated", "MUST-18", karn,
+                    f"after the first black hole healed, the next one drew its first two retransmissions within "
+                    f"{after * 1000:.0f} ms against {before * 1000:.0f} ms the first time (an RTT sample from the "
+                    "retransmitted reply's ambiguous ACK would have inflated it)",
+                    pcaps=[pcap], plots=[plot],
+                    numbers={"first_two_gaps_before_ms": round(before * 1000, 1),
+                             "first_two_gaps_after_ms": round(after * 1000, 1)})

@@ -1,0 +1,315 @@
+"""The endpoint on real interfaces: the sans-IO `EndpointCore` between a wire and the host stack.
+
+    wire (AF_PACKET on the node's veth) --from_wire--> EndpointCore --TxFrame--> wire
+                 |  frames the engine does not consume, vnet header unchanged
+                 v
+    host kernel (a TAP with the node's address and MAC) --everything--> wire, unchanged
+
+Frames cross with their virtio-net headers, so a peer's 64 KiB GSO super-frame reaches the
+engine (or the host) as one frame, and the engine's own TSO frames leave as one write that
+the veth hands to the peer whole. The per-frame path reads into the driver's preallocated
+buffer and hands a memoryview to the core: no parsing here, no copy, no logging.
+
+`EndpointSettings` is the configuration both the process and a lab's `engine:` block use.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toe_engine.apps import APPS
+from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
+from toe_engine.io.afpacket import AfPacketDriver
+from toe_engine.io.driver import FrameDriver
+from toe_engine.io.vnet import (
+    PLAIN_VNET_BYTES,
+    VNET_BYTE_ORDER,
+    VNET_F_DATA_VALID,
+    VNET_F_NEEDS_CSUM,
+    VNET_GSO_NONE,
+    VNET_GSO_TCPV4,
+    VNET_GSO_TCPV6,
+    VNET_HDR_LEN,
+)
+from toe_engine.resources import ResourceConfig
+from toe_engine.resources.policy import ExhaustionPolicy
+from toe_engine.runtime.control import Handler
+from toe_engine.runtime.loop import EventLoop
+from toe_engine.tcp.config import TcpConfig
+
+DEFAULT_SERVICES: dict[int, str] = {9: "discard", 7: "echo", 19: "chargen", 80: "http"}
+#: TCP settings for bulk transfers over a veth: windows that cover a fast link's BDP many
+#: times over, 64 KiB TSO sends, and a delayed ACK short enough not to throttle the peer.
+DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 * 1024, "wscale": 8,
+                               "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
+TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
+MAX_TSO_FRAME = 65535 - 120
+SETTABLE = ("capacity", "policy", "services")
+
+_VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+_CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
+_ETHERTYPE_IPV6_HIGH = 0x86
+
+
+class EndpointSettingsError(ValueError):
+    """The endpoint configuration is invalid; the message names the field."""
+
+
+class EndpointSettings(BaseModel):
+    """What an endpoint engine is told: its interfaces, identity, services and resources.
+
+    `addresses` and `mac` are the host's (a lab fills them in from the topology); the
+    engine answers for exactly those addresses. `tcp` overrides `DEFAULT_TCP` field by field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wire: str = "eth0"
+    tap: str = "toe0"
+    mac: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+    addresses: list[str] = []
+    services: dict[int, str] = dict(DEFAULT_SERVICES)
+    capacity: int = Field(1024, ge=0)
+    policy: str = "fallback"
+    tx_offload: bool = True
+    tap_offloads: bool = True
+    mtu: int | None = Field(None, ge=576, le=65535)
+    tcp: dict[str, Any] = {}
+    secret: str | None = None
+    budget: int = Field(64, ge=1)
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_interface(a).ip) for a in value]
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: dict[int, str]) -> dict[int, str]:
+        return check_services(value)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        ExhaustionPolicy.parse(value)
+        return value
+
+    @field_validator("tcp")
+    @classmethod
+    def _tcp(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - TCP_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown TCP setting {unknown[0]!r}")
+        TcpConfig(**{**DEFAULT_TCP, **value})
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            bytes.fromhex(value)
+        return value
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> EndpointSettings:
+        """Validate configuration data; EndpointSettingsError names the offending field."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            raise EndpointSettingsError(f"{where}: {message.removeprefix('Value error, ')}") from None
+
+    @classmethod
+    def load(cls, text_or_path: str) -> EndpointSettings:
+        """From a JSON document or the path of a file holding one."""
+        text = text_or_path if text_or_path.lstrip().startswith("{") else Path(text_or_path).read_text()
+        try:
+            return cls.parse(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise EndpointSettingsError(f"config is not valid JSON: {exc}") from None
+
+    def tcp_config(self, mtu: int) -> TcpConfig:
+        """TCP settings for a link of `mtu`: MSS from the MTU, TSO only if the device segments."""
+        values = {**DEFAULT_TCP, **self.tcp}
+        mss = values.pop("mss", None) or mtu - 40
+        tso = values.pop("tso_segments")
+        tso = max(1, min(tso, MAX_TSO_FRAME // mss)) if self.tx_offload else 1
+        return TcpConfig(mss=mss, tso_segments=tso, **values)
+
+    def endpoint_config(self, mac: bytes, mtu: int) -> EndpointConfig:
+        if not self.addresses:
+            raise EndpointSettingsError("addresses: an endpoint needs at least one address to answer for")
+        return EndpointConfig(
+            mac=mac, addresses=tuple(ipaddress.ip_address(a).packed for a in self.addresses),
+            services=dict(self.services), tcp=self.tcp_config(mtu),
+            resources=ResourceConfig(capacity=self.capacity, policy=ExhaustionPolicy.parse(self.policy)),
+            tx_offload=self.tx_offload, secret=bytes.fromhex(self.secret) if self.secret else None)
+
+
+def check_services(value: Mapping[int | str, str]) -> dict[int, str]:
+    """`{port: application}` with ports in range and known applications."""
+    out: dict[int, str] = {}
+    for port, app in value.items():
+        number = int(port)
+        if not 1 <= number <= 65535:
+            raise ValueError(f"service port {number} is outside 1..65535")
+        if app not in APPS:
+            raise ValueError(f"unknown application {app!r} on port {number}; known ones are {', '.join(APPS)}")
+        out[number] = app
+    return out
+
+
+def tx_header(tx: TxFrame) -> bytes:
+    """The virtio-net header for one engine frame: NEEDS_CSUM, and GSO TCPv4/v6 for TSO frames."""
+    frame, gso_size, csum_start, csum_offset = tx
+    if not csum_start:
+        return PLAIN_VNET_BYTES
+    hdr_len = csum_start + ((frame[csum_start + 12] >> 4) << 2)
+    gso_type = VNET_GSO_NONE
+    if gso_size:
+        gso_type = VNET_GSO_TCPV6 if frame[12] == _ETHERTYPE_IPV6_HIGH else VNET_GSO_TCPV4
+    return _VNET.pack(VNET_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+class EndpointRuntime:
+    """Moves frames between the wire, the engine and the host; answers the control socket."""
+
+    def __init__(self, core: EndpointCore, wire: FrameDriver, host: FrameDriver,
+                 settings: EndpointSettings, budget: int = 64) -> None:
+        self.core, self.wire, self.host = core, wire, host
+        self.settings = settings
+        self.budget = budget
+        self.wire_kernel_drops = 0
+
+    def attach(self, loop: EventLoop) -> None:
+        loop.add_reader(self.wire, self.pump_wire)
+        loop.add_reader(self.host, self.pump_host)
+        loop.add_deadline_source(self.core.next_deadline, self.on_due)
+
+    # --- data path ----------------------------------------------------------------------
+    def pump_wire(self, now: float) -> int:
+        """Frames from the wire: to the engine, or unchanged to the host if it declines them."""
+        wire, core = self.wire, self.core
+        read_raw, view, buf = wire.read_raw, wire.rx_view, wire.rx_buffer
+        from_wire, to_host = core.from_wire, self.host.write_raw
+        count = 0
+        while count < self.budget:
+            n = read_raw()
+            if not n:
+                break
+            count += 1
+            if not from_wire(view[VNET_HDR_LEN:n], now, bool(buf[0] & _CSUM_TRUSTED)):
+                to_host(view[:n])
+            if core.tx:
+                self.flush()
+        return count
+
+    def pump_host(self, now: float) -> int:
+        """Frames the host kernel sends go to the wire as they are (header included)."""
+        read_raw, view, to_wire = self.host.read_raw, self.host.rx_view, self.wire.write_raw
+        count = 0
+        while count < self.budget:
+            n = read_raw()
+            if not n:
+                break
+            to_wire(view[:n])
+            count += 1
+        return count
+
+    def on_due(self, now: float) -> None:
+        self.core.on_timer(now)
+        self.flush()
+
+    def flush(self) -> None:
+        send = self.wire.send
+        for tx in self.core.poll_wire():
+            send(tx_header(tx), tx.frame)
+
+    # --- control --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Engine counters (with application byte totals), resource gauges and driver counters."""
+        core = self.core
+        counters = core.counters.snapshot()
+        live = list(core.apps.values())
+        counters["app_rx_bytes"] = counters.get("app_rx_bytes", 0) + sum(app.received for app in live)
+        counters["app_tx_bytes"] = counters.get("app_tx_bytes", 0) + sum(app.sent for app in live)
+        if isinstance(self.wire, AfPacketDriver):
+            self.wire_kernel_drops += self.wire.kernel_statistics()[1]
+        drivers = {self.wire.ifname: {**asdict(self.wire.counters), "kernel_drops": self.wire_kernel_drops},
+                   self.host.ifname: asdict(self.host.counters)}
+        return {"mode": "endpoint", "counters": counters, "gauges": core.resources.gauges(),
+                "connections": len(core.stack), "drivers": drivers}
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Offloaded connections with their TCP state, then flows handed to the host."""
+        rows = self.core.connections()
+        for key in self.core.resources.passed:
+            rows.append({"local": f"{_ip(key.local_ip)}:{key.local_port}",
+                         "remote": f"{_ip(key.remote_ip)}:{key.remote_port}",
+                         "state": "host", "offloaded": False, "app": "", "snd_mss": 0})
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        core = self.core
+        policy = core.resources.policy
+        policy_text = policy.kind.value + (f":{policy.deny_action.value}" if policy.kind.value == "deny" else "")
+        return {"wire": self.wire.ifname, "tap": self.host.ifname, "addresses": list(self.settings.addresses),
+                "services": {str(port): app for port, app in core.config.services.items()},
+                "capacity": core.resources.table.capacity, "policy": policy_text,
+                "tx_offload": core.config.tx_offload, "tap_offloads": self.settings.tap_offloads,
+                "mss": core.config.tcp.mss, "tso_segments": core.config.tcp.tso_segments}
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Change capacity, policy or services at run time; all are checked before any applies."""
+        capacity = changes.get("capacity")
+        if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
+            raise ValueError(f"capacity must be a non-negative integer, got {capacity!r}")
+        policy = ExhaustionPolicy.parse(str(changes["policy"])) if "policy" in changes else None
+        services = check_services(changes["services"]) if "services" in changes else None
+        core = self.core
+        if capacity is not None:
+            core.resources.set_capacity(capacity)
+        if policy is not None:
+            core.resources.set_policy(policy)
+        if services is not None:
+            for port in set(core.config.services) - set(services):
+                core.stack.unlisten(None, port)
+            for port in set(services) - set(core.config.services):
+                core.stack.listen(None, port, backlog=max(core.resources.table.capacity, 128))
+            core.config.services = services
+            core.resources.set_offload_ports(services)
+
+
+def endpoint_handler(runtime: EndpointRuntime) -> Handler:
+    """The control-socket request handler: stats, conns, config and set."""
+
+    def handle(request: dict[str, Any], now: float) -> dict[str, Any]:
+        cmd = request["cmd"]
+        if cmd == "stats":
+            return runtime.stats()
+        if cmd == "conns":
+            return {"connections": runtime.connections()}
+        if cmd == "config":
+            return {"config": runtime.describe()}
+        if cmd == "set":
+            unknown = set(request) - {"cmd", *SETTABLE}
+            if unknown:
+                raise ValueError(f"set: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTABLE)}")
+            runtime.update({key: request[key] for key in SETTABLE if key in request})
+            return {"config": runtime.describe()}
+        raise ValueError(f"unknown cmd {cmd!r}: use stats, conns, config or set")
+
+    return handle
+
+
+def _ip(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
