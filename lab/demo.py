@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.table import Table
 
@@ -10,10 +11,23 @@ from .cli import command, console, need_root
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="iperf3 duration per run")
+    p.add_argument("--report", type=Path, default=Path("reports/demo"), help="where the HTML/JSON report goes")
+    p.add_argument("--target", choices=("kernel", "toe", "both"), default="both", help="which stacks the scenarios test")
+    p.add_argument("--seed", type=int, default=1, help="seed of every scenario's randomness")
 
 
-@command("demo", "build router_path, ping and iperf3 across it, print a summary, tear down")(_demo_args)
+@command("demo", "the main job: a sanity run on router_path, then every scenario on both targets, with a report")(_demo_args)
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Sanity first (a lab that cannot ping makes every later verdict meaningless), then the suite."""
+    status = sanity(args)
+    from scenarios.cli import cmd_run
+
+    run_args = argparse.Namespace(scenario="all", target=args.target, seed=args.seed, param=[],
+                                  report=args.report, json=None)
+    return max(status, cmd_run(run_args))
+
+
+def sanity(args: argparse.Namespace) -> int:
     from .lab import Lab
     from .render import load_topology
     from .tools import iperf, ping

@@ -54,7 +54,7 @@ class Rfc9293Params(ScenarioParams):
     isn_samples: int = Field(200, ge=50, le=2000, description="SYN-ACKs from distinct 4-tuples for the ISN test")
     isn_same_tuple: int = Field(20, ge=5, le=200, description="SYN-ACKs from one 4-tuple for the clock test")
     zero_window_probes: int = Field(4, ge=3, le=6, description="zero-window probes awaited (each waits twice as long)")
-    isolated_segments: int = Field(24, ge=4, le=100, description="small segments sent one at a time for ACK delays")
+    isolated_segments: int = Field(24, ge=4, le=100, description="lone full-sized segments sent one at a time for ACK delays")
     stream_segments: int = Field(24, ge=4, le=200, description="full-sized segments streamed to discard")
 
 
@@ -398,16 +398,17 @@ def _unsigned_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     numbers={"runts": len(runts), "window_left": 65535 - in_flight})
 
 
-SHRINK_WINDOW, SHRINK_MSS = 8000, 1460
+SHRINK_MSS = 1460
+SHRINK_WINDOW = 5 * SHRINK_MSS  # a whole number of segments, so every sender fills it without a runt
 
 
 def _shrinking_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
-    """Window 8000, then an ACK of one segment that moves the right edge left, then a zero window, then reopen."""
+    """Window of 5 segments, then an ACK of one segment that moves the right edge left, then a zero window, then reopen."""
     with session.peer("chargen") as peer:
         peer.handshake([("MSS", SHRINK_MSS)], window=SHRINK_WINDOW)
         start = peer.rcv_nxt
         deadline = time.monotonic() + 2.0
-        while _seq_diff(_target_snd_nxt(peer), start) < SHRINK_WINDOW - SHRINK_MSS:
+        while _seq_diff(_target_snd_nxt(peer), start) < SHRINK_WINDOW:
             if peer.next_frame(deadline) is None:
                 break
         sent_before = _seq_diff(_target_snd_nxt(peer), start)
@@ -519,14 +520,19 @@ def _ms(seconds: float | None) -> str:
 
 # --- ACK generation -----------------------------------------------------------------------------------
 def _ack_delays(ctx: RunContext, session: _Session) -> Iterator[Check]:
-    """Isolated 10-byte segments to discard, each waiting for its ACK: the delay bound and delayed ACKs."""
+    """Isolated full-sized segments without PSH to discard, each waiting for its ACK: the bound and the delay.
+
+    Full-sized and unpushed, because a receiver may rightly ACK a pushed or small segment as soon
+    as its application reads it (Linux does); a lone full segment is the case delayed ACKs are for.
+    """
     delays: list[float] = []
     n = ctx.params.isolated_segments
     with session.peer("discard") as peer:
-        peer.handshake()
-        for i in range(n):
+        synack = peer.handshake([("MSS", ctx.params.mtu - 40)])
+        payload = bytes(i % 256 for i in range(option_value(synack, "MSS") or 536))
+        for _ in range(n):
             sent = time.monotonic()
-            peer.send_data(bytes([65 + i % 26]) * 10)
+            peer.send_data(payload, flags="A")
             try:
                 peer.expect("A", ack=peer.snd_nxt, timeout_s=1.0)
             except PeerTimeout:
@@ -534,8 +540,8 @@ def _ack_delays(ctx: RunContext, session: _Session) -> Iterator[Check]:
             delays.append(time.monotonic() - sent)
     worst = max(delays, default=0.0)
     yield ctx.check("ack-delay-bound", "MUST-40", len(delays) == n and worst < 0.5,
-                    f"{len(delays)} of {n} isolated segments were acknowledged, the slowest after {_ms(worst)}",
-                    numbers={"max_delay_s": round(worst, 4), "acked": len(delays)})
+                    f"{len(delays)} of {n} isolated {len(payload)}-byte segments were acknowledged, the slowest after "
+                    f"{_ms(worst)}", numbers={"max_delay_s": round(worst, 4), "acked": len(delays)})
     delayed = [d for d in delays if d >= 0.010]
     yield ctx.check("delayed-acks", "SHLD-18", bool(delayed),
                     f"{len(delayed)} of {len(delays)} isolated segments were acknowledged after a delay of at least "

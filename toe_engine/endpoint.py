@@ -312,7 +312,7 @@ class EndpointCore:
         for key in self.stack.connections():
             conn = self.stack.connection(key)
             out.append({"local": f"{_ip(key.local_ip)}:{key.local_port}", "remote": f"{_ip(key.remote_ip)}:{key.remote_port}",
-                        "state": str(self.stack.state(key)), "offloaded": True,
+                        "state": self.stack.state(key).name, "offloaded": True,
                         "app": self.config.services.get(key.local_port, ""),
                         "snd_mss": getattr(conn, "snd_mss", 0)})
         return out
