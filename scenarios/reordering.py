@@ -9,7 +9,8 @@ point the pieces sent so far make, and checks:
 - an out-of-order piece draws an ACK at once (RFC 5681 4.2), well before any delayed-ACK timer;
 - that ACK's SACK blocks (RFC 2018 section 4) are exactly ranges the target holds above the
   cumulative ACK, the first one the range containing the piece that triggered it, and as many
-  distinct ranges as fit (at most four);
+  distinct ranges as fit (at most four); a piece overlapping held data may first get a D-SACK
+  block naming the duplicated part (RFC 2883 section 4);
 - a piece that fills a hole is acknowledged together with everything queued beyond it (the
   out-of-order data was queued, SHLD-31), and a duplicate is acknowledged;
 - echo returns the stream once, in order, byte-exact: overlaps and duplicates are delivered once.
@@ -51,6 +52,8 @@ class Reply:
     kind: str  # "advance" (fills the cumulative point), "ooo" (above it, new), "duplicate" (already held)
     expected_ack: int
     ranges_after: list[Piece]
+    #: Parts of the piece the target already held: a D-SACK block (RFC 2883) may name them first.
+    already_held: list[Piece] = field(default_factory=list)
     ack: int | None = None
     delay_s: float | None = None
     sack: list[Piece] = field(default_factory=list)
@@ -92,7 +95,8 @@ def _run_train(ctx: RunContext, stream: bytes, order: list[Piece]) -> TrainResul
             held.append(piece)
             after = _merge(held)
             new_cumulative = after[0][1] if after[0][0] == 0 else 0
-            reply = Reply(piece, kind, new_cumulative, [r for r in after if r[0] > new_cumulative])
+            reply = Reply(piece, kind, new_cumulative, [r for r in after if r[0] > new_cumulative],
+                          [(max(a, piece[0]), min(b, piece[1])) for a, b in before if a < piece[1] and piece[0] < b])
             peer.drain()
             sent = time.monotonic()
             peer.send(peer.segment("PA", stream[piece[0]:piece[1]], seq=seq_add(base, piece[0])))
@@ -190,20 +194,24 @@ def _immediate_check(ctx: RunContext, name: str, ooo: list[Reply], bound: float)
 
 
 def _sack_fault(reply: Reply) -> str:
-    """Why an out-of-order piece's SACK blocks break RFC 2018 section 4, or "" if they are right."""
+    """Why an out-of-order piece's SACK blocks break RFC 2018 section 4 (with RFC 2883 D-SACK), or "" if right."""
     if reply.ack is None:
         return "no ACK"
-    if not reply.sack:
-        return "no SACK option"
+    blocks = reply.sack
+    if blocks and any(a <= blocks[0][0] and blocks[0][1] <= b for a, b in reply.already_held):
+        blocks = blocks[1:]  # a D-SACK block naming the duplicated part; the SACK blocks follow it
+    room = MAX_SACK_BLOCKS - (len(reply.sack) - len(blocks))
+    if not blocks:
+        return "no SACK block"
     containing = next(r for r in reply.ranges_after if r[0] <= reply.piece[0] and reply.piece[1] <= r[1])
-    if reply.sack[0] != containing:
-        return f"first block {reply.sack[0]} is not {containing}, the range holding the piece"
-    if any(b not in reply.ranges_after for b in reply.sack):
-        return f"blocks {reply.sack} are not all ranges held above the ACK {reply.ranges_after}"
-    if len(set(reply.sack)) != len(reply.sack):
-        return f"blocks {reply.sack} repeat a range"
-    if len(reply.sack) != min(len(reply.ranges_after), MAX_SACK_BLOCKS):
-        return f"{len(reply.sack)} blocks for {len(reply.ranges_after)} held ranges"
+    if blocks[0] != containing:
+        return f"first block {blocks[0]} is not {containing}, the range holding the piece"
+    if any(b not in reply.ranges_after for b in blocks):
+        return f"blocks {blocks} are not all ranges held above the ACK {reply.ranges_after}"
+    if len(set(blocks)) != len(blocks):
+        return f"blocks {blocks} repeat a range"
+    if len(blocks) != min(len(reply.ranges_after), room):
+        return f"{len(blocks)} blocks for {len(reply.ranges_after)} held ranges (room for {room})"
     return ""
 
 
