@@ -46,7 +46,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 def _load_engine_benches() -> None:
     import importlib
-    for module in ("toe_engine.bench",):
+    for module in ("toe_engine.bench", "scenarios.bench"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -13,7 +13,7 @@ from .framework import Check, RunContext, Scenario, ScenarioError, ScenarioParam
 __all__ = ["Check", "RunContext", "Scenario", "ScenarioError", "ScenarioParams", "Verdict", "scenario", "get", "all"]
 
 #: Framework modules; every other module here holds scenarios.
-FRAMEWORK_MODULES = frozenset({"cli", "framework", "kernel_services", "peer", "plots", "report",
+FRAMEWORK_MODULES = frozenset({"bench", "cli", "framework", "kernel_services", "peer", "plots", "report",
                                "requirements", "runner", "targets", "transfer", "wire", "flood"})
 _loaded = False
 

@@ -27,6 +27,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from toe_engine.checksum import internet_checksum
+
 ETH_P_IP = 0x0800
 SYN_OPTIONS = struct.pack("!BBH", 2, 4, 1460)  # MSS 1460: what a real client's SYN carries
 READY_LINE = "flooding"
@@ -46,16 +48,6 @@ class FloodStats:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of `data`."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
@@ -66,10 +58,10 @@ def syn_frame(*, src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv4Address, dst
     tcp_len = 20 + len(SYN_OPTIONS)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, isn, 0, (tcp_len // 4) << 4, 0x02, 64240, 0, 0) + SYN_OPTIONS
     pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, socket.IPPROTO_TCP, tcp_len)
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", internet_checksum(pseudo + tcp)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, ip_id, 0x4000, 64, socket.IPPROTO_TCP, 0,
                      src.packed, dst.packed)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + ip + tcp
 
 

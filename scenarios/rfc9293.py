@@ -391,11 +391,13 @@ def _unsigned_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     f"the window-limited burst was {len(sizes)} segments of sizes {sorted(set(sizes))} "
                     f"(effective MSS {eff_mss})", numbers={"segments": len(sizes), "mss": eff_mss})
     t0 = burst[0][0] if burst else 0.0
+    left = 65535 % eff_mss
     runts = [len(tcp_payload(f)) for t, f in burst if len(tcp_payload(f)) < eff_mss and t - t0 < SWS_OVERRIDE_MIN_S]
     yield ctx.check("sender-sws-avoidance", "MUST-38", bool(sizes) and not runts,
-                    f"with {65535 - in_flight} bytes of usable window left (less than one MSS) and more data queued, "
-                    f"the target sent {len(runts)} smaller segments within {SWS_OVERRIDE_MIN_S * 1000:.0f} ms",
-                    numbers={"runts": len(runts), "window_left": 65535 - in_flight})
+                    f"with {left} bytes of usable window left after its full segments (less than one MSS, under half "
+                    f"the window) and more data queued, the target sent {len(runts)} smaller segments "
+                    f"{sorted(runts)} within {SWS_OVERRIDE_MIN_S * 1000:.0f} ms instead of waiting for the override timeout",
+                    numbers={"runts": len(runts), "window_left": left})
 
 
 SHRINK_MSS = 1460

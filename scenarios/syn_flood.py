@@ -52,7 +52,7 @@ SLOW_HANDSHAKE_S = 1.0  # the first SYN retransmission (RFC 6298's initial RTO)
 
 class SynFloodParams(ScenarioParams):
     rate: int = Field(200_000, ge=1000, le=2_000_000, description="spoofed SYNs per second")
-    min_rate: int = Field(100_000, ge=0, le=2_000_000,
+    min_rate: int = Field(30_000, ge=0, le=2_000_000,
                           description="achieved rate below which a run does not count as a flood (the machine was busy)")
     workers: int = Field(2, ge=1, le=8, description="flood processes sharing the rate")
     flood_s: float = Field(3.0, gt=0, le=30, description="seconds of flood per policy")
