@@ -11,7 +11,8 @@ list it without rendering:
 
 Parameters given on the command line (`-p mtu=9000`) are converted to the type of the
 declared default; an undeclared parameter or an undefined variable is an error naming the
-template and the line.
+template and the line, and so is `{{ fail("why") }}`, with which a template refuses a
+combination of parameters it cannot build.
 """
 from __future__ import annotations
 
@@ -140,6 +141,14 @@ def _source_keeping_lines(path: Path) -> str:
     return "\n" * match.group(0).count("\n") + text[match.end():]
 
 
+class TemplateRefusal(Exception):
+    """Raised by `{{ fail("...") }}` in a template: a parameter combination it cannot build."""
+
+
+def _fail(message: str) -> None:
+    raise TemplateRefusal(message)
+
+
 def render(path: Path, params: dict[str, Any]) -> str:
     source = _source_keeping_lines(path)
     env = jinja2.Environment(
@@ -147,8 +156,12 @@ def render(path: Path, params: dict[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    env.globals["fail"] = _fail
     try:
         return env.get_template(path.name).render(**params)
+    except TemplateRefusal as exc:
+        line = _template_line(path)
+        raise SpecError(str(path), f"line {line}" if line else "", str(exc)) from None
     except jinja2.TemplateSyntaxError as exc:
         raise SpecError(str(path), f"line {exc.lineno}", f"template syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
