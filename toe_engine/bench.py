@@ -92,3 +92,30 @@ def bench_core(args: argparse.Namespace) -> Table:
 
 
 BENCHES["core"] = (False, bench_core)
+
+
+def _forwarding_gbit(params: dict[str, str], seconds: float) -> float:
+    from lab.lab import Lab
+    from lab.render import load_topology
+    from lab.tools import iperf
+
+    with Lab.up(load_topology("middlebox_chain", params)) as lab:
+        return iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s
+
+
+def bench_middlebox(args: argparse.Namespace) -> Table:
+    """Forwarding throughput of the engine middlebox next to a kernel router, same run."""
+    table = Table(title="forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run")
+    for column in ("forwarding node", "Gbit/s", "ratio to kernel"):
+        table.add_column(column, justify="right")
+    kernel = _forwarding_gbit({"mb_kind": "router"}, args.seconds)
+    table.add_row("kernel router (GRO off)", f"{kernel:.2f}", "1.00")
+    for label, params in (("engine, router mode", {"mode": "router"}),
+                          ("engine, bridge mode", {"mode": "bridge"}),
+                          ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"})):
+        rate = _forwarding_gbit(params, args.seconds)
+        table.add_row(label, f"{rate:.2f}", f"{rate / kernel:.2f}")
+    return table
+
+
+BENCHES["middlebox"] = (True, bench_middlebox)

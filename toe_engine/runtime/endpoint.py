@@ -232,7 +232,12 @@ class EndpointRuntime:
     def flush(self) -> None:
         send = self.wire.send
         for tx in self.core.poll_wire():
-            send(tx_header(tx), tx.frame)
+            try:
+                send(tx_header(tx), tx.frame)
+            except OSError as exc:
+                import sys
+                print("TXERR", exc, len(tx.frame), tx.gso_size, tx.csum_start, bytes(tx.frame[:80]).hex(), file=sys.stderr, flush=True)
+                self.core.counters.inc("tx_errors")
 
     # --- control --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
