@@ -29,6 +29,8 @@ DEFAULT_MSS_V4 = 536  # MUST-15
 DEFAULT_MSS_V6 = 1220
 MIN_SND_MSS = 48
 TS_OPTION_LEN = 12
+SACK_OPTION_OVERHEAD = 4  # kind, length and two NOPs of padding
+SACK_BLOCK_LEN = 8
 PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is stale after 24 days idle
 
 
@@ -1016,9 +1018,13 @@ class Connection:
         if self.ts_ok:
             opts.timestamp = (self.host.ts_clock(now), self.ts_recent)
         if self.ooo and self.sack_ok:
-            blocks = self.ooo.sack_blocks(3 if self.ts_ok else 4)
-            opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
-            self.counters.inc("sack_blocks_sent", len(blocks))
+            most = 3 if self.ts_ok else 4
+            if payload:  # the blocks must fit beside the data: snd_mss only allows for timestamps
+                most = min(most, max(0, (self.snd_mss - len(payload) - SACK_OPTION_OVERHEAD) // SACK_BLOCK_LEN))
+            blocks = self.ooo.sack_blocks(most)
+            if blocks:
+                opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
+                self.counters.inc("sack_blocks_sent", len(blocks))
         if self.ooo and not payload:
             self.counters.inc("dup_acks_sent")
         window = self._window_field()
