@@ -21,7 +21,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -34,6 +34,11 @@ from .node import Node
 from .spec import ENGINE_VALIDATORS, IFNAMSIZ, EngineSettingsError, NodeSpec, RouteSpec
 from .tools import wait_for_line
 
+if TYPE_CHECKING:
+    import ipaddress
+
+    from toe_engine.runtime.endpoint import EndpointSettings
+
 ENDPOINT_MODULE = "toe_engine.runtime.endpoint_main"
 HOST_SERVICES_MODULE = "lab.host_services"
 READY_TIMEOUT_S = 15.0
@@ -43,9 +48,10 @@ WIRE_NFT_TABLE = "toelab"
 
 
 def wire_ruleset(wire: str) -> str:
-    """Drop everything the kernel would receive on the wire; AF_PACKET has seen it by then."""
+    """Drop (and count) everything the kernel would receive on the wire; AF_PACKET has seen it by then."""
     return (f"table netdev {WIRE_NFT_TABLE} {{\n  chain in {{\n"
-            f"    type filter hook ingress device {json.dumps(wire)} priority 0; policy drop;\n  }}\n}}\n")
+            f"    type filter hook ingress device {json.dumps(wire)} priority 0; policy drop;\n"
+            "    counter\n  }\n}\n")
 
 
 def validate_endpoint(node: NodeSpec, interfaces: list[str]) -> None:
@@ -103,26 +109,26 @@ def start_toe(lab: Lab, node: Node) -> None:
     start_endpoint(lab, node)
 
 
-def _start_engine_process(lab: Lab, node: Node, settings: Any) -> Path:
+def _start_engine_process(lab: Lab, node: Node, settings: EndpointSettings) -> Path:
     directory = runtime_dir(lab)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     control = directory / f"{node.name}.sock"
     log_path = directory / f"{node.name}.log"
     argv = [sys.executable, "-m", ENDPOINT_MODULE,
             "--config", json.dumps(settings.model_dump(mode="json")), "--control", str(control)]
-    _await_ready(node.popen, argv, log_path, f"toe engine on node {node.name}")
+    _await_ready(node, argv, log_path, f"toe engine on node {node.name}")
     return control
 
 
 def _start_host_services(lab: Lab, node: Node, services: dict[int, str]) -> None:
     argv = [sys.executable, "-m", HOST_SERVICES_MODULE] + [f"{app}={port}" for port, app in services.items()]
-    _await_ready(node.popen, argv, runtime_dir(lab) / f"{node.name}-host.log",
+    _await_ready(node, argv, runtime_dir(lab) / f"{node.name}-host.log",
                  f"host services on node {node.name}")
 
 
-def _await_ready(popen: Any, argv: list[str], log_path: Path, what: str) -> None:
+def _await_ready(node: Node, argv: list[str], log_path: Path, what: str) -> None:
     with log_path.open("wb") as log:
-        proc = popen(argv, stdout=subprocess.PIPE, stderr=log)
+        proc = node.popen(argv, stdout=subprocess.PIPE, stderr=log)
     try:
         wait_for_line(proc, "ready", what=what, timeout_s=READY_TIMEOUT_S)
     except RuntimeError as exc:
@@ -130,7 +136,8 @@ def _await_ready(popen: Any, argv: list[str], log_path: Path, what: str) -> None
         raise BackendError(f"{exc} ({said[-1] if said else 'it wrote nothing to its log'})") from None
 
 
-def _wire_host(node: Node, settings: Any, addresses: list[Any], routes: list[RouteSpec]) -> None:
+def _wire_host(node: Node, settings: EndpointSettings,
+               addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface], routes: list[RouteSpec]) -> None:
     """Shut the kernel out of the wire and give the TAP the node's identity and routes."""
     where = f"node {node.name}"
     write_sysctls(node.netns, {f"net.ipv6.conf.{settings.wire}.disable_ipv6": 1})

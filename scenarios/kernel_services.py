@@ -1,7 +1,7 @@
-"""Kernel-socket TCP services for the `kernel` target: discard, echo and chargen.
+"""Kernel-socket TCP services for the `kernel` target: discard, echo, chargen and http.
 
 Run inside the server's namespace as `python -m scenarios.kernel_services discard=9 echo=7
-chargen=19`; it prints `ready` once every listener is bound, which is the event the target
+chargen=19 http=80`; it prints `ready` once every listener is bound, which is the event the target
 waits for. One thread per connection keeps it simple; these serve a handful of connections.
 """
 from __future__ import annotations
@@ -12,6 +12,9 @@ import threading
 from collections.abc import Callable
 
 CHARGEN_BLOCK = bytes(range(32, 127)) * 690  # ~64 KiB of printable bytes per send
+HTTP_DEFAULT_BODY = 128
+HTTP_MAX_BODY = 16 * 1024 * 1024
+HTTP_MAX_HEADER = 16 * 1024
 
 
 def discard(conn: socket.socket) -> None:
@@ -31,7 +34,48 @@ def chargen(conn: socket.socket) -> None:
         conn.sendall(CHARGEN_BLOCK)
 
 
-SERVICES: dict[str, Callable[[socket.socket], None]] = {"discard": discard, "echo": echo, "chargen": chargen}
+def http_response(head: bytes) -> tuple[bytes, bool]:
+    """The response to one request head and whether to keep the connection, as the engine's responder answers.
+
+    `GET /<n>` has an n-byte body; `Connection: close`, or HTTP/1.0 without keep-alive, closes
+    after the response, which makes the server the side that closes first.
+    """
+    lines = head.split(b"\r\n")
+    parts = lines[0].split()
+    headers = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(b":") for line in lines[1:])}
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+        status, length, send_body, keep = b"400 Bad Request", 0, False, False
+    else:
+        path = parts[1].lstrip(b"/")
+        length = min(int(path), HTTP_MAX_BODY) if path.isdigit() else HTTP_DEFAULT_BODY
+        status, send_body = b"200 OK", parts[0] == b"GET"
+        connection = headers.get(b"connection")
+        keep = connection == b"keep-alive" if parts[2] == b"HTTP/1.0" else connection != b"close"
+    return (b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(length).encode() + b"\r\nServer: toelab\r\n"
+            + (b"" if keep else b"Connection: close\r\n") + b"\r\n" + (b"x" * length if send_body else b"")), keep
+
+
+def http(conn: socket.socket) -> None:
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            if len(buffer) > HTTP_MAX_HEADER:
+                conn.sendall(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                return
+            data = conn.recv(1 << 16)
+            if not data:
+                return
+            buffer += data
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        response, keep = http_response(head)
+        conn.sendall(response)
+        if not keep:
+            return
+
+
+SERVICES: dict[str, Callable[[socket.socket], None]] = {"discard": discard, "echo": echo, "chargen": chargen,
+                                                        "http": http}
 
 
 def _serve_connection(handler: Callable[[socket.socket], None], conn: socket.socket) -> None:

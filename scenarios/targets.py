@@ -1,7 +1,7 @@
 """Targets: the TCP implementation a scenario tests, started on the scenario's server node.
 
-Every target offers the same services on the same ports (discard, echo, chargen) and its own
-counters, so a scenario is written once and run against each. `kernel` is the Linux stack of
+Every target offers the same services on the same ports (discard, echo, chargen, http) and its
+own counters, so a scenario is written once and run against each. `kernel` is the Linux stack of
 the server's namespace; `toe` is toelab's engine as an endpoint on that node.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from lab.lab import Lab
 
 #: Well-known ports, as the engine's built-in applications use them too.
-SERVICE_PORTS: dict[str, int] = {"echo": 7, "discard": 9, "chargen": 19}
+SERVICE_PORTS: dict[str, int] = {"echo": 7, "discard": 9, "chargen": 19, "http": 80}
 
 
 #: Counters every target reports, under these names or mapped by `Target.standard_counters`.
@@ -44,7 +44,7 @@ class Target(ABC):
 
     @abstractmethod
     def start(self, lab: Lab, node: str) -> dict[str, int]:
-        """Start serving on `node`; returns the services' ports by name (`discard`, `echo`, `chargen`)."""
+        """Start serving on `node`; returns the services' ports by name (`discard`, `echo`, `chargen`, `http`)."""
 
     @abstractmethod
     def counters(self) -> dict[str, int]:
@@ -69,6 +69,17 @@ class Target(ABC):
     def half_open(self) -> int | None:
         """Connections in SYN-RECEIVED now (the table a SYN flood fills), or None if it cannot tell."""
         return None
+
+    # --- settings some scenarios change -----------------------------------------------
+    # A target that cannot make a change raises NotImplementedError with the reason, which
+    # the scenario turns into a skip of the checks that need it.
+    def add_address(self, lab: Lab, node: str, cidr: str) -> None:
+        """Serve on one more IPv4 address `cidr` (address/prefix) of `node`'s first interface, on the target's side."""
+        raise NotImplementedError(f"target {self.name} cannot add an address to its interface")
+
+    def set_retries(self, r2: int) -> dict[str, int | str]:
+        """Give up a connection after `r2` unanswered retransmissions (RFC 9293 R2); returns the settings applied."""
+        raise NotImplementedError(f"target {self.name} cannot change its retransmission limit R2")
 
 
 class KernelTarget(Target):
@@ -119,6 +130,20 @@ class KernelTarget(Target):
             return None
         with entered(self._lab.node(self._node).netns):
             return count_tcp_state(SYN_RECV)
+
+    def add_address(self, lab: Lab, node: str, cidr: str) -> None:
+        lab.node(node).run(["ip", "addr", "add", cidr, "dev", lab.spec.interfaces_of(node)[0]], check=True)
+
+    def set_retries(self, r2: int) -> dict[str, int | str]:
+        """net.ipv4.tcp_retries2 of the server namespace.
+
+        Linux reads R2 as a time: as long as R2 retransmissions take, backed off from the 200 ms minimum RTO.
+        """
+        if self._lab is None:
+            raise NotImplementedError("the kernel target is not started")
+        settings: dict[str, int | str] = {"net.ipv4.tcp_retries2": r2}
+        write_sysctls(self._lab.node(self._node).netns, settings)
+        return settings
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import struct
+import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -52,6 +54,7 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
 SETTABLE = ("capacity", "policy", "services")
+MAX_LOGGED_ERRORS = 10
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
 _CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
@@ -207,8 +210,16 @@ class EndpointRuntime:
             if not n:
                 break
             count += 1
-            if not from_wire(view[VNET_HDR_LEN:n], now, bool(buf[0] & _CSUM_TRUSTED)):
-                to_host(view[:n])
+            try:
+                consumed = from_wire(view[VNET_HDR_LEN:n], now, bool(buf[0] & _CSUM_TRUSTED))
+            except Exception:  # one frame that trips the engine must not stop the node
+                self._engine_error(view[VNET_HDR_LEN:n])
+                consumed = True
+            if not consumed:
+                try:
+                    to_host(view[:n])
+                except OSError:
+                    core.counters.inc("host_tx_errors")
             if core.tx:
                 self.flush()
         return count
@@ -221,9 +232,21 @@ class EndpointRuntime:
             n = read_raw()
             if not n:
                 break
-            to_wire(view[:n])
+            try:
+                to_wire(view[:n])
+            except OSError:
+                self.core.counters.inc("tx_errors")
             count += 1
         return count
+
+    def _engine_error(self, frame: memoryview) -> None:
+        """Count a frame the engine raised on; the first few go to stderr (the node's log) in full."""
+        counters = self.core.counters
+        counters.inc("rx_engine_errors")
+        if counters["rx_engine_errors"] <= MAX_LOGGED_ERRORS:
+            print(f"endpoint: engine error on frame {bytes(frame[:256]).hex()}", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
 
     def on_due(self, now: float) -> None:
         self.core.on_timer(now)
