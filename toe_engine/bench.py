@@ -119,3 +119,96 @@ def bench_middlebox(args: argparse.Namespace) -> Table:
 
 
 BENCHES["middlebox"] = (True, bench_middlebox)
+
+
+def _loadgen(lab: "Lab", mode: str, addr: str, port: int, seconds: float) -> dict[str, float]:
+    import json
+    import sys as _sys
+
+    done = lab.node("h1").run([_sys.executable, "-m", "lab.loadgen", mode, addr, str(port), str(seconds)],
+                              timeout=seconds + 60, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks to seconds)."""
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _engine_pid(lab: "Lab", node: str) -> int:
+    for proc in lab.record.processes:
+        if proc.node == node and "endpoint_main" in proc.argv:
+            return proc.pid
+    raise RuntimeError(f"no engine process on node {node}")
+
+
+def _engine_side(offloads: bool, seconds: float) -> dict[str, float]:
+    """Bulk to the engine's discard service and HTTP setups against it, with the engine's CPU."""
+    from lab.lab import Lab
+    from lab.render import load_topology
+
+    params = {"offloads": str(offloads).lower(), "capacity": "65536"}
+    with Lab.up(load_topology("toe_pair", params)) as lab:
+        addr, pid = lab.address("t1"), _engine_pid(lab, "t1")
+        cpu0 = _cpu_seconds(pid)
+        bulk = _loadgen(lab, "bulk", addr, 9, seconds)
+        cpu = _cpu_seconds(pid) - cpu0
+        out = {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"]}
+        if offloads:
+            http = _loadgen(lab, "http", addr, 80, seconds)
+            out["conn_s"] = http["connections"] / http["seconds"]
+            out["conn_failures"] = http["failures"]
+        return out
+
+
+def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
+    """The same client against the same Python services on a plain kernel host, and iperf3."""
+    import subprocess
+    import sys as _sys
+
+    from lab.lab import Lab
+    from lab.render import load_topology
+    from lab.tools import iperf, wait_for_line
+
+    with Lab.up(load_topology("two_hosts")) as lab:
+        if not offloads:
+            for node in ("h1", "h2"):
+                lab.set_features(node, "eth0", tso=False, gso=False, tx_csum=False)
+        server = lab.node("h2").popen([_sys.executable, "-m", "lab.host_services", "discard=9", "http=80"],
+                                      stdout=subprocess.PIPE)
+        wait_for_line(server, "ready", "kernel-side services")
+        addr = lab.address("h2")
+        bulk = _loadgen(lab, "bulk", addr, 9, seconds)
+        out = {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9,
+               "iperf_gbit": iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s}
+        if offloads:
+            http = _loadgen(lab, "http", addr, 80, seconds)
+            out["conn_s"] = http["connections"] / http["seconds"]
+        return out
+
+
+def bench_engine(args: argparse.Namespace) -> Table:
+    """The engine endpoint against the kernel, measured in the same run with the same client."""
+    table = Table(title="engine endpoint vs kernel: same client (Python), same run")
+    for column in ("measurement", "kernel", "engine", "engine / kernel"):
+        table.add_column(column, justify="right")
+    for offloads in (True, False):
+        label = "offloads on" if offloads else "offloads off"
+        kernel, engine = _kernel_side(offloads, args.seconds), _engine_side(offloads, args.seconds)
+        table.add_row(f"iperf3 kernel -> kernel, {label}", f"{kernel['iperf_gbit']:.2f} Gbit/s", "", "")
+        table.add_row(f"bulk to discard, {label}", f"{kernel['gbit']:.2f} Gbit/s", f"{engine['gbit']:.2f} Gbit/s",
+                      f"{engine['gbit'] / kernel['gbit']:.2f} ({engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
+        table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
+                      f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
+        if offloads:
+            table.add_row("HTTP connection setups (connect, GET, close)", f"{kernel['conn_s']:,.0f}/s",
+                          f"{engine['conn_s']:,.0f}/s ({engine['conn_failures']:.0f} failed)",
+                          f"{engine['conn_s'] / kernel['conn_s']:.2f}")
+    return table
+
+
+BENCHES["engine"] = (True, bench_engine)
