@@ -2,21 +2,21 @@
 
     python -m toe_engine.runtime.middlebox_main --netns NS --config JSON-or-path --control PATH
 
-It opens both interfaces (in NS, or where it was started), turns the node kernel's forwarding
-off in router mode, listens on the control socket and then prints one line, "ready", so a
-parent can wait for that line instead of sleeping. SIGTERM and SIGINT stop it cleanly: the
-loop ends, the interfaces close and the socket file is removed.
+It opens both interfaces (in NS, or where it was started) and turns the node kernel's
+forwarding off in router mode; the rest (control socket, "ready", clean stops) is
+toe_engine.runtime.process's.
 """
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from types import FrameType
+from collections.abc import Callable
+from typing import Any
 
-from toe_engine.io import AfPacketDriver, IoSetupError
-from toe_engine.runtime.control import ControlServer, middlebox_handler
+from toe_engine.io import AfPacketDriver
+from toe_engine.io.driver import FrameDriver
+from toe_engine.runtime.control import middlebox_handler
 from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.process import run_engine_process
 from toe_engine.runtime.middlebox import (
     Middlebox,
     MiddleboxConfig,
@@ -26,56 +26,22 @@ from toe_engine.runtime.middlebox import (
 )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="middlebox", description="toelab forwarding middlebox")
-    parser.add_argument("--netns", default=None, help="network namespace of both interfaces")
-    parser.add_argument("--config", default="{}", help="JSON configuration, or the path of a JSON file")
-    parser.add_argument("--control", required=True, help="path of the control socket to create")
-    return parser.parse_args(argv)
+def build(config: MiddleboxConfig, netns: str | None, loop: EventLoop,
+          drivers: list[FrameDriver]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    for ifname in (config.a, config.b):
+        drivers.append(AfPacketDriver(ifname, netns))
+    ports = None
+    if config.mode == "router":
+        ports = (discover_port(config.a, netns), discover_port(config.b, netns))
+        disable_kernel_forwarding(netns)
+    middlebox = Middlebox(config, drivers[0], drivers[1], ports)  # type: ignore[arg-type]
+    middlebox.attach(loop)
+    return middlebox_handler(middlebox)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        config = MiddleboxConfig.load(args.config)
-    except (MiddleboxConfigError, OSError) as exc:
-        print(f"middlebox: {exc}", file=sys.stderr)
-        return 2
-    loop = EventLoop()
-    drivers: list[AfPacketDriver] = []
-    server: ControlServer | None = None
-    try:
-        for ifname in (config.a, config.b):
-            drivers.append(AfPacketDriver(ifname, args.netns))
-        ports = None
-        if config.mode == "router":
-            ports = (discover_port(config.a, args.netns), discover_port(config.b, args.netns))
-            disable_kernel_forwarding(args.netns)
-        middlebox = Middlebox(config, drivers[0], drivers[1], ports)
-        middlebox.attach(loop)
-        server = ControlServer(args.control, middlebox_handler(middlebox))
-        server.attach(loop)
-        _stop_on_signals(loop)
-        print("ready", flush=True)
-        loop.run()
-    except (IoSetupError, MiddleboxConfigError, OSError) as exc:
-        print(f"middlebox: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if server is not None:
-            server.close()
-        for driver in drivers:
-            driver.close()
-        loop.close()
-    return 0
-
-
-def _stop_on_signals(loop: EventLoop) -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    return run_engine_process("middlebox", "toelab forwarding middlebox", argv, MiddleboxConfig.load,
+                              (MiddleboxConfigError,), build)
 
 
 if __name__ == "__main__":
