@@ -76,9 +76,8 @@ def with_addresses(frame: Ether, *, src: str | None = None, dst: str | None = No
 
 
 @contextmanager
-def echo_peer(ctx: RunContext, dst: str | None = None, sport: int | None = None) -> Iterator[Peer]:
-    with Peer(ctx.lab, ctx.client, dst or ctx.address(ctx.server), ctx.port("echo"), rng=ctx.rng, sport=sport,
-              timeout_s=2.0) as peer:
+def echo_peer(ctx: RunContext, dst: str | None = None) -> Iterator[Peer]:
+    with Peer(ctx.lab, ctx.client, dst or ctx.address(ctx.server), ctx.port("echo"), rng=ctx.rng, timeout_s=2.0) as peer:
         try:
             yield peer
         finally:
@@ -127,10 +126,11 @@ def _ip_options(ctx: RunContext) -> Iterator[Check]:
                 echoed = peer.receive(len(payload))[0]
             except PeerTimeout:
                 pass
+    came_back = "exactly" if echoed == payload else f"as {len(echoed)} bytes"
     yield ctx.check("unknown-ip-options-ignored", "MUST-50", synack is not None and echoed == payload,
                     f"a SYN carrying IPv4 options {UNKNOWN_IP_OPTIONS.hex()} (NOPs and unknown type 94) "
                     f"{'drew a SYN-ACK' if synack is not None else 'drew no SYN-ACK'}, and {len(payload)} bytes of "
-                    f"data with the same options came back {'exactly' if echoed == payload else f'as {len(echoed)} bytes'}",
+                    f"data with the same options came back {came_back}",
                     numbers={"synack": synack is not None, "echoed": len(echoed)})
 
 

@@ -9,7 +9,8 @@ so the quoted sequence number is SND.UNA. Only after that does the peer acknowle
 - Soft errors (destination unreachable codes 0, 1, 5, time exceeded, parameter problem) must
   not abort the connection (MUST-56): echo keeps returning every byte afterwards.
 - Source quench must be discarded silently (MUST-55): beyond surviving, the target must not
-  slow down, so a burst of eight segments still comes back in one flight, before any ACK.
+  slow down: an echoed burst of three segments, small enough for any initial window, comes
+  back whole before any ACK, after the quench as before it.
 - Fragmentation needed is acted upon (MUST-54): with a next-hop MTU of 1000 the target's
   retransmission and every later segment carry at most 960 bytes, where they carried 1400.
   It runs last: the lowered path MTU stays in the target's route cache for the peer's address.
@@ -36,7 +37,9 @@ ICMP_DEST_UNREACH, ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLE
 CODE_FRAG_NEEDED = 4
 #: The quoted segment's payload: more than 960 bytes, so a lowered segment size shows.
 UNACKED_BYTES = 1400
-BURST_SEGMENTS = 8
+#: 3 x 1400 bytes fit in the smallest initial window RFC 5681 allows for a 1460-byte SMSS (4380 bytes), so every
+#: TCP sends the whole burst without waiting; one that took a quench as a signal to slow down sends one segment.
+BURST_SEGMENTS = 3
 #: A frag-needed MTU of 1000 leaves at most 1000 - 20 (IPv4) - 20 (TCP) bytes for data.
 PMTU = 1000
 MAX_SEGMENT_AFTER = PMTU - 40
@@ -90,10 +93,11 @@ def router_address(ctx: RunContext) -> str:
 
 
 def quote(frame: Ether) -> bytes:
-    """The target's IPv4 header and TCP header exactly as they were on the wire (RFC 792 asks for 8 TCP bytes; more is usual)."""
-    start = 14
-    ihl = frame[IP].ihl * 4
-    return bytes(frame.original)[start:start + ihl + frame[TCP].dataofs * 4]
+    """The target's IPv4 and TCP headers exactly as they were on the wire.
+
+    RFC 792 asks for the first 8 bytes of the TCP header; routers quote more (RFC 1812), so the whole header goes.
+    """
+    return bytes(frame.original)[14:14 + frame[IP].ihl * 4 + frame[TCP].dataofs * 4]
 
 
 def icmp_error(peer: Peer, src: str, type: int, code: int, quoted: bytes, rest: bytes = bytes(4)) -> Ether:
@@ -116,11 +120,11 @@ def echo_peer(ctx: RunContext) -> Iterator[Peer]:
 
 
 def leave_unacknowledged(peer: Peer, payload: bytes) -> list[Ether]:
-    """Send `payload` to echo and read its echo without acknowledging it: the target's SND.UNA stays at the first byte."""
+    """Send `payload` to echo and read the echo unacknowledged: the target's SND.UNA stays at its first byte."""
     peer.send_data(payload)
     start, data, segments = peer.rcv_nxt, b"", []
     while len(data) < len(payload):
-        frame = peer.expect(payload=True, where=lambda t: t.seq == seq_add(start, len(data)))
+        frame = peer.expect(payload=True, seq=seq_add(start, len(data)))
         data += tcp_payload(frame)
         segments.append(frame)
     return segments
@@ -168,50 +172,60 @@ def _soft_error(ctx: RunContext, error: SoftError) -> Check:
 
 
 def _source_quench(ctx: RunContext) -> Check:
-    """A TCP that slowed down on a quench (RFC 1122's old advice) would send one segment of the burst, then wait."""
+    """The same burst before and after the quench.
+
+    A TCP that slowed down on it (RFC 1122's old advice, withdrawn by RFC 6633) sends less of
+    the burst before waiting for an ACK afterwards. The burst fits any initial window, so
+    measuring it before the quench does not itself time out and shrink the window.
+    """
     burst = pattern(BURST_SEGMENTS * UNACKED_BYTES, 3)
     with echo_peer(ctx) as peer:
         peer.handshake()
         echo_roundtrip(peer, pattern(ctx.params.after_bytes, 2))
+        before, before_exact = _unacked_flight(peer, burst)
         in_flight = leave_unacknowledged(peer, pattern(UNACKED_BYTES, 1))
         mark = len(peer.received)
         peer.send(icmp_error(peer, ctx.address(ctx.client), ICMP_SOURCE_QUENCH, 0, quote(in_flight[0])))
         peer.rcv_nxt = seq_add(peer.rcv_nxt, UNACKED_BYTES)
         peer.send(peer.segment("A"))
-        for offset in range(0, len(burst), UNACKED_BYTES):
-            peer.send_data(burst[offset:offset + UNACKED_BYTES])
-        flight, repeated = _one_flight(peer, len(burst))
-        peer.rcv_nxt = seq_add(peer.rcv_nxt, len(flight))
-        peer.send(peer.segment("A"))
-        try:
-            echoed, _ = echo_roundtrip(peer, pattern(ctx.params.after_bytes, 4))
-            alive = echoed == pattern(ctx.params.after_bytes, 4)
-        except PeerTimeout:
-            alive = False
+        after, after_exact = _unacked_flight(peer, burst)
         ended = disruptions(peer, mark)
-    ok = flight == burst and not repeated and alive and not ended
+    ok = before == after == len(burst) and before_exact and after_exact and not ended
     return ctx.check("icmp-source-quench-ignored", "MUST-55", ok,
-                     f"after ICMP source quench quoting its segment at SND.UNA, the target echoed {len(flight)} of "
-                     f"{len(burst)} bytes of an {BURST_SEGMENTS}-segment burst before any ACK "
-                     f"({'with' if repeated else 'without'} a retransmission), then "
-                     f"{'kept echoing' if alive else 'stopped echoing'}, with {len(ended)} FIN or RST segments",
-                     numbers={"burst_bytes_unacked": len(flight), "retransmitted": repeated, "fin_or_rst": len(ended)})
+                     f"of an echoed {BURST_SEGMENTS}-segment burst the target sent {before} bytes before waiting for an "
+                     f"ACK, and {after} bytes after an ICMP source quench quoting its segment at SND.UNA; the echoes "
+                     f"were {'exact' if before_exact and after_exact else 'wrong'}, with {len(ended)} FIN or RST "
+                     "segments after the quench",
+                     numbers={"flight_before": before, "flight_after": after, "fin_or_rst": len(ended)})
 
 
-def _one_flight(peer: Peer, nbytes: int, timeout_s: float = 2.0) -> tuple[bytes, bool]:
-    """In-order data read without acknowledging, until `nbytes`, a retransmission (data already seen) or the deadline."""
+def _unacked_flight(peer: Peer, burst: bytes) -> tuple[int, bool]:
+    """Send `burst` to echo: how much of the echo came before the target waited for an ACK, and whether
+    the whole echo, read on with acknowledgments, was exact."""
+    for offset in range(0, len(burst), UNACKED_BYTES):
+        peer.send_data(burst[offset:offset + UNACKED_BYTES])
+    flight = _one_flight(peer, len(burst))
+    peer.rcv_nxt = seq_add(peer.rcv_nxt, len(flight))
+    peer.send(peer.segment("A"))
+    try:
+        rest, _ = peer.receive(len(burst) - len(flight)) if len(flight) < len(burst) else (b"", [])
+    except PeerTimeout:
+        return len(flight), False
+    return len(flight), flight + rest == burst
+
+
+def _one_flight(peer: Peer, nbytes: int, timeout_s: float = 2.0) -> bytes:
+    """In-order data read without acknowledging, until `nbytes`, a retransmission (the sender waited) or the deadline."""
     data = b""
     deadline = time.monotonic() + timeout_s
     while len(data) < nbytes and (frame := peer.next_frame(deadline)) is not None:
         chunk = tcp_payload(frame)
-        if not chunk:
-            continue
         offset = (frame[TCP].seq - peer.rcv_nxt) % (1 << 32)
-        if offset < len(data):
-            return data, True
-        if offset == len(data):
+        if chunk and offset < len(data):
+            break
+        if chunk and offset == len(data):
             data += chunk
-    return data, False
+    return data
 
 
 def _frag_needed(ctx: RunContext) -> Check:

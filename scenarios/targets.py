@@ -154,20 +154,7 @@ class KernelTarget(Target):
         self._proc = None
 
 
-class ToeTarget(Target):
-    """toelab's engine as an endpoint: the interface is fixed, the wiring comes with the engine."""
-
-    name = "toe"
-    REASON = "the toe engine endpoint target is not available yet (the engine is not wired into scenarios)"
-
-    def unavailable_reason(self) -> str | None:
-        return self.REASON
-
-    def start(self, lab: Lab, node: str) -> dict[str, int]:
-        raise TargetUnavailable(self.REASON)
-
-    def counters(self) -> dict[str, int]:
-        return {}
+from .toe_target import ToeTarget  # noqa: E402  (it subclasses Target, defined above)
 
 
 TARGETS: dict[str, type[Target]] = {"kernel": KernelTarget, "toe": ToeTarget}

@@ -178,6 +178,7 @@ class EndpointCore:
         elif self.resources.passes(key, seg.flags, now) or not self._cookie_ack(key, seg, now):
             counters.inc("rx_to_host")
             return False
+        counters.inc("rx_segments")
         self._drain(now)
         return True
 
@@ -295,15 +296,24 @@ class EndpointCore:
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         self.counters.inc("tx_frames")
         if not self.config.tx_offload:
+            self.counters.inc("tx_segments")
             self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)))
             return
         built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)
         conn = self.stack.connection(FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port))
         mss = conn.snd_mss if conn is not None else 0
         gso = mss if mss and len(seg.payload) > mss else 0
+        # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
+        self.counters.inc("tx_segments", -(-len(seg.payload) // gso) if gso else 1)
         if gso:
             self.counters.inc("tso_super_frames")
         self.tx.append(TxFrame(built.data, gso, built.csum_start, built.csum_offset))
+
+    # --- run-time changes ---------------------------------------------------------------
+    def set_addresses(self, addresses: tuple[bytes, ...]) -> None:
+        """Answer for exactly these addresses from now on; connections to a dropped one keep going."""
+        self.config.addresses = addresses
+        self.addresses = frozenset(addresses)
 
     # --- inspection -------------------------------------------------------------------
     def connections(self) -> list[dict[str, object]]:

@@ -53,7 +53,9 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
                                "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
-SETTABLE = ("capacity", "policy", "services")
+SETTABLE = ("capacity", "policy", "services", "addresses", "tcp")
+#: TCP settings `set` may change on a running engine: limits every connection reads when it applies them.
+RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries"})
 MAX_LOGGED_ERRORS = 10
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
@@ -80,6 +82,7 @@ class EndpointSettings(BaseModel):
     addresses: list[str] = []
     services: dict[int, str] = dict(DEFAULT_SERVICES)
     capacity: int = Field(1024, ge=0)
+    embryonic_limit: int | None = Field(None, ge=0)
     policy: str = "fallback"
     tx_offload: bool = True
     tap_offloads: bool = True
@@ -154,7 +157,8 @@ class EndpointSettings(BaseModel):
         return EndpointConfig(
             mac=mac, addresses=tuple(ipaddress.ip_address(a).packed for a in self.addresses),
             services=dict(self.services), tcp=self.tcp_config(mtu),
-            resources=ResourceConfig(capacity=self.capacity, policy=ExhaustionPolicy.parse(self.policy)),
+            resources=ResourceConfig(capacity=self.capacity, embryonic_limit=self.embryonic_limit,
+                                     policy=ExhaustionPolicy.parse(self.policy)),
             tx_offload=self.tx_offload, secret=bytes.fromhex(self.secret) if self.secret else None)
 
 
@@ -169,6 +173,27 @@ def check_services(value: Mapping[int | str, str]) -> dict[int, str]:
             raise ValueError(f"unknown application {app!r} on port {number}; known ones are {', '.join(APPS)}")
         out[number] = app
     return out
+
+
+def check_addresses(value: object) -> tuple[bytes, ...]:
+    """A non-empty list of IP addresses (strings), packed."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"addresses must be a non-empty list of IP addresses, got {value!r}")
+    return tuple(ipaddress.ip_address(str(a)).packed for a in value)
+
+
+def check_runtime_tcp(current: TcpConfig, value: object) -> dict[str, Any]:
+    """TCP changes a running engine accepts (RUNTIME_TCP_FIELDS), validated against the settings in force."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"tcp must be an object of TCP settings, got {value!r}")
+    unknown = sorted(set(value) - RUNTIME_TCP_FIELDS)
+    if unknown:
+        raise ValueError(f"tcp: {unknown[0]!r} cannot change at run time; these can: {', '.join(sorted(RUNTIME_TCP_FIELDS))}")
+    for name, number in value.items():
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ValueError(f"tcp.{name} must be a non-negative integer, got {number!r}")
+    TcpConfig(**{**asdict(current), **value})
+    return dict(value)
 
 
 def tx_header(tx: TxFrame) -> bytes:
@@ -288,24 +313,33 @@ class EndpointRuntime:
         core = self.core
         policy = core.resources.policy
         policy_text = policy.kind.value + (f":{policy.deny_action.value}" if policy.kind.value == "deny" else "")
-        return {"wire": self.wire.ifname, "tap": self.host.ifname, "addresses": list(self.settings.addresses),
+        tcp = core.config.tcp
+        return {"wire": self.wire.ifname, "tap": self.host.ifname,
+                "addresses": [_ip(a) for a in core.config.addresses],
                 "services": {str(port): app for port, app in core.config.services.items()},
-                "capacity": core.resources.table.capacity, "policy": policy_text,
-                "tx_offload": core.config.tx_offload, "tap_offloads": self.settings.tap_offloads,
-                "mss": core.config.tcp.mss, "tso_segments": core.config.tcp.tso_segments}
+                "capacity": core.resources.table.capacity, "embryonic_limit": core.resources.table.embryonic_limit,
+                "policy": policy_text, "tx_offload": core.config.tx_offload,
+                "tap_offloads": self.settings.tap_offloads, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
+                "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)}}
 
     def update(self, changes: Mapping[str, Any]) -> None:
-        """Change capacity, policy or services at run time; all are checked before any applies."""
+        """Change capacity, policy, services, addresses or TCP limits at run time; all are checked before any applies."""
         capacity = changes.get("capacity")
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
             raise ValueError(f"capacity must be a non-negative integer, got {capacity!r}")
         policy = ExhaustionPolicy.parse(str(changes["policy"])) if "policy" in changes else None
         services = check_services(changes["services"]) if "services" in changes else None
+        addresses = check_addresses(changes["addresses"]) if "addresses" in changes else None
+        tcp = check_runtime_tcp(self.core.config.tcp, changes["tcp"]) if "tcp" in changes else None
         core = self.core
         if capacity is not None:
             core.resources.set_capacity(capacity)
         if policy is not None:
             core.resources.set_policy(policy)
+        if addresses is not None:
+            core.set_addresses(addresses)
+        for name, value in (tcp or {}).items():
+            setattr(core.config.tcp, name, value)
         if services is not None:
             for port in set(core.config.services) - set(services):
                 core.stack.unlisten(None, port)
