@@ -95,7 +95,9 @@ def start_endpoint(lab: Lab, node: Node, engine: dict[str, Any] | None = None,
     engine = dict(node_spec.engine if engine is None else engine)
     wire = engine.get("wire", "eth0")
     interface = lab.spec.interface(node.name, wire)
-    settings = EndpointSettings.parse({**engine, "addresses": [str(a) for a in interface.addresses]})
+    settings = EndpointSettings.parse({**engine, "addresses": [str(a) for a in interface.addresses],
+                                       "broadcasts": [str(a.network.broadcast_address) for a in interface.addresses
+                                                      if a.version == 4 and a.network.prefixlen < 31]})
     control = _start_engine_process(lab, node, settings)
     _wire_host(node, settings, interface.addresses, node_spec.routes if routes is None else routes)
     _start_host_services(lab, node, settings.services)

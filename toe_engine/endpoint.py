@@ -65,6 +65,7 @@ class EndpointConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     tx_offload: bool = True  # leave checksums and segmentation to the device
     secret: bytes | None = None  # keys ISNs and SYN cookies; None picks a random one (tests fix it)
+    subnet_broadcasts: frozenset[bytes] = frozenset()  # never valid as a source (MUST-63)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.services.values()) - set(APPS))
@@ -129,6 +130,7 @@ class EndpointCore:
         self.neighbors = NeighborTable()
         self.apps: dict[FourTuple, App] = {}
         self._pending_apps: dict[FourTuple, type[App]] = {}
+        self._eof_pending: set[FourTuple] = set()  # FIN seen, data still to hand over
         self.tx: list[TxFrame] = []
         self._ip_id = 0
 
@@ -172,6 +174,9 @@ class EndpointCore:
         if known:
             self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
         elif seg.flags & (SYN | ACK) == SYN:
+            if self._invalid_source(key.remote_ip):
+                counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
+                return True
             if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
                 counters.inc("rx_to_host")
                 return False
@@ -181,6 +186,12 @@ class EndpointCore:
         counters.inc("rx_segments")
         self._drain(now)
         return True
+
+    def _invalid_source(self, ip: bytes) -> bool:
+        """Broadcast, multicast, unspecified or loopback: no connection may come from there."""
+        if len(ip) == 4:
+            return ip[0] >= 224 or ip[0] in (0, 127) or ip in self.config.subnet_broadcasts
+        return ip[0] == 0xFF or ip in (bytes(16), bytes(15) + b"\x01")
 
     def _rejected(self, parsed: object) -> bool:
         """Count a frame the codec refused; consume it only if it was aimed at an offloaded port."""
@@ -267,6 +278,7 @@ class EndpointCore:
         if isinstance(event, Closed):
             self.apps.pop(key, None)
             self._pending_apps.pop(key, None)
+            self._eof_pending.discard(key)
             if app is not None:
                 self.counters.inc("app_rx_bytes", app.received)
                 self.counters.inc("app_tx_bytes", app.sent)
@@ -275,15 +287,26 @@ class EndpointCore:
         if app is None:
             return
         if isinstance(event, DataReceived):
-            data = self.stack.recv(key)
-            if data:
-                app.on_data(data)
+            self._feed(key, app)
         elif isinstance(event, Writable):
             app.on_writable()
+            self._feed(key, app)
         elif isinstance(event, PeerClosed):
-            data = self.stack.recv(key)
-            if data:
-                app.on_data(data)
+            self._eof_pending.add(key)
+            self._feed(key, app)
+
+    def _feed(self, key: FourTuple, app: App) -> None:
+        """Give the application what it has room for; the rest stays in the receive buffer,
+        so the window closes when the application stops reading (as a socket's would)."""
+        room = app.receive_room()
+        while room > 0:
+            data = self.stack.recv(key, room)
+            if not data:
+                break
+            app.on_data(data)
+            room = app.receive_room()
+        if key in self._eof_pending and not self.stack.readable(key):
+            self._eof_pending.discard(key)
             app.on_peer_closed()
 
     def _emit(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:

@@ -65,3 +65,13 @@ def test_http_bad_request_closes() -> None:
     HttpResponder(conn).on_data(b"BREW /pot HTCPCP/1.0\r\n\r\n")
     assert bytes(conn.out).startswith(b"HTTP/1.1 400 Bad Request")
     assert conn.closed
+
+
+def test_echo_stops_taking_data_when_its_peer_stops_reading() -> None:
+    conn = FakeConn(space=0)
+    app = Echo(conn)
+    app.on_data(b"x" * Echo.PENDING_LIMIT)
+    assert app.receive_room() == 0
+    conn.space = 1000
+    app.on_writable()
+    assert app.receive_room() == 1000

@@ -31,6 +31,10 @@ class App:
     def on_connected(self) -> None:
         """The handshake completed."""
 
+    def receive_room(self) -> int:
+        """How many more bytes the application takes now; 0 leaves them in the receive buffer."""
+        return 1 << 30
+
     def on_data(self, data: bytes | memoryview) -> None:
         """In-order bytes arrived."""
         self.received += len(data)

@@ -11,22 +11,32 @@ class Discard(App):
 
 
 class Echo(App):
-    """Returns every byte (RFC 862); keeps what does not fit until the buffer drains."""
+    """Returns every byte (RFC 862). What the send buffer does not take waits here, up to
+    PENDING_LIMIT; beyond that it stops reading, so its receive window closes (as an echo
+    server on a socket does when its peer stops reading)."""
+
+    PENDING_LIMIT = 256 * 1024
 
     def __init__(self, conn: AppConnection) -> None:
         super().__init__(conn)
         self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
         self.peer_closed = False
+
+    def receive_room(self) -> int:
+        return max(0, self.PENDING_LIMIT - self.pending_bytes)
 
     def on_data(self, data: bytes | memoryview) -> None:
         super().on_data(data)
         self.pending.append(bytes(data))
+        self.pending_bytes += len(data)
         self.on_writable()
 
     def on_writable(self) -> None:
         while self.pending:
             head = self.pending[0]
             sent = self.send(head)
+            self.pending_bytes -= sent
             if sent < len(head):
                 self.pending[0] = head[sent:]
                 return

@@ -80,6 +80,7 @@ class EndpointSettings(BaseModel):
     tap: str = "toe0"
     mac: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
     addresses: list[str] = []
+    broadcasts: list[str] = []  # subnet broadcast addresses of the wire: never a valid source
     services: dict[int, str] = dict(DEFAULT_SERVICES)
     capacity: int = Field(1024, ge=0)
     embryonic_limit: int | None = Field(None, ge=0)
@@ -159,7 +160,8 @@ class EndpointSettings(BaseModel):
             services=dict(self.services), tcp=self.tcp_config(mtu),
             resources=ResourceConfig(capacity=self.capacity, embryonic_limit=self.embryonic_limit,
                                      policy=ExhaustionPolicy.parse(self.policy)),
-            tx_offload=self.tx_offload, secret=bytes.fromhex(self.secret) if self.secret else None)
+            tx_offload=self.tx_offload, secret=bytes.fromhex(self.secret) if self.secret else None,
+            subnet_broadcasts=frozenset(ipaddress.ip_address(b).packed for b in self.broadcasts))
 
 
 def check_services(value: Mapping[int | str, str]) -> dict[int, str]:
@@ -336,8 +338,9 @@ class EndpointRuntime:
             core.resources.set_capacity(capacity)
         if policy is not None:
             core.resources.set_policy(policy)
-        if addresses is not None:
-            core.set_addresses(addresses)
+        if addresses is not None:  # connections to an address no longer listed keep going
+            core.config.addresses = addresses
+            core.addresses = frozenset(addresses)
         for name, value in (tcp or {}).items():
             setattr(core.config.tcp, name, value)
         if services is not None:

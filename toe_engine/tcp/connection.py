@@ -557,7 +557,7 @@ class Connection:
             sack_news = self._take_sack_blocks(seg.options.sack_blocks, ack)
         if ack > snd_una:
             self._ack_new_data(ack, seg.options.timestamp, now)
-        elif (ack == snd_una and self.snd_nxt > snd_una and not plen
+        elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
               and not seg.flags & (SYN | FIN)
               and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
             self._duplicate_ack(now, sack_news)
@@ -959,8 +959,10 @@ class Connection:
                     break
                 else:
                     n = usable
-            elif n < mss and not self.nodelay and nxt > self.snd_una and not fin_pending:
-                break  # SHLD-7 Nagle: one small segment in flight at a time
+            elif not self.nodelay and nxt > self.snd_una and not fin_pending and n % mss:
+                if n < mss:
+                    break  # SHLD-7 Nagle: one small segment in flight at a time
+                n -= n % mss  # ... and a TSO frame's short tail waits like any small segment
             fin = fin_pending and n == avail
             end = nxt + n + (1 if fin else 0)
             self._send_range(nxt, end, now, retransmit=False)
@@ -995,7 +997,8 @@ class Connection:
         self._emit(start & MASK, flags, payload, now)
 
     def _window_opened(self) -> bool:
-        free = self.cfg.rcv_buf - len(self.rcv_buf)
+        # the window can open no further than its field reaches (65535 unscaled, without window scaling)
+        free = min(self.cfg.rcv_buf - len(self.rcv_buf), 0xFFFF << self.rcv_wscale)
         return self.rcv_nxt + free - self.rcv_adv >= min(self.cfg.rcv_buf // 2, 2 * self.cfg.mss)
 
     def _window_field(self) -> int:
