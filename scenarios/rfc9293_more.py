@@ -35,7 +35,7 @@ SEGMENT = 1400
 
 
 class MoreParams(ScenarioParams):
-    fill_limit: int = Field(8 << 20, ge=1 << 20, le=64 << 20, description="most bytes sent to fill the target's "
+    fill_limit: int = Field(16 << 20, ge=1 << 20, le=64 << 20, description="most bytes sent to fill the target's "
                             "receive buffer before giving up")
     time_wait_probe_s: float = Field(1.0, ge=0.6, le=30.0, description="seconds in TIME-WAIT before the peer "
                                      "retransmits its FIN (more than Linux's 0.5 s limit on TIME-WAIT ACKs)")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from lab.endpoint_nodes import start_endpoint
 
-from .targets import SERVICE_PORTS, Target
+from .targets import SERVICE_PORTS, Target, TargetUnavailable
 
 if TYPE_CHECKING:
     from lab.engine_nodes import EngineHandle
@@ -62,13 +62,16 @@ class ToeTarget(Target):
 
     def __init__(self) -> None:
         self._engine: EngineHandle | None = None
-        self._lab: Lab | None = None
-        self._node = ""
 
     def start(self, lab: Lab, node: str) -> dict[str, int]:
-        wire = lab.spec.interfaces_of(node)[0]
+        interfaces = lab.spec.interfaces_of(node)
+        if len(interfaces) != 1:
+            raise TargetUnavailable(
+                f"the engine endpoint terminates TCP on one interface and answers each flow towards the neighbour it "
+                f"came from, without a routing table; node {node} has {len(interfaces)} interfaces "
+                f"({', '.join(interfaces)}) and routes its replies by destination")
+        wire = interfaces[0]
         self._engine = start_endpoint(lab, lab.node(node), engine_settings(lab.spec.nodes[node].sysctls, wire))
-        self._lab, self._node = lab, node
         services = {app: int(port) for port, app in self._engine.config()["services"].items()}
         return {name: services[name] for name in SERVICE_PORTS if name in services}
 

@@ -113,6 +113,9 @@ class _AppConnection:
     def close(self) -> None:
         self.core.stack.close(self.key)
 
+    def set_nodelay(self, on: bool) -> None:
+        self.core.stack.set_nodelay(self.key, on)
+
 
 class EndpointCore:
     """Demultiplexes wire frames between the engine's TCP stack and the host."""

@@ -19,6 +19,9 @@ class AppConnection(Protocol):
     def close(self) -> None:
         """Full close."""
 
+    def set_nodelay(self, on: bool) -> None:
+        """Turn Nagle's algorithm off (True) or back on for this connection, as TCP_NODELAY does."""
+
 
 class App:
     """One application instance per connection; override what you need."""

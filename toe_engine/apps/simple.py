@@ -11,7 +11,8 @@ class Discard(App):
 
 
 class Echo(App):
-    """Returns every byte (RFC 862). What the send buffer does not take waits here, up to
+    """Returns every byte (RFC 862) as it arrives, with Nagle off (as the kernel targets' echo
+    servers set TCP_NODELAY). What the send buffer does not take waits here, up to
     PENDING_LIMIT; beyond that it stops reading, so its receive window closes (as an echo
     server on a socket does when its peer stops reading)."""
 
@@ -22,6 +23,9 @@ class Echo(App):
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
         self.peer_closed = False
+
+    def on_connected(self) -> None:
+        self.conn.set_nodelay(True)
 
     def receive_room(self) -> int:
         return max(0, self.PENDING_LIMIT - self.pending_bytes)
@@ -57,9 +61,13 @@ def chargen_pattern(length: int = 72 * 95) -> bytes:
 
 
 class Chargen(App):
-    """Sends RFC 864's pattern as fast as the window allows until the peer closes."""
+    """Sends RFC 864's pattern as fast as the window allows until the peer closes.
 
-    PATTERN = chargen_pattern(0)
+    It writes whole pattern periods in blocks of about 64 KiB, as the kernel targets' chargen
+    servers do, so its first flight is full-sized segments rather than one 7 KiB write.
+    """
+
+    PATTERN = chargen_pattern(0) * 9
 
     def __init__(self, conn: AppConnection) -> None:
         super().__init__(conn)

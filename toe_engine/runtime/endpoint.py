@@ -18,8 +18,9 @@ import ipaddress
 import json
 import struct
 import sys
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,10 @@ class EndpointRuntime:
         self.settings = settings
         self.budget = budget
         self.wire_kernel_drops = 0
+        self.clock: Callable[[], float] = time.monotonic
 
     def attach(self, loop: EventLoop) -> None:
+        self.clock = loop.clock
         loop.add_reader(self.wire, self.pump_wire)
         loop.add_reader(self.host, self.pump_host)
         loop.add_deadline_source(self.core.next_deadline, self.on_due)
@@ -249,6 +252,9 @@ class EndpointRuntime:
                     core.counters.inc("host_tx_errors")
             if core.tx:
                 self.flush()
+                # A frame read after this reply may answer it (a peer's next SYN after our RST'd
+                # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
+                now = self.clock()
         return count
 
     def pump_host(self, now: float) -> int:
@@ -338,9 +344,8 @@ class EndpointRuntime:
             core.resources.set_capacity(capacity)
         if policy is not None:
             core.resources.set_policy(policy)
-        if addresses is not None:  # connections to an address no longer listed keep going
-            core.config.addresses = addresses
-            core.addresses = frozenset(addresses)
+        if addresses is not None:
+            core.set_addresses(addresses)
         for name, value in (tcp or {}).items():
             setattr(core.config.tcp, name, value)
         if services is not None:

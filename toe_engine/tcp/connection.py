@@ -599,6 +599,10 @@ class Connection:
 
     def _take_rtt_sample(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
         """RTT from the timestamp echo, else from the timed segment (Karn's rule, MUST-18)."""
+        if self.syn_retransmitted and ack == self.iss + 1:
+            # Karn's rule for the handshake, as Linux applies it: the echo may be of the first
+            # SYN(-ACK), whose answer was lost, and would pass the retransmission waits off as RTT.
+            return
         if self.ts_ok and ts is not None and ts[1]:
             elapsed = (self.host.ts_clock(now) - ts[1]) & MASK
             if elapsed < HALF:
