@@ -14,7 +14,7 @@ __all__ = ["Check", "RunContext", "Scenario", "ScenarioError", "ScenarioParams",
 
 #: Framework modules; every other module here holds scenarios.
 FRAMEWORK_MODULES = frozenset({"bench", "cli", "framework", "kernel_services", "peer", "plots", "report",
-                               "requirements", "runner", "targets", "transfer", "wire", "flood"})
+                               "requirements", "runner", "targets", "toe_target", "transfer", "wire", "flood"})
 _loaded = False
 
 

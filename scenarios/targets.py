@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lab.netlink import write_sysctls
@@ -154,15 +155,18 @@ class KernelTarget(Target):
         self._proc = None
 
 
-from .toe_target import ToeTarget  # noqa: E402  (it subclasses Target, defined above)
+def _toe_target() -> type[Target]:
+    from .toe_target import ToeTarget  # imported late: it subclasses Target, defined here
+    return ToeTarget
 
 
-TARGETS: dict[str, type[Target]] = {"kernel": KernelTarget, "toe": ToeTarget}
+#: target name -> a function giving its class (late, so either module may be imported first)
+TARGETS: dict[str, Callable[[], type[Target]]] = {"kernel": lambda: KernelTarget, "toe": _toe_target}
 
 
 def make(name: str) -> Target:
     try:
-        return TARGETS[name]()
+        return TARGETS[name]()()
     except KeyError:
         raise ValueError(f"unknown target {name!r}: use {', '.join(TARGETS)}") from None
 

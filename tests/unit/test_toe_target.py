@@ -10,7 +10,7 @@ from toe_engine.tcp import TcpConfig
 
 
 def test_toe_is_the_engine_target_with_the_engines_policies() -> None:
-    assert TARGETS["toe"] is ToeTarget
+    assert TARGETS["toe"]() is ToeTarget
     target = make("toe")
     assert target.unavailable_reason() is None
     assert target.policies() == ("fallback", "deny", "syncookie")
