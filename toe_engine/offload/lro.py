@@ -58,6 +58,11 @@ class Lro:
         self.flush_timeout = flush_timeout
         self._sessions: dict[tuple[object, ...], _Session] = {}
 
+    @property
+    def held_flows(self) -> int:
+        """Open aggregation sessions (the same question as Gro.held_flows)."""
+        return len(self._sessions)
+
     def receive(
         self, frame: bytes | bytearray | memoryview, parsed: ParsedFrame | None = None, now: float = 0.0
     ) -> list[CoalescedFrame]:

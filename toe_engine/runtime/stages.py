@@ -179,28 +179,32 @@ class _Untimed:
         return []
 
 
-class GroStage:
-    """Kernel-faithful GRO on received frames; aggregates leave with GSO metadata.
+class _CoalescingStage:
+    """What GRO and LRO stages share: super-frames bypass coalescing (they flush what is held
+    first, to keep order), and held flows leave at the end of the event-loop iteration that
+    received them (like the end of a NAPI poll) or, with `flush_timeout`, once held that long."""
 
-    Held flows are flushed at the end of the event-loop iteration that received them (like
-    the end of a NAPI poll) or, with `flush_timeout`, once held that long.
-    """
-
-    def __init__(self, counters: Counters, *, max_size: int = GRO_MAX_SIZE, flush_timeout: float = 0.0) -> None:
-        self.gro = Gro(max_size, counters=counters, flush_timeout=flush_timeout)
+    def __init__(self, coalescer: Gro | Lro, flush_timeout: float) -> None:
+        self.coalescer = coalescer
         self.flush_timeout = flush_timeout
         self._held_since: float | None = None
 
+    def _items(self, frames: Iterable[CoalescedFrame]) -> list[Item]:
+        raise NotImplementedError
+
+    def _super_frame(self, header: VnetHeader, frame: Frame) -> Item:
+        raise NotImplementedError
+
     def process(self, header: VnetHeader, frame: Frame, now: float) -> list[Item]:
-        gro = self.gro
+        coalescer = self.coalescer
         if header.is_gso:
-            out = _coalesced_items(gro.flush_all())
+            out = self._items(coalescer.flush_all())
             self._held_since = None
-            out.append((header, frame))
+            out.append(self._super_frame(header, frame))
             return out
         frame = with_complete_checksum(header, frame)
-        out = _coalesced_items(gro.receive(frame, _parse_received(header, frame), now))
-        if self._held_since is None and gro.held_flows:
+        out = self._items(coalescer.receive(frame, _parse_received(header, frame), now))
+        if self._held_since is None and coalescer.held_flows:
             self._held_since = now
         return out
 
@@ -209,26 +213,35 @@ class GroStage:
         return None if since is None else since + self.flush_timeout
 
     def poll(self, now: float) -> list[Item]:
-        out = _coalesced_items(self.gro.flush(now))
-        self._held_since = now if self.gro.held_flows else None
+        out = self._items(self.coalescer.flush(now))
+        self._held_since = now if self.coalescer.held_flows else None
         return out
 
     def drain(self) -> list[Item]:
         self._held_since = None
-        return _coalesced_items(self.gro.flush_all())
+        return self._items(self.coalescer.flush_all())
 
 
-def _coalesced_items(frames: Iterable[CoalescedFrame]) -> list[Item]:
-    out: list[Item] = []
-    for coalesced in frames:
-        if coalesced.segments > 1 and coalesced.gso_size:
-            out.append(gso_item(coalesced.frame, coalesced.gso_size))
-        else:
-            out.append((PLAIN_VNET_HEADER, coalesced.frame))
-    return out
+class GroStage(_CoalescingStage):
+    """Kernel-faithful GRO on received frames; aggregates leave with GSO metadata."""
+
+    def __init__(self, counters: Counters, *, max_size: int = GRO_MAX_SIZE, flush_timeout: float = 0.0) -> None:
+        super().__init__(Gro(max_size, counters=counters, flush_timeout=flush_timeout), flush_timeout)
+
+    def _items(self, frames: Iterable[CoalescedFrame]) -> list[Item]:
+        out: list[Item] = []
+        for coalesced in frames:
+            if coalesced.segments > 1 and coalesced.gso_size:
+                out.append(gso_item(coalesced.frame, coalesced.gso_size))
+            else:
+                out.append((PLAIN_VNET_HEADER, coalesced.frame))
+        return out
+
+    def _super_frame(self, header: VnetHeader, frame: Frame) -> Item:
+        return (header, frame)
 
 
-class LroStage:
+class LroStage(_CoalescingStage):
     """NIC-style LRO: aggregates leave as plain frames with no segment size (lossy on purpose).
 
     A GSO super-frame stands for segments that were on the wire back to back; LRO would have
@@ -237,41 +250,15 @@ class LroStage:
     """
 
     def __init__(self, counters: Counters, *, max_size: int = LRO_MAX_SIZE, flush_timeout: float = 0.0) -> None:
-        self.lro = Lro(max_size, counters=counters, flush_timeout=flush_timeout)
+        super().__init__(Lro(max_size, counters=counters, flush_timeout=flush_timeout), flush_timeout)
         self.counters = counters
-        self.flush_timeout = flush_timeout
-        self._held_since: float | None = None
 
-    def process(self, header: VnetHeader, frame: Frame, now: float) -> list[Item]:
-        lro = self.lro
-        if header.is_gso:
-            out = _plain_items(lro.flush_all())
-            self._held_since = None
-            self.counters.inc("lro_merged", gso_segments(header, frame) - 1)
-            out.append((PLAIN_VNET_HEADER, with_complete_checksum(header, frame)))
-            return out
-        frame = with_complete_checksum(header, frame)
-        out = _plain_items(lro.receive(frame, _parse_received(header, frame), now))
-        if self._held_since is None and lro._sessions:
-            self._held_since = now
-        return out
+    def _items(self, frames: Iterable[CoalescedFrame]) -> list[Item]:
+        return [(PLAIN_VNET_HEADER, coalesced.frame) for coalesced in frames]
 
-    def next_deadline(self) -> float | None:
-        since = self._held_since
-        return None if since is None else since + self.flush_timeout
-
-    def poll(self, now: float) -> list[Item]:
-        out = _plain_items(self.lro.flush(now))
-        self._held_since = now if self.lro._sessions else None
-        return out
-
-    def drain(self) -> list[Item]:
-        self._held_since = None
-        return _plain_items(self.lro.flush_all())
-
-
-def _plain_items(frames: Iterable[CoalescedFrame]) -> list[Item]:
-    return [(PLAIN_VNET_HEADER, coalesced.frame) for coalesced in frames]
+    def _super_frame(self, header: VnetHeader, frame: Frame) -> Item:
+        self.counters.inc("lro_merged", gso_segments(header, frame) - 1)
+        return (PLAIN_VNET_HEADER, with_complete_checksum(header, frame))
 
 
 class TsoStage(_Untimed):
