@@ -112,7 +112,7 @@ def tcp_info(sock: socket.socket) -> tuple[int, int, int]:
     return snd_mss, pmtu, bytes_acked
 
 
-def _connect(netns: str, version: int, address: str, port: int, timeout_s: float) -> socket.socket:
+def connect(netns: str, version: int, address: str, port: int, timeout_s: float) -> socket.socket:
     with entered(netns):
         sock = socket.socket(socket.AF_INET if version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -131,7 +131,7 @@ def send_bulk(netns: str, version: int, address: str, port: int, nbytes: int, ti
     """Send `nbytes` to a discard service and wait for its close; delivered = bytes the peer acknowledged."""
     start = time.monotonic()
     deadline = start + timeout_s
-    sock = _connect(netns, version, address, port, timeout_s)
+    sock = connect(netns, version, address, port, timeout_s)
     block, sent, completed = memoryview(bytes(1 << 16)), 0, False
     while sent < nbytes and (left := deadline - time.monotonic()) > 0:
         if select.select([], [sock], [], left)[1]:
@@ -158,7 +158,7 @@ def pull_bulk(netns: str, version: int, address: str, port: int, nbytes: int, ti
     """Read `nbytes` from a chargen service within the time allowed."""
     start = time.monotonic()
     deadline = start + timeout_s
-    sock = _connect(netns, version, address, port, timeout_s)
+    sock = connect(netns, version, address, port, timeout_s)
     got = 0
     while got < nbytes and (left := deadline - time.monotonic()) > 0:
         if select.select([sock], [], [], left)[0]:
@@ -174,7 +174,7 @@ def pull_bulk(netns: str, version: int, address: str, port: int, nbytes: int, ti
     return Transfer(nbytes, min(got, nbytes), got >= nbytes, round(seconds, 3))
 
 
-def _ip(ctx: RunContext, node: str, version: int, *args: str) -> str:
+def ip(ctx: RunContext, node: str, version: int, *args: str) -> str:
     return ctx.lab.node(node).run(["ip", f"-{version}", *args], check=True).stdout
 
 
@@ -182,21 +182,21 @@ def _route_asymmetrically(ctx: RunContext) -> None:
     """B answers A through R2; R2 learns the prefixes of A's R1 side and B's R1 side."""
     for version in (4, 6):
         prefix, via = B_RETURN[version]
-        _ip(ctx, "b", version, "route", "replace", prefix, "via", via)
+        ip(ctx, "b", version, "route", "replace", prefix, "via", via)
         for prefix, via in R2_ROUTES[version]:
-            _ip(ctx, "r2", version, "route", "replace", prefix, "via", via)
+            ip(ctx, "r2", version, "route", "replace", prefix, "via", via)
 
 
 def _flush_route_caches(ctx: RunContext) -> None:
     """Forget learned path MTUs, so each phase starts from the first-hop MTU."""
     for node in ("a", "b"):
         for version in (4, 6):
-            _ip(ctx, node, version, "route", "flush", "cache")
+            ip(ctx, node, version, "route", "flush", "cache")
 
 
-def _cached_mtu(ctx: RunContext, node: str, version: int, destination: str) -> int | None:
+def cached_mtu(ctx: RunContext, node: str, version: int, destination: str) -> int | None:
     """The MTU `ip route get` reports for a destination (a learned PMTU shows as `mtu N`)."""
-    match = re.search(r"\bmtu (\d+)", _ip(ctx, node, version, "route", "get", destination))
+    match = re.search(r"\bmtu (\d+)", ip(ctx, node, version, "route", "get", destination))
     return int(match.group(1)) if match else None
 
 
@@ -265,7 +265,7 @@ def _pmtud(ctx: RunContext, version: int) -> Iterator[Check]:
         if role == "sender" and ctx.target.name != "kernel":
             yield ctx.skip(f"pmtu-cached{tag}", cache_rfc, "the route cache is the kernel's; the target keeps its own")
             continue
-        cached = _cached_mtu(ctx, node, version, destination)
+        cached = cached_mtu(ctx, node, version, destination)
         yield ctx.check(f"pmtu-cached{tag}", cache_rfc, cached == NARROW_MTU,
                         f"after the transfer, `ip -{version} route get {destination}` on {node.upper()} showed "
                         f"mtu {cached} (expected {NARROW_MTU})", numbers={"cached_mtu": cached})
