@@ -74,7 +74,11 @@ class LossParams(ScenarioParams):
     rates: str = Field("1,5,10", pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
                        description="random loss rates in percent, comma-separated")
     gemodel_p: float = Field(1.0, gt=0, le=100, description="Gilbert-Elliott good->bad transition, percent")
-    gemodel_r: float = Field(25.0, gt=0, le=100, description="Gilbert-Elliott bad->good transition, percent")
+    # The chain moves per packet, as netem's does: when only lone retransmissions pass, a bad
+    # state lasts in wall time: with r=25, a tail loss that falls in a bad state stays lost for 7
+    # backed-off RTOs (about 25 s, on any stack) with probability 0.75^7 = 13 %. r=50 keeps bursts
+    # (mean length 2) and brings that to 0.5^7 < 1 %.
+    gemodel_r: float = Field(50.0, gt=0, le=100, description="Gilbert-Elliott bad->good transition, percent")
     download_kib: int = Field(3072, ge=256, le=65536, description="KiB downloaded from chargen per loss setting")
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
     limit_s: float = Field(20.0, gt=0, le=300, description="time limit of each transfer, seconds")
@@ -144,7 +148,7 @@ def _transfers(ctx: RunContext, variant: str, throughput: dict[str, float]) -> I
 
 
 def _slug(variant: str) -> str:
-    """A variant label ("loss=5%", "gemodel=1/25") as a file name part."""
+    """A variant label ("loss=5%", "gemodel=1/50") as a file name part."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant).strip("_")
 
 
