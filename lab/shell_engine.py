@@ -60,6 +60,8 @@ def stats_table(handle: EngineHandle, stats: dict[str, Any]) -> Table:
     for ifname, counters in stats.get("drivers", {}).items():
         for name, value in counters.items():
             table.add_row(f"{ifname}.{name}", *("" for _ in directions), str(value))
+    for name, value in stats.get("gauges", {}).items():  # an endpoint's table: occupancy, capacity, SRAM
+        table.add_row(f"gauge.{name}", *("" for _ in directions), str(value))
     return table
 
 

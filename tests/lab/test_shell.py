@@ -66,3 +66,12 @@ def test_shell_in_a_terminal_with_completion_and_teardown(tmp_path: Path) -> Non
         child.close(force=True)
     assert child.exitstatus == 0
     assert "nodes" in (tmp_path / "history").read_text()
+
+
+def test_toe_commands_show_an_endpoint_table(make_lab) -> None:
+    lab = make_lab("toe_pair", capacity=8)
+    shell = LabShell(lab, stdout=io.StringIO())
+    stats = " ".join(run(shell, "toe stats t1").split())
+    assert "gauge.table_capacity │ 8" in stats
+    assert "gauge.table_occupancy │ 0" in stats
+    assert "t1 (toe): 0 connections" in " ".join(run(shell, "toe conns t1").split())
