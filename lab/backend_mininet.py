@@ -146,6 +146,7 @@ class MininetLab:
         result = node.run("\n".join(script))
         if result.returncode != 0:
             raise BackendError(f"mininet backend: configuring node {name!r} failed: {result.stderr.strip()}")
+        self._await_carrier(name)
         for iface in self.spec.interfaces_of(name):
             wanted = self.spec.interface(name, iface).features
             if wanted:
@@ -154,6 +155,23 @@ class MininetLab:
             loaded = node.run(["nft", "-f", "-"], input=spec.nft)
             if loaded.returncode != 0:
                 raise BackendError(f"mininet backend: nftables rules of node {name!r} were refused: {loaded.stderr.strip()}")
+
+    def _await_carrier(self, name: str, timeout_s: float = 5.0) -> None:
+        """Wait until every interface of the node has carrier (LOWER_UP).
+
+        The kernel raises a veth's carrier from its linkwatch work, a moment after `ip link
+        set up`; IPv6 neighbour discovery sent before that is lost. The netns backend avoids
+        the delay with explicit interface indexes, which Mininet does not let us choose, so
+        here the node's shell polls its links (every 20 ms, bounded) instead.
+        """
+        names = "|".join(self.spec.interfaces_of(name))
+        if not names:
+            return
+        tries = int(timeout_s / 0.02)
+        script = (f"for i in $(seq {tries}); do ip -o link show | grep -v LOWER_UP | grep -qE ': ({names})[@:]' "
+                  "|| exit 0; sleep 0.02; done; exit 1")
+        if self.nodes[name].run(script, timeout=timeout_s + 5).returncode != 0:
+            raise BackendError(f"mininet backend: interfaces of node {name!r} got no carrier within {timeout_s:g} s")
 
     # --- the Lab API subset -----------------------------------------------------------
     def node(self, name: str) -> MininetNode:
