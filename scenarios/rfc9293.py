@@ -494,7 +494,9 @@ def _zero_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     f"{'resumed' if reopened else 'did not resume'} sending when the window reopened",
                     numbers={"zero_window_s": round(open_s, 3)})
     first = arrivals[0] - closed_at if arrivals else None
-    ok = first is not None and rto is not None and 0.5 * rto <= first <= 2.5 * rto
+    # The RTO timed after reopening may already be backed off once (x2) by the probes' own
+    # timeouts, so a first probe at one RTO can read as 0.5 of it: allow [0.4, 2.5] x.
+    ok = first is not None and rto is not None and 0.4 * rto <= first <= 2.5 * rto
     yield ctx.check("first-probe-after-rto", "SHLD-29", ok,
                     f"the first probe came {_ms(first)} after the window closed; the connection's RTO measured "
                     f"afterwards was {_ms(rto)}", numbers={"first_probe_s": first, "rto_s": rto})
