@@ -80,7 +80,12 @@ def leftovers_since(before: dict[str, frozenset[str]]) -> list[str]:
         return record is not None and me not in (record.creator_pid, record.creator_ppid)
 
     for name in sorted(now["records"] - before["records"]):
-        if not foreign(name.split(".", 1)[0].lstrip(".")):
+        if name.startswith("."):  # `.<id>.new<pid>`: create_record's reservation, gone when it returns
+            if name.endswith(f".new{me}"):
+                out.append(f"record {name}")
+            continue
+        record = read_record(name.split(".", 1)[0])
+        if record is not None and me in (record.creator_pid, record.creator_ppid):  # None: removed meanwhile
             out.append(f"record {name}")
     for name in sorted(now["namespaces"] - before["namespaces"]):
         if not foreign(name.split("-", 1)[0]) and exists(name):
