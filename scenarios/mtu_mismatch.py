@@ -48,6 +48,10 @@ NARROW_MTU = 1400
 ROUTERS = ("r1", "r2")
 IP_HEADER = {4: 20, 6: 40}
 TCP_HEADER = 20
+#: the requirements a PMTUD scenario checks, by IP version where they differ
+PMTUD_RFC = {4: "RFC1191 3", 6: "RFC8201 4"}
+CACHE_RFC = {4: "RFC1191 6.3", 6: "RFC8201 5.2"}
+PMTU_COVERS = (*PMTUD_RFC.values(), *CACHE_RFC.values(), "MUST-16", "SHLD-6", "RFC2923 2.1", "RFC4459 3.2")
 #: Addresses on the topology: A's side of R1 and R2, B's side of R1.
 A_ADDR = {4: "10.0.1.1", 6: "fd00:1::1"}
 B_ADDR = {4: "10.0.3.1", 6: "fd00:3::1"}
@@ -69,8 +73,7 @@ class MtuParams(ScenarioParams):
           "router that drops ICMP makes a black hole that stalls; MSS clamping on the router repairs it. "
           "Target as receiver and as sender.",
           topology="mtu_mismatch", params=MtuParams, topology_params={"mtu_a_r2": NARROW_MTU},
-          covers=("RFC1191 3", "RFC1191 6.3", "RFC8201 4", "RFC8201 5.2", "MUST-16", "SHLD-6",
-                  "RFC2923 2.1", "RFC4459 3.2"),
+          covers=PMTU_COVERS,
           server="b", client="a")
 def run(ctx: RunContext) -> Iterator[Check]:
     _route_asymmetrically(ctx)
@@ -242,8 +245,8 @@ def _transfer(ctx: RunContext, version: int, role: str, tag: str, timeout_s: flo
 
 
 def _pmtud(ctx: RunContext, version: int) -> Iterator[Check]:
-    rfc = {4: "RFC1191 3", 6: "RFC8201 4"}[version]
-    cache_rfc = {4: "RFC1191 6.3", 6: "RFC8201 5.2"}[version]
+    rfc = PMTUD_RFC[version]
+    cache_rfc = CACHE_RFC[version]
     limit = NARROW_MTU - IP_HEADER[version] - TCP_HEADER
     for role in ("receiver", "sender"):
         _flush_route_caches(ctx)

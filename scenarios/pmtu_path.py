@@ -34,25 +34,21 @@ from scapy.utils import rdpcap
 from lab.render import load_topology
 
 from .framework import Check, RunContext, scenario
-from .mtu_mismatch import (IP_HEADER, NARROW_MTU, TCP_HEADER, MtuParams, Transfer, cached_mtu, connect, ip,
-                           pull_bulk, send_bulk)
+from .mtu_mismatch import (CACHE_RFC, IP_HEADER, NARROW_MTU, PMTU_COVERS, PMTUD_RFC, ROUTERS, TCP_HEADER, MtuParams,
+                           Transfer, cached_mtu, connect, ip, pull_bulk, send_bulk)
 from .peer import option_value
 from .transfer import read_frames
 
-ROUTERS = ("r1", "r2")
 #: Options a full-sized segment may carry beside its data (timestamps, SACK blocks): the
 #: effective send MSS after PMTUD is at least the path's MSS less this.
 OPTION_ROOM = 40
-PMTUD_RFC = {4: "RFC1191 3", 6: "RFC8201 4"}
-CACHE_RFC = {4: "RFC1191 6.3", 6: "RFC8201 5.2"}
 
 
 @scenario("pmtu_path", purpose="Path MTU discovery over IPv4 and IPv6 lowers the target's segment size on a "
           "linear path with a narrow middle hop; a router that drops ICMP makes a black hole that stalls; MSS "
           "clamping on the routers repairs it; as receiver the target's MSS and ACKs carry a transfer through.",
           topology="pmtu_path", params=MtuParams, topology_params={"mtu": NARROW_MTU},
-          covers=("RFC1191 3", "RFC1191 6.3", "RFC8201 4", "RFC8201 5.2", "MUST-16", "SHLD-6",
-                  "RFC2923 2.1", "RFC4459 3.2"),
+          covers=PMTU_COVERS,
           server="s", client="c")
 def run(ctx: RunContext) -> Iterator[Check]:
     _disable_offloads(ctx)
