@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from .targets import Target
 
 TARGET_NAMES = ("kernel", "toe")
-_CHECK_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(\[[^\]\s]+\])?$")
+#: What a check may judge: a target, or a forwarding node of the lab whose own counters it reads
+#: (the engine middlebox), so the matrix credits a middlebox's verdict to it and not to the endpoint.
+CHECK_SUBJECTS = (*TARGET_NAMES, "middlebox")
+CHECK_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(\[[^\]\s]+\])?$")
 
 
 class ScenarioError(LabError):
@@ -60,15 +63,19 @@ class Check(BaseModel):
 
     id: str
     requirement: str
+    #: TOE claims (`TOE-6`, from data/toe-claims.csv) the check bears on, if any.
+    claims: tuple[str, ...] = ()
     target: str
     verdict: Verdict
     sentence: str
     evidence: Evidence = Field(default_factory=Evidence)
+    #: A check of data integrity (bytes returned exactly, nothing delivered that was not sent): never a known finding.
+    integrity: bool = False
 
     @field_validator("id")
     @classmethod
     def _id_shape(cls, value: str) -> str:
-        if not _CHECK_ID.match(value):
+        if not CHECK_ID.match(value):
             raise ValueError(f"check id {value!r} must be lower-case words joined by - _ . "
                              "with an optional [variant], e.g. 'bad-csum-dropped[rx_csum=on]'")
         return value
@@ -78,11 +85,16 @@ class Check(BaseModel):
     def _known_requirement(cls, value: str) -> str:
         return requirements.validate(value)
 
+    @field_validator("claims")
+    @classmethod
+    def _known_claims(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(requirements.validate_claim(c) for c in value)
+
     @field_validator("target")
     @classmethod
     def _known_target(cls, value: str) -> str:
-        if value not in TARGET_NAMES:
-            raise ValueError(f"target {value!r} is not one of {', '.join(TARGET_NAMES)}")
+        if value not in CHECK_SUBJECTS:
+            raise ValueError(f"target {value!r} is not one of {', '.join(CHECK_SUBJECTS)}")
         return value
 
     @field_validator("sentence")
@@ -277,13 +289,15 @@ class RunContext:
     def check(self, id: str, requirement: str, ok: bool, sentence: str, *,
               pcaps: Iterable[Path | str] = (), plots: Iterable[Path | str] = (),
               counters: Mapping[str, int | float] | None = None,
-              numbers: Mapping[str, Any] | None = None) -> Check:
+              numbers: Mapping[str, Any] | None = None, claims: Iterable[str] = ()) -> Check:
         """A pass (ok) or fail check for this run's target; the sentence says what was seen."""
-        return Check(id=id, requirement=requirement, target=self.target.name,
+        return Check(id=id, requirement=requirement, claims=tuple(claims), target=self.target.name,
                      verdict=Verdict.PASS if ok else Verdict.FAIL, sentence=sentence,
                      evidence=Evidence(pcaps=[str(p) for p in pcaps], plots=[str(p) for p in plots],
                                        counters=dict(counters or {}), numbers=dict(numbers or {})))
 
-    def skip(self, id: str, requirement: str, reason: str) -> Check:
+    def skip(self, id: str, requirement: str, reason: str, *, claims: Iterable[str] = (),
+             numbers: Mapping[str, Any] | None = None) -> Check:
         """A check that cannot apply to this target or setup; the reason is its sentence."""
-        return Check(id=id, requirement=requirement, target=self.target.name, verdict=Verdict.SKIP, sentence=reason)
+        return Check(id=id, requirement=requirement, claims=tuple(claims), target=self.target.name,
+                     verdict=Verdict.SKIP, sentence=reason, evidence=Evidence(numbers=dict(numbers or {})))

@@ -17,6 +17,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from . import requirements
+from .claims_report import CLAIMS_TEMPLATE, claims_data
 from .framework import ScenarioResult, Verdict
 
 _RANK = {Verdict.FAIL.value: 2, Verdict.PASS.value: 1, Verdict.SKIP.value: 0}
@@ -35,6 +36,7 @@ img{max-width:100%;border:1px solid #ccc}code{font-size:90%}
 {% for target, counts in summary.by_target.items() %}<b>{{ target }}</b> {{ counts.pass }} passed,
 {{ counts.fail }} failed, {{ counts.skip }} skipped{% if not loop.last %}; {% endif %}{% endfor %}.
 {{ summary.differences|length }} difference(s) between targets.</p>
+<p><a href="claims.html">TOE claims</a>: each claim about offload engines with its verdict on each target.</p>
 <h2>Compliance matrix</h2>
 <table><tr><th>requirement</th><th>description</th>{% for t in targets %}<th>{{ t }}</th>{% endfor %}</tr>
 {% for row in matrix %}<tr class="{{ 'diff' if row.differs else '' }}"><td>{{ row.requirement }}</td>
@@ -92,7 +94,7 @@ def results_data(results: Iterable[ScenarioResult], root: Path | None = None) ->
         ran = {cell["verdict"] for cell in cells[req].values() if cell["verdict"] != "skip"}
         matrix.append({"requirement": req, "description": requirements.describe(req),
                        "cells": cells[req], "differs": len(ran) > 1})
-    return {"targets": targets, "matrix": matrix, "results": rows,
+    return {"targets": targets, "matrix": matrix, "results": rows, "claims": claims_data(rows, targets),
             "summary": {"checks": sum(sum(c.values()) for c in by_target.values()), "by_target": by_target,
                         "differences": [m["requirement"] for m in matrix if m["differs"]],
                         "failed": any(r.failed for r in results)}}
@@ -118,5 +120,6 @@ def write_report(results: list[ScenarioResult], directory: Path) -> Path:
     env = Environment(autoescape=select_autoescape(default=True))
     html = env.from_string(TEMPLATE).render(**data, images=images)
     (directory / "index.html").write_text(html)
+    (directory / "claims.html").write_text(env.from_string(CLAIMS_TEMPLATE).render(**data))
     write_json(results, directory / "results.json", directory)
     return directory / "index.html"

@@ -60,3 +60,39 @@ def sort_key(reference: str) -> tuple[int, str, int, str]:
     if match := re.match(r"^(MUST|SHLD|MAY)-(\d+)$", reference):
         return (0, match.group(1), int(match.group(2)), "")
     return (1, "", 0, reference)
+
+
+# --- TOE claims -------------------------------------------------------------------------------
+#: What is said about TCP offload engines (TOE-1 ... TOE-19), each with how a lab shows it.
+CLAIMS_CSV = Path(__file__).parent / "data" / "toe-claims.csv"
+CLAIM_ID = re.compile(r"^TOE-\d+$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    source: str
+    brief: str
+    how: str
+
+
+@cache
+def toe_claims() -> dict[str, Claim]:
+    """The TOE claims by ID, in the table's order."""
+    with CLAIMS_CSV.open(newline="", encoding="utf-8") as f:
+        return {row["claim"].strip(): Claim(row["claim"].strip(), row["source"].strip(),
+                                            row["claim in brief"].strip(), row["how a lab shows it"].strip())
+                for row in csv.DictReader(f)}
+
+
+def validate_claim(claim: str) -> str:
+    """Return `claim` if it is an ID of the TOE claims table (`TOE-6`); else ValueError."""
+    if claim not in toe_claims():
+        shape = "" if CLAIM_ID.match(claim) else " (claims look like 'TOE-6')"
+        raise ValueError(f"{claim!r} is not a claim in {CLAIMS_CSV.name}{shape}")
+    return claim
+
+
+def claim_sort_key(claim: str) -> int:
+    """TOE-2 before TOE-10."""
+    return int(claim.rpartition("-")[2])
