@@ -38,7 +38,7 @@ ALL_HOSTS = "224.0.0.1"
 @scenario("addresses", purpose="IP around a SYN: unknown IPv4 options ignored, SYNs to or from broadcast and "
           "multicast addresses discarded, each connection answering from the address it was opened to.",
           topology="two_hosts", topology_params={"mtu": 1500, "tso": "false"},
-          covers=("MUST-45", "MUST-50", "MUST-57", "MUST-63"))
+          covers=("MUST-45", "MUST-50", "MUST-57", "MUST-63"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     ctx.progress("unknown IPv4 options")
     yield from _ip_options(ctx)

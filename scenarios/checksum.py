@@ -55,7 +55,7 @@ class ChecksumParams(ScenarioParams):
 @scenario("checksum", purpose="Bad TCP checksums are dropped and unacknowledged (rx offload on and off); "
           "the target's segmented output carries correct checksums.",
           topology="two_hosts", params=ChecksumParams, topology_params=lambda p: {"mtu": p.mtu},
-          covers=("MUST-2", "MUST-3"))
+          covers=("MUST-2", "MUST-3"), claims=("TOE-5", "TOE-12"))
 def run(ctx: RunContext) -> Iterator[Check]:
     iface = ctx.iface(ctx.server)
     for rx_on in (True, False):

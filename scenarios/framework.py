@@ -158,6 +158,8 @@ class Scenario:
     covers: tuple[str, ...]
     server: str
     client: str
+    #: TOE claims every check of the scenario bears on (each check may name more).
+    claims: tuple[str, ...] = ()
 
     def parameters(self) -> list[Parameter]:
         out = []
@@ -204,6 +206,7 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
              params: type[ScenarioParams] = NoParams,
              topology_params: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None,
              targets: Iterable[str] = TARGET_NAMES, server: str = "h2", client: str = "h1",
+             claims: Iterable[str] = (),
              ) -> Callable[[Callable[[RunContext], Iterable[Check]]], Callable[[RunContext], Iterable[Check]]]:
     """Register a scenario run function under `name`.
 
@@ -212,6 +215,7 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
     `topology_params` is a mapping or a function of the validated parameters.
     """
     covered = tuple(requirements.validate(r) for r in covers)
+    claimed = tuple(requirements.validate_claim(c) for c in claims)
     wanted = tuple(targets)
     for target in wanted:
         if target not in TARGET_NAMES:
@@ -226,7 +230,7 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
         if name in _REGISTRY and _REGISTRY[name].run is not run:
             raise ValueError(f"scenario {name!r} is registered twice")
         _REGISTRY[name] = Scenario(name, " ".join(purpose.split()), run, params, topology, topo,
-                                   wanted, covered, server, client)
+                                   wanted, covered, server, client, claimed)
         return run
     return register
 
@@ -291,7 +295,7 @@ class RunContext:
               counters: Mapping[str, int | float] | None = None,
               numbers: Mapping[str, Any] | None = None, claims: Iterable[str] = ()) -> Check:
         """A pass (ok) or fail check for this run's target; the sentence says what was seen."""
-        return Check(id=id, requirement=requirement, claims=tuple(claims), target=self.target.name,
+        return Check(id=id, requirement=requirement, claims=self._claims(claims), target=self.target.name,
                      verdict=Verdict.PASS if ok else Verdict.FAIL, sentence=sentence,
                      evidence=Evidence(pcaps=[str(p) for p in pcaps], plots=[str(p) for p in plots],
                                        counters=dict(counters or {}), numbers=dict(numbers or {})))
@@ -299,5 +303,9 @@ class RunContext:
     def skip(self, id: str, requirement: str, reason: str, *, claims: Iterable[str] = (),
              numbers: Mapping[str, Any] | None = None) -> Check:
         """A check that cannot apply to this target or setup; the reason is its sentence."""
-        return Check(id=id, requirement=requirement, claims=tuple(claims), target=self.target.name,
+        return Check(id=id, requirement=requirement, claims=self._claims(claims), target=self.target.name,
                      verdict=Verdict.SKIP, sentence=reason, evidence=Evidence(numbers=dict(numbers or {})))
+
+    def _claims(self, claims: Iterable[str]) -> tuple[str, ...]:
+        """The scenario's claims and the check's own, each once."""
+        return tuple(dict.fromkeys((*self.scenario.claims, *claims)))

@@ -33,7 +33,7 @@ class HandshakeParams(ScenarioParams):
           topology="two_hosts", params=HandshakeParams, topology_params=lambda p: {"mtu": p.mtu, "tso": "false"},
           covers=("RFC9293 3.5", "MUST-4", "MUST-5", "MUST-6", "MUST-7", "MUST-14", "MUST-15", "MUST-16",
                   "MUST-64", "MUST-65", "MUST-67", "MUST-68", "MUST-69", "RFC7323 2.2", "RFC7323 2.3",
-                  "RFC7323 3.2"))
+                  "RFC7323 3.2"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     conversations = _Conversations(ctx)
     p = ctx.params

@@ -73,7 +73,7 @@ SOFT_ERRORS = (
 @scenario("icmp_errors", purpose="ICMP errors quoting an established connection: soft errors do not abort it, "
           "source quench is ignored, fragmentation needed lowers the segment size.",
           topology="two_hosts", params=IcmpParams, topology_params={"mtu": 1500, "tso": "false"},
-          covers=("MUST-54", "MUST-55", "MUST-56"))
+          covers=("MUST-54", "MUST-55", "MUST-56"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     for error in SOFT_ERRORS:
         ctx.progress(f"ICMP {error.what}")

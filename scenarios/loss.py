@@ -88,7 +88,7 @@ class LossParams(ScenarioParams):
 @scenario("loss", purpose="Bulk transfers through an impairing middlebox at several random and Gilbert-Elliott "
           "loss rates: byte-exact delivery, fast retransmit, RTO backoff and Karn's rule, throughput.",
           topology="middlebox_chain", params=LossParams, topology_params={"mb_kind": "middlebox", "tso": True},
-          covers=("RFC9293 3.10.7.4", "RFC5681 3.1", "RFC5681 3.2", "MUST-18", "MUST-19"))
+          covers=("RFC9293 3.10.7.4", "RFC5681 3.1", "RFC5681 3.2", "MUST-18", "MUST-19"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     settings: list[tuple[str, dict[str, Any]]] = [

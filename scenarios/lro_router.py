@@ -65,7 +65,7 @@ class Forwarded:
           "are dropped and the flow stalls; GRO (engine and kernel) keeps segment sizes and the transfer healthy.",
           topology="middlebox_chain", params=LroRouterParams,
           topology_params=lambda p: {"mb_kind": "middlebox", "mode": "router", "egress_mtu": p.egress_mtu},
-          covers=("RFC1191 4", "RFC9293 3.7.1", "RFC9293 3.10.7.4"))
+          covers=("RFC1191 4", "RFC9293 3.7.1", "RFC9293 3.10.7.4"), claims=("TOE-10",))
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     mss = p.egress_mtu - IP_TCP_HEADERS

@@ -74,7 +74,7 @@ class MtuParams(ScenarioParams):
           "Target as receiver and as sender.",
           topology="mtu_mismatch", params=MtuParams, topology_params={"mtu_a_r2": NARROW_MTU},
           covers=PMTU_COVERS,
-          server="b", client="a")
+          server="b", client="a", claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     _route_asymmetrically(ctx)
     for node, iface in (("a", "r1"), ("b", "r2")):

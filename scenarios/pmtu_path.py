@@ -49,7 +49,7 @@ OPTION_ROOM = 40
           "clamping on the routers repairs it; as receiver the target's MSS and ACKs carry a transfer through.",
           topology="pmtu_path", params=MtuParams, topology_params={"mtu": NARROW_MTU},
           covers=PMTU_COVERS,
-          server="s", client="c")
+          server="s", client="c", claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     _disable_offloads(ctx)
     for version in (4, 6):

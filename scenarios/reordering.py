@@ -162,7 +162,7 @@ def _trains(ctx: RunContext) -> dict[str, tuple[bytes, list[Piece]]]:
 @scenario("reordering", purpose="Out-of-order, overlapping and duplicate segments: immediate ACKs, SACK blocks, "
           "in-order byte-exact delivery; reordering by a middlebox during a bulk transfer.",
           topology="two_hosts", params=ReorderingParams, topology_params={"mtu": 1500, "tso": "false"},
-          covers=("RFC5681 4.2", "RFC2018 4", "MAY-13", "SHLD-31", "RFC9293 3.10.7.4"))
+          covers=("RFC5681 4.2", "RFC2018 4", "MAY-13", "SHLD-31", "RFC9293 3.10.7.4"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     bound = ctx.params.immediate_ms / 1000
     all_ooo: list[Reply] = []

@@ -188,7 +188,7 @@ STATES = (
                   "MUST-1", "MUST-8", "MUST-9", "MUST-10", "MUST-11", "MUST-30", "MUST-31", "MUST-34",
                   "MUST-35", "MUST-36", "MUST-37", "MUST-38", "MUST-40", "MUST-61", "MUST-62", "MUST-65",
                   "SHLD-1", "SHLD-2", "SHLD-14", "SHLD-15", "SHLD-16", "SHLD-18", "SHLD-19", "SHLD-28",
-                  "SHLD-29", "SHLD-30", "MAY-12"))
+                  "SHLD-29", "SHLD-30", "MAY-12"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     session = _Session(ctx)
     for state in STATES:

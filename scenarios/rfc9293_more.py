@@ -50,7 +50,7 @@ class MoreParams(ScenarioParams):
 @scenario("rfc9293_more", purpose="RFC 9293 checks with a full receive buffer, a target that closes first (TIME-WAIT) "
           "and an unresponsive peer (R2).",
           topology="two_hosts", params=MoreParams, topology_params={"mtu": 1500, "tso": "false"},
-          covers=("MUST-12", "MUST-13", "MUST-20", "MUST-66", "MAY-2"))
+          covers=("MUST-12", "MUST-13", "MUST-20", "MUST-66", "MAY-2"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     ctx.progress("RST with a zero receive window")
     yield _rst_with_zero_window(ctx)

@@ -81,7 +81,7 @@ class SynFloodParams(ScenarioParams):
           "success and handshake latency during and after, half-open table occupancy and recovery, policy counters.",
           topology="syn_flood", params=SynFloodParams, topology_params=lambda p: {"spoof": p.spoof},
           covers=("RFC4987 2", "RFC4987 3.3", "RFC4987 3.6", "RFC4987 3.7"),
-          server=SERVER, client=CLIENT)
+          server=SERVER, client=CLIENT, claims=("TOE-3", "TOE-4"))
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     wanted = [name.strip() for name in p.policies.split(",") if name.strip()] or list(ctx.target.policies())
