@@ -8,13 +8,9 @@ Works from any process: it reads the lab's state record and enters its namespace
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
-from .cli import command, console, need_root
 from .errors import LabError
 from .state import STATE_DIR, LabRecord, list_records, read_record
 
@@ -96,11 +92,6 @@ def audit_engine(node: str, path: Path) -> tuple[dict[str, int], list[str]]:
     return counters, findings
 
 
-def _audit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("lab", nargs="?", help="lab id (default: the only lab there is)")
-    p.add_argument("--all-counters", action="store_true", help="show zero counters too")
-
-
 def pick_lab(lab_id: str | None) -> LabRecord:
     if lab_id is not None:
         record = read_record(lab_id)
@@ -111,33 +102,3 @@ def pick_lab(lab_id: str | None) -> LabRecord:
     if len(records) != 1:
         raise LabError(f"there are {len(records)} labs; name one: " + ", ".join(r.lab_id for r in records))
     return records[0]
-
-
-@command("audit", "offload features and counters of every interface and engine, and offloads that did not happen")(_audit_args)
-def cmd_audit(args: argparse.Namespace) -> int:
-    need_root("toelab audit")
-    record = pick_lab(args.lab)
-    table = Table(title=f"lab {record.lab_id} ({record.topology}): interfaces (ethtool -k / -S)")
-    for column in ("node", "iface", "mtu", "tso", "gso", "gro", "lro", "rx_csum", "tx_csum",
-                   "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "finding"):
-        table.add_column(column)
-    for a in audit_interfaces(record):
-        f = a.features
-        table.add_row(a.node, a.iface, str(a.mtu), *("on" if f.get(k) else "off" for k in
-                      ("tso", "gso", "gro", "lro", "rx_csum", "tx_csum")),
-                      str(a.stats["tx_packets"]), str(a.stats["tx_bytes"]), str(a.stats["rx_packets"]),
-                      str(a.stats["rx_bytes"]), str(a.stats["rx_dropped"] + a.stats["tx_dropped"]),
-                      "; ".join(a.findings) or "ok", style="red" if a.findings else None)
-    console.print(table)
-    for node, path in engine_sockets(record).items():
-        counters, findings = audit_engine(node, path)
-        engine_table = Table(title=f"engine on {node} (ethtool -S style)")
-        engine_table.add_column("counter")
-        engine_table.add_column("value", justify="right")
-        for name, value in sorted(counters.items()):
-            if value or args.all_counters:
-                engine_table.add_row(name, str(value))
-        console.print(engine_table)
-        for finding in findings:
-            console.print(f"[red]{node}: {finding}[/]")
-    return 0

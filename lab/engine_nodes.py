@@ -188,5 +188,3 @@ def start_middlebox(lab: Lab, node: Node) -> None:
 ENGINE_VALIDATORS["middlebox"] = validate_middlebox
 on_kind_built("middlebox", start_middlebox)
 Lab.engine = engine  # type: ignore[attr-defined]
-
-from . import shell_engine  # noqa: E402,F401  (registers the shell's `toe` command)

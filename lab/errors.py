@@ -21,3 +21,11 @@ class SpecError(LabError):
 
 class BackendError(LabError):
     """The backend cannot build what the spec asks for (a refused feature, a missing tool or privilege)."""
+
+
+def require_root(what: str) -> None:
+    """LabError unless this process is root: namespaces can only be built by root."""
+    import os
+
+    if os.geteuid() != 0:
+        raise LabError(f"{what} needs root (it builds network namespaces): run it as root.")

@@ -17,10 +17,8 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from .backend_netns import NetnsBuilder, check_buildable
@@ -28,6 +26,7 @@ from .capture import Capture
 from .cleanup import remove_lab
 from .errors import LabError
 from .features import FeatureControl
+from .interrupts import Terminated, raise_terminated, teardown_shielded  # noqa: F401  (Terminated: lab's API)
 from .netns import entered
 from .node import Node
 from .spec import TopologySpec
@@ -45,13 +44,6 @@ def on_kind_built(kind: str, hook: AfterBuildHook) -> None:
     raises makes `Lab.up` fail and tear the lab down.
     """
     _AFTER_BUILD.setdefault(kind, []).append(hook)
-
-
-class Terminated(SystemExit):
-    """SIGTERM arrived while a lab was up: unwinds like an exception so teardown runs."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
 
 
 class _LiveLabs:
@@ -85,7 +77,7 @@ class _LiveLabs:
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_terminated)
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, raise_terminated)
         if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
             self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -97,24 +89,7 @@ class _LiveLabs:
         self._previous.clear()
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
 _live = _LiveLabs()
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while tearing down, so a second Ctrl-C cannot cut teardown short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Lab:
@@ -231,7 +206,7 @@ class Lab:
         """Kill the lab's processes and remove its namespaces and record; idempotent."""
         if self._is_down:
             return
-        with _signals_deferred():
+        with teardown_shielded():
             remove_lab(self._record)
             for proc in self._children:
                 self._reap(proc)

@@ -1,20 +1,33 @@
 """toelab scenarios: RFC compliance and resource checks, run against the kernel and the engine.
 
-Every module of this package that is not part of the framework is a scenario module and is
-imported on first use of `get` or `all`, so adding a scenario is adding a file.
+The scenario modules are listed in SCENARIO_MODULES and imported on first use of `get` or
+`all`; a module declares its scenarios with `@scenario(...)`. Adding a scenario module is
+adding its name to that list.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 from .framework import Check, RunContext, Scenario, ScenarioError, ScenarioParams, Verdict, registered, scenario
 
-__all__ = ["Check", "RunContext", "Scenario", "ScenarioError", "ScenarioParams", "Verdict", "scenario", "get", "all"]
+__all__ = ["Check", "RunContext", "Scenario", "ScenarioError", "ScenarioParams", "Verdict", "scenario", "get", "all",
+           "SCENARIO_MODULES"]
 
-#: Framework modules; every other module here holds scenarios.
-FRAMEWORK_MODULES = frozenset({"bench", "cli", "framework", "kernel_services", "peer", "plots", "report",
-                               "requirements", "runner", "targets", "toe_target", "transfer", "wire", "flood"})
+#: Every module of scenarios, in no particular order (they are listed by name).
+SCENARIO_MODULES: tuple[str, ...] = (
+    "addresses",
+    "checksum",
+    "handshake",
+    "icmp_errors",
+    "loss",
+    "lro_router",
+    "mtu_mismatch",
+    "pmtu_path",
+    "reordering",
+    "rfc9293",
+    "rfc9293_more",
+    "syn_flood",
+)
 _loaded = False
 
 
@@ -22,14 +35,13 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in FRAMEWORK_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    for name in SCENARIO_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
     _loaded = True
 
 
 def all() -> list[Scenario]:  # noqa: A001 - the registry's public name
-    """Every registered scenario, by name."""
+    """Every scenario, by name."""
     _load()
     return [registered()[name] for name in sorted(registered())]
 

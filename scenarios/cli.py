@@ -6,21 +6,28 @@ scenario, target or parameter), 0 otherwise; skipped checks do not fail a run.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lab.cli import command, console, need_root
+from lab.errors import require_root
+
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
 
 
-@command("scenarios", "list scenarios with their purposes and parameters")(lambda p: None)
-def cmd_scenarios(args: argparse.Namespace) -> int:
+def scenarios_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def list_scenarios(args: argparse.Namespace) -> int:
     import scenarios
     table = Table(title="toelab scenarios")
     for column in ("name", "purpose", "parameters (default)", "topology", "targets"):
@@ -32,7 +39,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
+def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", help="a scenario name from `toelab scenarios`, or `all`")
     p.add_argument("--target", choices=("kernel", "toe", "both"), default="kernel", help="what to test")
     p.add_argument("--seed", type=int, default=1, help="seed for crafted values (ports, ISNs, payloads)")
@@ -42,8 +49,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
 
 
-@command("run", "run a scenario (or all) on the kernel, the engine or both, and report")(_run_args)
-def cmd_run(args: argparse.Namespace) -> int:
+def run_scenarios(args: argparse.Namespace) -> int:
     import scenarios
     from lab.render import parse_assignments
 
@@ -62,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if unused:
             raise ScenarioError(f"no scenario has parameter(s) {', '.join(sorted(unused))}")
     targets = ["kernel", "toe"] if args.target == "both" else [args.target]
-    need_root("toelab run")
+    require_root("toelab run")
     root = args.report or Path(tempfile.gettempdir()) / "toelab" / "runs" / time.strftime("%Y%m%d-%H%M%S")
     results = []
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),

@@ -1,70 +1,63 @@
-"""`toelab bench`: measured figures, always next to a reference measured in the same run.
+"""`toelab bench [NAME...]`: measured figures, always next to a reference measured in the same run.
 
-`toelab bench lab` times building and tearing down 10- and 50-node topologies with the
-netns backend next to Mininet. Other parts of toelab add their own benchmarks to BENCHES.
+Every benchmark is one line in BENCHES: its name, `module:function` (a function of the
+parsed arguments returning a rich Table), and whether it needs root. Modules are imported
+only for the benchmarks being run.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+from dataclasses import dataclass
 from typing import Callable
 
 from rich.table import Table
 
-from .cli import command, console, need_root
+from lab.errors import LabError, require_root
 
-Bench = Callable[[argparse.Namespace], Table]
-#: name -> (needs root, function returning a rich table); extended by the engine's modules.
-BENCHES: dict[str, tuple[bool, Bench]] = {}
+from .output import console
 
-
-def bench_lab(args: argparse.Namespace) -> Table:
-    from .bench_build import chain_spec, time_build
-
-    table = Table(title="lab build and teardown (median of repeats), netns vs Mininet, same run")
-    for column in ("topology", "nodes", "netns build ms", "ms/node", "netns down ms",
-                   "mininet build ms", "ms/node", "mininet down ms", "speed-up"):
-        table.add_column(column, justify="right")
-    for n in (10, 50):
-        spec = chain_spec(n)
-        ours = time_build(spec, repeats=args.repeats)
-        theirs = time_build(spec, repeats=max(1, args.repeats // 2), backend="mininet")
-        table.add_row(f"chain n={n}", str(n), f"{ours['build_ms']:.1f}", f"{ours['per_node_ms']:.1f}",
-                      f"{ours['down_ms']:.1f}", f"{theirs['build_ms']:.1f}", f"{theirs['per_node_ms']:.1f}",
-                      f"{theirs['down_ms']:.1f}", f"{theirs['build_ms'] / ours['build_ms']:.1f}x")
-    return table
+BenchFunction = Callable[[argparse.Namespace], Table]
 
 
-BENCHES["lab"] = (True, bench_lab)
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    function: str  # "module:function"
+    needs_root: bool = True
+
+    def load(self) -> BenchFunction:
+        module, _, name = self.function.partition(":")
+        function: BenchFunction = getattr(importlib.import_module(module), name)
+        return function
 
 
-def _bench_args(p: argparse.ArgumentParser) -> None:
-    _load_engine_benches()
-    p.add_argument("what", nargs="*", default=[], help=f"which benchmarks (default: all): {', '.join(BENCHES)}")
+#: Every benchmark, in the order `toelab bench` runs them. Add one with one line here.
+BENCHES: tuple[Bench, ...] = (
+    Bench("lab", "toelab.benches.lab:bench_lab"),
+    Bench("core", "toelab.benches.engine:bench_core", needs_root=False),
+    Bench("engine", "toelab.benches.engine:bench_engine"),
+    Bench("middlebox", "toelab.benches.engine:bench_middlebox"),
+    Bench("flood", "toelab.benches.flood:bench_flood"),
+)
+NAMES = tuple(b.name for b in BENCHES)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="*", default=[], help=f"which benchmarks (default: all): {', '.join(NAMES)}")
     p.add_argument("--repeats", type=int, default=5, help="repeats per measurement (medians are shown)")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
 
 
-def _load_engine_benches() -> None:
-    import importlib
-    for module in ("toe_engine.bench", "scenarios.bench"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-@command("bench", "print benchmarks with ratios against references measured in the same run")(_bench_args)
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .errors import LabError
-
-    chosen = args.what or list(BENCHES)
-    unknown = [w for w in chosen if w not in BENCHES]
+def run(args: argparse.Namespace) -> int:
+    chosen = args.what or list(NAMES)
+    unknown = [w for w in chosen if w not in NAMES]
     if unknown:
-        raise LabError(f"unknown benchmark {unknown[0]!r}; known ones are: {', '.join(BENCHES)}")
-    for name in chosen:
-        needs_root, run = BENCHES[name]
-        if needs_root:
-            need_root(f"toelab bench {name}")
-        console.print(run(args))
+        raise LabError(f"unknown benchmark {unknown[0]!r}; known ones are: {', '.join(NAMES)}")
+    for bench in BENCHES:
+        if bench.name in chosen and bench.needs_root:
+            require_root(f"toelab bench {bench.name}")
+    for bench in BENCHES:
+        if bench.name in chosen:
+            console.print(bench.load()(args))
     return 0

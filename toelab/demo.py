@@ -6,33 +6,34 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .cli import command, console, need_root
+from lab.errors import require_root
+
+from .output import console
 
 
-def _demo_args(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="iperf3 duration per run")
     p.add_argument("--report", type=Path, default=Path("reports/demo"), help="where the HTML/JSON report goes")
     p.add_argument("--target", choices=("kernel", "toe", "both"), default="both", help="which stacks the scenarios test")
     p.add_argument("--seed", type=int, default=1, help="seed of every scenario's randomness")
 
 
-@command("demo", "the main job: a sanity run on router_path, then every scenario on both targets, with a report")(_demo_args)
-def cmd_demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Sanity first (a lab that cannot ping makes every later verdict meaningless), then the suite."""
     status = sanity(args)
-    from scenarios.cli import cmd_run
+    from scenarios.cli import run_scenarios
 
     run_args = argparse.Namespace(scenario="all", target=args.target, seed=args.seed, param=[],
                                   report=args.report, json=None)
-    return max(status, cmd_run(run_args))
+    return max(status, run_scenarios(run_args))
 
 
 def sanity(args: argparse.Namespace) -> int:
-    from .lab import Lab
-    from .render import load_topology
-    from .tools import iperf, ping
+    from lab.lab import Lab
+    from lab.render import load_topology
+    from lab.tools import iperf, ping
 
-    need_root("toelab demo")
+    require_root("toelab demo")
     spec = load_topology("router_path")
     table = Table(title="toelab demo: router_path (h1 - r1 - h2)")
     for column in ("check", "result", "detail"):

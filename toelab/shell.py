@@ -14,15 +14,17 @@ import shlex
 from pathlib import Path
 from typing import IO, Callable
 
-from .errors import LabError
-from .lab import Lab
-from .spec import ETHTOOL_FEATURES
-from .tools import iperf, ping
+from lab.errors import LabError
+from lab.lab import Lab
+from lab.spec import ETHTOOL_FEATURES
+from lab.tools import iperf, ping
+
+from .shell_engine import toe
 
 HISTORY = Path(os.environ.get("TOELAB_HISTORY", str(Path.home() / ".toelab_history")))
 ShellCommand = Callable[["LabShell", list[str]], None]
-#: Extra shell commands registered by other modules (e.g. `toe`), name -> handler.
-EXTENSIONS: dict[str, ShellCommand] = {}
+#: Shell commands implemented in other modules, name -> handler.
+EXTENSIONS: dict[str, ShellCommand] = {"toe": toe}
 
 
 class LabShell(cmd.Cmd):

@@ -16,8 +16,7 @@ from rich.table import Table
 
 from toe_engine.impair import ImpairmentSpec
 
-from .engine_nodes import EngineHandle, engine, engines
-from .shell import EXTENSIONS
+from lab.engine_nodes import EngineHandle, engine, engines
 
 if TYPE_CHECKING:
     from .shell import LabShell
@@ -114,5 +113,3 @@ def toe(shell: LabShell, args: list[str]) -> None:
         raise ValueError(USAGE)
     SUBCOMMANDS[args[0]](shell, args[1:])
 
-
-EXTENSIONS["toe"] = toe

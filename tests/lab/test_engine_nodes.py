@@ -16,7 +16,7 @@ from lab.errors import SpecError
 from lab.lab import Lab
 from lab.pytest_plugin import host_state, leftovers_since
 from lab.render import load_topology
-from lab.shell import LabShell
+from toelab.shell import LabShell
 from lab.spec import parse_spec
 
 pytestmark = pytest.mark.root

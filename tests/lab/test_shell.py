@@ -8,7 +8,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from lab.shell import LabShell
+from toelab.shell import LabShell
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_shell_commands_on_router_path(make_lab) -> None:
 
 
 def test_shell_in_a_terminal_with_completion_and_teardown(tmp_path: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "lab.cli", "shell", "two_hosts"], cwd=str(REPO),
+    child = pexpect.spawn(sys.executable, ["-m", "toelab", "shell", "two_hosts"], cwd=str(REPO),
                           env={"TOELAB_HISTORY": str(tmp_path / "history"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                           encoding="utf-8", timeout=30)
     try:

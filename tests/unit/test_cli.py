@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import main
+from toelab.cli import main
 from lab.pytest_plugin import host_state, leftovers_since
 
-TOELAB = [sys.executable, "-m", "lab.cli"]
+TOELAB = [sys.executable, "-m", "toelab"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

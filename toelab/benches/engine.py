@@ -12,7 +12,6 @@ import time
 
 from rich.table import Table
 
-from lab.bench import BENCHES
 from toe_engine.codec import build_tcp_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.impair import ImpairmentSpec
@@ -91,8 +90,6 @@ def bench_core(args: argparse.Namespace) -> Table:
     return table
 
 
-BENCHES["core"] = (False, bench_core)
-
 
 def _forwarding_gbit(params: dict[str, str], seconds: float) -> float:
     from lab.lab import Lab
@@ -118,14 +115,12 @@ def bench_middlebox(args: argparse.Namespace) -> Table:
     return table
 
 
-BENCHES["middlebox"] = (True, bench_middlebox)
-
 
 def _loadgen(lab: "Lab", mode: str, addr: str, port: int, seconds: float) -> dict[str, float]:
     import json
     import sys as _sys
 
-    done = lab.node("h1").run([_sys.executable, "-m", "lab.loadgen", mode, addr, str(port), str(seconds)],
+    done = lab.node("h1").run([_sys.executable, "-m", "toelab.benches.loadgen", mode, addr, str(port), str(seconds)],
                               timeout=seconds + 60, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -210,5 +205,3 @@ def bench_engine(args: argparse.Namespace) -> Table:
                           f"{engine['conn_s'] / kernel['conn_s']:.2f}")
     return table
 
-
-BENCHES["engine"] = (True, bench_engine)

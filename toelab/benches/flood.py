@@ -14,11 +14,10 @@ import textwrap
 
 from rich.table import Table
 
-from lab.bench import BENCHES
 from lab.lab import Lab
 from lab.render import load_topology
 
-from . import flood
+from scenarios import flood
 
 SPOOF = "10.99.0.0/16"
 UNPACED = 5_000_000
@@ -65,5 +64,3 @@ def bench_flood(args: argparse.Namespace) -> Table:
         table.add_row("scapy L2socket.send", f"{reference:,.0f}", "1x")
     return table
 
-
-BENCHES["flood"] = (True, bench_flood)

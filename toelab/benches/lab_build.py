@@ -12,9 +12,9 @@ import statistics
 import time
 from typing import Any
 
-from .lab import Lab
-from .render import load_topology
-from .spec import TopologySpec
+from lab.lab import Lab
+from lab.render import load_topology
+from lab.spec import TopologySpec
 
 
 def chain_spec(n: int, mtu: int = 1500) -> TopologySpec:

@@ -1,7 +1,7 @@
 """Load from a lab node for benchmarks: bulk sends and connection setups, bounded in time.
 
-    python -m lab.loadgen bulk ADDR PORT SECONDS      -> {"bytes": ..., "seconds": ...}
-    python -m lab.loadgen http ADDR PORT SECONDS      -> {"connections": ..., "failures": ..., "seconds": ...}
+    python -m toelab.benches.loadgen bulk ADDR PORT SECONDS      -> {"bytes": ..., "seconds": ...}
+    python -m toelab.benches.loadgen http ADDR PORT SECONDS      -> {"connections": ..., "failures": ..., "seconds": ...}
 
 Both stop by themselves and print one JSON line; the same client measures every target.
 """
@@ -52,7 +52,7 @@ def http(addr: str, port: int, seconds: float) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] not in ("bulk", "http"):
-        print("usage: python -m lab.loadgen bulk|http ADDR PORT SECONDS", file=sys.stderr)
+        print("usage: python -m toelab.benches.loadgen bulk|http ADDR PORT SECONDS", file=sys.stderr)
         return 2
     mode, addr, port, seconds = argv[0], argv[1], int(argv[2]), float(argv[3])
     print(json.dumps((bulk if mode == "bulk" else http)(addr, port, seconds)))

@@ -1,0 +1,1 @@
+"""The benchmarks `toelab bench` runs; see toelab.bench.BENCHES."""
