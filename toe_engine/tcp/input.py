@@ -1,0 +1,339 @@
+"""The receive path: what happens when a segment arrives (Linux tcp_input.c, FreeBSD tcp_input.c).
+
+RFC 9293 3.10.7 in its order: PAWS, acceptability, RST, SYN, ACK (SND.UNA, SACK, the send
+window, FIN acknowledged), segment text, FIN. Loss detection on the ACKs is in `recovery`.
+"""
+from __future__ import annotations
+
+from toe_engine.segment import ACK, FIN, RST, SYN, Segment
+from toe_engine.tcp.events import DataReceived, PeerClosed, Reset, Writable
+from toe_engine.tcp.seqnum import HALF, MASK, seq_diff
+from toe_engine.tcp.tcb import (
+    CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, PAWS_IDLE_LIMIT,
+    RECEIVING_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, Tcb,
+)
+
+
+class ReceivePath(Tcb):
+    """Segment arrival for every state after LISTEN (the stack handles LISTEN and CLOSED)."""
+
+    __slots__ = ()
+
+    def on_segment(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.4, in its order: PAWS, acceptability, RST, SYN, ACK, text, FIN."""
+        self.last_rcv = now
+        state = self.state
+        if state is SYN_SENT:
+            self._on_segment_syn_sent(seg, now)
+            return
+        flags = seg.flags
+        rcv_nxt = self.rcv_nxt
+        seq = rcv_nxt + seq_diff(seg.seq, rcv_nxt)
+        payload = seg.payload
+        plen = len(payload)
+        ts = seg.options.timestamp
+
+        if flags & SYN and state is SYN_RECEIVED and seq == self.irs:
+            if not flags & ACK:
+                self._send_syn(now, with_ack=True)  # a retransmitted SYN: repeat our SYN-ACK
+                return
+            flags &= ~SYN  # simultaneous open: the peer's SYN-ACK, its SYN already counted
+            seq += 1
+
+        if ts is not None and self.ts_ok and not flags & RST:
+            if (ts[0] - self.ts_recent) & HALF:  # SEG.TSval < TS.Recent, modulo 2**32
+                if now - self.ts_recent_time <= PAWS_IDLE_LIMIT:
+                    self.counters.inc("paws_rejected")
+                    self.ack_now = True
+                    self.output(now)
+                    return
+                self.ts_recent = ts[0]
+
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        rcv_wnd = self.rcv_adv - rcv_nxt
+        if rcv_wnd < 0:
+            rcv_wnd = 0
+        if seg_len == 0:
+            acceptable = seq == rcv_nxt if rcv_wnd == 0 else rcv_nxt <= seq < rcv_nxt + rcv_wnd
+        elif rcv_wnd == 0:
+            acceptable = False
+        else:
+            acceptable = (rcv_nxt <= seq < rcv_nxt + rcv_wnd
+                          or rcv_nxt <= seq + seg_len - 1 < rcv_nxt + rcv_wnd)
+        if not acceptable:
+            if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
+                payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
+                flags &= ~FIN
+                plen = 0
+                self.ack_now = True
+            else:
+                if not flags & RST:
+                    self.counters.inc("out_of_window")
+                    if state is TIME_WAIT and flags & FIN:
+                        self.t_close = now + self.cfg.time_wait
+                    self.ack_now = True
+                    self.output(now)
+                return
+
+        if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
+            self.ts_recent = ts[0]  # RFC 7323 4.3 (PAWS above made TSval >= TS.Recent)
+            self.ts_recent_time = now
+
+        if flags & RST:
+            if seq == rcv_nxt:
+                self._on_reset()
+            else:
+                self._challenge_ack(now)  # RFC 5961 3.2
+            return
+
+        if flags & SYN:
+            self._challenge_ack(now)  # RFC 5961 4.2
+            return
+
+        if not flags & ACK:
+            return
+
+        if seq < rcv_nxt:
+            cut = rcv_nxt - seq
+            payload = memoryview(payload)[cut:] if cut < plen else b""
+            seq = rcv_nxt
+        right = rcv_nxt + rcv_wnd
+        if seq + len(payload) > right:
+            payload = memoryview(payload)[:right - seq]
+            flags &= ~FIN
+
+        snd_una = self.snd_una
+        ack = snd_una + seq_diff(seg.ack, snd_una)
+        if state is SYN_RECEIVED:
+            if snd_una < ack <= self.snd_nxt:
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = self.snd_wnd
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                self._established(now)
+                state = self.state
+            else:
+                self._send_rst(seg.ack, now)
+                return
+        if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
+            self._challenge_ack(now)  # RFC 5961 5.2 (and RFC 9293: ACK of unsent data)
+            return
+        self._process_ack(seg, seq, ack, plen, now)
+        state = self.state
+        if state is CLOSED:
+            return
+
+        if payload and state in RECEIVING_STATES:
+            self._receive_text(seq, payload, now)
+        if flags & FIN and state is not TIME_WAIT:
+            fin_at = seq + len(payload)
+            if fin_at == self.rcv_nxt:
+                self._receive_fin(now)
+            elif fin_at > self.rcv_nxt:
+                self.rcv_fin_seq = fin_at
+                self.ack_now = True
+        elif flags & FIN:
+            self.t_close = now + self.cfg.time_wait  # a retransmitted FIN restarts 2*MSL
+            self.ack_now = True
+        self.output(now)
+
+    def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.3."""
+        flags = seg.flags
+        ack_ok = False
+        ack = 0
+        if flags & ACK:
+            ack = self.iss + seq_diff(seg.ack, self.iss)
+            if ack <= self.iss or ack > self.snd_nxt:
+                if not flags & RST:
+                    self._send_rst(seg.ack, now)
+                return
+            ack_ok = True
+        if flags & RST:
+            if ack_ok:
+                self._events.append(Reset(self.key))
+                self._terminate()
+            return
+        if not flags & SYN:
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1
+        self._negotiate(seg.options)
+        self.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        if not ack_ok:
+            self.state = SYN_RECEIVED  # simultaneous open (MUST-10)
+            self._send_syn(now, with_ack=True)
+            self.t_rtx = now + self.rtt.rto
+            return
+        self.snd_wl2 = ack
+        self.snd_una = ack
+        self.recover = self.loss_mark = self.high_rxt = ack
+        self._take_rtt_sample(ack, seg.options.timestamp, now)
+        self._established(now)
+        self.ack_now = True
+        if seg.payload:
+            self._receive_text(self.rcv_nxt, seg.payload, now)
+        if flags & FIN:
+            self._receive_fin(now)
+        self.output(now)
+
+    def _on_reset(self) -> None:
+        """An acceptable RST (RCV.NXT exactly): RFC 9293 3.10.7.4 second step."""
+        if self.state is SYN_RECEIVED and self.listener is not None and not self.visible:
+            self._terminate()  # back to LISTEN: the listener never saw this one
+            return
+        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._events.append(Reset(self.key))
+        self._terminate()
+
+    def _process_ack(self, seg: Segment, seq: int, ack: int, plen: int, now: float) -> None:
+        """ACK field processing: SND.UNA, loss detection, SND.WND, FIN-acked transitions."""
+        snd_una = self.snd_una
+        sack_news = 0
+        if self.sack_ok and seg.options.sack_blocks:
+            sack_news = self._take_sack_blocks(seg.options.sack_blocks, ack)
+        if ack > snd_una:
+            self._ack_new_data(ack, seg.options.timestamp, now)
+        elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
+              and not seg.flags & (SYN | FIN)
+              and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
+            self._duplicate_ack(now, sack_news)
+
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            wnd = seg.window << self.snd_wscale
+            if wnd and not self.snd_wnd:
+                self.probing = False
+                self.persist_backoff = 0
+                self.t_persist = INF
+            self.snd_wnd = wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+
+        if self.fin_queued and self.snd_una > self.fin_seq:
+            state = self.state
+            if state is FIN_WAIT_1:
+                self.state = FIN_WAIT_2
+                if self.app_closed:
+                    self.t_close = now + self.cfg.fin_wait2_timeout
+            elif state is CLOSING:
+                self._enter_time_wait(now)
+            elif state is LAST_ACK:
+                self._terminate()
+
+    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> int:
+        una = max(ack, self.snd_una)
+        nxt = self.snd_nxt
+        added = 0
+        board = self.scoreboard
+        for start32, end32 in blocks:
+            start = una + seq_diff(start32, una)
+            end = una + seq_diff(end32, una)
+            if una <= start < end <= nxt:
+                added += board.add(start, end)
+        return added
+
+    def _take_rtt_sample(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
+        """RTT from the timestamp echo, else from the timed segment (Karn's rule, MUST-18)."""
+        if self.syn_retransmitted and ack == self.iss + 1:
+            # Karn's rule for the handshake, as Linux applies it: the echo may be of the first
+            # SYN(-ACK), whose answer was lost, and would pass the retransmission waits off as RTT.
+            return
+        if self.ts_ok and ts is not None and ts[1]:
+            elapsed = (self.host.ts_clock(now) - ts[1]) & MASK
+            if elapsed < HALF:
+                self.rtt.sample(elapsed / 1000.0)
+                self.rtt_seq = None
+                return
+        if self.rtt_seq is not None and ack >= self.rtt_seq:
+            self.rtt.sample(now - self.rtt_time)
+            self.rtt_seq = None
+
+    def _ack_new_data(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
+        snd_una = self.snd_una
+        acked = ack - snd_una
+        flight = self.snd_nxt - snd_una
+        buf_seq = self.snd_buf_seq
+        data_acked = min(ack, buf_seq + len(self.snd_buf)) - buf_seq
+        if data_acked > 0:
+            del self.snd_buf[:data_acked]
+            self.snd_buf_seq = buf_seq + data_acked
+        self.snd_una = ack
+        if self.scoreboard:
+            self.scoreboard.advance(ack)
+        self._take_rtt_sample(ack, ts, now)
+        self.retries = 0
+        self.dupacks = 0
+        if self.high_rxt < ack:
+            self.high_rxt = ack
+        if self.in_recovery:
+            if ack >= self.recover:
+                self.in_recovery = False
+                self.reno_sacked = 0
+                self.cc.on_recovery_end(now)
+            elif not self.sack_ok:
+                self.reno_sacked = max(0, self.reno_sacked - max(0, acked - self.snd_mss))
+                self.loss_mark = max(self.loss_mark, min(ack + self.snd_mss, self.snd_nxt))
+                self.high_rxt = ack  # RFC 6582 step 4: retransmit the first unacknowledged segment
+        else:
+            self.cc.on_ack(acked, flight, now, self.rtt.srtt)
+        if ack >= self.snd_nxt:
+            self.t_rtx = INF
+            self.probing = False
+        elif not self.probing:
+            self.t_rtx = now + self.rtt.rto  # RFC 6298 5.3
+        if self.want_writable and len(self.snd_buf) < self.cfg.snd_buf:
+            self.want_writable = False
+            self._events.append(Writable(self.key))
+
+    def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None:
+        n = len(payload)
+        if seq == self.rcv_nxt:
+            if not self.app_closed:
+                self.rcv_buf += payload
+            self.rcv_nxt += n
+            delivered = n
+            if self.ooo:
+                more = self.ooo.pop_ready(self.rcv_nxt)
+                if more is not None:
+                    if not self.app_closed:
+                        self.rcv_buf += more
+                    self.rcv_nxt += len(more)
+                    delivered += len(more)
+                self.ack_now = True  # filled (part of) a hole: ACK at once (RFC 5681 4.2)
+            if self.rcv_fin_seq is not None and self.rcv_nxt == self.rcv_fin_seq:
+                self._receive_fin(now)
+            if n > self.rcv_mss:
+                self.rcv_mss = n
+            self.unacked_bytes += n
+            if self.unacked_bytes >= 2 * self.rcv_mss or not self.cfg.delayed_ack:
+                self.ack_now = True  # SHLD-19: at least every second full-sized segment
+            elif self.t_delack == INF:
+                self.t_delack = now + self.cfg.delayed_ack
+            if not self.app_closed:
+                self._events.append(DataReceived(self.key, delivered))
+        else:
+            self.ooo.insert(seq, payload)
+            self.ack_now = True  # out-of-order: immediate duplicate ACK (RFC 5681 4.2)
+
+    def _receive_fin(self, now: float) -> None:
+        self.rcv_nxt += 1
+        self.rcv_fin_seq = None
+        self.peer_fin = True
+        self.ack_now = True
+        if not self.app_closed:
+            self._events.append(PeerClosed(self.key))
+        state = self.state
+        if state in (SYN_RECEIVED, ESTABLISHED):
+            self.state = CLOSE_WAIT
+            self.t_keepalive = INF
+        elif state is FIN_WAIT_1:
+            if self.snd_una > self.fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self.state = CLOSING
+        elif state is FIN_WAIT_2:
+            self._enter_time_wait(now)

@@ -1,0 +1,196 @@
+"""The send path: what may be sent now and how each segment is built (Linux tcp_output.c).
+
+`output()` is the one entry point every other path calls after changing state: it sends what
+the windows, the congestion window and Nagle allow (retransmissions first, chosen by
+`recovery`), then a pure ACK if one is owed.
+"""
+from __future__ import annotations
+
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.tcp.seqnum import MASK
+from toe_engine.tcp.tcb import (
+    CLOSED, INF, SACK_BLOCK_LEN, SACK_OPTION_OVERHEAD, SENDING_STATES, SYN_SENT, Tcb,
+)
+
+
+class SendPath(Tcb):
+    """Transmission: new data, pure ACKs, SYNs and RSTs."""
+
+    __slots__ = ()
+
+    def output(self, now: float) -> None:
+        """Send what the state, windows and timers allow, then a pure ACK if one is owed."""
+        state = self.state
+        sent = False
+        if state in SENDING_STATES:
+            sent = self._transmit(now)
+            una, nxt = self.snd_una, self.snd_nxt
+            if nxt > una:
+                if self.t_rtx == INF and not self.probing:
+                    self.t_rtx = now + self.rtt.rto  # RFC 6298 5.1
+                if self.probing and self.t_persist == INF:
+                    self.t_persist = now + self._persist_interval()
+            elif self.snd_buf_seq + len(self.snd_buf) > nxt:
+                if self.t_persist == INF:
+                    self.t_persist = now + self._persist_interval()
+            else:
+                self.t_persist = INF
+        if self.ack_now and not sent and state is not CLOSED and state is not SYN_SENT:
+            self._emit(self.snd_nxt & MASK, ACK, b"", now)
+
+    def _transmit(self, now: float) -> bool:
+        cwnd = self.cc.cwnd
+        if not (self.in_recovery or self.loss_mark > self.snd_una):
+            return self._send_new(now, cwnd - (self.snd_nxt - self.snd_una))
+        room, sent = self._retransmit_lost(now, cwnd - self._pipe())
+        if room > 0 and self._send_new(now, room):
+            sent = True
+        return sent
+
+    def _send_new(self, now: float, room: int) -> bool:
+        """Send new data within `room` (cwnd less pipe) and the peer's window, Nagle and SWS rules.
+
+        With `tso_segments` > 1 a segment may carry that many MSS of data at once, for a device
+        that segments it (TSO): one pass through this code then sends up to 64 KiB.
+        """
+        mss = self.snd_mss
+        limit = mss * self.cfg.tso_segments
+        data_end = self.snd_buf_seq + len(self.snd_buf)
+        fin_queued = self.fin_queued
+        sent = False
+        while True:
+            nxt = self.snd_nxt
+            avail = data_end - nxt
+            fin_pending = fin_queued and nxt <= data_end
+            if avail <= 0:
+                if fin_pending:
+                    self._send_range(nxt, nxt + 1, now, retransmit=False)
+                    self.snd_nxt = nxt + 1
+                    sent = True
+                break
+            wnd_room = self.snd_una + self.snd_wnd - nxt
+            usable = room if room < wnd_room else wnd_room
+            n = avail if avail < limit else limit
+            if usable < n:
+                if usable >= mss:
+                    n = usable - usable % mss  # TSO: whole segments only
+                # MUST-38 sender SWS avoidance: a window-limited small segment only if it is at
+                # least half the largest window the peer ever offered; never a cwnd-limited one.
+                elif usable <= 0 or wnd_room > room or usable < self.max_snd_wnd // 2:
+                    break
+                else:
+                    n = usable
+            elif not self.nodelay and nxt > self.snd_una and not fin_pending and n % mss:
+                if n < mss:
+                    break  # SHLD-7 Nagle: one small segment in flight at a time
+                n -= n % mss  # ... and a TSO frame's short tail waits like any small segment
+            fin = fin_pending and n == avail
+            end = nxt + n + (1 if fin else 0)
+            self._send_range(nxt, end, now, retransmit=False)
+            self.snd_nxt = end
+            room -= n
+            sent = True
+            if fin:
+                break
+        return sent
+
+    def _send_range(self, start: int, end: int, now: float, retransmit: bool) -> None:
+        """Send sequence space [start, end) from the send buffer; FIN if it covers fin_seq."""
+        buf_seq = self.snd_buf_seq
+        data_end = buf_seq + len(self.snd_buf)
+        flags = ACK
+        stop = end
+        if self.fin_queued and end > self.fin_seq:
+            flags |= FIN
+            stop = end - 1
+        if stop > data_end:
+            stop = data_end
+        payload = bytes(self.snd_buf[start - buf_seq:stop - buf_seq]) if stop > start else b""
+        if stop == data_end and payload:
+            flags |= PSH
+        if retransmit:
+            self.counters.inc("retransmits")
+            if self.rtt_seq is not None and start < self.rtt_seq:
+                self.rtt_seq = None  # Karn: a retransmitted segment is never timed
+        elif self.rtt_seq is None and not self.ts_ok:
+            self.rtt_seq = end
+            self.rtt_time = now
+        self._emit(start & MASK, flags, payload, now)
+
+    def _window_opened(self) -> bool:
+        # the window can open no further than its field reaches (65535 unscaled, without window scaling)
+        free = min(self.cfg.rcv_buf - len(self.rcv_buf), 0xFFFF << self.rcv_wscale)
+        return self.rcv_nxt + free - self.rcv_adv >= min(self.cfg.rcv_buf // 2, 2 * self.cfg.mss)
+
+    def _window_field(self) -> int:
+        """RCV.WND to advertise, scaled; the right edge never moves left (SHLD-14) and moves
+        right only in steps worth a segment (MUST-39, receiver SWS avoidance)."""
+        cfg = self.cfg
+        rcv_nxt = self.rcv_nxt
+        edge = rcv_nxt + cfg.rcv_buf - len(self.rcv_buf)
+        shift = self.rcv_wscale
+        if edge - self.rcv_adv >= min(cfg.rcv_buf // 2, cfg.mss):
+            field = min((edge - rcv_nxt) >> shift, 0xFFFF)
+            advertised = rcv_nxt + (field << shift)
+            if advertised > self.rcv_adv:
+                self.rcv_adv = advertised
+        return min(max(self.rcv_adv - rcv_nxt, 0) >> shift, 0xFFFF)
+
+    def _emit(self, seq32: int, flags: int, payload: bytes, now: float) -> None:
+        """Build one non-SYN segment carrying our ACK, window and options."""
+        opts = TcpOptions()
+        if self.ts_ok:
+            opts.timestamp = (self.host.ts_clock(now), self.ts_recent)
+        if self.ooo and self.sack_ok:
+            most = 3 if self.ts_ok else 4
+            if payload:  # the blocks must fit beside the data: snd_mss only allows for timestamps
+                most = min(most, max(0, (self.snd_mss - len(payload) - SACK_OPTION_OVERHEAD) // SACK_BLOCK_LEN))
+            blocks = self.ooo.sack_blocks(most)
+            if blocks:
+                opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
+                self.counters.inc("sack_blocks_sent", len(blocks))
+        if self.ooo and not payload:
+            self.counters.inc("dup_acks_sent")
+        window = self._window_field()
+        seg = Segment(self.local_port, self.remote_port, seq32, self.rcv_nxt & MASK, flags, window,
+                      payload, opts)
+        self._out.append((self.local_ip, self.remote_ip, seg))
+        self.last_ack_sent = self.rcv_nxt
+        self.unacked_bytes = 0
+        self.ack_now = False
+        self.t_delack = INF
+
+    def _send_syn(self, now: float, with_ack: bool) -> None:
+        """SYN or SYN-ACK: the only segments with MSS, window scale and SACK-permitted."""
+        cfg = self.cfg
+        opts = TcpOptions(mss=cfg.mss)
+        if with_ack:
+            if self.wscale_ok:
+                opts.wscale = self.rcv_wscale
+            opts.sack_permitted = self.sack_ok
+            if self.ts_ok:
+                opts.timestamp = (self.host.ts_clock(now), self.ts_recent)
+        else:
+            opts.wscale = cfg.wscale
+            opts.sack_permitted = cfg.sack
+            if cfg.timestamps:
+                opts.timestamp = (self.host.ts_clock(now), 0)
+        window = min(cfg.rcv_buf - len(self.rcv_buf), 0xFFFF)  # never scaled in a SYN
+        flags = SYN | ACK if with_ack else SYN
+        seg = Segment(self.local_port, self.remote_port, self.iss & MASK,
+                      self.rcv_nxt & MASK if with_ack else 0, flags, window, b"", opts)
+        if with_ack:
+            self.rcv_adv = self.rcv_nxt + window
+            self.last_ack_sent = self.rcv_nxt
+        self._out.append((self.local_ip, self.remote_ip, seg))
+
+    def _send_rst(self, seq32: int, now: float) -> None:
+        self.counters.inc("rst_sent")
+        seg = Segment(self.local_port, self.remote_port, seq32 & MASK, 0, RST, 0)
+        self._out.append((self.local_ip, self.remote_ip, seg))
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961: an ACK that tells a blind attacker nothing, rate-limited stack-wide."""
+        if self.host.challenge_ack_allowed(now):
+            self.counters.inc("challenge_acks")
+            self._emit(self.snd_nxt & MASK, ACK, b"", now)

@@ -1,0 +1,251 @@
+"""The TCB of one TCP connection: its states, its fields, and the transitions every path shares.
+
+Sequence numbers are kept unwrapped (plain Python ints that never wrap) so every comparison
+inside is an ordinary `<`; incoming 32-bit values are unwrapped against RCV.NXT or SND.UNA
+and outgoing ones are masked. `snd_nxt` is the highest sequence sent so far (SND.MAX in some
+texts): retransmissions never pull it back.
+
+The connection is split the way Linux and FreeBSD split TCP, one class per path, all sharing
+this TCB: `input` (a segment arrives), `output` (what to send and how it is built),
+`recovery` (loss detection and repair), `timeouts` (what each timer does), and
+`connection`, which joins them and holds the application calls.
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol
+
+from toe_engine.segment import Endpoint, FourTuple, Segment, TcpOptions
+from toe_engine.tcp import congestion
+from toe_engine.tcp.config import MAX_WSCALE, TcpConfig
+from toe_engine.tcp.events import Accepted, Connected, Event
+from toe_engine.tcp.reassembly import ReassemblyQueue
+from toe_engine.tcp.rtt import RttEstimator
+from toe_engine.tcp.scoreboard import Scoreboard
+
+INF = float("inf")
+DEFAULT_MSS_V4 = 536  # MUST-15
+DEFAULT_MSS_V6 = 1220
+MIN_SND_MSS = 48
+TS_OPTION_LEN = 12
+SACK_OPTION_OVERHEAD = 4  # kind, length and two NOPs of padding
+SACK_BLOCK_LEN = 8
+PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is stale after 24 days idle
+
+
+class State(IntEnum):
+    CLOSED = 0
+    LISTEN = 1
+    SYN_SENT = 2
+    SYN_RECEIVED = 3
+    ESTABLISHED = 4
+    FIN_WAIT_1 = 5
+    FIN_WAIT_2 = 6
+    CLOSE_WAIT = 7
+    CLOSING = 8
+    LAST_ACK = 9
+    TIME_WAIT = 10
+
+
+CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED = (State.CLOSED, State.LISTEN, State.SYN_SENT,
+                                                       State.SYN_RECEIVED, State.ESTABLISHED)
+FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
+    State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT)
+
+RECEIVING_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+SENDING_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+SYNCHRONIZED = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING,
+                          LAST_ACK, TIME_WAIT})
+
+
+class TcpError(Exception):
+    """An application call that the connection's state does not allow."""
+
+
+class Counter(Protocol):
+    def inc(self, name: str, n: int = 1) -> None: ...
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the stack that owns it."""
+
+    output: list[tuple[bytes, bytes, Segment]]
+    events: list[Event]
+    counters: Counter
+
+    def ts_clock(self, now: float) -> int: ...
+
+    def challenge_ack_allowed(self, now: float) -> bool: ...
+
+
+class Tcb:
+    """The fields of one connection; the paths (input, output, recovery, timeouts) subclass it."""
+
+    __slots__ = (
+        "key", "local_ip", "remote_ip", "local_port", "remote_port", "cfg", "host", "_out", "_events",
+        "counters", "state", "listener", "admitted", "visible", "app_closed", "soft_error", "nodelay",
+        "keepalive",
+        # send side
+        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wl1", "snd_wl2", "max_snd_wnd", "snd_buf",
+        "snd_buf_seq", "fin_queued", "fin_seq", "snd_mss", "peer_mss", "pmtu_mss", "snd_wscale",
+        "want_writable",
+        # receive side
+        "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "ooo", "rcv_fin_seq", "peer_fin", "rcv_mss",
+        "unacked_bytes", "ack_now",
+        # options
+        "wscale_ok", "ts_ok", "ts_recent", "ts_recent_time", "last_ack_sent", "sack_ok",
+        # timing and recovery
+        "rtt", "rtt_seq", "rtt_time", "syn_retransmitted", "cc", "dupacks", "in_recovery", "recover",
+        "loss_mark", "high_rxt", "reno_sacked", "force_rtx", "scoreboard", "retries", "probing",
+        "persist_backoff", "keepalive_probes", "last_rcv",
+        # timers
+        "t_rtx", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
+    )
+
+    def __init__(self, key: FourTuple, cfg: TcpConfig, host: ConnectionHost, iss: int,
+                 listener: Endpoint | None = None) -> None:
+        self.key = key
+        self.local_ip, self.local_port, self.remote_ip, self.remote_port = key
+        self.cfg = cfg
+        self.host = host
+        self._out = host.output
+        self._events = host.events
+        self.counters = host.counters
+        self.state = CLOSED
+        self.listener = listener
+        self.admitted = False
+        self.visible = listener is None
+        self.app_closed = False
+        self.soft_error: str | None = None
+        self.nodelay = cfg.nodelay
+        self.keepalive = cfg.keepalive
+
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = iss
+        self.max_snd_wnd = 0
+        self.snd_buf = bytearray()
+        self.snd_buf_seq = iss + 1
+        self.fin_queued = False
+        self.fin_seq = 0
+        self.peer_mss = DEFAULT_MSS_V4 if len(self.remote_ip) == 4 else DEFAULT_MSS_V6
+        self.pmtu_mss = cfg.mss
+        self.snd_mss = min(self.peer_mss, cfg.mss)
+        self.snd_wscale = 0
+        self.want_writable = False
+
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wscale = 0
+        self.rcv_buf = bytearray()
+        self.ooo = ReassemblyQueue()
+        self.rcv_fin_seq: int | None = None
+        self.peer_fin = False
+        self.rcv_mss = min(cfg.mss, DEFAULT_MSS_V4)
+        self.unacked_bytes = 0
+        self.ack_now = False
+
+        self.wscale_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_time = 0.0
+        self.last_ack_sent = 0
+        self.sack_ok = False
+
+        self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0.0
+        self.syn_retransmitted = False
+        self.cc = congestion.create(cfg.congestion, self.snd_mss, cfg.initial_cwnd_segments)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.loss_mark = iss
+        self.high_rxt = iss
+        self.reno_sacked = 0
+        self.force_rtx = False
+        self.scoreboard = Scoreboard()
+        self.retries = 0
+        self.probing = False
+        self.persist_backoff = 0
+        self.keepalive_probes = 0
+        self.last_rcv = 0.0
+
+        self.t_rtx = INF
+        self.t_delack = INF
+        self.t_persist = INF
+        self.t_keepalive = INF
+        self.t_close = INF
+        self.scheduled = INF
+
+    def _negotiate(self, opts: TcpOptions) -> None:
+        """Settle MSS, window scale, SACK and timestamps from the peer's SYN options."""
+        cfg = self.cfg
+        if opts.mss:
+            self.peer_mss = opts.mss
+        if opts.wscale is not None and cfg.wscale is not None:
+            self.wscale_ok = True
+            self.snd_wscale = min(opts.wscale, MAX_WSCALE)  # RFC 7323 2.3: clamp to 14
+            self.rcv_wscale = cfg.wscale
+        else:
+            self.snd_wscale = self.rcv_wscale = 0
+        self.sack_ok = cfg.sack and opts.sack_permitted
+        ts = opts.timestamp
+        if cfg.timestamps and ts is not None:
+            self.ts_ok = True
+            self.ts_recent = ts[0]
+            self.ts_recent_time = self.last_rcv
+        self._update_snd_mss()
+
+    def _update_snd_mss(self) -> None:
+        mss = min(self.peer_mss, self.cfg.mss, self.pmtu_mss) - (TS_OPTION_LEN if self.ts_ok else 0)
+        self.snd_mss = max(mss, MIN_SND_MSS)
+        self.cc.set_mss(self.snd_mss)
+
+    def _established(self, now: float) -> None:
+        self.state = ESTABLISHED
+        self.t_rtx = INF
+        self.retries = 0
+        self.counters.inc("conn_established")
+        if self.listener is not None:
+            self.visible = True
+            self._events.append(Accepted(self.listener, self.key))
+        self._events.append(Connected(self.key))
+        if self.keepalive:
+            self.t_keepalive = now + self.cfg.keepalive_idle
+        if self.fin_queued:
+            self.state = FIN_WAIT_1
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self.t_rtx = self.t_persist = self.t_keepalive = INF
+        self.t_close = now + self.cfg.time_wait  # MUST-13
+
+    def _terminate(self) -> None:
+        """Enter CLOSED; the stack reaps the TCB and reports Closed if the application knew it."""
+        self.state = CLOSED
+        self.t_rtx = self.t_delack = self.t_persist = self.t_keepalive = self.t_close = INF
+
+    if TYPE_CHECKING:  # implemented by the paths that Connection joins
+        def output(self, now: float) -> None: ...
+        def on_segment(self, seg: Segment, now: float) -> None: ...
+        def _emit(self, seq32: int, flags: int, payload: bytes, now: float) -> None: ...
+        def _send_syn(self, now: float, with_ack: bool) -> None: ...
+        def _send_rst(self, seq32: int, now: float) -> None: ...
+        def _send_range(self, start: int, end: int, now: float, retransmit: bool) -> None: ...
+        def _send_new(self, now: float, room: int) -> bool: ...
+        def _challenge_ack(self, now: float) -> None: ...
+        def _window_opened(self) -> bool: ...
+        def _take_rtt_sample(self, ack: int, ts: tuple[int, int] | None, now: float) -> None: ...
+        def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None: ...
+        def _receive_fin(self, now: float) -> None: ...
+        def _pipe(self) -> int: ...
+        def _lost_boundary(self) -> int: ...
+        def _duplicate_ack(self, now: float, sack_news: int) -> None: ...
+        def _retransmit_lost(self, now: float, room: int) -> tuple[int, bool]: ...
+        def _loss_after_timeout(self, now: float) -> None: ...
+        def _persist_interval(self) -> float: ...

@@ -1,0 +1,129 @@
+"""What each of a connection's timers does when it fires (Linux tcp_timer.c).
+
+Retransmission timeout (RFC 6298, with the SYN limits of RFC 9293), persist (zero-window
+probes, MUST-36), keep-alive (MUST-24..29), delayed ACK and the 2*MSL / FIN-WAIT-2 close.
+The stack-wide heap that decides *when* a connection is looked at is `timers.TimerQueue`.
+"""
+from __future__ import annotations
+
+from toe_engine.segment import ACK
+from toe_engine.tcp.events import Error
+from toe_engine.tcp.seqnum import MASK
+from toe_engine.tcp.tcb import CLOSED, ESTABLISHED, INF, SENDING_STATES, SYN_RECEIVED, SYN_SENT, Tcb
+
+
+class Timeouts(Tcb):
+    """Timer expiry: `deadline()` for the stack's timer heap, `on_timer()` when it is due."""
+
+    __slots__ = ()
+
+    def deadline(self) -> float:
+        return min(self.t_rtx, self.t_delack, self.t_persist, self.t_keepalive, self.t_close)
+
+    def on_timer(self, now: float) -> None:
+        if self.t_close <= now:
+            self._terminate()
+            return
+        if self.t_rtx <= now:
+            self.t_rtx = INF
+            self._on_rto(now)
+            if self.state is CLOSED:
+                return
+        if self.t_persist <= now:
+            self.t_persist = INF
+            self._on_persist(now)
+        if self.t_delack <= now:
+            self.t_delack = INF
+            self.ack_now = True
+        if self.t_keepalive <= now:
+            self.t_keepalive = INF
+            self._on_keepalive(now)
+            if self.state is CLOSED:
+                return
+        self.output(now)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 5.4-5.7 plus RFC 5681's loss window; SYN and SYN-ACK have their own limits."""
+        self.counters.inc("rto_expired")
+        self.retries += 1
+        state = self.state
+        if state is SYN_SENT or state is SYN_RECEIVED:
+            limit = self.cfg.syn_retries if state is SYN_SENT else self.cfg.synack_retries
+            if self.retries > limit:
+                if self.visible:
+                    self._events.append(Error(self.key, "connection timed out", fatal=True))
+                self._terminate()
+                return
+            self.rtt.on_timeout()
+            self.syn_retransmitted = True
+            self.rtt_seq = None
+            self.counters.inc("retransmits")
+            self._send_syn(now, with_ack=state is SYN_RECEIVED)
+            self.t_rtx = now + self.rtt.rto
+            return
+        if self.retries > self.cfg.retries2:
+            self._events.append(Error(self.key, "retransmission timeout", fatal=True))
+            self._terminate()
+            return
+        if self.snd_nxt <= self.snd_una:
+            return
+        self.rtt.on_timeout()
+        flight = self.snd_nxt - self.snd_una
+        if self.retries == 1:
+            self.cc.on_rto(flight, now)
+        else:
+            self.cc.cwnd = self.snd_mss  # RFC 5681: ssthresh is not lowered again for the same loss
+        self._loss_after_timeout(now)
+        self.t_rtx = now + self.rtt.rto
+
+    def _on_persist(self, now: float) -> None:
+        """RFC 9293 3.8.6.1: probe a zero window (MUST-36), or beat sender SWS avoidance."""
+        if self.state not in SENDING_STATES:
+            return
+        una, nxt = self.snd_una, self.snd_nxt
+        data_end = self.snd_buf_seq + len(self.snd_buf)
+        if self.snd_wnd == 0:
+            self.counters.inc("zero_window_probes")
+            if nxt > una:
+                self._send_range(una, una + 1, now, retransmit=False)
+            elif data_end > nxt:
+                self._send_range(nxt, nxt + 1, now, retransmit=False)
+                self.snd_nxt = nxt + 1
+            self.probing = True
+            self.persist_backoff += 1
+            self.t_rtx = INF
+        else:
+            room = self.snd_wnd - (nxt - una)
+            n = min(room, data_end - nxt, self.snd_mss)
+            if n > 0:
+                self._send_range(nxt, nxt + n, now, retransmit=False)
+                self.snd_nxt = nxt + n
+                self.t_rtx = now + self.rtt.rto
+        self.t_persist = now + self._persist_interval()
+
+    def _persist_interval(self) -> float:
+        return min(max(self.rtt.rto, self.cfg.rto_min) * (1 << min(self.persist_backoff, 16)), self.cfg.persist_max)
+
+    def _on_keepalive(self, now: float) -> None:
+        if not self.keepalive or self.state is not ESTABLISHED:
+            return
+        cfg = self.cfg
+        idle_since = self.last_rcv
+        if self.snd_nxt > self.snd_una:
+            self.t_keepalive = now + cfg.keepalive_idle  # MUST-26: only when idle; RTO rules now
+            return
+        if now - idle_since < cfg.keepalive_idle and self.keepalive_probes == 0:
+            self.t_keepalive = idle_since + cfg.keepalive_idle
+            return
+        if self.keepalive_probes and now - idle_since < cfg.keepalive_interval:
+            self.keepalive_probes = 0  # the peer answered (MUST-29: lost ACKs are tolerated)
+            self.t_keepalive = idle_since + cfg.keepalive_idle
+            return
+        if self.keepalive_probes >= cfg.keepalive_probes:
+            self._events.append(Error(self.key, "keepalive timeout", fatal=True))
+            self._terminate()
+            return
+        self.keepalive_probes += 1
+        self.counters.inc("keepalives_sent")
+        self._emit((self.snd_una - 1) & MASK, ACK, b"", now)  # SHLD-12: no data
+        self.t_keepalive = now + cfg.keepalive_interval
