@@ -1,0 +1,121 @@
+"""The agent interface: how a script's system calls reach the TCP stack under test.
+
+One small protocol, JSON lines, one request and one answer per line, for every target:
+
+    {"op": "socket"}                                     -> {"ret": H}         H: the agent's socket handle
+    {"op": "bind", "h": H, "port": P}                    -> {"ret": 0}         on the target's own address
+    {"op": "listen", "h": H, "backlog": N}               -> {"ret": 0}
+    {"op": "accept", "h": H}                             -> {"ret": H2}
+    {"op": "connect", "h": H, "ip": "10.0.0.1", "port": P} -> {"ret": 0}
+    {"op": "write", "h": H, "n": N, "flags": ["MSG_OOB"]}   -> {"ret": n}       N bytes of zeros
+    {"op": "read", "h": H, "n": N, "flags": []}          -> {"ret": n}         MSG_OOB, MSG_PEEK honoured
+    {"op": "shutdown", "h": H, "how": "SHUT_WR"}         -> {"ret": 0}
+    {"op": "close", "h": H}                              -> {"ret": 0}
+    {"op": "setsockopt", "h": H, "level": "SOL_SOCKET", "name": "SO_KEEPALIVE", "value": 1}  -> {"ret": 0}
+    {"op": "getsockopt", "h": H, "level": "IPPROTO_TCP", "name": "TCP_NODELAY"}  -> {"ret": 0, "value": 1}
+    {"op": "fcntl", "h": H, "cmd": "F_SETFL", "flags": ["O_RDWR", "O_NONBLOCK"]}  -> {"ret": 0}
+    {"op": "poll", "fds": [{"h": H, "events": ["POLLIN"]}], "timeout_ms": T}  -> {"ret": n, "revents": [[...]]}
+    {"op": "reset"}                                      -> {"ret": 0}         close everything: the script ended
+
+A failing call answers {"ret": -1, "errno": "ECONNREFUSED"}; a request the agent does not know
+answers {"ret": -1, "errno": "ENOSYS"}; an option it does not know {"ret": -1, "errno": "ENOPROTOOPT"}.
+Values are ints, except SO_LINGER ({"onoff": 1, "linger": 0}). A call on a blocking socket that
+cannot complete yet either blocks (a process agent does) or answers {"retry": true} and is asked
+again (an agent inside an event loop, such as the engine's, must not block).
+
+`kernel` is a process in the target's namespace making real socket calls (scenarios.pkt.kernel_agent,
+on stdin/stdout); `toe` is the engine's control socket, where the same requests go as {"cmd": "sock", ...}.
+Any other stack implements the same requests on either transport.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
+#: How long a blocking call may stay unanswered before the agent is taken to be stuck.
+CALL_LIMIT_S = 30.0
+RETRY_INTERVAL_S = 0.002
+
+
+class AgentError(RuntimeError):
+    """The agent itself failed (died, answered garbage): the script cannot go on."""
+
+
+class Agent(ABC):
+    """A target's system-call side. `call` may block (for a blocking call) and is run off the timeline's thread."""
+
+    @abstractmethod
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request, one answer, as the protocol above."""
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A request, asked again while the agent says it would block."""
+        deadline = time.monotonic() + CALL_LIMIT_S
+        while True:
+            answer = self.request(request)
+            if not answer.get("retry"):
+                return answer
+            if time.monotonic() > deadline:
+                raise AgentError(f"{request['op']} did not complete within {CALL_LIMIT_S} s")
+            time.sleep(RETRY_INTERVAL_S)  # the engine's event loop runs meanwhile; this is its poll interval
+
+    def close(self) -> None:
+        """End the session: every socket of the script goes."""
+
+
+class KernelAgent(Agent):
+    """scenarios.pkt.kernel_agent running in the target's namespace; requests on its stdin."""
+
+    def __init__(self, lab: Lab, node: str) -> None:
+        # run as a file, not `-m`: the package's imports (pydantic, Scapy) would slow every start
+        argv = [sys.executable, "-S", str(Path(__file__).with_name("kernel_agent.py"))]
+        self.proc = lab.node(node).popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, ValueError) as exc:
+            raise AgentError(f"the kernel agent is gone: {exc}") from None
+        if not line:
+            raise AgentError(f"the kernel agent exited (status {self.proc.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class ControlAgent(Agent):
+    """An engine that answers socket requests on its control socket as {"cmd": "sock", ...}."""
+
+    def __init__(self, control: Any) -> None:
+        self.control = control  # anything with request(dict) -> dict (lab.engine_nodes.EngineHandle)
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = self.control.request({"cmd": "sock", **request})
+        if not answer.get("ok", True):
+            raise AgentError(f"the engine refused {request['op']}: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        self.request({"op": "reset"})

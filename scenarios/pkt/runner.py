@@ -1,0 +1,281 @@
+"""Run a parsed script against a target: one timeline of injected segments, expected segments,
+system calls (through the target's agent) and shell commands.
+
+Time is the script's own: an inbound line waits for its moment, an outbound line waits for the
+target's segment until its time plus the tolerance, never for a fixed pause. As in packetdrill,
+`+t` counts from the previous line (from when an expected segment actually came, or a blocking
+call actually returned), the first failure ends the script, and the failure says the line, what
+was expected and what came or that nothing came in time; the pcap of the run goes with it.
+
+A system call that has not returned within the tolerance is a blocking call: the timeline goes
+on and the call is judged when it returns (before the next call, or at the end); `t1...t2`
+says when it must return.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scapy.layers.inet import ICMP, TCP
+
+from .agent import Agent, AgentError
+from .model import Event, Icmp, Packet, Script, Shell, Syscall, When
+from .segments import MappingError, SeqMap, describe, inbound, mismatch
+from .syscalls import CallError, Endpoints, FdMap, judge, request_for
+from .wire import Wire
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
+#: packetdrill's default is 4 ms against a TUN device; a real wire seen from Python on a busy
+#: 2-core machine needs more. Scripts may set --tolerance_usecs / --tolerance_percent.
+DEFAULT_TOLERANCE_S = 0.030
+#: How long `*` waits for an expected segment, and how long a blocking call may outlive the script.
+ANY_TIME_LIMIT_S = 5.0
+PENDING_LIMIT_S = 5.0
+ICMP_TYPES = {"unreachable": 3, "time_exceeded": 11, "parameter_problem": 12, "source_quench": 4}
+ICMP_CODES = {"net_unreachable": 0, "host_unreachable": 1, "protocol_unreachable": 2, "port_unreachable": 3,
+              "frag_needed": 4, "source_route_failed": 5, "net_prohibited": 9, "host_prohibited": 10,
+              "admin_prohibited": 13, "ttl_exceeded": 0, "frag_reassembly": 1}
+
+
+@dataclass
+class ScriptResult:
+    """One script on one target: pass, fail (at a line), unsupported (not run) or error (the runner broke)."""
+
+    script: str
+    target: str
+    verdict: str
+    requirements: list[str]
+    line: int | None = None
+    message: str = ""
+    unsupported: list[tuple[int, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+    pcap: str | None = None
+
+    def summary(self) -> str:
+        where = f"{self.script}:{self.line}" if self.line else self.script
+        if self.verdict == "pass":
+            return f"{self.script}: pass on {self.target} ({self.duration_s:.2f} s)"
+        if self.verdict == "unsupported":
+            listed = "; ".join(f"line {n}: {why}" for n, why in self.unsupported)
+            return f"{self.script}: not run on {self.target}, unsupported: {listed}"
+        return f"{where}: {self.verdict} on {self.target}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"script": self.script, "target": self.target, "verdict": self.verdict,
+                "requirements": self.requirements, "line": self.line, "message": self.message,
+                "unsupported": [{"line": n, "reason": r} for n, r in self.unsupported],
+                "duration_s": round(self.duration_s, 3), "pcap": self.pcap}
+
+
+class _Failed(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class Session:
+    """Runs scripts one after another against one started target of one lab (the lab is reused)."""
+
+    def __init__(self, lab: Lab, target: str, server: str, client: str, make_agent: Callable[[], Agent],
+                 outdir: Path, *, first_port: int = 8080) -> None:
+        self.lab, self.target, self.server, self.client = lab, target, server, client
+        self.make_agent = make_agent
+        self.outdir = outdir
+        self._next_port = first_port
+        self.target_ip = lab.address(server)
+
+    def _ports(self) -> tuple[int, int]:
+        """A fresh listening port and peer port per script, so no script meets another's leftovers."""
+        port = self._next_port
+        self._next_port += 1
+        return port, 40000 + port % 20000
+
+    def run(self, script: Script) -> ScriptResult:
+        result = ScriptResult(Path(script.path).name, self.target, "pass", list(script.requirements))
+        result.unsupported = script.unsupported()
+        if result.unsupported:
+            result.verdict = "unsupported"
+            return result
+        started = time.monotonic()
+        bind_port, peer_port = self._ports()
+        try:
+            with Wire(self.lab, self.client, self.target_ip, target_port=bind_port, peer_port=peer_port) as wire:
+                agent = self.make_agent()
+                try:
+                    _Timeline(self, script, wire, agent, Endpoints(bind_port, wire.peer_ip, peer_port)).run()
+                except _Failed as exc:
+                    result.verdict, result.line, result.message = "fail", exc.line, str(exc)
+                finally:
+                    try:
+                        agent.close()
+                    except AgentError:
+                        pass
+                    name = Path(script.path).stem
+                    result.pcap = str(wire.write_pcap(self.outdir / f"{name}-{self.target}.pcap"))
+        except Exception as exc:  # the runner must report, never crash, whatever a script does
+            result.verdict, result.message = "error", f"{type(exc).__name__}: {exc}"
+        result.duration_s = time.monotonic() - started
+        return result
+
+
+class _Timeline:
+    def __init__(self, session: Session, script: Script, wire: Wire, agent: Agent, where: Endpoints) -> None:
+        self.session, self.script, self.wire, self.agent, self.where = session, script, wire, agent, where
+        self.seqmap = SeqMap()
+        self.fds = FdMap()
+        options = script.options
+        self.tolerance = float(options.get("tolerance_usecs", DEFAULT_TOLERANCE_S * 1e6)) / 1e6
+        self.tolerance_percent = float(options.get("tolerance_percent", 0))
+        self.pool = ThreadPoolExecutor(1)
+        self.pending: tuple[Event, Future[dict[str, Any]]] | None = None
+        self.t0 = 0.0
+        self.prev = 0.0
+
+    def run(self) -> None:
+        self.t0 = time.time()
+        try:
+            for event in self.script.events:
+                self.step(event)
+            self.settle_pending(self.t0 + self.prev + PENDING_LIMIT_S)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- time ---------------------------------------------------------------------------------
+    def times(self, when: When) -> tuple[float, float, float]:
+        """(start, end, tolerance) of an event in script seconds."""
+        start = self.prev + when.start if when.relative else when.start
+        end = start
+        if when.end is not None:
+            end = self.prev + when.end if when.end_relative else when.end
+        tolerance = self.tolerance + self.tolerance_percent / 100 * max(0.0, end - self.prev)
+        return start, end, tolerance
+
+    def wait_until(self, script_time: float) -> None:
+        delay = self.t0 + script_time - time.time()
+        if delay > 0:
+            time.sleep(delay)  # the script's own timeline: this line happens at this time
+
+    # --- events ----------------------------------------------------------------------------------
+    def step(self, event: Event) -> None:
+        action = event.action
+        try:
+            if isinstance(action, Packet) and action.direction == ">":
+                self.expect(event, action)
+            elif isinstance(action, Packet):
+                self.inject(event, action)
+            elif isinstance(action, Icmp):
+                self.icmp(event, action)
+            elif isinstance(action, Syscall):
+                self.syscall(event, action)
+            elif isinstance(action, Shell):
+                self.shell(event, action)
+        except (MappingError, CallError, AgentError) as exc:
+            raise _Failed(event.line, str(exc)) from None
+
+    def inject(self, event: Event, packet: Packet) -> None:
+        start, _, _ = self.times(event.when)
+        if not event.when.any_time:
+            self.wait_until(start)
+            self.prev = start
+        self.wire.send_tcp(inbound(packet, self.seqmap, sport=self.where.remote_port, dport=self.wire.target_port))
+
+    def icmp(self, event: Event, icmp: Icmp) -> None:
+        if icmp.direction == ">":
+            raise _Failed(event.line, "expecting an ICMP message from the target is not supported")
+        if icmp.kind not in ICMP_TYPES or icmp.code not in ICMP_CODES:
+            raise _Failed(event.line, f"ICMP {icmp.kind} {icmp.code} is not supported")
+        start, _, _ = self.times(event.when)
+        self.wait_until(start)
+        self.prev = start
+        quoted = TCP(sport=self.wire.target_port, dport=self.where.remote_port, flags="A",
+                     seq=self.seqmap.local(icmp.quoted_seq or 0, "quoted seq"))
+        self.wire.send_icmp(ICMP_TYPES[icmp.kind], ICMP_CODES[icmp.code], icmp.mtu, quoted)
+
+    def expect(self, event: Event, packet: Packet) -> None:
+        start, end, tolerance = self.times(event.when)
+        if event.when.any_time:
+            deadline = time.time() + ANY_TIME_LIMIT_S
+        else:
+            deadline = self.t0 + end + tolerance
+        got = self.wire.receive(deadline)
+        expected = f"{packet.direction} {event.text.split(packet.direction, 1)[1].strip()}"
+        if got is None:
+            when = "at any time" if event.when.any_time else f"by {end + tolerance:.3f} s"
+            raise _Failed(event.line, f"expected outbound packet `{expected}` but nothing came {when}")
+        stamp, frame = got
+        at = stamp - self.t0
+        if frame.haslayer(ICMP) or not frame.haslayer(TCP):
+            raise _Failed(event.line, f"expected `{expected}` but the target sent {frame.summary()} at {at:.3f} s")
+        tcp = frame[TCP]
+        if tcp.dport == self.where.remote_port and tcp.sport != self.wire.target_port:
+            self.wire.target_port = tcp.sport  # an active open: the target chose its port
+        problem = mismatch(packet, frame, self.seqmap)
+        if problem:
+            raise _Failed(event.line, f"bad outbound TCP packet: {problem} (got `> {describe(frame, self.seqmap)}` "
+                                      f"at {at:.3f} s)")
+        if not event.when.any_time and at < start - tolerance:
+            raise _Failed(event.line, f"timing error: expected `{expected}` at {start:.3f} s"
+                                      f"{f'~{end:.3f}' if end != start else ''} but it came at {at:.3f} s")
+        self.prev = at
+
+    def syscall(self, event: Event, call: Syscall) -> None:
+        start, _, tolerance = self.times(event.when)
+        self.wait_until(start)
+        self.settle_pending(time.time() + PENDING_LIMIT_S)
+        self.prev = start
+        request = request_for(call, self.fds, self.where)
+        future = self.pool.submit(self.agent.call, request)
+        block_end = None
+        if event.when.blocking_end is not None:
+            block_end = start + event.when.blocking_end if event.when.blocking_end_relative else event.when.blocking_end
+        limit = self.t0 + (block_end if block_end is not None else start) + tolerance
+        try:
+            answer = future.result(timeout=max(0.0, limit - time.time()))
+        except FutureTimeout:
+            self.pending = (event, future)
+            if block_end is not None:
+                self.prev = block_end
+            return
+        self.finish(event, call, answer, time.time())
+
+    def settle_pending(self, deadline: float) -> None:
+        if self.pending is None:
+            return
+        event, future = self.pending
+        self.pending = None
+        try:
+            answer = future.result(timeout=max(0.0, deadline - time.time()))
+        except FutureTimeout:
+            raise _Failed(event.line, f"{event.action.name}() had not returned by "  # type: ignore[union-attr]
+                                      f"{deadline - self.t0:.3f} s") from None
+        except AgentError as exc:
+            raise _Failed(event.line, str(exc)) from None
+        assert isinstance(event.action, Syscall)
+        self.finish(event, event.action, answer, time.time())
+
+    def finish(self, event: Event, call: Syscall, answer: dict[str, Any], returned: float) -> None:
+        problem = judge(call, answer, self.fds)
+        if problem:
+            raise _Failed(event.line, f"{call.name}(): {problem}")
+        when = event.when
+        if when.blocking_end is not None:
+            start, _, tolerance = self.times(When(when.start, when.relative))
+            end = start + when.blocking_end if when.blocking_end_relative else when.blocking_end
+            at = returned - self.t0
+            if abs(at - end) > tolerance + 0.005:
+                raise _Failed(event.line, f"{call.name}() returned at {at:.3f} s, expected at {end:.3f} s")
+
+    def shell(self, event: Event, shell: Shell) -> None:
+        start, _, _ = self.times(event.when)
+        self.wait_until(start)
+        self.prev = start
+        result = self.session.lab.node(self.session.server).run(["sh", "-c", shell.command])
+        if not result.ok:
+            raise _Failed(event.line, f"shell command `{shell.command}` failed: {result.stderr.strip()[:200]}")

@@ -1,0 +1,124 @@
+"""A script's system calls as agent requests, and their answers judged against the script.
+
+The script's file descriptors (the `= 3` of socket()) are its own names; the agent's handles
+are mapped onto them here, so an agent never needs to hand out the numbers a script expects.
+`...` for an address means the script's other end (connect) or the target's own address and the
+run's listening port (bind), as packetdrill fills them in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import Syscall
+
+READS = frozenset({"read", "recv", "recvfrom", "recvmsg"})
+WRITES = frozenset({"write", "send", "sendto", "sendmsg"})
+SUPPORTED = READS | WRITES | {"socket", "bind", "listen", "accept", "connect", "close", "shutdown", "fcntl",
+                              "poll", "setsockopt", "getsockopt"}
+
+
+class CallError(ValueError):
+    """A call the runner cannot turn into a request (an fd the script never opened, an unknown call)."""
+
+
+@dataclass
+class Endpoints:
+    """Where the script's `...` addresses point: the target's listening port, the peer's address and port."""
+
+    bind_port: int
+    remote_ip: str
+    remote_port: int
+    ipv6: bool = False
+
+
+@dataclass
+class FdMap:
+    handles: dict[int, int] = field(default_factory=dict)
+
+    def handle(self, fd: Any) -> int:
+        if not isinstance(fd, int) or fd not in self.handles:
+            raise CallError(f"file descriptor {fd!r} was never opened by the script")
+        return self.handles[fd]
+
+
+def request_for(call: Syscall, fds: FdMap, where: Endpoints) -> dict[str, Any]:
+    """The agent request for one system call of the script."""
+    name, args = call.name, call.args
+    if name not in SUPPORTED:
+        raise CallError(f"system call {name}() is not supported")
+    if name == "socket":
+        return {"op": "socket", "family": "AF_INET6" if where.ipv6 or (args and args[0] == "AF_INET6") else "AF_INET"}
+    if name == "poll":
+        entries = args[0] if args and isinstance(args[0], list) else []
+        return {"op": "poll", "fds": [{"h": fds.handle(e.get("fd")), "events": _names(e.get("events"))} for e in entries],
+                "timeout_ms": int(args[2]) if len(args) > 2 and isinstance(args[2], int) else 0}
+    request: dict[str, Any] = {"op": name, "h": fds.handle(args[0] if args else None)}
+    if name == "bind":
+        request["port"] = where.bind_port
+    elif name == "listen":
+        request["backlog"] = args[1] if len(args) > 1 and isinstance(args[1], int) else 1
+    elif name == "connect":
+        request.update(ip=where.remote_ip, port=where.remote_port)
+    elif name in READS or name in WRITES:
+        request["op"] = "read" if name in READS else "write"
+        request["n"] = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+        request["flags"] = _names(args[3]) if len(args) > 3 else []
+    elif name == "shutdown":
+        request["how"] = args[1] if len(args) > 1 else "SHUT_WR"
+    elif name == "fcntl":
+        request["cmd"] = args[1] if len(args) > 1 else "F_GETFL"
+        request["flags"] = _names(args[2]) if len(args) > 2 else []
+    elif name in ("setsockopt", "getsockopt"):
+        if len(args) < 3:
+            raise CallError(f"{name}() needs a level and an option name")
+        request.update(level=args[1], name=args[2])
+        if name == "setsockopt":
+            request["value"] = _option_value(args[3] if len(args) > 3 else None)
+    return request
+
+
+def judge(call: Syscall, answer: dict[str, Any], fds: FdMap) -> str | None:
+    """What is wrong with the answer, in packetdrill's words, or None; records new file descriptors."""
+    ret, errno = answer.get("ret"), answer.get("errno")
+    if call.name in ("socket", "accept") and isinstance(ret, int) and ret >= 0 and isinstance(call.ret, int):
+        fds.handles[call.ret] = ret
+        ret = call.ret
+    if call.ret is not None and ret != call.ret:
+        got = f"{ret}" + (f" with errno {errno}" if errno else "")
+        return f"expected result {call.ret} but got {got}"
+    if call.errno is not None and errno != call.errno:
+        return f"expected errno {call.errno} but got {errno or 'none'}"
+    if call.name == "getsockopt" and len(call.args) > 3:
+        wanted = _option_value(call.args[3])
+        if wanted is not None and not _same_value(wanted, answer.get("value")):
+            return f"getsockopt {call.args[2]}: expected {wanted} but got {answer.get('value')}"
+    if call.name == "poll" and call.args and isinstance(call.args[0], list):
+        for entry, got in zip(call.args[0], answer.get("revents", [])):
+            if "revents" in entry and sorted(_names(entry["revents"])) != sorted(got):
+                return f"poll fd {entry.get('fd')}: expected revents {entry['revents']} but got {'|'.join(got) or 0}"
+    return None
+
+
+def _names(value: Any) -> list[str]:
+    if value is None or value == 0:
+        return []
+    if isinstance(value, str):
+        return [part for part in value.split("|") if part]
+    if isinstance(value, list):
+        return [n for v in value for n in _names(v)]
+    return [str(value)]
+
+
+def _option_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return _option_value(value[0]) if value else None
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "..."}
+    return value
+
+
+def _same_value(wanted: Any, got: Any) -> bool:
+    if isinstance(wanted, dict) and isinstance(got, dict):
+        return all(got.get(k) == v for k, v in wanted.items() if v is not None)
+    return bool(wanted == got)

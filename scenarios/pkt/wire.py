@@ -1,0 +1,112 @@
+"""The script's side of the wire: injected segments leave from the peer node, expected ones are read there.
+
+Built on scenarios.peer.Peer, which drops the peer node kernel's RSTs for the script's port
+(the kernel knows nothing of the script's connection) and resolves the target's MAC. Frames
+from the target are read on an AF_PACKET socket filtered to the script's two ports, with the
+kernel's receive timestamp (SO_TIMESTAMPNS), so a segment's time is when it arrived, not
+when the timeline got round to it. Every frame either way is kept for the run's pcap.
+"""
+from __future__ import annotations
+
+import random
+import select
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.utils import wrpcap
+
+from scenarios.peer import Peer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lab.lab import Lab
+
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("ll")
+#: What an ICMP error quotes of the target's segment: its IP header and TCP header.
+QUOTED_BYTES = 40
+
+
+class Wire:
+    """One script's conversation from `node` with the target at `target_ip`."""
+
+    def __init__(self, lab: Lab, node: str, target_ip: str, *, target_port: int, peer_port: int) -> None:
+        self.target_ip = target_ip
+        self.peer_ip = lab.address(node)
+        self.target_port = target_port
+        self.peer_port = peer_port
+        self.peer = Peer(lab, node, target_ip, target_port, rng=random.Random(0), sport=peer_port)
+        self.frames: list[Ether] = []
+        self._sock: socket.socket | None = None
+        self._template: Ether | None = None
+
+    def __enter__(self) -> Wire:
+        self.peer.open()
+        try:
+            self._template = self.peer.segment("A")
+            self._sock = self.peer.open_socket(
+                f"src host {self.target_ip} and dst host {self.peer_ip} and "
+                f"((tcp and (port {self.target_port} or port {self.peer_port})) or icmp)")
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except BaseException:
+            self.peer.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self.peer.close()
+
+    def send_tcp(self, tcp: TCP) -> float:
+        """Send a segment from the peer to the target; returns when (time.time())."""
+        return self.send_ip(IP(src=self.peer_ip, dst=self.target_ip) / tcp)
+
+    def send_icmp(self, icmp_type: int, code: int, mtu: int | None, quoted: TCP) -> float:
+        inner = IP(src=self.target_ip, dst=self.peer_ip) / quoted
+        icmp = ICMP(type=icmp_type, code=code, nexthopmtu=mtu or 0)
+        return self.send_ip(IP(src=self.peer_ip, dst=self.target_ip) / icmp / bytes(inner)[:QUOTED_BYTES])
+
+    def send_ip(self, packet: IP | IPv6) -> float:
+        assert self._template is not None
+        frame = Ether(bytes(Ether(src=self._template.src, dst=self._template.dst) / packet))
+        self.peer.send(frame)
+        sent = time.time()
+        frame.time = sent
+        self.frames.append(frame)
+        return sent
+
+    def receive(self, deadline: float) -> tuple[float, Ether] | None:
+        """The next frame from the target and its arrival time, or None at `deadline` (time.time())."""
+        assert self._sock is not None
+        while True:
+            remaining = deadline - time.time()
+            ready, _, _ = select.select([self._sock], [], [], max(0.0, remaining))
+            if not ready:
+                return None
+            data, ancillary, _, _ = self._sock.recvmsg(1 << 17, 64)
+            stamp = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                    seconds, nanos = _TIMESPEC.unpack_from(value)
+                    stamp = seconds + nanos / 1e9
+            frame = Ether(data)
+            frame.time = stamp
+            self.frames.append(frame)
+            if frame.haslayer(TCP) or frame.haslayer(ICMP):
+                return stamp, frame
+
+    def write_pcap(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wrpcap(str(path), self.frames)
+        return path
+
+
+def tcp_of(frame: Any) -> TCP | None:
+    return frame[TCP] if frame.haslayer(TCP) and not frame.haslayer(ICMP) else None
