@@ -7,6 +7,7 @@ passes those frames to the host kernel unchanged. It never touches a socket or a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,12 +20,13 @@ from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
 from toe_engine.segment import ACK, RST, SYN, FourTuple, Segment
 from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
-from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, PeerClosed, Writable
+from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, PeerClosed, Reset, Writable
 from toe_engine.tcp.icmp import IcmpError
 from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
 
 IPPROTO_TCP = 6
+_IP_DEFAULTS = (64, 0)
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
 ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
@@ -132,6 +134,10 @@ class EndpointCore:
             self.stack.listen(None, port, backlog=max(config.resources.capacity, 128))
         self.neighbors = NeighborTable()
         self.apps: dict[FourTuple, App] = {}
+        #: Ports the socket API (toe_engine.runtime.sockets) listens on -> what serves each accepted connection.
+        self.socket_ports: dict[int, Callable[[_AppConnection], App]] = {}
+        #: (TTL, TOS) a connection's application asked for (IP_TTL, IP_TOS); others get 64, 0.
+        self.ip_fields: dict[FourTuple, tuple[int, int]] = {}
         self._pending_apps: dict[FourTuple, type[App]] = {}
         self._eof_pending: set[FourTuple] = set()  # FIN seen, data still to hand over
         self.tx: list[TxFrame] = []
@@ -170,7 +176,7 @@ class EndpointCore:
             return False
         key = FourTuple(parsed.ip_dst, seg.dst_port, parsed.ip_src, seg.src_port)
         known = self.stack.connection(key) is not None
-        if not known and seg.dst_port not in self.config.services:
+        if not known and seg.dst_port not in self.config.services and seg.dst_port not in self.socket_ports:
             return False
         if seg.payload:
             seg.payload = bytes(seg.payload)  # the driver reuses its buffer
@@ -272,13 +278,22 @@ class EndpointCore:
             if factory is None and key.local_port in self.config.services and key not in self.apps:
                 self.resources.established(key)
                 factory = APPS[self.config.services[key.local_port]]
+            elif factory is None and key.local_port in self.socket_ports and key not in self.apps:
+                self.resources.established(key)
+                factory = self.socket_ports[key.local_port]
             if factory is not None:
                 app = factory(_AppConnection(self, key))
                 self.apps[key] = app
                 app.on_connected()
             return
         app = self.apps.get(key)
+        if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) has on_error
+            notify = getattr(app if app is not None else self._pending_apps.get(key), "on_error", None)
+            if notify is not None:
+                notify("reset" if isinstance(event, Reset) else event.reason, getattr(event, "fatal", True))
+            return
         if isinstance(event, Closed):
+            self.ip_fields.pop(key, None)
             self.apps.pop(key, None)
             self._pending_apps.pop(key, None)
             self._eof_pending.discard(key)
@@ -321,12 +336,16 @@ class EndpointCore:
             return
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         self.counters.inc("tx_frames")
+        key = FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port)
+        ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         if not self.config.tx_offload:
             self.counters.inc("tx_segments")
-            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)))
+            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id,
+                                                   ttl=ttl, tos=tos)))
             return
-        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id)
-        conn = self.stack.connection(FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port))
+        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id,
+                                        ttl=ttl, tos=tos)
+        conn = self.stack.connection(key)
         mss = conn.snd_mss if conn is not None else 0
         gso = mss if mss and len(seg.payload) > mss else 0
         # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
