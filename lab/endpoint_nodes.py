@@ -6,7 +6,7 @@ node's identity onto that TAP (the veth's MAC and MTU, the spec's addresses, its
 `dev <veth>` turned into the TAP) and shuts the kernel out of the veth: no addresses, IPv6
 off, and an nftables netdev ingress hook that drops every frame. AF_PACKET taps run before
 that hook, so the engine still sees everything; the kernel sees only what the engine passes
-through the TAP. Kernel-side servers on the engine's ports (lab.host_services) serve the flows
+through the TAP. Kernel-side servers on the engine's ports (lab.services, the same applications) serve the flows
 the engine falls back on, so a client sees one host with two stacks.
 
     with Lab.up(load_topology("toe_pair", {"capacity": 8})) as lab:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from toe_engine.runtime.endpoint import EndpointSettings
 
 ENDPOINT_MODULE = "toe_engine.runtime.endpoint_main"
-HOST_SERVICES_MODULE = "lab.host_services"
+HOST_SERVICES_MODULE = "lab.services"
 READY_TIMEOUT_S = 15.0
 #: Fields a lab fills in from the topology itself; an `engine:` block may not set them.
 FROM_TOPOLOGY = ("addresses", "mac")

@@ -247,7 +247,7 @@ def test_100mb_echo_and_discard_byte_exact(make_lab: MakeLab, scripts: dict[str,
     plain = make_lab("two_hosts")
     for node in ("h1", "h2"):
         plain.set_features(node, "eth0", tso=offloads, gso=offloads, tx_csum=offloads)
-    server = plain.node("h2").popen([sys.executable, "-m", "lab.host_services", f"echo={ECHO}"],
+    server = plain.node("h2").popen([sys.executable, "-m", "lab.services", f"echo={ECHO}"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_for_line(server, "ready", what="host services on h2")
     direct = bulk(plain, scripts["bulk"], ECHO, addr=plain.address("h2"))

@@ -173,7 +173,7 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
         if not offloads:
             for node in ("h1", "h2"):
                 lab.set_features(node, "eth0", tso=False, gso=False, tx_csum=False)
-        server = lab.node("h2").popen([_sys.executable, "-m", "lab.host_services", "discard=9", "http=80"],
+        server = lab.node("h2").popen([_sys.executable, "-m", "lab.services", "discard=9", "http=80"],
                                       stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side services")
         addr = lab.address("h2")
