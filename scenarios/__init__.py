@@ -18,6 +18,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "addresses",
     "checksum",
     "handshake",
+    "host_bypass",
     "icmp_errors",
     "loss",
     "lro_router",
