@@ -10,7 +10,7 @@ from toe_engine.tcp.events import DataReceived, PeerClosed, Reset, Writable
 from toe_engine.tcp.seqnum import HALF, MASK, seq_diff
 from toe_engine.tcp.tcb import (
     CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, PAWS_IDLE_LIMIT,
-    RECEIVING_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, Tcb,
+    RECEIVING_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, State, Tcb,
 )
 
 
@@ -37,30 +37,17 @@ class ReceivePath(Tcb):
             if not flags & ACK:
                 self._send_syn(now, with_ack=True)  # a retransmitted SYN: repeat our SYN-ACK
                 return
-            flags &= ~SYN  # simultaneous open: the peer's SYN-ACK, its SYN already counted
-            seq += 1
+            if self.listener is None:  # only an active opener can be in a simultaneous open
+                flags &= ~SYN  # the peer's SYN-ACK, its SYN already counted
+                seq += 1
 
-        if ts is not None and self.ts_ok and not flags & RST:
-            if (ts[0] - self.ts_recent) & HALF:  # SEG.TSval < TS.Recent, modulo 2**32
-                if now - self.ts_recent_time <= PAWS_IDLE_LIMIT:
-                    self.counters.inc("paws_rejected")
-                    self.ack_now = True
-                    self.output(now)
-                    return
-                self.ts_recent = ts[0]
+        if ts is not None and self.ts_ok and not flags & RST and self._paws_rejects(ts[0], now):
+            return
 
-        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         rcv_wnd = self.rcv_adv - rcv_nxt
         if rcv_wnd < 0:
             rcv_wnd = 0
-        if seg_len == 0:
-            acceptable = seq == rcv_nxt if rcv_wnd == 0 else rcv_nxt <= seq < rcv_nxt + rcv_wnd
-        elif rcv_wnd == 0:
-            acceptable = False
-        else:
-            acceptable = (rcv_nxt <= seq < rcv_nxt + rcv_wnd
-                          or rcv_nxt <= seq + seg_len - 1 < rcv_nxt + rcv_wnd)
-        if not acceptable:
+        if not self._acceptable(seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
             if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
                 payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
                 flags &= ~FIN
@@ -75,21 +62,15 @@ class ReceivePath(Tcb):
                     self.output(now)
                 return
 
-        if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
-            self.ts_recent = ts[0]  # RFC 7323 4.3 (PAWS above made TSval >= TS.Recent)
-            self.ts_recent_time = now
-
         if flags & RST:
             if seq == rcv_nxt:
                 self._on_reset()
             else:
                 self._challenge_ack(now)  # RFC 5961 3.2
             return
-
         if flags & SYN:
             self._challenge_ack(now)  # RFC 5961 4.2
             return
-
         if not flags & ACK:
             return
 
@@ -105,37 +86,76 @@ class ReceivePath(Tcb):
         snd_una = self.snd_una
         ack = snd_una + seq_diff(seg.ack, snd_una)
         if state is SYN_RECEIVED:
-            if snd_una < ack <= self.snd_nxt:
-                self.snd_wnd = seg.window << self.snd_wscale
-                self.max_snd_wnd = self.snd_wnd
-                self.snd_wl1 = seq
-                self.snd_wl2 = ack
-                self._established(now)
-                state = self.state
-            else:
+            if not snd_una < ack <= self.snd_nxt:
                 self._send_rst(seg.ack, now)
                 return
+            # a SYN-ACK's window is never scaled (RFC 7323 2.2), even once the shift is known
+            self.snd_wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._established(now)
         if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
             self._challenge_ack(now)  # RFC 5961 5.2 (and RFC 9293: ACK of unsent data)
             return
+        if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
+            # RFC 7323 4.3, once the segment passed the RST, SYN and ACK checks (PAWS above
+            # made TSval >= TS.Recent): a challenged segment must not move TS.Recent
+            self.ts_recent = ts[0]
+            self.ts_recent_time = now
         self._process_ack(seg, seq, ack, plen, now)
         state = self.state
         if state is CLOSED:
             return
+        if payload and self.app_closed and seq + len(payload) > self.rcv_nxt:
+            self._data_after_close(seg, now)
+            return
+        if payload or flags & FIN:
+            self._text_and_fin(seq, payload, flags & FIN, state, now)
+        self.output(now)
 
+    def _paws_rejects(self, tsval: int, now: float) -> bool:
+        """RFC 7323 5.3 PAWS: a TSval older than TS.Recent is a segment from the past (ACKed, dropped)."""
+        if not (tsval - self.ts_recent) & HALF:  # SEG.TSval >= TS.Recent, modulo 2**32
+            return False
+        if now - self.ts_recent_time > PAWS_IDLE_LIMIT:
+            self.ts_recent = tsval  # RFC 7323 5.5: TS.Recent went stale while idle
+            return False
+        self.counters.inc("paws_rejected")
+        self.ack_now = True
+        self.output(now)
+        return True
+
+    def _acceptable(self, seq: int, seg_len: int, rcv_wnd: int) -> bool:
+        """RFC 9293 3.10.7.4's four-case acceptability test, in unwrapped numbers."""
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            return seq == rcv_nxt if rcv_wnd == 0 else rcv_nxt <= seq < rcv_nxt + rcv_wnd
+        if rcv_wnd == 0:
+            return False
+        return rcv_nxt <= seq < rcv_nxt + rcv_wnd or rcv_nxt <= seq + seg_len - 1 < rcv_nxt + rcv_wnd
+
+    def _text_and_fin(self, seq: int, payload: bytes | memoryview, fin: int, state: State, now: float) -> None:
+        """RFC 9293 3.10.7.4 steps seven and eight: take the text, then the FIN once it is in order."""
         if payload and state in RECEIVING_STATES:
             self._receive_text(seq, payload, now)
-        if flags & FIN and state is not TIME_WAIT:
+        if fin and state is not TIME_WAIT:
             fin_at = seq + len(payload)
             if fin_at == self.rcv_nxt:
                 self._receive_fin(now)
             elif fin_at > self.rcv_nxt:
                 self.rcv_fin_seq = fin_at
                 self.ack_now = True
-        elif flags & FIN:
+        elif fin:
             self.t_close = now + self.cfg.time_wait  # a retransmitted FIN restarts 2*MSL
             self.ack_now = True
-        self.output(now)
+
+    def _data_after_close(self, seg: Segment, now: float) -> None:
+        """New data for an application that closed: nobody will read it, so RST (RFC 9293 3.10.7.4,
+        RFC 1122 4.2.2.13) rather than ACK and drop it, as Linux does in FIN-WAIT-1/2."""
+        self.counters.inc("rx_data_after_close")
+        self._send_rst(seg.ack, now)
+        self._terminate()
 
     def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
         """RFC 9293 3.10.7.3."""
@@ -202,7 +222,7 @@ class ReceivePath(Tcb):
             self._duplicate_ack(now, sack_news)
 
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            wnd = seg.window << self.snd_wscale
+            wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
             if wnd and not self.snd_wnd:
                 self.probing = False
                 self.persist_backoff = 0
@@ -306,8 +326,8 @@ class ReceivePath(Tcb):
                 self.ack_now = True  # filled (part of) a hole: ACK at once (RFC 5681 4.2)
             if self.rcv_fin_seq is not None and self.rcv_nxt == self.rcv_fin_seq:
                 self._receive_fin(now)
-            if n > self.rcv_mss:
-                self.rcv_mss = n
+            if n > self.rcv_mss:  # capped at the MSS we advertised, as Linux caps it at advmss:
+                self.rcv_mss = n if n < self.cfg.mss else self.cfg.mss  # a super-frame is many segments
             self.unacked_bytes += n
             if self.unacked_bytes >= 2 * self.rcv_mss or not self.cfg.delayed_ack:
                 self.ack_now = True  # SHLD-19: at least every second full-sized segment

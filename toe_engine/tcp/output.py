@@ -118,9 +118,21 @@ class SendPath(Tcb):
         self._emit(start & MASK, flags, payload, now)
 
     def _window_opened(self) -> bool:
-        # the window can open no further than its field reaches (65535 unscaled, without window scaling)
-        free = min(self.cfg.rcv_buf - len(self.rcv_buf), 0xFFFF << self.rcv_wscale)
-        return self.rcv_nxt + free - self.rcv_adv >= min(self.cfg.rcv_buf // 2, 2 * self.cfg.mss)
+        """Whether a read freed enough for a window update ACK now (Linux's tcp_cleanup_rbuf rule).
+
+        Only when what the peer may still send is at most half the largest window, and the new
+        window is at least twice that and a segment more (MUST-39): a read behind a data ACK,
+        with the window still wide open, waits for the next ACK that is due anyway.
+        """
+        cfg = self.cfg
+        clamp = min(cfg.rcv_buf, 0xFFFF << self.rcv_wscale)  # as far as the field reaches
+        left = self.rcv_adv - self.rcv_nxt
+        if left < 0:
+            left = 0
+        if 2 * left > clamp:
+            return False
+        free = min(cfg.rcv_buf - len(self.rcv_buf), clamp)
+        return free >= 2 * left and free - left >= min(cfg.rcv_buf // 2, 2 * cfg.mss)
 
     def _window_field(self) -> int:
         """RCV.WND to advertise, scaled; the right edge never moves left (SHLD-14) and moves
