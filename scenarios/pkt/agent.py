@@ -59,11 +59,14 @@ class Agent(ABC):
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         """A request, asked again while the agent says it would block."""
         deadline = time.monotonic() + CALL_LIMIT_S
+        poll_ends = time.monotonic() + request["timeout_ms"] / 1000 if request.get("timeout_ms", 0) > 0 else None
         while True:
             answer = self.request(request)
             if not answer.get("retry"):
                 return answer
-            if time.monotonic() > deadline:
+            if poll_ends is not None and time.monotonic() >= poll_ends:
+                request = {**request, "timeout_ms": 0}  # poll's timeout ran out: ask for the answer as it is now
+            elif time.monotonic() > deadline:
                 raise AgentError(f"{request['op']} did not complete within {CALL_LIMIT_S} s")
             time.sleep(RETRY_INTERVAL_S)  # the engine's event loop runs meanwhile; this is its poll interval
 
@@ -112,9 +115,10 @@ class ControlAgent(Agent):
         self.control = control  # anything with request(dict) -> dict (lab.engine_nodes.EngineHandle)
 
     def request(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = self.control.request({"cmd": "sock", **request})
-        if not answer.get("ok", True):
-            raise AgentError(f"the engine refused {request['op']}: {answer.get('error')}")
+        try:
+            answer: dict[str, Any] = self.control.request({"cmd": "sock", **request})
+        except Exception as exc:  # the handle's own error type lives in lab/, which agents do not import
+            raise AgentError(f"the engine did not answer {request['op']}: {exc}") from None
         return answer
 
     def close(self) -> None:

@@ -45,6 +45,8 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.sockets import SocketApi
+from toe_engine.tcp import congestion
 from toe_engine.tcp.config import TcpConfig
 
 DEFAULT_SERVICES: dict[int, str] = {9: "discard", 7: "echo", 19: "chargen", 80: "http"}
@@ -55,8 +57,9 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
 SETTABLE = ("capacity", "policy", "services", "addresses", "tcp")
-#: TCP settings `set` may change on a running engine: limits every connection reads when it applies them.
-RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries"})
+#: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
+#: and the congestion control new connections start with (an offload NIC's firmware choice).
+RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion"})
 MAX_LOGGED_ERRORS = 10
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
@@ -193,6 +196,11 @@ def check_runtime_tcp(current: TcpConfig, value: object) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"tcp: {unknown[0]!r} cannot change at run time; these can: {', '.join(sorted(RUNTIME_TCP_FIELDS))}")
     for name, number in value.items():
+        if name == "congestion":
+            if number not in congestion.ALGORITHMS:
+                raise ValueError(f"tcp.congestion must be one of {', '.join(sorted(congestion.ALGORITHMS))}, "
+                                 f"got {number!r}")
+            continue
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             raise ValueError(f"tcp.{name} must be a non-negative integer, got {number!r}")
     TcpConfig(**{**asdict(current), **value})
@@ -358,10 +366,15 @@ class EndpointRuntime:
 
 
 def endpoint_handler(runtime: EndpointRuntime) -> Handler:
-    """The control-socket request handler: stats, conns, config and set."""
+    """The control-socket request handler: stats, conns, config, set, and sock (the socket API, runtime.sockets)."""
+    sockets = SocketApi(runtime.core)
 
     def handle(request: dict[str, Any], now: float) -> dict[str, Any]:
         cmd = request["cmd"]
+        if cmd == "sock":
+            answer = sockets.handle(request, now)
+            runtime.flush()
+            return answer
         if cmd == "stats":
             return runtime.stats()
         if cmd == "conns":
@@ -374,7 +387,7 @@ def endpoint_handler(runtime: EndpointRuntime) -> Handler:
                 raise ValueError(f"set: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTABLE)}")
             runtime.update({key: request[key] for key in SETTABLE if key in request})
             return {"config": runtime.describe()}
-        raise ValueError(f"unknown cmd {cmd!r}: use stats, conns, config or set")
+        raise ValueError(f"unknown cmd {cmd!r}: use stats, conns, config, set or sock")
 
     return handle
 
