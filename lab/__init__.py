@@ -1,3 +1,4 @@
-"""toelab's lab: topology templates rendered, validated and built as namespace networks."""
-from . import engine_nodes  # noqa: F401  (engine node kinds: spec validation, after-build hooks, lab.engine)
-from . import endpoint_nodes  # noqa: F401,E402  (the toe kind: engine endpoint in front of the node's kernel)
+"""toelab's lab: topology templates rendered, validated and built as namespace networks.
+
+Importing the package imports nothing else, so `lab.errors` stays light; node kinds are in lab.kinds.
+"""

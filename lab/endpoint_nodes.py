@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .backend_netns import doing, run_in_namespace
-from .engine_nodes import EngineHandle, register_engine, runtime_dir
+from .engine_nodes import EngineHandle, runtime_dir
 from .errors import BackendError
-from .lab import Lab, on_kind_built
 from .netlink import NamespaceLink, write_sysctls
 from .node import Node
-from .spec import ENGINE_VALIDATORS, IFNAMSIZ, EngineSettingsError, NodeSpec, RouteSpec
+from .spec import IFNAMSIZ, EngineSettingsError, NodeSpec, RouteSpec
 from .tools import wait_for_line
 
 if TYPE_CHECKING:
     import ipaddress
+
+    from .lab import Lab
 
     from toe_engine.runtime.endpoint import EndpointSettings
 
@@ -55,7 +56,7 @@ def wire_ruleset(wire: str) -> str:
 
 
 def validate_endpoint(node: NodeSpec, interfaces: list[str]) -> None:
-    """Spec-time check of a toe node's `engine:` settings (registered in ENGINE_VALIDATORS)."""
+    """Spec-time check of a toe node's `engine:` settings (its kind's validator in lab.kinds)."""
     from toe_engine.runtime.endpoint import EndpointSettings
 
     for field in FROM_TOPOLOGY:
@@ -102,7 +103,7 @@ def start_endpoint(lab: Lab, node: Node, engine: dict[str, Any] | None = None,
     _wire_host(node, settings, interface.addresses, node_spec.routes if routes is None else routes)
     _start_host_services(lab, node, settings.services)
     handle = EngineHandle(node.name, "toe", control)
-    register_engine(lab, handle)
+    lab.register_engine(handle)
     return handle
 
 
@@ -176,7 +177,3 @@ def _wire_host(node: Node, settings: EndpointSettings,
 def tap_exists(node: Node, tap: str = "toe0") -> bool:
     """Whether the node still has the engine's TAP (it goes when the engine process does)."""
     return node.run(["ip", "link", "show", "dev", tap]).returncode == 0
-
-
-ENGINE_VALIDATORS["toe"] = validate_endpoint
-on_kind_built("toe", start_toe)

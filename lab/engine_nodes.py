@@ -10,30 +10,31 @@ awaited until it prints `ready`. Its control socket lives in the lab's runtime d
         lab.engine("mb").set(loss=5, direction="a_to_b")
         lab.engine("mb").stats()["counters"]["impair_dropped"]
 
-`EngineHandle` only needs a control socket path, so any engine kind registers its handles
-with `register_engine` and gets `lab.engine(name)` and the shell's `toe` commands.
+`EngineHandle` only needs a control socket path, so any engine kind registers its handle
+with `lab.register_engine` and gets `lab.engine(name)` and the shell's `toe` commands.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from toe_engine.runtime.control import control_request
 
 from .errors import BackendError, LabError
-from .lab import Lab, on_kind_built
 from .node import Node
-from .spec import ENGINE_VALIDATORS, EngineSettingsError, NodeSpec
+from .spec import EngineSettingsError, NodeSpec
 from .state import STATE_DIR
 from .tools import wait_for_line
+
+if TYPE_CHECKING:
+    from .lab import Lab
 
 MIDDLEBOX_MODULE = "toe_engine.runtime.middlebox_main"
 READY_TIMEOUT_S = 15.0
@@ -110,34 +111,10 @@ class EngineHandle:
         return config
 
 
-_HANDLES: weakref.WeakKeyDictionary[Lab, dict[str, EngineHandle]] = weakref.WeakKeyDictionary()
-
-
-def register_engine(lab: Lab, handle: EngineHandle) -> None:
-    """Make `lab.engine(handle.node)` return `handle` (engine kinds call this once started)."""
-    _HANDLES.setdefault(lab, {})[handle.node] = handle
-
-
-def engines(lab: Lab) -> dict[str, EngineHandle]:
-    """Every engine node of the lab with a handle, by node name, in the spec's order."""
-    handles = _HANDLES.get(lab, {})
-    return {name: handles[name] for name in lab.spec.nodes if name in handles}
-
-
-def engine(lab: Lab, node: str) -> EngineHandle:
-    """The control handle of an engine node; LabError if the node runs no engine."""
-    lab.node(node)
-    handle = _HANDLES.get(lab, {}).get(node)
-    if handle is None:
-        running = ", ".join(engines(lab)) or "none"
-        raise LabError(f"node {node!r} of lab {lab.id} runs no engine (engine nodes: {running})")
-    return handle
-
-
 # --- the middlebox kind -------------------------------------------------------------------------
 
 def validate_middlebox(node: NodeSpec, interfaces: list[str]) -> None:
-    """Spec-time check of a middlebox node's `engine:` settings (registered in ENGINE_VALIDATORS)."""
+    """Spec-time check of a middlebox node's `engine:` settings (its kind's validator in lab.kinds)."""
     from toe_engine.runtime.middlebox import MiddleboxConfig
 
     try:
@@ -182,9 +159,4 @@ def start_middlebox(lab: Lab, node: Node) -> None:
     except RuntimeError as exc:
         said = log_path.read_text(errors="replace").strip().splitlines()
         raise BackendError(f"{exc} ({said[-1] if said else 'it wrote nothing to its log'})") from None
-    register_engine(lab, EngineHandle(node.name, "middlebox", control))
-
-
-ENGINE_VALIDATORS["middlebox"] = validate_middlebox
-on_kind_built("middlebox", start_middlebox)
-Lab.engine = engine  # type: ignore[attr-defined]
+    lab.register_engine(EngineHandle(node.name, "middlebox", control))

@@ -6,8 +6,8 @@
 A lab is torn down when its `with` block ends, when the process exits (atexit), on SIGINT
 (KeyboardInterrupt) and on SIGTERM (turned into `Terminated`, a SystemExit, while any lab is
 up). A process killed outright leaves a record that `cleanup.clean()` removes. Engine node
-kinds (`toe`, `middlebox`) are built as hosts; modules attach their processes with
-`on_kind_built`.
+kinds (`toe`, `middlebox`) are built as hosts; their kind (lab.kinds) then starts the engine
+in them, and `lab.engine(node)` is its control handle.
 """
 from __future__ import annotations
 
@@ -19,31 +19,24 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend_netns import NetnsBuilder, check_buildable
 from .capture import Capture
 from .cleanup import remove_lab
 from .errors import LabError
 from .features import FeatureControl
+from .kinds import NODE_KINDS
 from .interrupts import Terminated, raise_terminated, teardown_shielded  # noqa: F401  (Terminated: lab's API)
 from .netns import entered
 from .node import Node
 from .spec import TopologySpec
 from .state import LabRecord, ProcessRecord, create_record, process_start_time
 
-AfterBuildHook = Callable[["Lab", Node], None]
-_AFTER_BUILD: dict[str, list[AfterBuildHook]] = {}
+if TYPE_CHECKING:
+    from .engine_nodes import EngineHandle
+
 CAPTURE_DIR = Path(tempfile.gettempdir()) / "toelab"
-
-
-def on_kind_built(kind: str, hook: AfterBuildHook) -> None:
-    """Run `hook(lab, node)` for every node of `kind` once the whole lab is built.
-
-    This is how the engine attaches a process to `toe` and `middlebox` nodes; a hook that
-    raises makes `Lab.up` fail and tear the lab down.
-    """
-    _AFTER_BUILD.setdefault(kind, []).append(hook)
 
 
 class _LiveLabs:
@@ -106,6 +99,7 @@ class Lab:
         self._captures = 0
         self._is_down = False
         self._detached = False
+        self._engines: dict[str, EngineHandle] = {}
 
     @classmethod
     def up(cls, spec: TopologySpec, backend: str = "netns") -> Lab:
@@ -124,8 +118,9 @@ class Lab:
             record.status = "up"
             record.save()
             for node in lab.nodes.values():
-                for hook in _AFTER_BUILD.get(node.kind, []):
-                    hook(lab, node)
+                start = NODE_KINDS[node.kind].starter()
+                if start is not None:
+                    start(lab, node)
         except BaseException:
             lab.down()
             raise
@@ -156,6 +151,24 @@ class Lab:
         if addr is None:
             raise LabError(f"node {node!r} of lab {self.id} has no IPv{version} address")
         return addr
+
+    # --- engines ---------------------------------------------------------------------------
+    def register_engine(self, handle: EngineHandle) -> None:
+        """Make `engine(handle.node)` return `handle`; engine kinds call this once their process is ready."""
+        self._engines[handle.node] = handle
+
+    def engines(self) -> dict[str, EngineHandle]:
+        """Every engine node with a handle, by node name, in the spec's order."""
+        return {name: self._engines[name] for name in self.spec.nodes if name in self._engines}
+
+    def engine(self, node: str) -> EngineHandle:
+        """The control handle of an engine node; LabError if the node runs no engine."""
+        self.node(node)
+        handle = self._engines.get(node)
+        if handle is None:
+            running = ", ".join(self.engines()) or "none"
+            raise LabError(f"node {node!r} of lab {self.id} runs no engine (engine nodes: {running})")
+        return handle
 
     # --- processes, captures, features ---------------------------------------------------
     def _track(self, node: Node, proc: subprocess.Popen[Any], argv: list[str]) -> None:

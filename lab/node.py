@@ -11,7 +11,8 @@ are not affected. Run `ip netns exec NAME ...` as the command when sysfs must ma
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,3 +80,19 @@ class Node:
             proc = subprocess.Popen(argv, **kwargs)
         self._on_spawn(self, proc, argv)
         return proc
+
+    @contextmanager
+    def inside(self) -> Iterator[None]:
+        """Step the calling thread into the node's namespace: sockets made meanwhile belong to the node.
+
+            with lab.node("h1").inside():
+                sock = socket.create_connection((lab.address("h2"), 7))
+        """
+        with netns.entered(self.netns):
+            yield
+
+    def write_sysctls(self, settings: dict[str, str | int]) -> None:
+        """Set net.* sysctls of the node (`{"net.ipv4.tcp_syncookies": 1}`); BackendError names a refused one."""
+        from .netlink import write_sysctls
+
+        write_sysctls(self.netns, settings)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
+from .kinds import NODE_KINDS
 from .yamlpos import Path, line_of, load_with_lines
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (IFNAMSIZ - 1)
@@ -41,11 +41,6 @@ class EngineSettingsError(ValueError):
     def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
         super().__init__(message)
         self.path = path
-
-
-#: kind -> validator of a node's `engine` settings, given the node and the interfaces its links
-#: make; it raises ValueError (EngineSettingsError to name the field). Engine modules register here.
-ENGINE_VALIDATORS: dict[str, Callable[["NodeSpec", list[str]], None]] = {}
 
 
 class _Strict(BaseModel):
@@ -232,7 +227,7 @@ def _consistency_errors(spec: TopologySpec) -> list[tuple[Path, str]]:
                 errors.append((("nodes", name, "routes", r), "route needs 'via' or 'dev'"))
         if node.kind == "switch" and node.routes:
             errors.append((("nodes", name, "routes"), f"switch {name!r} cannot have routes"))
-        validate_engine = ENGINE_VALIDATORS.get(node.kind)
+        validate_engine = NODE_KINDS[node.kind].validator()
         if validate_engine is not None:
             try:
                 validate_engine(node, spec.interfaces_of(name))

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from toe_engine.impair import ImpairmentSpec
 
-from lab.engine_nodes import EngineHandle, engine, engines
+from lab.engine_nodes import EngineHandle
 
 if TYPE_CHECKING:
     from .shell import LabShell
@@ -39,8 +39,8 @@ def _print(shell: LabShell, table: Table) -> None:
 
 def _selected(shell: LabShell, args: list[str]) -> dict[str, EngineHandle]:
     if args:
-        return {args[0]: engine(shell.lab, args[0])}
-    found = engines(shell.lab)
+        return {args[0]: shell.lab.engine(args[0])}
+    found = shell.lab.engines()
     if not found:
         raise ValueError(f"lab {shell.lab.id} has no engine nodes")
     return found
@@ -93,7 +93,7 @@ def toe_set(shell: LabShell, args: list[str]) -> None:
         if not sep or not key:
             raise ValueError(f"{item!r} is not key=value ({USAGE})")
         changes[key] = parse_value(value)
-    config = engine(shell.lab, args[0]).set(**changes)
+    config = shell.lab.engine(args[0]).set(**changes)
     for direction in ("a_to_b", "b_to_a"):
         if isinstance(config.get(direction), dict):
             settings = config[direction]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.engine_nodes import EngineError, engines, runtime_dir
+from lab.engine_nodes import EngineError, runtime_dir
 from lab.errors import SpecError
 from lab.lab import Lab
 from lab.pytest_plugin import host_state, leftovers_since
@@ -61,7 +61,7 @@ def shell_says(shell: LabShell, line: str) -> str:
 
 def test_router_middlebox_from_template_forwards_and_counts(make_lab: Callable[..., Lab]) -> None:
     lab = make_lab("middlebox_chain")
-    assert set(engines(lab)) == {"mb"}
+    assert set(lab.engines()) == {"mb"}
     assert lab.node("mb").run("sysctl -n net.ipv4.ip_forward").stdout.strip() == "0"
     assert ping(lab, 5) == 5
     stats = lab.engine("mb").stats()
