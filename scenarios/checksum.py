@@ -26,7 +26,7 @@ from scapy.layers.inet import TCP
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .peer import Peer, PeerTimeout, seq_add
 from .plots import time_sequence
-from .targets import delta
+from .targets import delta, reading
 from .wire import ChecksumState, tcp_frames
 
 CLIENT_SCRIPT = """
@@ -71,7 +71,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
 
 
 def _csum_errors(ctx: RunContext) -> int:
-    return ctx.target.counters().get(ctx.target.standard_counters["rx_csum_errors"], 0)
+    return reading(ctx.target.counters(), ctx.target.standard_counters["rx_csum_errors"])
 
 
 def _bad_syn_ignored(ctx: RunContext, variant: str) -> Iterator[Check]:
@@ -113,7 +113,7 @@ def _bad_data_dropped(ctx: RunContext, variant: str) -> Iterator[Check]:
             peer.send_data(first, seq=start)
             repaired = peer.expect("A", ack=seq_add(start, len(first) + len(second)))[TCP].ack
         except PeerTimeout as exc:
-            yield ctx.check(f"bad-csum-data-dropped[{variant}]", "MUST-3", False, f"the target stopped answering: {exc}")
+            yield ctx.check(f"bad-csum-data-dropped[{variant}]", "MUST-3", False, f"the target stopped answering: {exc}", integrity=True)
             return
         finally:
             peer.abort()
@@ -122,7 +122,8 @@ def _bad_data_dropped(ctx: RunContext, variant: str) -> Iterator[Check]:
     yield ctx.check(f"bad-csum-data-dropped[{variant}]", "MUST-3", fence == start,
                     f"after {n} bad-checksum copies of bytes 0-99 and a good segment of bytes 100-199 the target "
                     f"acknowledged up to byte {rel} (0 means the bad copies were dropped)",
-                    numbers={"ack_after_fence_rel": rel, "ack_after_repair_rel": (repaired - start) % (1 << 32)})
+                    numbers={"ack_after_fence_rel": rel, "ack_after_repair_rel": (repaired - start) % (1 << 32)},
+                    integrity=True)
     yield ctx.check(f"bad-csum-data-counted[{variant}]", "MUST-3", counted == n,
                     f"the checksum-error counter grew by {counted} for {n} bad data segments",
                     counters={"rx_csum_errors_delta": counted})

@@ -293,12 +293,18 @@ class RunContext:
     def check(self, id: str, requirement: str, ok: bool, sentence: str, *,
               pcaps: Iterable[Path | str] = (), plots: Iterable[Path | str] = (),
               counters: Mapping[str, int | float] | None = None,
-              numbers: Mapping[str, Any] | None = None, claims: Iterable[str] = ()) -> Check:
-        """A pass (ok) or fail check for this run's target; the sentence says what was seen."""
-        return Check(id=id, requirement=requirement, claims=self._claims(claims), target=self.target.name,
-                     verdict=Verdict.PASS if ok else Verdict.FAIL, sentence=sentence,
+              numbers: Mapping[str, Any] | None = None, claims: Iterable[str] = (),
+              integrity: bool = False, subject: str | None = None) -> Check:
+        """A pass (ok) or fail check for this run's target; the sentence says what was seen.
+
+        `integrity` marks a check of data integrity (never a known finding); `subject` credits
+        the verdict to another part of the lab than the target (the `middlebox` whose counters it judges).
+        """
+        return Check(id=id, requirement=requirement, claims=self._claims(claims),
+                     target=subject or self.target.name, verdict=Verdict.PASS if ok else Verdict.FAIL, sentence=sentence,
                      evidence=Evidence(pcaps=[str(p) for p in pcaps], plots=[str(p) for p in plots],
-                                       counters=dict(counters or {}), numbers=dict(numbers or {})))
+                                       counters=dict(counters or {}), numbers=dict(numbers or {})),
+                     integrity=integrity)
 
     def skip(self, id: str, requirement: str, reason: str, *, claims: Iterable[str] = (),
              numbers: Mapping[str, Any] | None = None) -> Check:

@@ -78,12 +78,12 @@ def run(ctx: RunContext) -> Iterator[Check]:
 
     synacks = conversations.synacks
     malformed = [(f[TCP].sport, why) for f in synacks if (why := options_fault(raw_options(f)))]
-    yield ctx.check("options-have-length", "MUST-68", not any("length" in w for _, w in malformed),
+    yield ctx.check("options-have-length", "MUST-68", bool(synacks) and not any("length" in w for _, w in malformed),
                     f"{len(synacks)} SYN-ACKs had {sum('length' in w for _, w in malformed)} options without a valid length")
-    yield ctx.check("options-zero-padded", "MUST-69", not any("padding" in w for _, w in malformed),
+    yield ctx.check("options-zero-padded", "MUST-69", bool(synacks) and not any("padding" in w for _, w in malformed),
                     f"{len(synacks)} SYN-ACKs had {sum('padding' in w for _, w in malformed)} non-zero bytes after EOL")
     with_mss = sum(option_value(f, "MSS") is not None for f in conversations.later)
-    yield ctx.check("mss-only-on-syn", "MUST-65", with_mss == 0,
+    yield ctx.check("mss-only-on-syn", "MUST-65", bool(conversations.later) and with_mss == 0,
                     f"{with_mss} of {len(conversations.later)} non-SYN segments from the target carried an MSS option")
 
 

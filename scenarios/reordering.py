@@ -248,7 +248,7 @@ def _delivery_check(ctx: RunContext, name: str, result: TrainResult) -> Check:
     return ctx.check(f"delivered-in-order[{name}]", "RFC9293 3.10.7.4", ok,
                      f"echo returned {len(result.echoed)} of {len(result.stream)} bytes, "
                      + ("byte-exact and in order" if ok else f"first difference at offset {first_bad}"),
-                     numbers={"echoed": len(result.echoed), "sent": len(result.stream)})
+                     numbers={"echoed": len(result.echoed), "sent": len(result.stream)}, integrity=True)
 
 
 # --- reordering by a middlebox ------------------------------------------------------------------------

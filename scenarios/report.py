@@ -79,13 +79,14 @@ def results_data(results: Iterable[ScenarioResult], root: Path | None = None) ->
                 ev = check["evidence"]
                 ev["pcaps"] = [_relative(p, root) for p in ev["pcaps"]]
                 ev["plots"] = [_relative(p, root) for p in ev["plots"]]
-    targets = sorted({row["target"] for row in rows})
+    # A check is credited to what it judged: the run's target, or a middlebox it read the counters of.
+    targets = sorted({row["target"] for row in rows} | {c["target"] for row in rows for c in row["checks"]})
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     by_target = {t: {"pass": 0, "fail": 0, "skip": 0} for t in targets}
     for row in rows:
         for check in row["checks"]:
-            by_target[row["target"]][check["verdict"]] += 1
-            cell = cells.setdefault(check["requirement"], {}).setdefault(row["target"], {"verdict": "skip", "count": 0})
+            by_target[check["target"]][check["verdict"]] += 1
+            cell = cells.setdefault(check["requirement"], {}).setdefault(check["target"], {"verdict": "skip", "count": 0})
             cell["count"] += 1
             if _RANK[check["verdict"]] > _RANK[cell["verdict"]]:
                 cell["verdict"] = check["verdict"]

@@ -40,6 +40,7 @@ from scapy.layers.l2 import Ether
 
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .peer import SEQ_MOD, Peer, PeerTimeout, flag_set, option_value, seq_add, tcp_payload
+from .wire import TcpFrame, tcp_frames
 
 HALF_SPACE = 1 << 31
 FAR_OUT_OF_WINDOW = 1 << 30  # beyond any receive window (the largest scaled window is 2^30 - 2^14)
@@ -51,6 +52,9 @@ FENCE_TOKEN = b"toelab-fence"
 #: An ACK this late was delayed: an immediate one comes back from the peer's wire within about a
 #: millisecond here, and delayed-ACK timers run from a few ms (toelab's engine: 5 ms) to 40 ms (Linux) and more.
 DELAYED_ACK_MIN_S = 0.004
+#: Delayed ACKs are the rule, not an accident: at least this share of the isolated segments must be
+#: acknowledged late (Linux's quick-ACK mode answers the first few of a connection at once).
+DELAYED_ACK_SHARE = 0.25
 
 
 class Rfc9293Params(ScenarioParams):
@@ -532,29 +536,66 @@ def _ack_delays(ctx: RunContext, session: _Session) -> Iterator[Check]:
 
     Full-sized and unpushed, because a receiver may rightly ACK a pushed or small segment as soon
     as its application reads it (Linux does); a lone full segment is the case delayed ACKs are for.
+    The delays are timed from the capture on the peer's interface (both frames stamped by the
+    same kernel), not around Python's send and receive calls.
+    """
+    n = ctx.params.isolated_segments
+    port = ctx.port("discard")
+    capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {port}", name="ack-delays.pcap")
+    try:
+        with session.peer("discard") as peer:
+            synack = peer.handshake([("MSS", ctx.params.mtu - 40)])
+            payload = bytes(i % 256 for i in range(option_value(synack, "MSS") or 536))
+            for _ in range(n):
+                peer.send_data(payload, flags="A")
+                try:
+                    peer.expect("A", ack=peer.snd_nxt, timeout_s=1.0)
+                except PeerTimeout:
+                    break
+            sender = (ctx.address(ctx.client), peer.sport)
+    finally:
+        pcap = capture.stop()
+    delays = ack_delays(tcp_frames(pcap), sender, len(payload))
+    worst = max(delays, default=0.0)
+    yield ctx.check("ack-delay-bound", "MUST-40", ack_delay_bounded(delays, n),
+                    f"{len(delays)} of {n} isolated {len(payload)}-byte segments were acknowledged, the slowest after "
+                    f"{_ms(worst)} by the capture's timestamps", pcaps=[pcap],
+                    numbers={"max_delay_s": round(worst, 4), "acked": len(delays)})
+    delayed = [d for d in delays if d >= DELAYED_ACK_MIN_S]
+    yield ctx.check("delayed-acks", "SHLD-18", acks_delayed(delays, n),
+                    f"{len(delayed)} of {len(delays)} acknowledged isolated segments (of {n} sent) waited at least "
+                    f"{DELAYED_ACK_MIN_S * 1000:.0f} ms for their ACK by the capture's timestamps (at least "
+                    f"{DELAYED_ACK_SHARE:.0%} needed; median {_ms(sorted(delays)[len(delays) // 2] if delays else None)})",
+                    pcaps=[pcap], numbers={"delayed": len(delayed), "acked": len(delays), "sent": n})
+
+
+def ack_delays(frames: list[TcpFrame], sender: tuple[str, int], payload_len: int) -> list[float]:
+    """For each `payload_len`-byte segment `sender` (address, port) sent, the time until the first ACK covering it.
+
+    Segments never acknowledged in the capture are left out, so a short list means missing ACKs.
     """
     delays: list[float] = []
-    n = ctx.params.isolated_segments
-    with session.peer("discard") as peer:
-        synack = peer.handshake([("MSS", ctx.params.mtu - 40)])
-        payload = bytes(i % 256 for i in range(option_value(synack, "MSS") or 536))
-        for _ in range(n):
-            sent = time.monotonic()
-            peer.send_data(payload, flags="A")
-            try:
-                peer.expect("A", ack=peer.snd_nxt, timeout_s=1.0)
-            except PeerTimeout:
-                break
-            delays.append(time.monotonic() - sent)
-    worst = max(delays, default=0.0)
-    yield ctx.check("ack-delay-bound", "MUST-40", len(delays) == n and worst < 0.5,
-                    f"{len(delays)} of {n} isolated {len(payload)}-byte segments were acknowledged, the slowest after "
-                    f"{_ms(worst)}", numbers={"max_delay_s": round(worst, 4), "acked": len(delays)})
-    delayed = [d for d in delays if d >= DELAYED_ACK_MIN_S]
-    yield ctx.check("delayed-acks", "SHLD-18", bool(delayed),
-                    f"{len(delayed)} of {len(delays)} isolated segments were acknowledged after a delay of at least "
-                    f"{DELAYED_ACK_MIN_S * 1000:.0f} ms (median {_ms(sorted(delays)[len(delays) // 2] if delays else None)})",
-                    numbers={"delayed": len(delayed)})
+    waiting: list[TcpFrame] = []
+    for f in frames:
+        if (f.src, f.sport) == sender and f.payload_len == payload_len:
+            waiting.append(f)
+        elif (f.dst, f.dport) == sender and "A" in f.flags:
+            covered = [w for w in waiting if _seq_diff(f.ack, seq_add(w.seq, w.payload_len)) >= 0]
+            delays += [f.ts - w.ts for w in covered]
+            waiting = [w for w in waiting if w not in covered]
+    return delays
+
+
+def ack_delay_bounded(delays: list[float], sent: int) -> bool:
+    """Every segment sent was acknowledged, none later than 0.5 s (RFC 9293 3.8.6.3)."""
+    return sent > 0 and len(delays) == sent and max(delays) < 0.5
+
+
+def acks_delayed(delays: list[float], sent: int) -> bool:
+    """Every segment was acknowledged and a fair share of them after a delay (SHLD-18)."""
+    if sent == 0 or len(delays) != sent:
+        return False
+    return sum(d >= DELAYED_ACK_MIN_S for d in delays) >= DELAYED_ACK_SHARE * sent
 
 
 def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
@@ -578,15 +619,25 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
             acked, window = _seq_diff(frame[TCP].ack, start), frame[TCP].window
             acks.append((acked, window))
     gaps = [b - a for (a, _), (b, _) in zip([(0, 0)] + acks, acks)]
-    yield ctx.check("ack-every-second-segment", "SHLD-19", acked == n * rmss and max(gaps, default=0) <= 2 * rmss,
-                    f"{n} segments of {rmss} bytes drew {len(acks)} ACKs, the largest advancing "
-                    f"{max(gaps, default=0)} bytes (limit {2 * rmss}), final ACK at {acked}",
+    yield ctx.check("ack-every-second-segment", "SHLD-19", acked_every_second(len(acks), acked, n, rmss),
+                    f"{n} segments of {rmss} bytes drew {len(acks)} ACKs (at least {n // 2} needed), the largest "
+                    f"advancing {max(gaps, default=0)} bytes, final ACK at {acked}",
                     numbers={"acks": len(acks), "largest_gap": max(gaps, default=0), "rmss": rmss})
     edges = [a + w for a, w in acks]
     shrinks = sum(b < a for a, b in zip(edges, edges[1:]))
     yield ctx.check("receiver-window-not-shrunk", "SHLD-14", bool(edges) and shrinks == 0,
                     f"over {len(edges)} ACKs the target's right window edge moved left {shrinks} times",
                     numbers={"shrinks": shrinks})
+
+
+def acked_every_second(acks: int, acked: int, segments: int, rmss: int) -> bool:
+    """Everything was acknowledged, with at least one ACK per two full-sized segments (SHLD-19).
+
+    Counted over the stream, not per ACK: Linux now and then covers three segments with one ACK
+    when they queue while its application holds the socket, and makes up for it with quick ACKs
+    elsewhere; a receiver that ACKs only every third segment still falls short of the count.
+    """
+    return segments > 0 and acked == segments * rmss and acks >= segments // 2
 
 
 # --- ISNs --------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The lab is torn down however the run ends (checks, exception, Ctrl-C). A target that cannot
 run yields a skip check for every requirement the scenario covers, with the target's reason;
-a scenario that raises records the error, which fails the run like a failing check.
+a scenario that raises, or that ends without a single check, records an error, which fails the
+run like a failing check. A target that becomes unavailable mid-run keeps the checks it made.
 """
 from __future__ import annotations
 
@@ -18,9 +19,19 @@ from .targets import TargetUnavailable, make
 Progress = Callable[[str], None]
 
 
+class NoChecks(RuntimeError):
+    """A scenario that ran and judged nothing proved nothing: an error, as a failing check is."""
+
+
 def skip_all(scenario: Scenario, target: str, reason: str) -> list[Check]:
     return [Check(id=f"{scenario.name}.{req.lower().replace(' ', '-')}", requirement=req, target=target,
                   verdict=Verdict.SKIP, sentence=reason) for req in scenario.covers]
+
+
+def unjudged(scenario: Scenario, target: str, reason: str, made: list[Check]) -> list[Check]:
+    """Skips for the covered requirements that none of the checks `made` so far judged."""
+    judged = {c.requirement for c in made}
+    return [c for c in skip_all(scenario, target, reason) if c.requirement not in judged]
 
 
 def run_scenario(scenario: Scenario, target_name: str, *, params: Any = None, seed: int = 1,
@@ -46,25 +57,42 @@ def run_scenario(scenario: Scenario, target_name: str, *, params: Any = None, se
     say(f"building {scenario.topology}")
     spec = load_topology(scenario.topology, {k: str(v) for k, v in scenario.topology_params(params).items()})
     with Lab.up(spec) as lab:
-        try:
+        def produce() -> Iterable[Check]:
             say(f"starting {target_name} on {scenario.server}")
             services = target.start(lab, scenario.server)
-            ctx = RunContext(scenario, lab, target, params, seed, outdir, services, say)
-            for check in _checks(scenario.run(ctx)):
-                result.checks.append(check)
-                if on_check is not None:
-                    on_check(check)
-        except TargetUnavailable as exc:
-            result.skipped = str(exc)
-            result.checks += skip_all(scenario, target_name, str(exc))
-        except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            outdir.mkdir(parents=True, exist_ok=True)
-            (outdir / "error.txt").write_text(traceback.format_exc())
+            return scenario.run(RunContext(scenario, lab, target, params, seed, outdir, services, say))
+        try:
+            collect(result, scenario, produce, on_check)
         finally:
             target.stop()
     result.duration_s = round(time.monotonic() - started, 3)
     return result
+
+
+def collect(result: ScenarioResult, scenario: Scenario, produce: Callable[[], Iterable[Check] | None],
+            on_check: Callable[[Check], None] | None = None) -> None:
+    """Gather what `produce()` yields into `result`, however it ends.
+
+    A target that becomes unavailable keeps the checks made before (a failure stays one) and
+    skips only the covered requirements nothing has judged yet; a run that raises, or that
+    ends without a single check, records an error.
+    """
+    try:
+        for check in _checks(produce()):
+            result.checks.append(check)
+            if on_check is not None:
+                on_check(check)
+        if not result.checks:
+            raise NoChecks(f"scenario {scenario.name} made no checks on target {result.target}")
+    except TargetUnavailable as exc:
+        result.skipped = str(exc)
+        result.checks += unjudged(scenario, result.target, str(exc), result.checks)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        outdir = Path(result.outdir)
+        if result.outdir:
+            outdir.mkdir(parents=True, exist_ok=True)
+            (outdir / "error.txt").write_text(traceback.format_exc())
 
 
 def _checks(produced: Iterable[Check] | None) -> Iterable[Check]:

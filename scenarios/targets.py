@@ -71,6 +71,11 @@ class Target(ABC):
         """Connections in SYN-RECEIVED now (the table a SYN flood fills), or None if it cannot tell."""
         return None
 
+    def half_open_limit(self, port: int) -> int | None:
+        """How many SYN-RECEIVED entries the listener on `port` holds under the current policy before
+        the policy decides (the table is full), or None if it cannot tell; a flood must reach it."""
+        return None
+
     # --- settings some scenarios change -----------------------------------------------
     # A target that cannot make a change raises NotImplementedError with the reason, which
     # the scenario turns into a skip of the checks that need it.
@@ -102,7 +107,7 @@ class KernelTarget(Target):
 
     def start(self, lab: Lab, node: str) -> dict[str, int]:
         self._lab, self._node = lab, node
-        argv = [sys.executable, "-m", "scenarios.kernel_services"] + [f"{n}={p}" for n, p in SERVICE_PORTS.items()]
+        argv = [sys.executable, "-m", "lab.services"] + [f"{n}={p}" for n, p in SERVICE_PORTS.items()]
         self._proc = lab.node(node).popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_line(self._proc, "ready", what=f"kernel services on {node}")
         return dict(SERVICE_PORTS)
@@ -131,6 +136,22 @@ class KernelTarget(Target):
             return None
         with entered(self._lab.node(self._node).netns):
             return count_tcp_state(SYN_RECV)
+
+    def half_open_limit(self, port: int) -> int | None:
+        """The listener's accept backlog (`ss` Send-Q); without SYN cookies Linux drops SYNs already once
+        a quarter of tcp_max_syn_backlog is left (tcp_conn_request)."""
+        if self._lab is None:
+            return None
+        node = self._lab.node(self._node)
+        listing = node.run(["ss", "-Hltn", f"sport = :{port}"], check=True).stdout.split()
+        if len(listing) < 3:
+            return None
+        backlog = int(listing[2])
+        sysctl = lambda name: int(node.run(["sysctl", "-n", name], check=True).stdout)  # noqa: E731
+        if sysctl("net.ipv4.tcp_syncookies") == 0:
+            max_syn_backlog = sysctl("net.ipv4.tcp_max_syn_backlog")
+            return min(backlog, max_syn_backlog - (max_syn_backlog >> 2))
+        return backlog
 
     def add_address(self, lab: Lab, node: str, cidr: str) -> None:
         lab.node(node).run(["ip", "addr", "add", cidr, "dev", lab.spec.interfaces_of(node)[0]], check=True)
@@ -202,6 +223,29 @@ def count_tcp_state(state: int) -> int:
     return count
 
 
+class UnknownCounter(LookupError):
+    """A scenario asked for a counter the target does not report: a wrong name, never a zero."""
+
+
 def delta(before: dict[str, int], after: dict[str, int], *names: str) -> dict[str, int]:
-    """How much each named counter grew between two readings."""
+    """How much each named counter grew between two readings.
+
+    A name in neither reading is an error: read as 0, a misspelt or missing counter would let a
+    check that needs it to grow fail for the wrong reason, or one that needs it to stay put pass.
+    A counter that first appears in `after` grew from 0.
+    """
+    _require(names, before, after)
     return {n: after.get(n, 0) - before.get(n, 0) for n in names}
+
+
+def reading(counters: dict[str, int], name: str) -> int:
+    """One counter of a reading; a name the target does not report is an error, not 0."""
+    _require((name,), counters)
+    return counters[name]
+
+
+def _require(names: tuple[str, ...], *readings: dict[str, int]) -> None:
+    missing = [n for n in names if not any(n in r for r in readings)]
+    if missing:
+        have = ", ".join(sorted(readings[-1])[:40]) or "none"
+        raise UnknownCounter(f"the target has no counter {', '.join(map(repr, missing))} (it has: {have})")

@@ -2,7 +2,7 @@
 
 `start` puts the engine on the scenario's server node (lab.endpoint_nodes.start_endpoint):
 the engine terminates the service ports itself and hands everything else, and every flow it
-cannot hold, to the node's kernel, where lab.host_services serves the same ports. Settings
+cannot hold, to the node's kernel, where lab.services serves the same ports. Settings
 a topology gives the server as kernel sysctls are given to the engine as its own equivalents
 (`ENGINE_SYSCTLS`), so a scenario that lowers, say, the SYN-ACK retries does so on both targets.
 
@@ -84,7 +84,10 @@ class ToeTarget(Target):
     def counters(self) -> dict[str, int]:
         if self._engine is None:
             return {}
-        counters: dict[str, int] = self._engine.stats()["counters"]
+        # The engine creates a counter on its first increment; the ones it maps to toelab's
+        # standard names exist from the start, at 0.
+        counters: dict[str, int] = {**dict.fromkeys(self.standard_counters.values(), 0),
+                                    **self._engine.stats()["counters"]}
         return counters
 
     def policies(self) -> tuple[str, ...]:
@@ -102,6 +105,12 @@ class ToeTarget(Target):
         if self._engine is None:
             return None
         return int(self._engine.stats()["gauges"]["table_embryonic"])
+
+    def half_open_limit(self, port: int) -> int | None:
+        """The engine's embryonic limit: the SYN-RECEIVED entries it holds before its policy decides."""
+        if self._engine is None:
+            return None
+        return int(self._engine.config()["embryonic_limit"])
 
     def add_address(self, lab: Lab, node: str, cidr: str) -> None:
         """The kernel side gets it on the TAP (so it answers ARP for it), the engine answers TCP for it."""

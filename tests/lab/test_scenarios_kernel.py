@@ -1,7 +1,9 @@
 """Every scenario on every target, in real namespaces: a failing check fails its test with its sentence.
 
-Deviations of a target that are known and explained live in known_findings.yaml: they stay
-failures in reports, and here only a new failure, or a known one that went away, fails.
+Deviations of a target that are known and explained live in known_findings.yaml, each pinned
+to the numbers observed (scenarios.findings): they stay failures in reports, and here a run
+fails when it shows a new failure, a finding outside its pinned range, a finding that now
+passes or one that was not produced at all.
 
 Run with `sudo pytest tests/lab/test_scenarios_kernel.py -n 2 --junitxml=scenarios.xml`.
 """
@@ -10,16 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 import scenarios
 from lab.pytest_plugin import host_state, leftovers_since
+from scenarios import findings
 from scenarios.framework import TARGET_NAMES, Verdict
 from scenarios.runner import run_scenario
 
 pytestmark = pytest.mark.root
 
-KNOWN = yaml.safe_load((Path(__file__).with_name("known_findings.yaml")).read_text()) or {}
+FINDINGS_FILE = Path(__file__).with_name("known_findings.yaml")
+KNOWN = findings.load(FINDINGS_FILE.read_text(), str(FINDINGS_FILE), [s.name for s in scenarios.all()])
 
 CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}") for s in scenarios.all() if s.name != "unit_demo"
          for t in TARGET_NAMES]
@@ -30,17 +33,11 @@ def test_scenario(name: str, target: str, tmp_path: Path) -> None:
     before = host_state()
     result = run_scenario(scenarios.get(name), target, seed=1, outdir=tmp_path / name / target)
     assert leftovers_since(before) == [], "the scenario left lab state behind"
-    if result.skipped:
-        pytest.skip(result.skipped)
     assert result.error is None, f"{name} on {target} raised {result.error} (see {tmp_path}/{name}/{target}/error.txt)"
-    assert result.checks, f"{name} on {target} made no checks"
-    verdicts = {c.id: c for c in result.checks}
-    known = {key.split("/", 2)[2]: value for key, value in KNOWN.items() if key.startswith(f"{name}/{target}/")}
-    failed = [c for c in result.checks if c.verdict is Verdict.FAIL and c.id not in known]
-    fixed = [check_id for check_id, value in known.items()
-             if check_id in verdicts and verdicts[check_id].verdict is Verdict.PASS and not value.get("intermittent")]
-    if failed:
-        pytest.fail("; ".join(f"{c.id} ({c.requirement}): {c.sentence}" for c in failed), pytrace=False)
-    if fixed:
-        pytest.fail(f"known finding(s) no longer seen, remove them from known_findings.yaml: {', '.join(fixed)}",
-                    pytrace=False)
+    expected = findings.for_run(KNOWN, name, target)
+    if result.skipped and all(c.verdict is Verdict.SKIP for c in result.checks):
+        assert not expected, f"{name} on {target} was skipped ({result.skipped}), so its known findings went unmeasured"
+        pytest.skip(result.skipped)
+    problems = findings.judge(expected, result.checks)
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)

@@ -16,7 +16,8 @@ from scenarios.framework import Check, Evidence, ScenarioError, ScenarioParams, 
 from scenarios.handshake import options_fault
 from scenarios.plots import time_sequence
 from scenarios.report import results_data, write_report
-from scenarios.runner import skip_all
+from scenarios.runner import collect, skip_all
+from scenarios.targets import TargetUnavailable, UnknownCounter, delta, reading
 from scenarios.wire import ChecksumState, ones_sum, parse_tcp, tcp_frames
 
 
@@ -218,3 +219,66 @@ def test_options_fault_finds_missing_lengths_and_dirty_padding() -> None:
     assert options_fault(bytes([2, 4, 5, 0xB4, 0, 7, 0, 0])).startswith("padding")
     assert options_fault(bytes([99, 0, 1, 1])).startswith("length")
     assert options_fault(bytes([2, 40, 5, 0xB4])).startswith("length")
+
+
+# --- collecting a run's checks -----------------------------------------------------------------
+def collected(produce) -> ScenarioResult:
+    result = ScenarioResult(scenario="unit_demo", purpose="p", target="toe", seed=1, params={})
+    collect(result, scenarios.get("unit_demo"), produce)
+    return result
+
+
+def test_failures_made_before_the_target_gave_out_stay_failures() -> None:
+    def produce():
+        yield check("fail", target="toe", requirement="MUST-3")
+        raise TargetUnavailable("the engine died")
+    result = collected(produce)
+    assert result.failed and result.skipped == "the engine died"
+    assert [(c.requirement, c.verdict) for c in result.checks] == [
+        ("MUST-3", Verdict.FAIL), ("RFC5961 3.2", Verdict.SKIP)], "only the unjudged requirement is skipped"
+
+
+def test_a_target_unavailable_at_once_skips_every_requirement() -> None:
+    def produce():
+        raise TargetUnavailable("no such thing here")
+    result = collected(produce)
+    assert not result.failed and all(c.verdict is Verdict.SKIP for c in result.checks) and len(result.checks) == 2
+
+
+def test_a_scenario_that_makes_no_checks_is_an_error() -> None:
+    result = collected(lambda: iter(()))
+    assert result.failed and result.error.startswith("NoChecks: scenario unit_demo made no checks")
+
+
+def test_a_scenario_that_yields_something_else_is_an_error() -> None:
+    result = collected(lambda: iter(["not a check"]))
+    assert result.failed and "yielded str" in result.error
+
+
+def test_check_can_be_credited_to_the_middlebox_and_marked_integrity() -> None:
+    c = Check(id="x", requirement="MUST-3", target="middlebox", verdict=Verdict.PASS, sentence="s.", integrity=True)
+    assert c.target == "middlebox" and c.integrity
+    with pytest.raises(ValidationError, match="target"):
+        Check(id="x", requirement="MUST-3", target="router", verdict=Verdict.PASS, sentence="s.")
+
+
+def test_matrix_has_a_column_for_checks_credited_to_the_middlebox(tmp_path: Path) -> None:
+    results = synthetic_results(tmp_path)
+    results[1].checks.append(Check(id="lro", requirement="RFC1191 4", target="middlebox", verdict=Verdict.FAIL,
+                                   sentence="merged."))
+    data = results_data(results, tmp_path)
+    assert data["targets"] == ["kernel", "middlebox", "toe"]
+    row = next(r for r in data["matrix"] if r["requirement"] == "RFC1191 4")
+    assert row["cells"] == {"middlebox": {"verdict": "fail", "count": 1}}
+    assert data["summary"]["by_target"]["middlebox"] == {"pass": 0, "fail": 1, "skip": 0}
+    assert data["summary"]["by_target"]["toe"] == {"pass": 1, "fail": 1, "skip": 1}
+
+
+# --- counters ------------------------------------------------------------------------------------
+def test_delta_of_a_counter_the_target_does_not_have_is_an_error() -> None:
+    assert delta({"a": 1}, {"a": 4, "b": 2}, "a", "b") == {"a": 3, "b": 2}
+    with pytest.raises(UnknownCounter, match="no counter 'retransmitz'"):
+        delta({"a": 1}, {"a": 4}, "retransmitz")
+    assert reading({"a": 0}, "a") == 0
+    with pytest.raises(UnknownCounter, match="no counter 'b'"):
+        reading({"a": 0}, "b")

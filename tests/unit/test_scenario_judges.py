@@ -1,0 +1,177 @@
+"""The judging logic of scenario checks, without root: each guard fails on the empty case.
+
+A check must not pass with nothing measured: no flood arrived, the table never filled, nothing
+was served, no ACK was captured. Each test feeds a check's judge that case and asserts a fail,
+next to the case where it rightly passes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from scenarios.loss import throughput_kept
+from scenarios.lro_router import lro_collapsed, lro_oversize_dropped
+from scenarios.pmtud import PathRun, Transfer, clamped, receiver_carried, segments_fit, send_mss_from_path, stalled
+from scenarios.rfc9293 import ack_delay_bounded, ack_delays, acked_every_second, acks_delayed
+from scenarios.syn_flood import (
+    Attempt,
+    flood_arrived,
+    kept_serving,
+    summarize,
+    table_filled,
+    table_recovered,
+    table_stayed_empty,
+    was_denied,
+)
+from scenarios.transfer import DownloadResult, EchoResult
+from scenarios.wire import ChecksumState, TcpFrame
+
+
+# --- syn_flood ---------------------------------------------------------------------------------
+def test_flood_rate_fails_when_nothing_was_sent_even_with_min_rate_zero() -> None:
+    assert flood_arrived(sent=600_000, rate=200_000, received=600_100, min_rate=30_000)
+    assert not flood_arrived(sent=0, rate=0.0, received=0, min_rate=0)
+    assert not flood_arrived(sent=600_000, rate=200_000, received=1000, min_rate=30_000), "the flood did not arrive"
+    assert not flood_arrived(sent=60_000, rate=20_000, received=60_000, min_rate=30_000), "too slow to be a flood"
+
+
+def test_table_recovers_fails_when_the_table_never_filled() -> None:
+    assert table_recovered(peak=64, limit=64, left=0)
+    assert not table_recovered(peak=3, limit=64, left=0), "an empty table 'recovers' trivially"
+    assert not table_recovered(peak=0, limit=None, left=0), "a target that cannot tell its limit proves nothing"
+    assert not table_recovered(peak=64, limit=64, left=30), "it did not recover"
+    assert not table_filled(peak=10, limit=0)
+
+
+def test_a_stateless_policy_must_keep_the_table_empty_under_a_real_flood() -> None:
+    assert table_stayed_empty(arrived=True, peak=0)
+    assert not table_stayed_empty(arrived=False, peak=0), "no flood: nothing to keep out"
+    assert not table_stayed_empty(arrived=True, peak=64)
+
+
+def attempts(ok: int, failed: int = 0, connect_s: float = 0.001) -> list[Attempt]:
+    return ([Attempt(i * 0.05, connect_s, connect_s * 2) for i in range(ok)]
+            + [Attempt(1.0, None, None, "TimeoutError") for _ in range(failed)])
+
+
+def test_legit_served_fails_when_nothing_loaded_the_target_or_nothing_was_tried() -> None:
+    good = summarize(attempts(60))
+    assert kept_serving(good, 0.99, loaded=True)
+    assert not kept_serving(good, 0.99, loaded=False), "no flood, or a table never full: served proves nothing"
+    assert not kept_serving(summarize([]), 0.0, loaded=True), "no attempts"
+    assert not kept_serving(summarize(attempts(50, 10)), 0.99, loaded=True)
+
+
+def test_legit_denied_fails_without_load_and_passes_on_failures_or_slow_handshakes() -> None:
+    assert was_denied(summarize(attempts(0, 60)), 0.99, loaded=True)
+    assert was_denied(summarize(attempts(60, connect_s=1.2)), 0.99, loaded=True), "waited for SYN retransmission"
+    assert not was_denied(summarize(attempts(0, 60)), 0.99, loaded=False), "failures without a flood are not denial"
+    assert not was_denied(summarize(attempts(60)), 0.99, loaded=True)
+    assert not was_denied(summarize([]), 0.99, loaded=True)
+
+
+# --- PMTUD ----------------------------------------------------------------------------------------
+def path_run(completed: bool = True, largest: int = 1360, frames: int = 1500) -> PathRun:
+    return PathRun(Transfer(2 << 20, (2 << 20) if completed else 1000, completed, 1.0), Path("x.pcap"), largest, frames)
+
+
+def test_black_hole_stalls_fails_when_the_same_transfer_never_worked_without_it() -> None:
+    stuck = Transfer(2 << 20, 0, False, 5.0)
+    assert stalled(path_run().transfer, stuck, 0.1)
+    assert not stalled(None, stuck, 0.1), "nothing measured without the black hole"
+    assert not stalled(path_run(completed=False).transfer, stuck, 0.1), "the target serves nothing at all"
+    assert not stalled(path_run().transfer, path_run().transfer, 0.1), "it did not stall"
+
+
+def test_pmtud_checks_fail_on_an_empty_capture() -> None:
+    assert segments_fit(path_run(), 1360) and send_mss_from_path(path_run(largest=1348), 1360)
+    empty = path_run(largest=0, frames=0)
+    assert not segments_fit(empty, 1360)
+    assert not send_mss_from_path(empty, 1360)
+    assert not send_mss_from_path(path_run(largest=536), 1360), "a send MSS not taken from the path"
+    assert not segments_fit(path_run(largest=1448), 1360)
+
+
+def test_receiver_check_needs_the_clients_pmtud_to_have_happened() -> None:
+    assert receiver_carried(path_run(), 1360)
+    assert not receiver_carried(path_run(largest=1448), 1360), "the sender never lowered: nothing about PMTUD"
+    assert not receiver_carried(path_run(largest=0, frames=0), 1360)
+    assert not receiver_carried(path_run(completed=False), 1360)
+
+
+def test_clamped_mss_fails_when_no_syn_ack_was_seen() -> None:
+    assert clamped([1360], 1360)
+    assert not clamped([], 1360)
+    assert not clamped([1460], 1360)
+
+
+# --- rfc9293 ACK timing ------------------------------------------------------------------------------
+PEER, TARGET = ("10.0.0.1", 40000), ("10.0.0.2", 9)
+
+
+def frame(ts: float, src: tuple[str, int], dst: tuple[str, int], seq: int, ack: int, length: int) -> TcpFrame:
+    return TcpFrame(ts, src[0], dst[0], src[1], dst[1], seq, ack, "A", 65535, length, (), ChecksumState.CORRECT, 60)
+
+
+def exchange(delays: list[float], size: int = 1000) -> list[TcpFrame]:
+    frames, t, seq = [], 0.0, 2**32 - 1500  # wraps during the exchange
+    for delay in delays:
+        frames.append(frame(t, PEER, TARGET, seq, 1, size))
+        seq = (seq + size) % 2**32
+        frames.append(frame(t + delay, TARGET, PEER, 1, seq, 0))
+        t += 1.0
+    return frames
+
+
+def test_ack_delays_are_timed_from_the_capture() -> None:
+    measured = ack_delays(exchange([0.0001, 0.040, 0.005]), PEER, 1000)
+    assert [round(d, 4) for d in measured] == [0.0001, 0.04, 0.005]
+    assert ack_delays(exchange([0.001]), PEER, 536) == [], "segments of another size are not the isolated ones"
+
+
+def test_delayed_acks_fail_on_nothing_captured_or_a_lone_late_ack() -> None:
+    assert acks_delayed([0.04] * 10 + [0.0001] * 14, 24)
+    assert not acks_delayed([], 24), "nothing acknowledged, nothing measured"
+    assert not acks_delayed([0.04] + [0.0001] * 23, 24), "one late ACK out of 24 is noise, not delayed ACKs"
+    assert not acks_delayed([0.04] * 20, 24), "segments left unacknowledged"
+    assert not acks_delayed([], 0)
+
+
+def test_ack_delay_bound_fails_on_nothing_captured() -> None:
+    assert ack_delay_bounded([0.04] * 24, 24)
+    assert not ack_delay_bounded([], 24) and not ack_delay_bounded([], 0)
+    assert not ack_delay_bounded([0.6] * 24, 24)
+
+
+def test_ack_every_second_segment_counts_acks_over_the_stream() -> None:
+    assert acked_every_second(acks=12, acked=24 * 8960, segments=24, rmss=8960)
+    assert not acked_every_second(acks=8, acked=24 * 8960, segments=24, rmss=8960), "every third segment"
+    assert not acked_every_second(acks=12, acked=10 * 8960, segments=24, rmss=8960), "not all acknowledged"
+    assert not acked_every_second(acks=0, acked=0, segments=0, rmss=8960)
+
+
+# --- lro_router -----------------------------------------------------------------------------------
+def test_lro_oversize_dropped_fails_when_nothing_was_merged_or_dropped() -> None:
+    assert lro_oversize_dropped({"lro_merged": 40, "mtu_drops": 5, "icmp_frag_needed_sent": 5})
+    assert not lro_oversize_dropped({"lro_merged": 0, "mtu_drops": 0, "icmp_frag_needed_sent": 0})
+    assert not lro_oversize_dropped({"lro_merged": 40, "mtu_drops": 5, "icmp_frag_needed_sent": 0})
+
+
+def test_lro_collapse_needs_the_same_path_to_work_with_gro() -> None:
+    size = 4 << 20
+    stalled_lro = EchoResult(size, 10_000, 4.0, False)
+    healthy_gro = EchoResult(size, size, 0.5, True)
+    assert lro_collapsed(stalled_lro, healthy_gro)
+    assert not lro_collapsed(stalled_lro, EchoResult(size, 0, 30.0, False)), "nothing works: not LRO's doing"
+    assert not lro_collapsed(EchoResult(size, size, 0.5, True), healthy_gro), "LRO did not collapse"
+
+
+# --- loss ---------------------------------------------------------------------------------------------
+def test_throughput_by_loss_is_judged_against_the_lossless_rate() -> None:
+    size = 3 << 20
+    base = DownloadResult(size, size, 0.1)  # 250 Mbit/s
+    good = {"loss=1%": DownloadResult(size, size, 0.2), "loss=10%": DownloadResult(size, size, 1.0)}
+    assert throughput_kept(base, good, 0.05)
+    assert not throughput_kept(base, {"loss=10%": DownloadResult(size, size, 10.0)}, 0.05), "RTO-bound: 1 %"
+    assert not throughput_kept(base, {}, 0.05), "nothing measured under loss"
+    assert not throughput_kept(DownloadResult(size, 0, 20.0), good, 0.05), "no lossless reference"
+    assert not throughput_kept(base, {"loss=1%": DownloadResult(size, size // 2, 20.0)}, 0.0001), "incomplete"
