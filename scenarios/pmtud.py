@@ -28,16 +28,19 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from scapy.utils import rdpcap
 
-from lab.netns import entered
 from lab.render import load_topology
 
 from .framework import Check, RunContext, ScenarioParams
 from .peer import option_value
 from .wire import tcp_frames
+
+if TYPE_CHECKING:
+    from lab.node import Node
 
 NARROW_MTU = 1400
 ROUTERS = ("r1", "r2")
@@ -111,8 +114,8 @@ def tcp_info(sock: socket.socket) -> tuple[int, int, int]:
     return snd_mss, pmtu, bytes_acked
 
 
-def connect(netns: str, version: int, address: str, port: int, timeout_s: float) -> socket.socket:
-    with entered(netns):
+def connect(node: Node, version: int, address: str, port: int, timeout_s: float) -> socket.socket:
+    with node.inside():
         sock = socket.socket(socket.AF_INET if version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     sock.connect((address, port))
@@ -126,11 +129,11 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
-def send_bulk(netns: str, version: int, address: str, port: int, nbytes: int, timeout_s: float) -> Transfer:
+def send_bulk(node: Node, version: int, address: str, port: int, nbytes: int, timeout_s: float) -> Transfer:
     """Send `nbytes` to a discard service and wait for its close; delivered = bytes the peer acknowledged."""
     start = time.monotonic()
     deadline = start + timeout_s
-    sock = connect(netns, version, address, port, timeout_s)
+    sock = connect(node, version, address, port, timeout_s)
     block, sent, completed = memoryview(bytes(1 << 16)), 0, False
     while sent < nbytes and (left := deadline - time.monotonic()) > 0:
         if select.select([], [sock], [], left)[1]:
@@ -153,11 +156,11 @@ def send_bulk(netns: str, version: int, address: str, port: int, nbytes: int, ti
     return Transfer(nbytes, min(max(0, acked - 1), nbytes), completed, round(seconds, 3), snd_mss, pmtu)
 
 
-def pull_bulk(netns: str, version: int, address: str, port: int, nbytes: int, timeout_s: float) -> Transfer:
+def pull_bulk(node: Node, version: int, address: str, port: int, nbytes: int, timeout_s: float) -> Transfer:
     """Read `nbytes` from a chargen service within the time allowed."""
     start = time.monotonic()
     deadline = start + timeout_s
-    sock = connect(netns, version, address, port, timeout_s)
+    sock = connect(node, version, address, port, timeout_s)
     got = 0
     while got < nbytes and (left := deadline - time.monotonic()) > 0:
         if select.select([sock], [], [], left)[0]:
@@ -219,15 +222,15 @@ class PathRun:
 def transfer(ctx: RunContext, plan: PathPlan, version: int, role: str, tag: str, timeout_s: float) -> PathRun:
     """The target sends (the client pulls its chargen) or receives (the client sends to its discard)."""
     nbytes = ctx.params.transfer_kib * 1024
-    netns, server = ctx.lab.node(ctx.client).netns, plan.server(ctx, version)
+    client, server = ctx.lab.node(ctx.client), plan.server(ctx, version)
     sender, (node, iface) = ((server, plan.sender_capture) if role == "sender"
                              else (plan.client(ctx, version), plan.receiver_capture))
     capture = ctx.capture(node, iface, f"tcp and src host {sender}", name=f"{tag}-{role}-v{version}.pcap")
     try:
         if role == "sender":
-            moved = pull_bulk(netns, version, server, ctx.port("chargen"), nbytes, timeout_s)
+            moved = pull_bulk(client, version, server, ctx.port("chargen"), nbytes, timeout_s)
         else:
-            moved = send_bulk(netns, version, server, ctx.port("discard"), nbytes, timeout_s)
+            moved = send_bulk(client, version, server, ctx.port("discard"), nbytes, timeout_s)
     finally:
         pcap = capture.stop()
     sizes = [f.payload_len for f in tcp_frames(pcap) if f.payload_len]
@@ -282,7 +285,7 @@ def _ipv6_refused(ctx: RunContext, plan: PathPlan) -> str | None:
     """Why the target takes no IPv6 connection to its discard service, or None if it does."""
     address = plan.server(ctx, 6)
     try:
-        sock = connect(ctx.lab.node(ctx.client).netns, 6, address, ctx.port("discard"), 2.0)
+        sock = connect(ctx.lab.node(ctx.client), 6, address, ctx.port("discard"), 2.0)
     except OSError as exc:
         return f"target {ctx.target.name} took no IPv6 connection to [{address}]:{ctx.port('discard')} ({exc})"
     sock.close()

@@ -28,15 +28,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from lab.netns import entered
 from lab.tools import wait_for_line
 
 from . import flood
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .targets import reading
+
+if TYPE_CHECKING:
+    from lab.node import Node
 
 ATTACKER, CLIENT, SERVER = "attacker", "client", "server"
 #: Policies whose promise is to refuse what does not fit; every other policy promises to serve.
@@ -114,9 +117,9 @@ class Attempt:
 class LegitClient:
     """Opens echo connections at a fixed pace from a node, each attempt in its own thread."""
 
-    def __init__(self, netns: str, address: str, port: int, *, count: int, interval_s: float,
+    def __init__(self, node: Node, address: str, port: int, *, count: int, interval_s: float,
                  timeout_s: float) -> None:
-        self.netns, self.address, self.port = netns, address, port
+        self.node, self.address, self.port = node, address, port
         self.count, self.interval_s, self.timeout_s = count, interval_s, timeout_s
         self.attempts: list[Attempt] = []
         self._lock = threading.Lock()
@@ -136,7 +139,7 @@ class LegitClient:
 
     def _schedule(self) -> None:
         start = time.monotonic()
-        with entered(self.netns):  # sockets belong to the namespace they were created in
+        with self.node.inside():  # sockets belong to the namespace they were created in
             for i in range(self.count):
                 delay = start + i * self.interval_s - time.monotonic()
                 if delay > 0:
@@ -289,7 +292,7 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
     legit = dict(address=ctx.address(SERVER), port=ctx.port("echo"), interval_s=p.legit_interval_s,
                  timeout_s=p.legit_timeout_s)
     attack = _Flood(ctx, seed=ctx.rng.getrandbits(31))
-    during_client = LegitClient(ctx.lab.node(CLIENT).netns, count=max(1, int(p.flood_s / p.legit_interval_s)),
+    during_client = LegitClient(ctx.lab.node(CLIENT), count=max(1, int(p.flood_s / p.legit_interval_s)),
                                 **legit).start()
     peak = 0
     while attack.running():
@@ -302,7 +305,7 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
     left, recovery_s = _await_recovery(ctx, p.recovery_deadline_s)
     during = during_client.join()
     flood_counters = {k: v - before.get(k, 0) for k, v in _policy_counters(ctx).items()}
-    after = LegitClient(ctx.lab.node(CLIENT).netns, count=p.legit_after, **legit).start().join()
+    after = LegitClient(ctx.lab.node(CLIENT), count=p.legit_after, **legit).start().join()
 
     tag = f"[{policy}]"
     during_summary, after_summary = summarize(during), summarize(after)

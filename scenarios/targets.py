@@ -12,8 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lab.netlink import write_sysctls
-from lab.netns import entered
 from lab.tools import wait_for_line
 
 if TYPE_CHECKING:
@@ -116,7 +114,7 @@ class KernelTarget(Target):
         """/proc/net/snmp and /proc/net/netstat of the server namespace, as `nstat` names them."""
         if self._lab is None:
             return {}
-        with entered(self._lab.node(self._node).netns):
+        with self._lab.node(self._node).inside():
             return read_snmp_counters()
 
     def policies(self) -> tuple[str, ...]:
@@ -127,14 +125,14 @@ class KernelTarget(Target):
         if name not in self.SYNCOOKIE_POLICIES or self._lab is None:
             return super().set_policy(name)
         settings: dict[str, int | str] = {"net.ipv4.tcp_syncookies": self.SYNCOOKIE_POLICIES[name]}
-        write_sysctls(self._lab.node(self._node).netns, settings)
+        self._lab.node(self._node).write_sysctls(settings)
         return settings
 
     def half_open(self) -> int | None:
         """Request sockets (state 03, SYN_RECV) in /proc/net/tcp and tcp6 of the server namespace."""
         if self._lab is None:
             return None
-        with entered(self._lab.node(self._node).netns):
+        with self._lab.node(self._node).inside():
             return count_tcp_state(SYN_RECV)
 
     def half_open_limit(self, port: int) -> int | None:
@@ -164,7 +162,7 @@ class KernelTarget(Target):
         if self._lab is None:
             raise NotImplementedError("the kernel target is not started")
         settings: dict[str, int | str] = {"net.ipv4.tcp_retries2": r2}
-        write_sysctls(self._lab.node(self._node).netns, settings)
+        self._lab.node(self._node).write_sysctls(settings)
         return settings
 
     def stop(self) -> None:
@@ -196,7 +194,7 @@ def read_snmp_counters() -> dict[str, int]:
     """Counters of the calling thread's network namespace (`TcpInCsumErrors`, `TcpExtTCPTimeouts` ...).
 
     /proc/thread-self/net follows the thread's namespace, so this reads a lab namespace
-    without forking `nstat` when called inside `lab.netns.entered`.
+    without forking `nstat` when called inside a node (`Node.inside`).
     """
     out: dict[str, int] = {}
     for name in ("snmp", "netstat"):
