@@ -7,17 +7,20 @@ passes those frames to the host kernel unchanged. It never touches a socket or a
 """
 from __future__ import annotations
 
+import traceback
+from collections import Counter as Tally
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from toe_engine.apps import APPS, App
 from toe_engine.codec import build_tcp_frame, build_tcp_frame_partial, parse_frame
 from toe_engine.codec.drop import DropReason
+from toe_engine.codec.icmp import ND_HOP_LIMIT, parse_nd
 from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request
 from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
-from toe_engine.segment import ACK, RST, SYN, FourTuple, Segment
+from toe_engine.segment import ACK, FIN, RST, SYN, FourTuple, Segment
 from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, PeerClosed, Reset, Writable
@@ -26,6 +29,7 @@ from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
 
 IPPROTO_TCP = 6
+OOO_BLOCK_COST = 96  # what one out-of-order block costs beyond its bytes (object headers)
 _IP_DEFAULTS = (64, 0)
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
@@ -62,7 +66,8 @@ class EndpointConfig:
 
     mac: bytes
     addresses: tuple[bytes, ...]
-    services: dict[int, str] = field(default_factory=lambda: {9: "discard", 7: "echo", 19: "chargen", 80: "http"})
+    #: port -> application: a name from APPS, or an App subclass (tests, the fuzzer)
+    services: dict[int, str | type[App]] = field(default_factory=lambda: {9: "discard", 7: "echo", 19: "chargen", 80: "http"})
     tcp: TcpConfig = field(default_factory=TcpConfig)
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     tx_offload: bool = True  # leave checksums and segmentation to the device
@@ -70,7 +75,7 @@ class EndpointConfig:
     subnet_broadcasts: frozenset[bytes] = frozenset()  # never valid as a source (MUST-63)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.services.values()) - set(APPS))
+        unknown = sorted(app for app in self.services.values() if isinstance(app, str) and app not in APPS)
         if unknown:
             raise ValueError(f"unknown application {unknown[0]!r}; known ones are {', '.join(APPS)}")
 
@@ -86,6 +91,7 @@ class _Admission:
 
     def release(self, four_tuple: FourTuple) -> None:
         self.endpoint.resources.release(four_tuple)
+        self.endpoint._forget(four_tuple)
 
     def cookie_isn(self, four_tuple: FourTuple, syn: Segment, now: float) -> tuple[int, int | None]:
         opts = syn.options
@@ -104,10 +110,21 @@ class _AppConnection:
         self.core, self.key = core, key
 
     def send(self, data: bytes | memoryview) -> int:
-        return self.core.stack.send(self.key, data)
+        core = self.core
+        room = core.buffer_memory.room(self.key)
+        if room < len(data) and room < core.stack.send_space(self.key):
+            # buffer memory, not the send buffer, is short: take what fits, say Writable when it frees
+            core.counters.inc("tx_mem_limited")
+            core._memory_waiters.add(self.key)
+            if not room:
+                return 0
+            data = memoryview(data)[:room]
+        sent = core.stack.send(self.key, data)
+        core._account(self.key)
+        return sent
 
     def send_space(self) -> int:
-        return self.core.stack.send_space(self.key)
+        return min(self.core.stack.send_space(self.key), self.core.buffer_memory.room(self.key))
 
     def shutdown(self) -> None:
         self.core.stack.shutdown(self.key)
@@ -126,14 +143,23 @@ class EndpointCore:
         self.config = config
         self.counters = counters if counters is not None else Counters()
         self.addresses = frozenset(config.addresses)
-        self.resources = ResourceManager(config.resources, self.counters, cookie_secret=config.secret)
+        resources = config.resources
+        if resources.conn_memory_bytes is None:
+            resources = replace(resources, conn_memory_bytes=2 * (config.tcp.snd_buf + config.tcp.rcv_buf))
+        self.resources = ResourceManager(resources, self.counters, cookie_secret=config.secret)
         self.resources.set_offload_ports(config.services)
         self.stack = TcpStack(config.tcp, counters=self.counters, admission=_Admission(self),
                               isn=IsnGenerator(config.secret) if config.secret else None)
         for port in config.services:
             self.stack.listen(None, port, backlog=max(config.resources.capacity, 128))
         self.neighbors = NeighborTable()
+        self.buffer_memory = self.resources.memory
         self.apps: dict[FourTuple, App] = {}
+        self.app_error_sites: Tally[str] = Tally()  # file:line of each application exception caught
+        self._next_hop: dict[FourTuple, bytes] = {}  # the MAC each connection's SYN came from
+        self._reply_to: tuple[bytes, bytes] | None = None  # (IP, MAC) of the frame being handled
+        self._touched: set[FourTuple] = set()  # connections whose buffer memory may have changed
+        self._memory_waiters: set[FourTuple] = set()  # applications a memory limit cut short
         #: Ports the socket API (toe_engine.runtime.sockets) listens on -> what serves each accepted connection.
         self.socket_ports: dict[int, Callable[[_AppConnection], App]] = {}
         #: (TTL, TOS) a connection's application asked for (IP_TTL, IP_TOS); others get 64, 0.
@@ -163,14 +189,16 @@ class EndpointCore:
         parsed = parse_frame(frame, verify_csum=not csum_ok)
         if parsed.drop_reason is not None:
             return self._rejected(parsed)
-        if parsed.eth_src and parsed.ip_src:
-            self.neighbors.learn(parsed.ip_src, parsed.eth_src)
         seg = parsed.tcp
         if seg is None:
             if parsed.arp is not None:
-                self.neighbors.learn(parsed.arp.sender_ip, parsed.arp.sender_mac)
+                self.neighbors.on_arp(parsed.arp, self.addresses, now)
             elif parsed.icmp is not None:
-                self._icmp(parsed, now)
+                nd = parse_nd(parsed.icmp)
+                if nd is None:
+                    self._icmp(parsed, now)
+                elif parsed.ttl == ND_HOP_LIMIT:
+                    self.neighbors.on_nd(nd, parsed.ip_src, self.addresses, now)
             return False
         if parsed.ip_dst not in self.addresses:
             return False
@@ -179,7 +207,11 @@ class EndpointCore:
         if not known and seg.dst_port not in self.config.services and seg.dst_port not in self.socket_ports:
             return False
         if seg.payload:
-            seg.payload = bytes(seg.payload)  # the driver reuses its buffer
+            if known and not self.buffer_memory.admits(key, len(seg.payload)):
+                seg.payload, seg.flags = b"", seg.flags & ~FIN  # over a memory limit: keep only the ACK
+            else:
+                seg.payload = bytes(seg.payload)  # the driver reuses its buffer
+        self._reply_to = (key.remote_ip, parsed.eth_src)
         if known:
             self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
         elif seg.flags & (SYN | ACK) == SYN:
@@ -193,7 +225,11 @@ class EndpointCore:
             counters.inc("rx_to_host")
             return False
         counters.inc("rx_segments")
+        if key not in self._next_hop and self.stack.connection(key) is not None:
+            self._next_hop[key] = parsed.eth_src
+        self._touched.add(key)
         self._drain(now)
+        self._reply_to = None
         return True
 
     def _invalid_source(self, ip: bytes) -> bool:
@@ -263,21 +299,76 @@ class EndpointCore:
         """Run application events, then turn the stack's segments into frames."""
         stack = self.stack
         for _ in range(8):  # applications answer events with sends, which make more events
-            events = stack.poll_events()
+            self._account_touched()
+            events = stack.poll_events() or self._memory_freed()
             if not events:
                 break
             for event in events:
                 self._dispatch(event, now)
+        self._account_touched()
         for local_ip, remote_ip, seg in stack.poll_output():
             self._emit(local_ip, remote_ip, seg, now)
 
+    # --- buffer memory ----------------------------------------------------------------
+    def _account(self, key: FourTuple) -> None:
+        """Record what one connection holds: its TCP queues and what its application keeps."""
+        conn = self.stack.connection(key)
+        if conn is None:
+            self.buffer_memory.release(key)
+            return
+        ooo = conn.ooo
+        app = self.apps.get(key)
+        held = len(conn.snd_buf) + len(conn.rcv_buf) + ooo.bytes_held + OOO_BLOCK_COST * len(ooo)
+        self.buffer_memory.set(key, held + (app.buffered_bytes() if app is not None else 0))
+
+    def _account_touched(self) -> None:
+        touched = self._touched
+        while touched:
+            self._account(touched.pop())
+
+    def _memory_freed(self) -> list[Writable]:
+        """Writable for the applications a memory limit stopped, once they have room again."""
+        waiters = self._memory_waiters
+        if not waiters:
+            return []
+        ready = [key for key in waiters if self.buffer_memory.room(key) > 0]
+        waiters.difference_update(ready)
+        return [Writable(key) for key in ready]
+
+    def _forget(self, key: FourTuple) -> None:
+        """A connection is gone: its next hop, its buffer memory, its wait for memory."""
+        self._next_hop.pop(key, None)
+        self._memory_waiters.discard(key)
+        self.buffer_memory.release(key)
+
+    # --- applications -----------------------------------------------------------------
     def _dispatch(self, event: object, now: float) -> None:
+        """Hand one event to its application; an application that raises is counted and its
+        connection reset, and the engine carries on with the next frame."""
         key = getattr(event, "conn", None)
+        if key is None:
+            return
+        self._touched.add(key)
+        try:
+            self._deliver(event, key)
+        except Exception as exc:  # noqa: BLE001 - any application's bug, by design
+            self._app_failed(key, exc, now)
+
+    def _app_failed(self, key: FourTuple, exc: Exception, now: float) -> None:
+        self.counters.inc("app_errors")
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        self.app_error_sites[f"{frame.filename}:{frame.lineno}: {type(exc).__name__}"] += 1
+        self.apps.pop(key, None)
+        self._pending_apps.pop(key, None)
+        self._eof_pending.discard(key)
+        self.stack.abort(key, now)
+
+    def _deliver(self, event: object, key: FourTuple) -> None:
         if isinstance(event, (Accepted, Connected)):
             factory = self._pending_apps.pop(key, None)
             if factory is None and key.local_port in self.config.services and key not in self.apps:
                 self.resources.established(key)
-                factory = APPS[self.config.services[key.local_port]]
+                factory = _app_class(self.config.services[key.local_port])
             elif factory is None and key.local_port in self.socket_ports and key not in self.apps:
                 self.resources.established(key)
                 factory = self.socket_ports[key.local_port]
@@ -297,6 +388,7 @@ class EndpointCore:
             self.apps.pop(key, None)
             self._pending_apps.pop(key, None)
             self._eof_pending.discard(key)
+            self._forget(key)
             if app is not None:
                 self.counters.inc("app_rx_bytes", app.received)
                 self.counters.inc("app_tx_bytes", app.sent)
@@ -316,6 +408,8 @@ class EndpointCore:
     def _feed(self, key: FourTuple, app: App) -> None:
         """Give the application what it has room for; the rest stays in the receive buffer,
         so the window closes when the application stops reading (as a socket's would)."""
+        if self.stack.connection(key) is None:
+            return  # the application closed it while handling an earlier event
         room = app.receive_room()
         while room > 0:
             data = self.stack.recv(key, room)
@@ -328,15 +422,18 @@ class EndpointCore:
             app.on_peer_closed()
 
     def _emit(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
-        mac = self.neighbors.lookup(remote_ip)
+        key = FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port)
+        mac = self._next_hop.get(key) or self.neighbors.lookup(remote_ip)
+        if mac is None and self._reply_to is not None and self._reply_to[0] == remote_ip:
+            mac = self._reply_to[1]  # a stateless answer goes back where its frame came from
         if mac is None:
             self.counters.inc("tx_no_neighbor")
             if len(remote_ip) == 4:
+                self.neighbors.asked(remote_ip)
                 self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
             return
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         self.counters.inc("tx_frames")
-        key = FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port)
         ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         if not self.config.tx_offload:
             self.counters.inc("tx_segments")
@@ -368,9 +465,17 @@ class EndpointCore:
             conn = self.stack.connection(key)
             out.append({"local": f"{_ip(key.local_ip)}:{key.local_port}", "remote": f"{_ip(key.remote_ip)}:{key.remote_port}",
                         "state": self.stack.state(key).name, "offloaded": True,
-                        "app": self.config.services.get(key.local_port, ""),
+                        "app": _app_name(self.config.services.get(key.local_port, "")),
                         "snd_mss": getattr(conn, "snd_mss", 0)})
         return out
+
+
+def _app_class(app: str | type[App]) -> type[App]:
+    return APPS[app] if isinstance(app, str) else app
+
+
+def _app_name(app: str | type[App]) -> str:
+    return app if isinstance(app, str) else app.__name__
 
 
 def _ip(packed: bytes) -> str:

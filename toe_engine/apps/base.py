@@ -52,6 +52,10 @@ class App:
     def on_closed(self) -> None:
         """The connection is gone (closed or reset)."""
 
+    def buffered_bytes(self) -> int:
+        """Bytes the application holds for its connection, counted in the engine's buffer memory."""
+        return 0
+
     def send(self, data: bytes | memoryview) -> int:
         sent = self.conn.send(data)
         self.sent += sent

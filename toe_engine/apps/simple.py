@@ -52,6 +52,9 @@ class Echo(App):
         self.peer_closed = True
         self.on_writable()
 
+    def buffered_bytes(self) -> int:
+        return self.pending_bytes
+
 
 def chargen_pattern(length: int = 72 * 95) -> bytes:
     """RFC 864's rotating 72-character lines, repeated into one buffer."""

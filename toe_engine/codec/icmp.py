@@ -159,3 +159,44 @@ def build_echo6(src: bytes, dst: bytes, ident: int, seq: int, data: bytes, *, re
     """ICMPv6 echo request or reply."""
     icmp_type = ICMPV6_ECHO_REPLY if reply else ICMPV6_ECHO_REQUEST
     return build_icmpv6(src, dst, icmp_type, 0, (ident << 16) | seq, data)
+
+
+ND_NEIGHBOR_SOLICIT = 135
+ND_NEIGHBOR_ADVERT = 136
+ND_OPT_SOURCE_LLADDR = 1
+ND_OPT_TARGET_LLADDR = 2
+ND_HOP_LIMIT = 255  # RFC 4861 7.1.1: anything else did not come from the link
+_NA_SOLICITED = 0x40000000
+_NA_OVERRIDE = 0x20000000
+
+
+class NeighborDiscovery(NamedTuple):
+    """A neighbour solicitation or advertisement (RFC 4861 4.3, 4.4)."""
+
+    type: int
+    target: bytes
+    lladdr: bytes | None  # the source link-layer option of an NS, the target one of an NA
+    solicited: bool
+    override: bool
+
+
+def parse_nd(icmp: IcmpMessage) -> NeighborDiscovery | None:
+    """The NS/NA in an ICMPv6 message, or None if it is not one or is malformed (RFC 4861 7.1)."""
+    if icmp.version != 6 or icmp.type not in (ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT) or icmp.code != 0:
+        return None
+    body = icmp.body
+    if len(body) < 16:
+        return None
+    wanted = ND_OPT_SOURCE_LLADDR if icmp.type == ND_NEIGHBOR_SOLICIT else ND_OPT_TARGET_LLADDR
+    lladdr = None
+    offset = 16
+    while offset + 2 <= len(body):
+        kind, units = body[offset], body[offset + 1]
+        end = offset + 8 * units
+        if units == 0 or end > len(body):
+            return None  # a zero-length or overlong option invalidates the message
+        if kind == wanted and units == 1:
+            lladdr = bytes(body[offset + 2:offset + 8])
+        offset = end
+    return NeighborDiscovery(icmp.type, bytes(body[:16]), lladdr, bool(icmp.rest & _NA_SOLICITED),
+                             bool(icmp.rest & _NA_OVERRIDE))

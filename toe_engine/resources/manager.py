@@ -14,9 +14,13 @@ from typing import Protocol
 from ..counters import Counters
 from ..segment import FourTuple, Segment
 from .bufpool import DEFAULT_BUFFER_SIZE, BufferPool
+from .memory import BufferMemory
 from .policy import Admission, ExhaustionPolicy, PassedFlows, PortFilter
 from .syncookie import SynCookies
 from .table import DEFAULT_ENTRY_BYTES, ConnectionTable
+
+
+DEFAULT_CONN_MEMORY = 1024 * 1024
 
 
 class CounterSink(Protocol):
@@ -36,6 +40,9 @@ class ResourceConfig:
     pool_bytes: int = 16 * 1024 * 1024
     buffer_size: int = DEFAULT_BUFFER_SIZE
     conn_buffer_bytes: int = 0  # reserved from the pool for each admitted connection
+    conn_memory_bytes: int | None = None  # what one connection's buffers and application may hold;
+    # None: twice its send and receive buffers (the endpoint fills it in from its TCP settings)
+    buffer_memory_bytes: int = 128 * 1024 * 1024  # what all of them may hold together (like tcp_mem)
     policy: ExhaustionPolicy = field(default_factory=ExhaustionPolicy)
     offload_ports: frozenset[int] | None = None  # None: terminate every port
     passed_flows_limit: int = 65536
@@ -70,6 +77,8 @@ class ResourceManager:
         self.port_filter = PortFilter(config.offload_ports)
         self.passed = PassedFlows(config.passed_flows_limit, config.passed_flow_idle, config.passed_flow_fin_linger)
         self.conn_buffer_bytes = config.conn_buffer_bytes
+        self.memory = BufferMemory(config.conn_memory_bytes or DEFAULT_CONN_MEMORY, config.buffer_memory_bytes,
+                                   self.counters)
         self.syncookies = SynCookies(cookie_secret or _default_secret(), self.counters)
 
     def admit(self, four_tuple: FourTuple, syn: Segment, now: float) -> Admission:
@@ -166,6 +175,9 @@ class ResourceManager:
             "pool_buffers_high_water": pool.high_water,
             "passed_flows": len(self.passed),
             "passed_flows_evicted": self.passed.evicted,
+            "buffer_memory_bytes": self.memory.total,
+            "buffer_memory_limit": self.memory.total_limit,
+            "buffer_memory_high_water": self.memory.peak,
         }
 
     def _take_slot(self, four_tuple: FourTuple, now: float, *, embryonic: bool) -> bool:

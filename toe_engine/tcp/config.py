@@ -37,6 +37,9 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)
     persist_max: float = 60.0
     tso_segments: int = 1  # new data may leave in segments of up to this many MSS (for TSO)
+    min_pmtu: int = 552  # IPv4 path MTU floor, as Linux's net.ipv4.route.min_pmtu
+    invalid_ratelimit: float = 0.5  # s between SYN-ACKs repeated for duplicate SYNs (tcp_invalid_ratelimit)
+    drop_synfin: bool = True  # a SYN with FIN is no connection request (Linux; FreeBSD's drop_synfin)
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -55,5 +58,9 @@ class TcpConfig:
             raise ValueError(f"tso_segments {self.tso_segments} x mss {self.mss} does not fit a 64 KiB frame")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("need 0 < rto_min <= rto_initial <= rto_max")
+        if not 68 <= self.min_pmtu <= 65535:
+            raise ValueError(f"min_pmtu {self.min_pmtu} out of range 68..65535")
+        if self.invalid_ratelimit < 0:
+            raise ValueError("invalid_ratelimit must be zero or more")
         if self.time_wait < 0 or self.keepalive_idle <= 0 or self.keepalive_interval <= 0:
             raise ValueError("timeouts must be positive")

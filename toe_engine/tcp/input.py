@@ -35,7 +35,8 @@ class ReceivePath(Tcb):
 
         if flags & SYN and state is SYN_RECEIVED and seq == self.irs:
             if not flags & ACK:
-                self._send_syn(now, with_ack=True)  # a retransmitted SYN: repeat our SYN-ACK
+                if self.host.synack_repeat_allowed(self.key, now):  # rate-limited, as Linux's tcp_check_req
+                    self._send_syn(now, with_ack=True)  # a retransmitted SYN: repeat our SYN-ACK
                 return
             if self.listener is None:  # only an active opener can be in a simultaneous open
                 flags &= ~SYN  # the peer's SYN-ACK, its SYN already counted

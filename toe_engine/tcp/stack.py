@@ -12,12 +12,12 @@ import ipaddress
 from dataclasses import dataclass
 
 from toe_engine.counters import Counters
-from toe_engine.segment import ACK, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
+from toe_engine.segment import ACK, FIN, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
 from toe_engine.tcp.admission import AcceptAll, Admission, AdmissionHook, CookieParams
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.connection import CLOSED, SYN_RECEIVED, TIME_WAIT, Connection, Counter, State, TcpError
 from toe_engine.tcp.events import Closed, Event
-from toe_engine.tcp.icmp import IcmpError
+from toe_engine.tcp.icmp import IcmpError, usable_pmtu
 from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.seqnum import HALF, MASK
 from toe_engine.tcp.timers import INF, TimerQueue
@@ -80,6 +80,7 @@ class TcpStack:
         self._embryonic_of: dict[tuple[bytes, int, bytes, int], Listener] = {}
         self._timers = TimerQueue()
         self._challenge = ChallengeAckLimiter(self.config.challenge_ack_limit)
+        self._synack_repeated: dict[FourTuple, float] = {}  # when a duplicate SYN last drew a SYN-ACK
         self._next_port = EPHEMERAL_FIRST
         self._now = 0.0
 
@@ -91,6 +92,16 @@ class TcpStack:
 
     def challenge_ack_allowed(self, now: float) -> bool:
         return self._challenge.allow(now)
+
+    def synack_repeat_allowed(self, conn: FourTuple, now: float) -> bool:
+        """Whether a duplicate SYN for a SYN-RECEIVED entry may draw another SYN-ACK: at most one
+        per `invalid_ratelimit`, as Linux's tcp_check_req rate-limits it (TCPACKSkippedSynRecv)."""
+        last = self._synack_repeated.get(conn)
+        if last is not None and 0 <= now - last < self.config.invalid_ratelimit:
+            self.counters.inc("synack_rtx_limited")
+            return False
+        self._synack_repeated[conn] = now
+        return True
 
     # ------------------------------------------------------------------ application interface
 
@@ -199,7 +210,7 @@ class TcpStack:
         key = (local_ip, seg.dst_port, remote_ip, seg.src_port)
         conn = self._conns.get(key)
         if conn is not None:
-            if conn.state is TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN and self._may_reuse(conn, seg):
+            if conn.state is TIME_WAIT and seg.flags & (SYN | ACK | RST | FIN) == SYN and self._may_reuse(conn, seg):
                 self._reap(conn)  # MAY-2: a new incarnation may replace TIME-WAIT
             else:
                 conn.on_segment(seg, now)
@@ -238,6 +249,10 @@ class TcpStack:
             return
         if seq is not None and ((seq - c.snd_una) & MASK) > c.snd_nxt - c.snd_una:
             return
+        if mtu is not None:
+            mtu = self._usable_pmtu(c, mtu)
+            if mtu is None:
+                return
         c.on_icmp_error(kind, now, mtu)
         self._after(c)
 
@@ -246,7 +261,10 @@ class TcpStack:
         c = self._conns.get(conn)
         if c is None:
             return
-        c.on_pmtu(mtu, now)
+        usable = self._usable_pmtu(c, mtu)
+        if usable is None:
+            return
+        c.on_pmtu(usable, now)
         self._after(c)
 
     def accept_cookie(self, four_tuple: FourTuple, params: CookieParams, ack: Segment,
@@ -264,6 +282,12 @@ class TcpStack:
         return key
 
     # ------------------------------------------------------------------ internals
+
+    def _usable_pmtu(self, c: Connection, mtu: int) -> int | None:
+        usable = usable_pmtu(mtu, len(c.remote_ip) == 16, self.config.min_pmtu)
+        if usable != mtu:
+            self.counters.inc("pmtu_below_minimum")
+        return usable
 
     def _clock(self, now: float | None) -> float:
         if now is not None:
@@ -293,6 +317,11 @@ class TcpStack:
             del self._conns[key]
         conn.state = CLOSED
         conn.scheduled = INF
+        # Its stale timer entry may keep the TCB alive a while: free its buffers now.
+        conn.snd_buf = bytearray()
+        conn.rcv_buf = bytearray()
+        conn.ooo.clear()
+        self._synack_repeated.pop(key, None)
         listener = self._embryonic_of.pop(key, None)
         if listener is not None:
             listener.embryonic -= 1
@@ -336,6 +365,9 @@ class TcpStack:
             self._reset_for(local_ip, remote_ip, seg)
             return True
         if not flags & SYN:
+            return True
+        if flags & FIN and self.config.drop_synfin:
+            self.counters.inc("rx_syn_fin_dropped")  # Linux's LISTEN drops SYN+FIN
             return True
         decision = self.admission.admit(four_tuple, seg, now)
         if decision is Admission.PASS:

@@ -77,6 +77,8 @@ class ConnectionHost(Protocol):
 
     def challenge_ack_allowed(self, now: float) -> bool: ...
 
+    def synack_repeat_allowed(self, conn: FourTuple, now: float) -> bool: ...
+
 
 class Tcb:
     """The fields of one connection; the paths (input, output, recovery, timeouts) subclass it."""
