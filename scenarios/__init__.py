@@ -16,6 +16,7 @@ __all__ = ["Check", "RunContext", "Scenario", "ScenarioError", "ScenarioParams",
 #: Every module of scenarios, in no particular order (they are listed by name).
 SCENARIO_MODULES: tuple[str, ...] = (
     "addresses",
+    "cc_share",
     "checksum",
     "handshake",
     "host_bypass",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -157,3 +158,48 @@ def setup_rate(netns: str, address: str, port: int, count: int, timeout_s: float
         ok += connects(netns, address, port, timeout_s)
     elapsed = time.monotonic() - start
     return ok, ok / max(elapsed, 1e-9)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A download read for a set time: cumulative bytes at each sample time (seconds from the start)."""
+
+    port: int
+    samples: tuple[tuple[float, int], ...]
+    error: str = ""
+
+    def bytes_between(self, start_s: float, end_s: float) -> int:
+        """Bytes received from `start_s` to `end_s`, from the samples nearest inside the window."""
+        inside = [(t, n) for t, n in self.samples if start_s <= t <= end_s]
+        return inside[-1][1] - inside[0][1] if len(inside) >= 2 else 0
+
+
+def stream(netns: str, address: str, port: int, duration_s: float, start: threading.Barrier) -> Stream:
+    """Read a chargen service for `duration_s` once every flow sharing `start` is ready, sampling as bytes arrive.
+
+    The socket connects first, then waits at the barrier, so flows sharing one start together.
+    """
+    sock = client_socket(netns)
+    samples: list[tuple[float, int]] = []
+    got, error = 0, ""
+    try:
+        with sock:
+            _connect(sock, address, port, duration_s)
+            start.wait(timeout=duration_s)
+            begin = time.monotonic()
+            end = begin + duration_s
+            samples.append((0.0, 0))
+            while (now := time.monotonic()) < end:
+                sock.settimeout(max(0.01, end - now))
+                try:
+                    chunk = sock.recv(CHUNK)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    error = "closed early"
+                    break
+                got += len(chunk)
+                samples.append((time.monotonic() - begin, got))
+    except (OSError, threading.BrokenBarrierError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return Stream(port, tuple(samples), error)

@@ -39,3 +39,28 @@ def test_a_limited_flow_ran_into_the_limit_and_a_bypassing_one_went_well_past_it
     assert limited(at_limit, 40) and not limited(way_over, 40) and not limited(crawled, 40)
     assert bypassed(way_over, 40) and not bypassed(at_limit, 40)
     assert not bypassed(Flow(mib, mib // 2, 0.001), 40)  # fast but incomplete is no bypass
+
+
+def test_jain_index_and_the_share_of_two_flows() -> None:
+    from scenarios.cc_share import Share, jain_index
+
+    assert jain_index([10, 10]) == 1.0 and jain_index([10, 0]) == 0.5 and jain_index([0, 0]) == 0.0
+    share = Share(service_mbit=30, host_mbit=10, rate_mbit=40)
+    assert share.utilisation == 1.0 and share.service_share == 0.75 and round(share.jain, 3) == 0.8
+
+
+def test_ping_summary_and_the_congestion_control_ss_names_per_port() -> None:
+    from scenarios.cc_share import congestion_of, ping_rtt_ms
+
+    assert ping_rtt_ms("5 packets transmitted\nrtt min/avg/max/mdev = 10.101/12.250/15.0/1.1 ms\n") == 12.25
+    assert ping_rtt_ms("5 packets transmitted, 0 received, 100% packet loss") is None
+    ss = ("0  95568  [::ffff:10.0.2.2]:19 [::ffff:10.0.1.2]:51598\n\t bbr wscale:9,9 rto:212 bbr:(bw:0bps)\n"
+          "0  1000   10.0.2.2:5019 10.0.1.2:40000\n\t reno wscale:9,9 rto:204\n")
+    assert congestion_of(ss, 19) == "bbr" and congestion_of(ss, 5019) == "reno" and congestion_of(ss, 9) is None
+
+
+def test_a_stream_counts_bytes_inside_a_window_only() -> None:
+    from scenarios.host_side import Stream
+
+    flow = Stream(19, ((0.0, 0), (0.4, 100), (0.6, 300), (1.0, 700), (1.4, 900)))
+    assert flow.bytes_between(0.5, 1.5) == 600 and flow.bytes_between(2, 3) == 0
