@@ -20,8 +20,10 @@ One small protocol, JSON lines, one request and one answer per line, for every t
 A failing call answers {"ret": -1, "errno": "ECONNREFUSED"}; a request the agent does not know
 answers {"ret": -1, "errno": "ENOSYS"}; an option it does not know {"ret": -1, "errno": "ENOPROTOOPT"}.
 Values are ints, except SO_LINGER ({"onoff": 1, "linger": 0}). A call on a blocking socket that
-cannot complete yet either blocks (a process agent does) or answers {"retry": true} and is asked
-again (an agent inside an event loop, such as the engine's, must not block).
+cannot complete yet either blocks, after a line {"blocking": true} saying so (a process agent does),
+or answers {"retry": true} and is asked again (an agent inside an event loop, such as the engine's,
+must not block). Either way the runner learns that the call blocks, as packetdrill does, without
+guessing from how long it takes.
 
 `kernel` is a process in the target's namespace making real socket calls (scenarios.pkt.kernel_agent,
 on stdin/stdout); `toe` is the engine's control socket, where the same requests go as {"cmd": "sock", ...}.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -53,17 +56,19 @@ class Agent(ABC):
     """A target's system-call side. `call` may block (for a blocking call) and is run off the timeline's thread."""
 
     @abstractmethod
-    def request(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One request, one answer, as the protocol above."""
+    def request(self, request: dict[str, Any], blocked: threading.Event | None = None) -> dict[str, Any]:
+        """One request, one answer, as the protocol above; `blocked` is set if the agent says the call blocks."""
 
-    def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A request, asked again while the agent says it would block."""
+    def call(self, request: dict[str, Any], blocked: threading.Event | None = None) -> dict[str, Any]:
+        """A request, asked again while the agent says it would block; `blocked` is set once it does."""
         deadline = time.monotonic() + CALL_LIMIT_S
         poll_ends = time.monotonic() + request["timeout_ms"] / 1000 if request.get("timeout_ms", 0) > 0 else None
         while True:
-            answer = self.request(request)
+            answer = self.request(request, blocked)
             if not answer.get("retry"):
                 return answer
+            if blocked is not None:
+                blocked.set()
             if poll_ends is not None and time.monotonic() >= poll_ends:
                 request = {**request, "timeout_ms": 0}  # poll's timeout ran out: ask for the answer as it is now
             elif time.monotonic() > deadline:
@@ -82,18 +87,22 @@ class KernelAgent(Agent):
         argv = [sys.executable, "-S", str(Path(__file__).with_name("kernel_agent.py"))]
         self.proc = lab.node(node).popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
-    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def request(self, request: dict[str, Any], blocked: threading.Event | None = None) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            while True:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AgentError(f"the kernel agent exited (status {self.proc.poll()})")
+                answer: dict[str, Any] = json.loads(line)
+                if not answer.get("blocking"):
+                    return answer
+                if blocked is not None:
+                    blocked.set()
         except (BrokenPipeError, ValueError) as exc:
             raise AgentError(f"the kernel agent is gone: {exc}") from None
-        if not line:
-            raise AgentError(f"the kernel agent exited (status {self.proc.poll()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -114,7 +123,7 @@ class ControlAgent(Agent):
     def __init__(self, control: Any) -> None:
         self.control = control  # anything with request(dict) -> dict (lab.engine_nodes.EngineHandle)
 
-    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def request(self, request: dict[str, Any], blocked: threading.Event | None = None) -> dict[str, Any]:
         try:
             answer: dict[str, Any] = self.control.request({"cmd": "sock", **request})
         except Exception as exc:  # the handle's own error type lives in lab/, which agents do not import

@@ -47,6 +47,7 @@ class Agent:
         if method is None:
             return {"ret": -1, "errno": "ENOSYS"}
         try:
+            self.announce_block(req)
             return method(req)  # type: ignore[no-any-return]
         except KeyError:
             return {"ret": -1, "errno": "EBADF"}
@@ -55,6 +56,28 @@ class Agent:
 
     def sock(self, req: dict[str, Any]) -> socket.socket:
         return self.socks[int(req["h"])]
+
+    def announce_block(self, req: dict[str, Any]) -> None:
+        """Say {"blocking": true} before a call on a blocking socket that will not complete at once."""
+        op = req.get("op")
+        if op == "poll":
+            if req.get("timeout_ms", 0) and not self.op_poll({**req, "timeout_ms": 0})["ret"]:
+                _say({"blocking": True})
+            return
+        if op not in ("accept", "read", "write", "connect") or int(req.get("h", -1)) not in self.socks:
+            return
+        sock = self.sock(req)
+        if not sock.getblocking():
+            return
+        if op == "connect":
+            _say({"blocking": True})
+            return
+        if op == "write":
+            ready = select.select([], [sock], [], 0)[1]
+        else:
+            ready = select.select([sock], [], [], 0)[0]
+        if not ready:
+            _say({"blocking": True})
 
     def op_socket(self, req: dict[str, Any]) -> dict[str, Any]:
         family = socket.AF_INET6 if req.get("family") == "AF_INET6" else socket.AF_INET
@@ -156,6 +179,11 @@ def _option(req: dict[str, Any]) -> tuple[int, int]:
         raise OSError(errno.ENOPROTOOPT, "unknown option") from None
 
 
+def _say(answer: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+
+
 def main() -> int:
     agent = Agent()
     for line in sys.stdin:
@@ -166,8 +194,7 @@ def main() -> int:
             answer = agent.handle(request) if isinstance(request, dict) else {"ret": -1, "errno": "EINVAL"}
         except json.JSONDecodeError:
             answer = {"ret": -1, "errno": "EINVAL"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+        _say(answer)
     agent.op_reset({})
     return 0
 

@@ -7,12 +7,12 @@ target's segment until its time plus the tolerance, never for a fixed pause. As 
 call actually returned), the first failure ends the script, and the failure says the line, what
 was expected and what came or that nothing came in time; the pcap of the run goes with it.
 
-A system call that has not returned within the tolerance is a blocking call: the timeline goes
-on and the call is judged when it returns (before the next call, or at the end); `t1...t2`
-says when it must return.
+A system call the agent says blocks (scenarios.pkt.agent) lets the timeline go on; it is judged
+when it returns (before the next call, or at the end), and `t1...t2` says when it must return.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +38,8 @@ DEFAULT_TOLERANCE_S = 0.030
 #: How long `*` waits for an expected segment, and how long a blocking call may outlive the script.
 ANY_TIME_LIMIT_S = 5.0
 PENDING_LIMIT_S = 5.0
+#: How long a call may take to return or to say it blocks (the agent answers in about a millisecond).
+CALL_START_LIMIT_S = 5.0
 ICMP_TYPES = {"unreachable": 3, "time_exceeded": 11, "parameter_problem": 12, "source_quench": 4}
 ICMP_CODES = {"net_unreachable": 0, "host_unreachable": 1, "protocol_unreachable": 2, "port_unreachable": 3,
               "frag_needed": 4, "source_route_failed": 5, "net_prohibited": 9, "host_prohibited": 10,
@@ -226,24 +228,22 @@ class _Timeline:
         self.prev = at
 
     def syscall(self, event: Event, call: Syscall) -> None:
-        start, _, tolerance = self.times(event.when)
+        start, _, _ = self.times(event.when)
         self.wait_until(start)
         self.settle_pending(time.time() + PENDING_LIMIT_S)
         self.prev = start
         request = request_for(call, self.fds, self.where)
-        future = self.pool.submit(self.agent.call, request)
-        block_end = None
-        if event.when.blocking_end is not None:
-            block_end = start + event.when.blocking_end if event.when.blocking_end_relative else event.when.blocking_end
-        limit = self.t0 + (block_end if block_end is not None else start) + tolerance
-        try:
-            answer = future.result(timeout=max(0.0, limit - time.time()))
-        except FutureTimeout:
-            self.pending = (event, future)
-            if block_end is not None:
-                self.prev = block_end
+        settled = threading.Event()  # the call returned, or the agent said it blocks
+        future = self.pool.submit(self.agent.call, request, settled)
+        future.add_done_callback(lambda _: settled.set())
+        if not settled.wait(CALL_START_LIMIT_S):
+            raise _Failed(event.line, f"{call.name}() neither returned nor blocked within {CALL_START_LIMIT_S} s")
+        if not future.done():
+            self.pending = (event, future)  # a blocking call: the timeline goes on
+            if event.when.blocking_end is not None:
+                self.prev = start + event.when.blocking_end if event.when.blocking_end_relative else event.when.blocking_end
             return
-        self.finish(event, call, answer, time.time())
+        self.finish(event, call, future.result(), time.time())
 
     def settle_pending(self, deadline: float) -> None:
         if self.pending is None:

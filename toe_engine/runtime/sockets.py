@@ -133,6 +133,9 @@ class SocketApi:
             answer = {"ret": -1, "errno": exc.name}
         except (TcpError, ValueError):
             answer = {"ret": -1, "errno": "EINVAL"}
+        except Exception as exc:  # an engine fault must not take the engine down with the control request
+            self.core.counters.inc("sock_api_errors")
+            answer = {"ret": -1, "errno": "EIO", "error": f"{type(exc).__name__}: {exc}"}
         self.core.on_timer(now)  # runs the events and frames the call set in motion (and any timer due now)
         return answer
 
