@@ -22,28 +22,28 @@ taken from the ambiguous ACK of a retransmitted segment, which Karn's algorithm 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-
-from lab.tools import wait_for_line
 
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .plots import time_sequence
 from .targets import delta
 from .transfer import (
     DownloadResult,
+    EchoConversation,
     chargen_download,
     echo_transfer,
     read_frames,
     retransmissions_after_duplicate_acks,
     send_times,
 )
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
 
 #: The shortest retransmission timeout a stack uses (Linux's TCP_RTO_MIN; RFC 6298 asks for 1 s).
 MIN_RTO_S = 0.2
@@ -52,24 +52,6 @@ FAST_REPLY_S = 0.05
 BACKOFF_RATIO = (1.5, 2.5)
 KARN_TOLERANCE = 1.5
 POLL_S = 0.02
-
-INTERACTIVE_ECHO_CLIENT = r"""
-import socket, sys
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-print("connected", flush=True)
-for line in sys.stdin:
-    size = int(line)
-    sock.sendall(bytes(size))
-    got = 0
-    while got < size:
-        chunk = sock.recv(size - got)
-        if not chunk:
-            break
-        got += len(chunk)
-    print(f"echoed {got}", flush=True)
-"""
-
 
 class LossParams(ScenarioParams):
     rates: str = Field("1,5,10", pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
@@ -134,15 +116,21 @@ def throughput_kept(baseline: DownloadResult, downloads: dict[str, DownloadResul
 
 def impair(ctx: RunContext, impairments: dict[str, Any], direction: str = "both") -> None:
     """Set the middlebox's impairments (both directions get their own seed from the run's)."""
-    mb = ctx.lab.engine("mb")  # type: ignore[attr-defined]
+    impair_middlebox(ctx.lab, impairments, ctx.seed, direction)
+
+
+def impair_middlebox(lab: Lab, impairments: dict[str, Any], seed: int, direction: str = "both",
+                     node: str = "mb") -> None:
+    """Set the engine middlebox's impairments; each direction draws from its own seed derived from `seed`."""
+    mb = lab.engine(node)
     for index, name in enumerate(("a_to_b", "b_to_a")):
         if direction in ("both", name):
-            mb.set(direction=name, impairments=impairments, seed=ctx.seed * 2 + index)
+            mb.set(direction=name, impairments=impairments, seed=seed * 2 + index)
 
 
 def _transfers(ctx: RunContext, variant: str, downloads: dict[str, DownloadResult]) -> Iterator[Check]:
     p = ctx.params
-    mb = ctx.lab.engine("mb")  # type: ignore[attr-defined]
+    mb = ctx.lab.engine("mb")
     echo = echo_transfer(ctx, p.echo_kib * 1024, p.limit_s)
     yield ctx.check(f"echo-byte-exact[{variant}]", "RFC9293 3.10.7.4", echo.exact,
                     f"{echo.bytes} of {echo.size} echoed bytes came back "
@@ -192,33 +180,6 @@ def _fast_retransmit(ctx: RunContext, variant: str, pcap: Path, plot: Path, port
                      f"fewer{example}", pcaps=[pcap], plots=[plot], numbers=numbers)
 
 
-class EchoConversation:
-    """One long-lived echo connection from the client, driven message by message."""
-
-    def __init__(self, ctx: RunContext) -> None:
-        self.proc = ctx.lab.node(ctx.client).popen(
-            [sys.executable, "-c", INTERACTIVE_ECHO_CLIENT, ctx.address(ctx.server), str(ctx.port("echo"))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        wait_for_line(self.proc, "connected", what="echo client")
-
-    def send(self, size: int) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{size}\n".encode())
-        self.proc.stdin.flush()
-
-    def echoed(self, timeout_s: float) -> None:
-        wait_for_line(self.proc, "echoed", what="echo reply", timeout_s=timeout_s)
-
-    def round_trip(self, size: int, timeout_s: float = 5.0) -> None:
-        self.send(size)
-        self.echoed(timeout_s)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
 def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
     """Poll a condition read from a growing capture until it holds or the time is up."""
     deadline = time.monotonic() + timeout_s
@@ -248,7 +209,7 @@ def _intervals(times: list[float]) -> list[float]:
 def _backoff_and_karn(ctx: RunContext) -> Iterator[Check]:
     n = ctx.params.backoff_retransmissions
     capture = ctx.capture(ctx.server, ctx.iface(ctx.server), f"tcp port {ctx.port('echo')}", name="blackhole.pcap")
-    conversation = EchoConversation(ctx)
+    conversation = EchoConversation(ctx.lab, ctx.client, ctx.address(ctx.server), ctx.port("echo"))
     try:
         for _ in range(3):
             conversation.round_trip(100)

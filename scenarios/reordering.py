@@ -20,7 +20,6 @@ Reordering by a middlebox during a bulk transfer needs the engine middlebox (top
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from scapy.layers.inet import TCP
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .peer import SEQ_MOD, Peer, PeerTimeout, option_value, seq_add, tcp_payload
 from .targets import TargetUnavailable, delta, make
+from .transfer import echo_bytes
 
 MAX_SACK_BLOCKS = 4  # 40 option bytes without timestamps: 2 + 4 * 8 = 34
 Piece = tuple[int, int]  # [start, end) offsets in the stream
@@ -252,23 +252,6 @@ def _delivery_check(ctx: RunContext, name: str, result: TrainResult) -> Check:
 
 
 # --- reordering by a middlebox ------------------------------------------------------------------------
-ECHO_CLIENT = """
-import hashlib, socket, sys, threading
-host, port, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-data = hashlib.shake_256(seed.to_bytes(8, "big")).digest(size)
-sock = socket.create_connection((host, port), timeout=30)
-threading.Thread(target=sock.sendall, args=(data,), daemon=True).start()
-got = bytearray()
-while len(got) < size:
-    chunk = sock.recv(1 << 16)
-    if not chunk:
-        break
-    got += chunk
-sock.close()
-print(hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(got)).hexdigest(), len(got))
-"""
-
-
 def _middlebox_available() -> str | None:
     """None when the engine middlebox and its lab hook load, else the reason it cannot run."""
     try:
@@ -299,20 +282,17 @@ def _middlebox_reordering(ctx: RunContext) -> Check:
             return ctx.skip(id, requirement, str(exc))
         try:
             before = target.counters()
-            result = lab.node("h1").run([sys.executable, "-c", ECHO_CLIENT, lab.address("h2"), str(services["echo"]),
-                                         str(size), str(ctx.seed)], timeout=120)
+            echo = echo_bytes(lab, "h1", lab.address("h2"), services["echo"], size, ctx.seed, 120.0)
             counters = delta(before, target.counters(), *(target.standard_counters[n] for n in ("retransmits", "in_segments")))
             impair = lab.engine("mb").stats()["counters"]
         finally:
             target.stop()
-    sent_hash, got_hash, got = (result.stdout.split() + ["", "", "0"])[:3]
     reordered = sum(v for k, v in _flatten(impair).items() if k.endswith("impair_reordered"))
-    ok = bool(sent_hash) and sent_hash == got_hash and int(got) == size and reordered > 0
-    return ctx.check(id, requirement, ok,
-                     f"{int(got)} of {size} bytes came back {'byte-exact' if sent_hash == got_hash else 'corrupted'} "
+    return ctx.check(id, requirement, echo.exact and reordered > 0,
+                     f"{echo.bytes} of {size} bytes came back {'byte-exact' if echo.exact else 'short or corrupted'} "
                      f"through a middlebox that reordered {reordered} frames",
                      counters={**counters, "middlebox_reordered": reordered},
-                     numbers={"sha256_match": sent_hash == got_hash})
+                     numbers={"sha256_match": echo.exact, "echoed": echo.bytes}, integrity=True)
 
 
 def _flatten(tree: object, prefix: str = "") -> dict[str, int]:

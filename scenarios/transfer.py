@@ -1,8 +1,9 @@
 """Bulk transfers from a kernel client to a target's services, and what their captures show.
 
-Shared by the scenarios that move bulk data through a forwarding node (`loss`, `lro_router`):
+Shared by the scenarios and benchmarks that move bulk data through a forwarding node (`loss`,
+`lro_router`, `reordering`, `toelab bench loss`), all with the one client of `scenarios.clients`:
 an echo transfer whose returned bytes are hashed (byte-exact delivery), a chargen download
-timed by the client (throughput), and readings of a capture taken on the sender's side:
+timed by the client (throughput), a long-lived echo conversation, and readings of a capture taken on the sender's side:
 retransmissions and the duplicate ACKs that came before them (RFC 5681 3.2), and the times
 at which one segment was sent again and again (RFC 6298 backoff).
 """
@@ -10,57 +11,22 @@ from __future__ import annotations
 
 import bisect
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab.tools import wait_for_line
+
 from .wire import TcpFrame, tcp_frames
 
 if TYPE_CHECKING:
+    from lab.lab import Lab
+
     from .framework import RunContext
 
 SEQ_MOD = 1 << 32
-
-ECHO_CLIENT = r"""
-import hashlib, json, random, socket, sys, threading, time
-addr, port, size, seed, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-data = random.Random(seed).randbytes(size)
-sock = socket.create_connection((addr, port), timeout=limit)
-start = time.monotonic()
-threading.Thread(target=sock.sendall, args=(data,), daemon=True).start()
-digest, got, deadline = hashlib.sha256(), 0, start + limit
-while got < size:
-    sock.settimeout(max(0.01, deadline - time.monotonic()))
-    try:
-        chunk = sock.recv(1 << 16)
-    except (socket.timeout, OSError):
-        break
-    if not chunk:
-        break
-    digest.update(chunk)
-    got += len(chunk)
-print(json.dumps({"bytes": got, "seconds": time.monotonic() - start,
-                  "sent_sha256": hashlib.sha256(data).hexdigest(), "got_sha256": digest.hexdigest()}))
-"""
-
-CHARGEN_CLIENT = r"""
-import json, socket, sys, time
-addr, port, size, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-sock = socket.create_connection((addr, port), timeout=limit)
-start = time.monotonic()
-got, deadline = 0, start + limit
-while got < size:
-    sock.settimeout(max(0.01, deadline - time.monotonic()))
-    try:
-        chunk = sock.recv(1 << 16)
-    except (socket.timeout, OSError):
-        break
-    if not chunk:
-        break
-    got += len(chunk)
-print(json.dumps({"bytes": got, "seconds": time.monotonic() - start}))
-"""
 
 
 @dataclass(frozen=True)
@@ -90,27 +56,64 @@ class DownloadResult:
         return self.bytes * 8 / max(self.seconds, 1e-9) / 1e6
 
 
-def _run_json(ctx: RunContext, script: str, args: list[Any], limit_s: float) -> dict[str, Any]:
-    result = ctx.lab.node(ctx.client).run([sys.executable, "-c", script, *map(str, args)], timeout=limit_s + 15)
+def _client(lab: Lab, node: str, args: list[Any], limit_s: float) -> dict[str, Any]:
+    """Run `scenarios.clients` in `node` and return the JSON line it printed."""
+    result = lab.node(node).run([sys.executable, "-m", "scenarios.clients", *map(str, args)], timeout=limit_s + 15)
     if not result.stdout.strip():
-        raise RuntimeError(f"the client on {ctx.client} reported nothing: {result.stderr.strip()[-300:]}")
+        raise RuntimeError(f"the client on {node} reported nothing: {result.stderr.strip()[-300:]}")
     answer: dict[str, Any] = json.loads(result.stdout)
     return answer
 
 
-def echo_transfer(ctx: RunContext, size: int, limit_s: float, port: int | None = None, address: str | None = None
-                  ) -> EchoResult:
-    """Send `size` seeded random bytes to the echo service and hash what comes back within `limit_s`."""
-    out = _run_json(ctx, ECHO_CLIENT, [address or ctx.address(ctx.server), port or ctx.port("echo"), size,
-                                       ctx.rng.randrange(1 << 30), limit_s], limit_s)
+def echo_bytes(lab: Lab, node: str, address: str, port: int, size: int, seed: int, limit_s: float) -> EchoResult:
+    """From `node`, send `size` random bytes (seeded) to an echo service and hash what comes back within `limit_s`."""
+    out = _client(lab, node, ["echo", address, port, size, seed, limit_s], limit_s)
     exact = out["bytes"] == size and out["got_sha256"] == out["sent_sha256"]
     return EchoResult(size, out["bytes"], out["seconds"], exact)
 
 
-def chargen_download(ctx: RunContext, size: int, limit_s: float) -> DownloadResult:
-    """Read `size` bytes from the chargen service; how many came within `limit_s` and how fast."""
-    out = _run_json(ctx, CHARGEN_CLIENT, [ctx.address(ctx.server), ctx.port("chargen"), size, limit_s], limit_s)
+def download(lab: Lab, node: str, address: str, port: int, size: int, limit_s: float) -> DownloadResult:
+    """From `node`, read `size` bytes from a chargen service; how many came within `limit_s` and how fast."""
+    out = _client(lab, node, ["chargen", address, port, size, limit_s], limit_s)
     return DownloadResult(size, out["bytes"], out["seconds"])
+
+
+def echo_transfer(ctx: RunContext, size: int, limit_s: float, port: int | None = None, address: str | None = None
+                  ) -> EchoResult:
+    """Send `size` seeded random bytes from the client to the target's echo service and hash what comes back."""
+    return echo_bytes(ctx.lab, ctx.client, address or ctx.address(ctx.server), port or ctx.port("echo"), size,
+                      ctx.rng.randrange(1 << 30), limit_s)
+
+
+def chargen_download(ctx: RunContext, size: int, limit_s: float) -> DownloadResult:
+    """Read `size` bytes from the target's chargen service; how many came within `limit_s` and how fast."""
+    return download(ctx.lab, ctx.client, ctx.address(ctx.server), ctx.port("chargen"), size, limit_s)
+
+
+class EchoConversation:
+    """One long-lived echo connection from a node, driven message by message."""
+
+    def __init__(self, lab: Lab, node: str, address: str, port: int) -> None:
+        self.proc = lab.node(node).popen([sys.executable, "-m", "scenarios.clients", "conversation", address, str(port)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        wait_for_line(self.proc, "connected", what="echo client")
+
+    def send(self, size: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{size}\n".encode())
+        self.proc.stdin.flush()
+
+    def echoed(self, timeout_s: float) -> None:
+        wait_for_line(self.proc, "echoed", what="echo reply", timeout_s=timeout_s)
+
+    def round_trip(self, size: int, timeout_s: float = 5.0) -> None:
+        self.send(size)
+        self.echoed(timeout_s)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 # --- reading a sender-side capture ------------------------------------------------------------

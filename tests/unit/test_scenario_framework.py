@@ -282,3 +282,46 @@ def test_delta_of_a_counter_the_target_does_not_have_is_an_error() -> None:
     assert reading({"a": 0}, "a") == 0
     with pytest.raises(UnknownCounter, match="no counter 'b'"):
         reading({"a": 0}, "b")
+
+
+# --- the one client ---------------------------------------------------------------------------------
+def _serve_once(handler) -> tuple[str, int]:
+    import socket
+    import threading
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            handler(conn)
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()
+
+
+def _echo(conn) -> None:
+    while chunk := conn.recv(1 << 16):
+        conn.sendall(chunk)
+
+
+def test_echo_client_hashes_what_came_back() -> None:
+    from scenarios import clients
+    out = clients.echo(*_serve_once(_echo), 300_000, 7, 5.0)
+    assert out["bytes"] == 300_000 and out["got_sha256"] == out["sent_sha256"]
+
+
+def test_echo_client_sees_corruption_and_shortfall() -> None:
+    from scenarios import clients
+
+    def corrupting(conn) -> None:
+        data = b""
+        while len(data) < 1000:
+            data += conn.recv(1 << 16)
+        conn.sendall(bytes([data[0] ^ 1]) + data[1:500])
+    out = clients.echo(*_serve_once(corrupting), 1000, 7, 2.0)
+    assert out["bytes"] == 500 and out["got_sha256"] != out["sent_sha256"]
+
+
+def test_chargen_client_counts_bytes_until_close() -> None:
+    from scenarios import clients
+    out = clients.chargen(*_serve_once(lambda conn: conn.sendall(b"x" * 70_000)), 100_000, 2.0)
+    assert out["bytes"] == 70_000

@@ -1,0 +1,155 @@
+"""`toelab bench loss`: goodput under loss, the engine endpoint against the kernel, through the same middlebox.
+
+The path is the `loss` scenario's: h1 - mb - h2, the engine middlebox routing in the middle
+with TSO on its egress, so loss hits MSS-sized segments. For each setting (no loss, 1, 5 and
+10 % random loss, and a Gilbert-Elliott burst setting) the middlebox is given the same seeds
+in both directions, and h1's kernel client downloads from chargen and echoes through echo on
+h2, once with h2's kernel serving and once with the engine endpoint serving (each in a lab of
+its own, built the same way, in the same run). Per row: goodput of each, engine/kernel, time
+to complete, and the engine's RTOs and fast, RACK and TLP retransmissions per MiB moved.
+
+A counter the engine does not report is an error, not a zero: a loss benchmark that cannot
+see the engine's loss recovery measures nothing about it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from lab.lab import Lab
+from lab.render import load_topology
+from scenarios.loss import impair_middlebox
+from scenarios.targets import Target, delta, make
+from scenarios.transfer import download, echo_bytes
+
+BENCH = "loss"
+MIB = 1 << 20
+#: (label, the middlebox's impairments): the loss scenario's settings plus the lossless reference.
+SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("loss=0%", {"loss": 0, "gemodel": None}),
+    ("loss=1%", {"loss": 1, "gemodel": None}),
+    ("loss=5%", {"loss": 5, "gemodel": None}),
+    ("loss=10%", {"loss": 10, "gemodel": None}),
+    ("gemodel=1/50", {"loss": 0, "gemodel": {"p": 1.0, "r": 50.0}}),
+)
+#: What each engine figure is, by the engine's counter name (a name the engine lacks is an error).
+ENGINE_COUNTERS = {"rto": "rto_expired", "fast": "fast_retransmits", "rack": "rack_retransmits",
+                   "tlp": "tlp_probes", "retransmits": "retransmits"}
+DOWNLOAD_BYTES = 3 * MIB
+ECHO_BYTES = 1 * MIB
+LIMIT_S = 30.0
+SEED = 1
+MAX_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Run:
+    """One transfer on one endpoint at one setting."""
+
+    kind: str  # "download" or "echo"
+    setting: str
+    endpoint: str  # "kernel" or "toe"
+    size: int
+    moved: int
+    seconds: float
+    complete: bool
+    counters: dict[str, int]
+
+    @property
+    def mbit_per_s(self) -> float:
+        return self.moved * 8 / max(self.seconds, 1e-9) / 1e6
+
+
+def _transfers(target: Target, lab: Lab, services: dict[str, int], setting: str, repeat: int,
+               counter_names: tuple[str, ...]) -> Iterator[Run]:
+    """The download and the echo at one setting, each with the target's counter deltas."""
+    address = lab.address("h2")
+    for kind in ("download", "echo"):
+        before = target.counters()
+        if kind == "download":
+            got = download(lab, "h1", address, services["chargen"], DOWNLOAD_BYTES, LIMIT_S)
+            moved, seconds, complete, size = got.bytes, got.seconds, got.complete, DOWNLOAD_BYTES
+        else:
+            echoed = echo_bytes(lab, "h1", address, services["echo"], ECHO_BYTES, SEED + repeat, LIMIT_S)
+            if echoed.bytes == ECHO_BYTES and not echoed.exact:
+                raise RuntimeError(f"the {target.name} echo at {setting} came back corrupted")
+            moved, seconds, complete, size = echoed.bytes, echoed.seconds, echoed.exact, ECHO_BYTES
+        counters = delta(before, target.counters(), *counter_names)
+        yield Run(kind, setting, target.name, size, moved, seconds, complete, counters)
+
+
+def measure_endpoint(endpoint: str, repeats: int) -> list[Run]:
+    """Every setting, `repeats` times, with `endpoint` serving on h2 behind the seeded middlebox."""
+    spec = load_topology("middlebox_chain", {"mb_kind": "middlebox", "tso": "true"})
+    counter_names = tuple(ENGINE_COUNTERS.values()) if endpoint == "toe" else ()
+    runs: list[Run] = []
+    with Lab.up(spec) as lab:
+        target = make(endpoint)
+        try:
+            services = target.start(lab, "h2")
+            for index, (setting, impairments) in enumerate(SETTINGS):
+                for repeat in range(repeats):
+                    impair_middlebox(lab, impairments, seed=SEED + 100 * index + repeat)
+                    runs += _transfers(target, lab, services, setting, repeat, counter_names)
+        finally:
+            target.stop()
+    return runs
+
+
+def _median_run(runs: list[Run]) -> Run:
+    """The run with the median time (an odd count of repeats has one)."""
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    return ordered[len(ordered) // 2]
+
+
+def rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One benchmark row per (transfer, setting): the kernel is the reference, the engine is measured."""
+    out = []
+    for kind in ("download", "echo"):
+        for setting, _ in SETTINGS:
+            kernel = _median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "kernel")])
+            engine = _median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "toe")])
+            mib = max(engine.moved, 1) / MIB
+            row: dict[str, Any] = {
+                "bench": BENCH, "measurement": f"{kind}, {setting}", "unit": "Mbit/s",
+                "reference": round(kernel.mbit_per_s, 2), "engine": round(engine.mbit_per_s, 2),
+                "ratio": round(engine.mbit_per_s / kernel.mbit_per_s, 3) if kernel.mbit_per_s else None,
+                "kernel_seconds": round(kernel.seconds, 3), "engine_seconds": round(engine.seconds, 3),
+                "kernel_complete": kernel.complete, "engine_complete": engine.complete,
+                "repeats": len([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "toe")])}
+            for figure, name in ENGINE_COUNTERS.items():
+                row[f"engine_{figure}_per_mib"] = round(engine.counters[name] / mib, 2)
+            out.append(row)
+    return out
+
+
+def table(data: list[dict[str, Any]]) -> Table:
+    t = Table(title="loss: kernel vs engine endpoint, same client, same seeded middlebox, same run (median)")
+    for column in ("measurement", "kernel Mbit/s", "engine Mbit/s", "engine/kernel", "kernel s", "engine s",
+                   "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
+        t.add_column(column, justify="right")
+    for row in data:
+        late = "" if row["engine_complete"] else " (incomplete)"
+        t.add_row(row["measurement"], f"{row['reference']:.1f}", f"{row['engine']:.1f}{late}",
+                  "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['kernel_seconds']:.2f}",
+                  f"{row['engine_seconds']:.2f}", f"{row['engine_rto_per_mib']:.2f}",
+                  f"{row['engine_fast_per_mib']:.2f}", f"{row['engine_rack_per_mib']:.2f}",
+                  f"{row['engine_tlp_per_mib']:.2f}")
+    return t
+
+
+def bench_loss(args: argparse.Namespace) -> Table:
+    repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
+    runs = measure_endpoint("kernel", repeats) + measure_endpoint("toe", repeats)
+    data = rows(runs)
+    path: Path | None = getattr(args, "json", None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return table(data)
