@@ -20,6 +20,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "checksum",
     "handshake",
     "host_bypass",
+    "host_cpu",
     "icmp_errors",
     "loss",
     "lro_router",

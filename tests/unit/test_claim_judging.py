@@ -64,3 +64,30 @@ def test_a_stream_counts_bytes_inside_a_window_only() -> None:
 
     flow = Stream(19, ((0.0, 0), (0.4, 100), (0.6, 300), (1.0, 700), (1.4, 900)))
     assert flow.bytes_between(0.5, 1.5) == 600 and flow.bytes_between(2, 3) == 0
+
+
+def test_cpu_readings_from_proc_stat_and_pid_stat() -> None:
+    from scenarios.cpu_cost import CLOCK_TICKS, MachineTimes, ProcessTimes, parse_pid_stat, parse_proc_stat
+
+    machine = parse_proc_stat("cpu  100 5 50 1000 7 3 20 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert machine == MachineTimes((100 + 5 + 50 + 3 + 20) / CLOCK_TICKS, 20 / CLOCK_TICKS)  # iowait is idle
+    assert (machine - MachineTimes(1.0, 0.1)).busy == machine.busy - 1.0
+    line = "4242 (python3 -m x (y)) S 1 2 3 4 5 6 7 8 9 10 300 45 0 0 20 0 1 0 100 0 0"
+    assert parse_pid_stat(line) == (300 + 45) / CLOCK_TICKS
+    before = ProcessTimes({1: 1.0, 2: 5.0}, {1: "python -m toe_engine.runtime.endpoint_main", 2: "python -m lab.services"})
+    after = ProcessTimes({1: 3.0, 2: 5.5, 3: 0.25}, {**before.commands, 3: "tcpdump"})
+    assert after.since(before) == 2.75
+    assert after.since(before, matching="endpoint_main") == 2.0
+    assert after.since(before, excluding="endpoint_main") == 0.75
+
+
+def test_the_engine_takes_its_congestion_control_at_run_time_by_name() -> None:
+    import pytest
+
+    from toe_engine.runtime.endpoint import DEFAULT_TCP, check_runtime_tcp
+    from toe_engine.tcp.config import TcpConfig
+
+    current = TcpConfig(mss=1460, tso_segments=1, **{k: v for k, v in DEFAULT_TCP.items() if k != "tso_segments"})
+    assert check_runtime_tcp(current, {"congestion": "cubic"}) == {"congestion": "cubic"}
+    with pytest.raises(ValueError, match="tcp.congestion must be one of cubic, newreno"):
+        check_runtime_tcp(current, {"congestion": "bbr"})

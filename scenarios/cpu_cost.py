@@ -1,0 +1,84 @@
+"""CPU accounting for the claim scenarios: what a node's processes and the machine's softirqs spent.
+
+A namespace has no CPU counters of its own, so a node's cost is the user and system time of
+the processes in its network namespace (/proc/PID/stat, found by their /proc/PID/ns/net),
+which covers a kernel sender's TCP work done in its send calls and the engine's whole
+process. Softirq time (where a receiving or forwarding kernel spends most) is the machine's,
+from /proc/stat, and counts everything on the machine: it is evidence, read beside an idle
+window of the same length taken just before, never a verdict on a shared machine.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.netns import path_of
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: /proc/stat cpu columns: user nice system idle iowait irq softirq steal; busy is all but idle and iowait
+_BUSY = (0, 1, 2, 5, 6, 7)
+_SOFTIRQ = 6
+
+
+@dataclass(frozen=True)
+class ProcessTimes:
+    """CPU seconds per process (user + system) of one namespace at one moment, by PID, with its command."""
+
+    seconds: dict[int, float]
+    commands: dict[int, str]
+
+    def since(self, before: ProcessTimes, *, matching: str = "", excluding: str = "") -> float:
+        """CPU seconds spent since `before` by processes whose command holds `matching` and not `excluding`."""
+        total = 0.0
+        for pid, now in self.seconds.items():
+            command = self.commands.get(pid, "")
+            if matching and matching not in command or excluding and excluding in command:
+                continue
+            total += now - before.seconds.get(pid, 0.0)
+        return total
+
+
+@dataclass(frozen=True)
+class MachineTimes:
+    """The machine's busy and softirq CPU seconds (all CPUs) from /proc/stat."""
+
+    busy: float
+    softirq: float
+
+    def __sub__(self, other: MachineTimes) -> MachineTimes:
+        return MachineTimes(self.busy - other.busy, self.softirq - other.softirq)
+
+
+def parse_proc_stat(text: str) -> MachineTimes:
+    fields = [int(v) for v in text.splitlines()[0].split()[1:]]
+    return MachineTimes(sum(fields[i] for i in _BUSY) / CLOCK_TICKS, fields[_SOFTIRQ] / CLOCK_TICKS)
+
+
+def parse_pid_stat(text: str) -> float:
+    """utime + stime of a /proc/PID/stat line, in seconds (the command may hold spaces and parentheses)."""
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_times() -> MachineTimes:
+    return parse_proc_stat(Path("/proc/stat").read_text())
+
+
+def namespace_times(netns: str) -> ProcessTimes:
+    """CPU seconds of every process whose network namespace is `netns`."""
+    inode = os.stat(path_of(netns)).st_ino
+    seconds: dict[int, float] = {}
+    commands: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino != inode:
+                continue
+            seconds[int(entry.name)] = parse_pid_stat(Path(f"/proc/{entry.name}/stat").read_text())
+            commands[int(entry.name)] = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return ProcessTimes(seconds, commands)

@@ -1,0 +1,160 @@
+"""`host_cpu`: CPU per Gbit/s of a bulk transfer from the server, offloads on and off, host stack and engine.
+
+The client reads the server's chargen for `duration_s`: from the service port (19: the
+engine's on `toe`, the kernel's on `kernel`) and from a host-stack port (5019, the kernel's
+on both), first with the link's offloads on (TSO, GSO, tx checksum on both veths and on
+the host stack's interface, the engine's TAP on `toe`), then off.
+For each transfer the scenario reads the CPU time of every process in the server's namespace
+(the kernel's send path runs in the sending process's system time; the engine is a process),
+split into the engine's and the host stack's, and the machine's softirq time against an idle
+window of the same length just before (shared machine: evidence, not a verdict).
+
+The claim (TOE-16) says offload saves host CPU on bulk transfers. Checks: what a Gbit cost
+the machine (busy CPU above the idle window's rate, both ends of the link together; the
+kernel sends much of its data from softirq, where no process is charged) is lower with
+offloads on than off, for each port; and on `toe`, while
+the engine carries a flow, the host stack's processes spend a small fraction of what they
+spend carrying the host-port flow themselves.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from .cpu_cost import MachineTimes, machine_times, namespace_times
+from .framework import Check, RunContext, ScenarioParams, scenario
+from .host_side import HOST_PORTS, host_interface, host_services, stream
+
+SERVICE_PORT = 19
+ENGINE_COMMAND = "toe_engine.runtime.endpoint_main"
+#: A transfer that moved less than this (Gbit) is too small to cost anything measurable.
+MIN_GBIT = 0.2
+#: While the engine carries the flow, the host stack may spend at most this fraction of its own cost.
+HOST_IDLE_FRACTION = 0.1
+OFFLOADS = ("tso", "gso", "tx_csum")
+
+
+class HostCpuParams(ScenarioParams):
+    duration_s: float = Field(1.0, gt=0.2, le=60, description="seconds of each transfer")
+    idle_s: float = Field(0.3, ge=0, le=10, description="idle window before each transfer (softirq baseline)")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One transfer: Gbit moved and CPU seconds spent by the server's processes and the machine."""
+
+    gbit: float
+    seconds: float
+    server_cpu_s: float
+    engine_cpu_s: float
+    softirq_s: float
+    idle_softirq_s: float
+    machine_busy_s: float
+    idle_busy_s: float
+
+    @property
+    def gbit_per_s(self) -> float:
+        return self.gbit / max(self.seconds, 1e-9)
+
+    @property
+    def host_stack_cpu_s(self) -> float:
+        return self.server_cpu_s - self.engine_cpu_s
+
+    def per_gbit(self, cpu_s: float) -> float:
+        return cpu_s / self.gbit if self.gbit > 0 else float("inf")
+
+    @property
+    def machine_cpu_s(self) -> float:
+        """What the transfer cost the machine: busy CPU seconds above the idle window's rate."""
+        return max(0.0, self.machine_busy_s - self.idle_busy_s)
+
+    def numbers(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_gbit_per_s": round(self.gbit_per_s, 3),
+                f"{prefix}_machine_cpu_s_per_gbit": round(self.per_gbit(self.machine_cpu_s), 4),
+                f"{prefix}_server_cpu_s_per_gbit": round(self.per_gbit(self.server_cpu_s), 4),
+                f"{prefix}_engine_cpu_s_per_gbit": round(self.per_gbit(self.engine_cpu_s), 4),
+                f"{prefix}_host_stack_cpu_s_per_gbit": round(self.per_gbit(self.host_stack_cpu_s), 4),
+                f"{prefix}_softirq_s_per_gbit": round(self.per_gbit(max(0.0, self.softirq_s - self.idle_softirq_s)),
+                                                      4)}
+
+
+@scenario("host_cpu", purpose="Server CPU and machine softirq time per Gbit/s of a bulk transfer, offloads on and "
+          "off, for the target's flow and a host-stack flow; the engine's own CPU beside the host stack's.",
+          topology="host_pair", params=HostCpuParams, topology_params={"rmem_max": 6291456},
+          covers=("RFC9293 3.7.4",), claims=("TOE-16",))
+def run(ctx: RunContext) -> Iterator[Check]:
+    costs: dict[tuple[str, int], Cost] = {}
+    hif = host_interface(ctx.lab, ctx.server, ctx.address(ctx.server))
+    interfaces = {(ctx.client, ctx.iface(ctx.client)), (ctx.server, ctx.iface(ctx.server)), (ctx.server, hif)}
+    with host_services(ctx.lab, ctx.server):
+        for setting in ("on", "off"):
+            for node, iface in sorted(interfaces):  # the link's veths, and the host stack's own interface
+                _set_offloads(ctx, node, iface, setting == "on")
+            for port in (SERVICE_PORT, HOST_PORTS["chargen"]):
+                ctx.progress(f"offloads {setting}, port {port}")
+                costs[(setting, port)] = _measure(ctx, port)
+    numbers: dict[str, float | int | str] = {}
+    for (setting, port), cost in costs.items():
+        numbers.update(cost.numbers(f"p{port}_{setting}"))
+    for port in (SERVICE_PORT, HOST_PORTS["chargen"]):
+        on, off = costs[("on", port)], costs[("off", port)]
+        moved = min(on.gbit, off.gbit) >= MIN_GBIT
+        on_cost, off_cost = on.per_gbit(on.machine_cpu_s), off.per_gbit(off.machine_cpu_s)
+        who = "the engine" if ctx.target.name == "toe" and port == SERVICE_PORT else "the host stack"
+        yield ctx.check(f"offload-saves-cpu[port={port}]", "RFC9293 3.7.4", moved and on_cost < off_cost,
+                        f"port {port} ({who}): the transfer cost the machine {on_cost:.3f} CPU-s per Gbit with "
+                        f"offloads on ({on.gbit_per_s:.2f} Gbit/s; server processes "
+                        f"{on.per_gbit(on.server_cpu_s):.3f}) and {off_cost:.3f} with them off "
+                        f"({off.gbit_per_s:.2f} Gbit/s; server processes {off.per_gbit(off.server_cpu_s):.3f})"
+                        + ("" if moved else f"; precondition failed: a transfer moved under {MIN_GBIT} Gbit"),
+                        numbers={k: v for k, v in numbers.items() if k.startswith(f"p{port}_")})
+    if ctx.target.name != "toe":
+        yield ctx.skip("host-stack-spared", "RFC9293 3.7.4", "on the kernel the host stack carries every flow: there "
+                       "is no offloaded flow to spare it")
+        return
+    for setting in ("on", "off"):
+        offloaded, hosted = costs[(setting, SERVICE_PORT)], costs[(setting, HOST_PORTS["chargen"])]
+        spent = offloaded.per_gbit(offloaded.host_stack_cpu_s)
+        own = hosted.per_gbit(hosted.host_stack_cpu_s)
+        moved = min(offloaded.gbit, hosted.gbit) >= MIN_GBIT and own > 0
+        yield ctx.check(f"host-stack-spared[offloads={setting}]", "RFC9293 3.7.4",
+                        moved and spent <= HOST_IDLE_FRACTION * own,
+                        f"while the engine carried port {SERVICE_PORT} the host stack's processes spent {spent:.4f} "
+                        f"CPU-s per Gbit, against {own:.4f} carrying port {HOST_PORTS['chargen']} themselves; the "
+                        f"engine spent {offloaded.per_gbit(offloaded.engine_cpu_s):.3f} per Gbit on its flow and "
+                        f"{hosted.per_gbit(hosted.engine_cpu_s):.3f} passing the host's frames",
+                        numbers={**offloaded.numbers("offloaded"), **hosted.numbers("hosted")})
+
+
+def _set_offloads(ctx: RunContext, node: str, iface: str, on: bool) -> None:
+    """The lab's features for a topology interface; `ethtool -K` for one the target made (the engine's TAP)."""
+    if iface in ctx.lab.spec.interfaces_of(node):
+        ctx.lab.set_features(node, iface, **{name: on for name in OFFLOADS})
+        return
+    word = "on" if on else "off"
+    ctx.lab.node(node).run(["ethtool", "-K", iface, "tso", word, "gso", word, "tx", word], check=True)
+
+
+def _measure(ctx: RunContext, port: int) -> Cost:
+    p = ctx.params
+    netns = ctx.lab.node(ctx.server).netns
+    idle_start = machine_times()
+    time.sleep(p.idle_s)  # an idle window to read the machine's background softirq rate, not a synchronisation
+    idle: MachineTimes = machine_times() - idle_start
+    start = threading.Barrier(1)
+    procs_before, machine_before = namespace_times(netns), machine_times()
+    began = time.monotonic()
+    flow = stream(ctx.lab.node(ctx.client).netns, ctx.address(ctx.server), port, p.duration_s, start)
+    elapsed = time.monotonic() - began
+    procs_after, machine = namespace_times(netns), machine_times() - machine_before
+    bytes_read = flow.samples[-1][1] if flow.samples else 0
+    scale = elapsed / p.idle_s if p.idle_s else 0.0
+    return Cost(gbit=bytes_read * 8 / 1e9, seconds=elapsed,
+                server_cpu_s=procs_after.since(procs_before),
+                engine_cpu_s=procs_after.since(procs_before, matching=ENGINE_COMMAND),
+                softirq_s=machine.softirq, idle_softirq_s=idle.softirq * scale,
+                machine_busy_s=machine.busy, idle_busy_s=idle.busy * scale)
