@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$here/.venv"
 
-apt_packages=(iproute2 iputils-ping ethtool tcpdump iperf3 nftables mininet bridge-utils procps python3-venv python3-pip)
+apt_packages=(iproute2 iputils-ping ethtool tcpdump iperf3 nftables mininet bridge-utils procps python3-venv python3-pip nmap p0f)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "toelab set-up needs root (it installs apt packages and builds namespaces): run it with sudo." >&2
