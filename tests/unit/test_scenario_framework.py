@@ -325,3 +325,19 @@ def test_chargen_client_counts_bytes_until_close() -> None:
     from scenarios import clients
     out = clients.chargen(*_serve_once(lambda conn: conn.sendall(b"x" * 70_000)), 100_000, 2.0)
     assert out["bytes"] == 70_000
+
+
+def test_wire_reads_classic_pcap_only_and_says_what_else_it_got(tmp_path: Path) -> None:
+    from scapy.utils import wrpcapng
+
+    from scenarios.wire import read_pcap
+    frames = transfer_frames()
+    wrpcap(str(tmp_path / "t.pcap"), frames)
+    stamps = [ts for ts, _ in read_pcap(tmp_path / "t.pcap")]
+    assert len(stamps) == len(frames) and abs(stamps[1] - stamps[0] - 0.001) < 1e-6
+    wrpcapng(str(tmp_path / "t.pcapng"), frames)
+    with pytest.raises(ValueError, match="pcapng capture, not classic pcap"):
+        list(read_pcap(tmp_path / "t.pcapng"))
+    (tmp_path / "x.pcap").write_bytes(b"not a capture at all")
+    with pytest.raises(ValueError, match="is not a classic pcap file"):
+        list(read_pcap(tmp_path / "x.pcap"))
