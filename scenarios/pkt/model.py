@@ -49,6 +49,8 @@ class Packet:
     win_max: int | None = None  # `win a~b`: a toelab extension for windows that legitimately differ
     options: tuple[TcpOption, ...] | None = None  # None: no option list given
     options_wildcard: bool = False  # `<...>`: any options
+    ttl: int | None = None  # toelab extension on outbound lines: the IP TTL (hop limit) it must carry
+    tos: int | None = None  # toelab extension: the IP TOS byte (traffic class) it must carry
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ Lines are joined while brackets are open, so a call may span lines. Whatever can
 or a script problem with its line number; the parser raises only for text that is not a
 script at all (ScriptError, with file and line).
 
-toelab extension, for windows that legitimately differ between stacks: `win A~B` on an
-outbound packet accepts any window in [A, B]. `win` left out of an outbound packet is not checked.
+toelab extensions: `win A~B` on an outbound packet accepts any window in [A, B], for windows
+that legitimately differ between stacks (`win` left out of an outbound packet is not checked);
+`ttl N` and `tos N` on an outbound packet check its IP header (IP_TTL, IP_TOS). A connect() to
+`{sin_addr=inet_addr("a.b.c.d")}` goes to that address instead of the script's peer.
 """
 from __future__ import annotations
 
@@ -228,14 +230,14 @@ def _packet(text: str) -> Packet | Icmp:
         rest = rest[1:]
     while rest:
         key = rest[0]
-        if key not in ("ack", "win", "urg") or len(rest) < 2:
+        if key not in ("ack", "win", "urg", "ttl", "tos") or len(rest) < 2:
             raise _Unsupported(f"packet field {key!r} is not supported")
         value = rest[1]
         if key == "win" and "~" in value:
             low, _, high = value.partition("~")
             fields.update(win=int(low), win_max=int(high))
         else:
-            fields[key] = int(value)
+            fields[key] = int(value, 0)
         rest = rest[2:]
     if options_text is not None:
         if options_text == "...":

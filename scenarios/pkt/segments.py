@@ -205,6 +205,11 @@ def mismatch(packet: Packet, frame: Any, seqmap: SeqMap) -> str | None:
         if not packet.win <= tcp.window <= high:
             wanted = f"{packet.win}" if packet.win_max is None else f"{packet.win}~{high}"
             return f"win {tcp.window} where the script has {wanted}"
+    ip = frame[IP]
+    if packet.ttl is not None and ip.ttl != packet.ttl:
+        return f"ttl {ip.ttl} where the script has {packet.ttl}"
+    if packet.tos is not None and ip.tos != packet.tos:
+        return f"tos {ip.tos:#x} where the script has {packet.tos:#x}"
     if packet.urg is not None and tcp.urgptr != packet.urg:
         return f"urg {tcp.urgptr} where the script has {packet.urg}"
     if packet.options is not None and not packet.options_wildcard:

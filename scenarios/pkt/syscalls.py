@@ -7,6 +7,7 @@ run's listening port (bind), as packetdrill fills them in.
 """
 from __future__ import annotations
 
+import errno as errno_module
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ def request_for(call: Syscall, fds: FdMap, where: Endpoints) -> dict[str, Any]:
     elif name == "listen":
         request["backlog"] = args[1] if len(args) > 1 and isinstance(args[1], int) else 1
     elif name == "connect":
-        request.update(ip=where.remote_ip, port=where.remote_port)
+        request.update(ip=_sin_addr(args[1] if len(args) > 1 else None) or where.remote_ip, port=where.remote_port)
     elif name in READS or name in WRITES:
         request["op"] = "read" if name in READS else "write"
         request["n"] = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
@@ -100,6 +101,15 @@ def judge(call: Syscall, answer: dict[str, Any], fds: FdMap) -> str | None:
     return None
 
 
+def _sin_addr(value: Any) -> str | None:
+    """The address of `{sin_addr=inet_addr("a.b.c.d"), ...}`, or None for `...`."""
+    if isinstance(value, dict) and isinstance(value.get("sin_addr"), dict):
+        call = value["sin_addr"]
+        if call.get("call") == "inet_addr" and call.get("args"):
+            return str(call["args"][0])
+    return None
+
+
 def _names(value: Any) -> list[str]:
     if value is None or value == 0:
         return []
@@ -119,6 +129,8 @@ def _option_value(value: Any) -> Any:
 
 
 def _same_value(wanted: Any, got: Any) -> bool:
+    if isinstance(wanted, str) and hasattr(errno_module, wanted):
+        wanted = getattr(errno_module, wanted)  # getsockopt(SO_ERROR) written as [ECONNREFUSED]
     if isinstance(wanted, dict) and isinstance(got, dict):
         return all(got.get(k) == v for k, v in wanted.items() if v is not None)
     return bool(wanted == got)

@@ -200,7 +200,10 @@ class SocketApi:
             core = self.core
             local = next((a for a in core.config.addresses if len(a) == 4), core.config.addresses[0])
             remote = ipaddress.ip_address(str(request["ip"])).packed
-            sock.key = core.connect(local, remote, int(request["port"]), _PendingConnect(sock), now)  # type: ignore[arg-type]
+            try:
+                sock.key = core.connect(local, remote, int(request["port"]), _PendingConnect(sock), now)  # type: ignore[arg-type]
+            except TcpError:
+                raise _Fail("ENETUNREACH") from None  # MUST-46: no OPEN to a broadcast or multicast address
             self._apply_options(sock, now)
             if sock.nonblock:
                 raise _Fail("EINPROGRESS")
