@@ -360,7 +360,7 @@ def _acceptability(ctx: RunContext, session: _Session) -> Iterator[Check]:
                 clean, delivered = False, []
         sentence = (f"{what} {'drew an ACK of RCV.NXT' if acked else 'drew no ACK'} and echo then returned "
                     f"{b''.join(delivered)[:40]!r}")
-        yield ctx.check(id, requirement, acked and clean, sentence,
+        yield ctx.check(id, requirement, acked and clean, sentence, integrity=True,
                         numbers={"acked": acked, "only_fence_echoed": clean,
                                  "ack_seq_offset": _seq_diff(ack[TCP].seq, _target_snd_nxt(peer)) if acked else None})
 
@@ -395,17 +395,29 @@ def _unsigned_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     f"with an unacknowledged window field of 65535 the target had {in_flight} bytes in flight before "
                     f"its first retransmission{'' if retransmission is not None else ' (none came within 3 s)'}",
                     numbers={"in_flight": in_flight, "segments": len(sizes)})
-    yield ctx.check("full-sized-segments", "SHLD-28", bool(sizes) and all(s == eff_mss for s in sizes[:-1]),
+    yield ctx.check("full-sized-segments", "SHLD-28", full_sized(sizes, eff_mss),
                     f"the window-limited burst was {len(sizes)} segments of sizes {sorted(set(sizes))} "
                     f"(effective MSS {eff_mss})", numbers={"segments": len(sizes), "mss": eff_mss})
     t0 = burst[0][0] if burst else 0.0
     left = 65535 % eff_mss
     runts = [len(tcp_payload(f)) for t, f in burst if len(tcp_payload(f)) < eff_mss and t - t0 < SWS_OVERRIDE_MIN_S]
-    yield ctx.check("sender-sws-avoidance", "MUST-38", bool(sizes) and not runts,
+    filled = window_filled(in_flight, 65535, eff_mss)
+    yield ctx.check("sender-sws-avoidance", "MUST-38", filled and not runts,
                     f"with {left} bytes of usable window left after its full segments (less than one MSS, under half "
-                    f"the window) and more data queued, the target sent {len(runts)} smaller segments "
+                    f"the window; window filled with full segments: {filled}) and more data queued, the target "
+                    f"sent {len(runts)} smaller segments "
                     f"{sorted(runts)} within {SWS_OVERRIDE_MIN_S * 1000:.0f} ms instead of waiting for the override timeout",
                     numbers={"runts": len(runts), "window_left": left})
+
+
+def full_sized(sizes: list[int], mss: int) -> bool:
+    """A window-limited burst of several segments, all but the last carrying a full MSS (SHLD-28)."""
+    return len(sizes) >= 2 and all(size == mss for size in sizes[:-1])
+
+
+def window_filled(in_flight: int, window: int, mss: int) -> bool:
+    """The sender put every full segment the window holds in flight, so what is left is a runt's chance."""
+    return in_flight >= window // mss * mss
 
 
 SHRINK_MSS = 1460
@@ -454,7 +466,8 @@ def _shrinking_window(ctx: RunContext, session: _Session) -> Iterator[Check]:
             resumed = True
         except PeerTimeout:
             resumed = False
-    yield ctx.check("shrunk-window-no-new-data", "SHLD-15", retx is not None and not new_data,
+    yield ctx.check("shrunk-window-no-new-data", "SHLD-15",
+                    sent_before >= SHRINK_WINDOW and retx is not None and not new_data,
                     f"after the right edge moved from {SHRINK_WINDOW} to {_seq_diff(edge, start)} with {sent_before} bytes "
                     f"sent, the target sent {len(new_data)} segments of new data before its retransmission",
                     numbers={"sent_before": sent_before, "new_data_segments": len(new_data)})

@@ -175,3 +175,13 @@ def test_throughput_by_loss_is_judged_against_the_lossless_rate() -> None:
     assert not throughput_kept(base, {}, 0.05), "nothing measured under loss"
     assert not throughput_kept(DownloadResult(size, 0, 20.0), good, 0.05), "no lossless reference"
     assert not throughput_kept(base, {"loss=1%": DownloadResult(size, size // 2, 20.0)}, 0.0001), "incomplete"
+
+
+def test_segment_size_checks_fail_on_a_burst_too_small_to_show_anything() -> None:
+    from scenarios.rfc9293 import full_sized, window_filled
+    assert full_sized([8960] * 7 + [2815], 8960)
+    assert not full_sized([2815], 8960), "one segment: nothing to compare"
+    assert not full_sized([], 8960)
+    assert not full_sized([8960, 4000, 8960], 8960)
+    assert window_filled(in_flight=62720, window=65535, mss=8960)
+    assert not window_filled(in_flight=17920, window=65535, mss=8960), "a window never filled offers no runt"
