@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LabError
-from .state import STATE_DIR, LabRecord, list_records, read_record
+from .state import STATE_DIR, LabRecord
 
 MIN_PACKETS = 50  # below this a verdict would be a guess
 
@@ -90,15 +89,3 @@ def audit_engine(node: str, path: Path) -> tuple[dict[str, int], list[str]]:
         findings.append(f"{counters.get('rx_malformed', 0)} malformed and {counters.get('rx_csum_errors', 0)} "
                         "bad-checksum frames counted and dropped")
     return counters, findings
-
-
-def pick_lab(lab_id: str | None) -> LabRecord:
-    if lab_id is not None:
-        record = read_record(lab_id)
-        if record is None:
-            raise LabError(f"there is no lab {lab_id!r} (labs: {', '.join(r.lab_id for r in list_records()) or 'none'})")
-        return record
-    records = list_records()
-    if len(records) != 1:
-        raise LabError(f"there are {len(records)} labs; name one: " + ", ".join(r.lab_id for r in records))
-    return records[0]

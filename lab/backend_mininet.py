@@ -99,7 +99,7 @@ class MininetLab:
         for name, node in self.spec.nodes.items():
             mn_name = f"{self.id}{name}"
             if node.kind == "switch":
-                mn_nodes[name] = self._net.addSwitch(mn_name, inNamespace=True)
+                mn_nodes[name] = self._net.addSwitch(mn_name, inNamespace=True, stp=node.stp)
             else:
                 mn_nodes[name] = self._net.addHost(mn_name, ip=None)
         for link in self.spec.links:

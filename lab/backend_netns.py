@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import netns
-from .errors import BackendError
+from .errors import BackendError, require_tools
 from .netem import netem_available
 from .netlink import NamespaceLink, describe_netlink_error, write_sysctls
 from .spec import ImpairmentSpec, TopologySpec
@@ -54,9 +54,10 @@ def doing(what: str) -> Iterator[None]:
 def check_buildable(spec: TopologySpec) -> None:
     """Everything this backend can know is wrong before building: privileges, tools, netem."""
     if os.geteuid() != 0:
-        raise BackendError(f"building topology {spec.name} needs root (it creates network namespaces)")
-    if any(node.nft for node in spec.nodes.values()) and shutil.which("nft") is None:
-        raise BackendError(f"topology {spec.name} loads nftables rules, but the nft tool is not installed")
+        raise BackendError(f"building topology {spec.name} needs root (it creates network namespaces): run it as root")
+    nft_users = [name for name, node in spec.nodes.items() if node.nft or node.kind == "toe"]
+    if nft_users:
+        require_tools({"nft": f"topology {spec.name} loads nftables rules into node {nft_users[0]}"})
     impaired = [link for link in spec.links if link.impairments is not None]
     if impaired and not netem_available():
         a, b = impaired[0].endpoints
@@ -138,7 +139,7 @@ class NetnsBuilder:
     def _make_bridge(self, node: str) -> None:
         nl = self._links[node]
         with doing(f"switch {node}: creating bridge {BRIDGE}"):
-            nl.add_bridge(BRIDGE)
+            nl.add_bridge(BRIDGE, stp=self.spec.nodes[node].stp)
             for port in self.spec.interfaces_of(node):
                 nl.enslave(port, BRIDGE)
             nl.up(BRIDGE)

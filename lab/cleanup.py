@@ -13,9 +13,8 @@ import signal
 import time
 from collections.abc import Iterable
 
-from .errors import LabError
 from .netns import delete as delete_namespace
-from .state import STATE_DIR, LabRecord, ProcessRecord, is_alive, list_records, read_record, remove_record
+from .state import STATE_DIR, LabRecord, ProcessRecord, is_alive, list_records, pick_record, remove_record
 
 TERM_GRACE_S = 2.0
 KILL_GRACE_S = 2.0
@@ -89,11 +88,8 @@ def remove_lab(record: LabRecord) -> list[str]:
 
 def down_lab(lab_id: str) -> list[str]:
     """Tear down a lab by id from any process; the namespaces removed."""
-    record = read_record(lab_id)
-    if record is None:
-        known = ", ".join(r.lab_id for r in list_records()) or "none"
-        raise LabError(f"there is no lab {lab_id!r} (labs: {known})")
-    return remove_lab(record)
+    return remove_lab(pick_record(lab_id))
+
 
 
 def clean() -> list[str]:

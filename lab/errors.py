@@ -29,3 +29,17 @@ def require_root(what: str) -> None:
 
     if os.geteuid() != 0:
         raise LabError(f"{what} needs root (it builds network namespaces): run it as root.")
+
+
+def require_tools(needed: dict[str, str]) -> None:
+    """BackendError naming the first missing program: `{"tcpdump": "toelab run captures every scenario"}`."""
+    import shutil
+
+    for tool, why in needed.items():
+        if shutil.which(tool) is None:
+            raise BackendError(f"{why}, which needs {tool}, and {tool} is not installed "
+                               f"(apt-get install {TOOL_PACKAGES.get(tool, tool)}, or ./run demo, which installs it)")
+
+
+#: program -> the Debian package that has it.
+TOOL_PACKAGES = {"nft": "nftables", "ip": "iproute2", "tc": "iproute2", "ping": "iputils-ping"}

@@ -31,7 +31,7 @@ from .interrupts import Terminated, raise_terminated, teardown_shielded  # noqa:
 from .netns import entered
 from .node import Node
 from .spec import TopologySpec
-from .state import LabRecord, ProcessRecord, create_record, process_start_time
+from .state import LabRecord, ProcessRecord, create_record, pick_record, process_start_time, read_record
 
 if TYPE_CHECKING:
     from .engine_nodes import EngineHandle
@@ -100,6 +100,7 @@ class Lab:
         self._is_down = False
         self._detached = False
         self._engines: dict[str, EngineHandle] = {}
+        self._attached = False
 
     @classmethod
     def up(cls, spec: TopologySpec, backend: str = "netns") -> Lab:
@@ -110,7 +111,7 @@ class Lab:
         if backend != "netns":
             raise LabError(f"unknown backend {backend!r}: use netns or mininet")
         check_buildable(spec)
-        record = create_record(spec.name, backend, list(spec.nodes))
+        record = create_record(spec.name, backend, list(spec.nodes), spec=spec.model_dump(mode="json"))
         lab = cls(spec, record)
         _live.add(lab)
         try:
@@ -125,6 +126,45 @@ class Lab:
             lab.down()
             raise
         return lab
+
+    @classmethod
+    def attach(cls, lab_id: str) -> Lab:
+        """A handle on a running lab that another process built (`toelab up`); leaving it leaves the lab up.
+
+        Processes started through it are recorded in the lab's record, so `toelab down` stops
+        them; `release()` (or the end of a `with` block) stops those this process started.
+        """
+        from .engine_nodes import EngineHandle, runtime_dir_of
+
+        record = pick_record(lab_id)
+        if record.backend != "netns" or record.spec is None or record.status != "up":
+            raise LabError(f"lab {lab_id} cannot be attached to: it is {record.status}, built by the "
+                           f"{record.backend} backend{'' if record.spec else ' without a recorded topology'}")
+        lab = cls(TopologySpec.model_validate(record.spec), record)
+        lab._attached = True
+        for name, node in lab.spec.nodes.items():
+            control = runtime_dir_of(lab_id) / f"{name}.sock"
+            if control.exists():
+                lab.register_engine(EngineHandle(name, node.kind, control))
+        return lab
+
+    @property
+    def attached(self) -> bool:
+        """True for a handle from `Lab.attach`: this process did not build the lab and will not remove it."""
+        return self._attached
+
+    def release(self) -> None:
+        """Of an attached lab: stop the processes this process started in it and forget them; the lab stays."""
+        mine = {proc.pid for proc in self._children}
+        with teardown_shielded():
+            for proc in self._children:
+                self._reap(proc)
+            self._children.clear()
+            current = read_record(self.id)
+            if current is not None:
+                current.processes = [p for p in current.processes if p.pid not in mine]
+                current.save()
+                self._record = current
 
     # --- identity -----------------------------------------------------------------------
     @property
@@ -178,6 +218,8 @@ class Lab:
             group = os.getpgid(proc.pid) == proc.pid
         except ProcessLookupError:
             group = False
+        if self._attached:  # the record is shared with its owner and other attached processes
+            self._record = read_record(self.id) or self._record
         self._record.processes.append(
             ProcessRecord(proc.pid, process_start_time(proc.pid), node.name, " ".join(argv)[:200], group))
         self._record.save()
@@ -214,11 +256,25 @@ class Lab:
         with control:
             return control.apply(iface, wanted, where=f"node {node}, interface {iface}")
 
+    def set_link_state(self, a: str, b: str, up: bool) -> list[str]:
+        """Set both ends of every link between nodes `a` and `b` up or down; the `node:iface` ends changed."""
+        self.node(a), self.node(b)
+        ends = [end for link in self.spec.links if {link.split(0)[0], link.split(1)[0]} == {a, b}
+                for end in link.endpoints]
+        if not ends:
+            raise LabError(f"lab {self.id} has no link between {a!r} and {b!r}")
+        for end in ends:
+            node, iface = end.split(":")
+            self.node(node).run(["ip", "link", "set", "dev", iface, "up" if up else "down"], check=True)
+        return ends
+
     # --- teardown -------------------------------------------------------------------------
     def down(self) -> None:
         """Kill the lab's processes and remove its namespaces and record; idempotent."""
         if self._is_down:
             return
+        if self._attached:
+            raise LabError(f"lab {self.id} was attached to, not built here: remove it with `toelab down {self.id}`")
         with teardown_shielded():
             remove_lab(self._record)
             for proc in self._children:
@@ -254,5 +310,7 @@ class Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._detached:
+        if self._attached:
+            self.release()
+        elif not self._detached:
             self.down()

@@ -64,8 +64,8 @@ class NamespaceLink:
             attrs["address"] = mac
         self.ipr.link("add", **attrs)
 
-    def add_bridge(self, ifname: str) -> None:
-        self.ipr.link("add", ifname=ifname, kind="bridge")
+    def add_bridge(self, ifname: str, stp: bool = False) -> None:
+        self.ipr.link("add", ifname=ifname, kind="bridge", br_stp_state=1 if stp else 0)
 
     def enslave(self, port: str, bridge: str) -> None:
         self.ipr.link("set", index=self.index(port), master=self.index(bridge))

@@ -20,7 +20,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 import yaml
@@ -48,6 +48,7 @@ class Template:
     path: Path
     description: str
     parameters: dict[str, Parameter] = field(default_factory=dict)
+    error: str | None = None  # why the header is unusable (`toelab topologies` lists it anyway)
 
 
 def find_template(name_or_path: str) -> Path:
@@ -70,19 +71,38 @@ def read_template(path: Path) -> Template:
     match = _HEADER.match(text)
     if not match:
         return Template(name, path, "", {})
+    header_line = text[:match.start(1)].count("\n") + 1
     try:
         meta = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), "header", f"metadata is not valid YAML: {exc}") from None
-    params = {
-        key: Parameter(key, (value or {}).get("default"), (value or {}).get("help", ""))
-        for key, value in (meta.get("parameters") or {}).items()
-    }
-    return Template(name, path, meta.get("description", ""), params)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {header_line + mark.line}, header" if mark else "header"
+        raise SpecError(str(path), where, f"metadata is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(meta, dict):
+        raise SpecError(str(path), f"line {header_line}, header",
+                        f"the header must be a mapping with 'description' and 'parameters', not {type(meta).__name__}")
+    declared = meta.get("parameters") or {}
+    if not isinstance(declared, dict):
+        raise SpecError(str(path), f"line {header_line}, header.parameters", "parameters must be a mapping of "
+                        f"name: {{default: ..., help: ...}}, not {type(declared).__name__}")
+    params = {}
+    for key, value in declared.items():
+        if value is not None and not isinstance(value, dict):
+            raise SpecError(str(path), f"line {header_line}, header.parameters.{key}",
+                            f"a parameter must be a mapping {{default: ..., help: ...}}, not {value!r}")
+        params[str(key)] = Parameter(str(key), (value or {}).get("default"), str((value or {}).get("help", "")))
+    return Template(name, path, str(meta.get("description", "")), params)
 
 
 def list_templates() -> list[Template]:
-    return [read_template(p) for p in sorted(TOPOLOGY_DIR.glob(f"*{SUFFIX}"))]
+    """Every template in topologies/; one whose header is broken comes with its error instead of raising."""
+    out = []
+    for path in sorted(TOPOLOGY_DIR.glob(f"*{SUFFIX}")):
+        try:
+            out.append(read_template(path))
+        except SpecError as exc:
+            out.append(Template(path.name.removesuffix(SUFFIX), path, "", {}, error=str(exc)))
+    return out
 
 
 def coerce(value: str, like: Any) -> Any:
@@ -150,9 +170,17 @@ def _fail(message: str) -> None:
 
 
 def render(path: Path, params: dict[str, Any]) -> str:
+    """The template rendered with `params`; every failure is a SpecError naming the template line.
+
+    A template is one file: `{% include %}`, `{% import %}` and `{% extends %}` are refused.
+    """
     source = _source_keeping_lines(path)
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        return (source, str(path), lambda: True) if name == path.name else None
+
     env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda _: (source, str(path), lambda: True)),
+        loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
@@ -167,6 +195,14 @@ def render(path: Path, params: dict[str, Any]) -> str:
     except jinja2.UndefinedError as exc:
         line = _template_line(path)
         raise SpecError(str(path), f"line {line}" if line else "", f"undefined template variable: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        line = _template_line(path)
+        raise SpecError(str(path), f"line {line}" if line else "",
+                        f"{{% include/import/extends %}} of {exc.name!r} is not supported: a template is one file") from None
+    except Exception as exc:  # an expression failed: {{ 1500 // n }} with n=0, {{ mtu + "x" }}
+        line = _template_line(path)
+        raise SpecError(str(path), f"line {line}" if line else "",
+                        f"the template's expression failed with {type(exc).__name__}: {exc}") from None
 
 
 def load_topology(name_or_path: str, given: dict[str, Any] | None = None) -> TopologySpec:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import SpecError
 from .kinds import NODE_KINDS
-from .yamlpos import Path, line_of, load_with_lines
+from .yamlpos import DuplicateKey, Path, line_of, load_with_lines
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (IFNAMSIZ - 1)
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,9}$")
@@ -98,6 +98,7 @@ class NodeSpec(_Strict):
     sysctls: dict[str, str | int] = {}
     nft: str | None = None  # an nftables ruleset loaded into the node (MSS clamping, ICMP drops)
     engine: dict[str, Any] = {}  # settings for kinds toe and middlebox
+    stp: bool = False  # a switch's bridge runs the spanning tree protocol (needed if switches form a loop)
 
     @field_validator("sysctls")
     @classmethod
@@ -227,6 +228,8 @@ def _consistency_errors(spec: TopologySpec) -> list[tuple[Path, str]]:
                 errors.append((("nodes", name, "routes", r), "route needs 'via' or 'dev'"))
         if node.kind == "switch" and node.routes:
             errors.append((("nodes", name, "routes"), f"switch {name!r} cannot have routes"))
+        if node.stp and node.kind != "switch":
+            errors.append((("nodes", name, "stp"), f"stp is a switch setting; {name!r} is a {node.kind}"))
         validate_engine = NODE_KINDS[node.kind].validator()
         if validate_engine is not None:
             try:
@@ -234,6 +237,39 @@ def _consistency_errors(spec: TopologySpec) -> list[tuple[Path, str]]:
             except ValueError as exc:
                 field = getattr(exc, "path", ())
                 errors.append((("nodes", name, "engine", *field), f"engine settings of {node.kind} {name!r}: {exc}"))
+    errors.extend(_switch_loops(spec))
+    return errors
+
+
+def _forwards_frames(node: NodeSpec) -> bool:
+    """Switches and bridge-mode middleboxes pass frames on at layer 2, so a loop of them storms."""
+    return node.kind == "switch" or (node.kind == "middlebox" and node.engine.get("mode") == "bridge")
+
+
+def _switch_loops(spec: TopologySpec) -> list[tuple[Path, str]]:
+    """A link closing a loop of layer-2 forwarders (broadcasts would circle forever) unless they all run STP."""
+    parent = {name: name for name in spec.nodes}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    errors: list[tuple[Path, str]] = []
+    for i, link in enumerate(spec.links):
+        (a, _), (b, _) = link.split(0), link.split(1)
+        if a not in spec.nodes or b not in spec.nodes:
+            continue
+        if not (_forwards_frames(spec.nodes[a]) and _forwards_frames(spec.nodes[b])):
+            continue
+        if root(a) == root(b):
+            loop = sorted(n for n in spec.nodes if _forwards_frames(spec.nodes[n]) and root(n) == root(a))
+            if not all(spec.nodes[n].stp for n in loop):
+                errors.append((("links", i, "endpoints"), f"link {link.endpoints[0]} - {link.endpoints[1]} closes a "
+                               f"loop of switches ({', '.join(loop)}) that would storm broadcasts: set `stp: true` "
+                               "on those switches or remove the link"))
+        parent[root(a)] = root(b)
     return errors
 
 
@@ -255,6 +291,8 @@ def parse_spec(text: str, source: str) -> TopologySpec:
 
     try:
         data, lines = load_with_lines(text, source)
+    except DuplicateKey as exc:
+        raise SpecError(source, f"line {exc.second_line}, {_describe(exc.path)}", str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import BackendError
+from .errors import BackendError, LabError
 from .netns import list_names
 
 STATE_DIR = Path("/run/toelab")
@@ -60,6 +60,7 @@ class LabRecord:
     captures: list[str] = field(default_factory=list)
     creator_pid: int | None = None  # who built it, kept when the lab is detached
     creator_ppid: int | None = None  # and its parent, so a test can tell its own children's labs
+    spec: dict | None = None  # the validated topology (TopologySpec as JSON), so other processes can attach
 
     @property
     def path(self) -> Path:
@@ -118,7 +119,7 @@ def unused_lab_id() -> str:
     raise BackendError(f"could not find an unused lab id in {STATE_DIR}")
 
 
-def create_record(topology: str, backend: str, nodes: list[str]) -> LabRecord:
+def create_record(topology: str, backend: str, nodes: list[str], spec: dict | None = None) -> LabRecord:
     """Pick an unused lab id and write its record, atomically reserving the id.
 
     The id is reserved by hard-linking a complete temporary record to its final name, which
@@ -132,7 +133,7 @@ def create_record(topology: str, backend: str, nodes: list[str]) -> LabRecord:
             continue
         record = LabRecord(lab_id, topology, backend, pid, process_start_time(pid), time.time(),
                            [namespace_name(lab_id, node) for node in nodes],
-                           creator_pid=pid, creator_ppid=os.getppid())
+                           creator_pid=pid, creator_ppid=os.getppid(), spec=spec)
         tmp = STATE_DIR / f".{lab_id}.new{pid}"
         tmp.write_text(record.to_json())
         try:
@@ -168,3 +169,21 @@ def list_records() -> list[LabRecord]:
 
 def remove_record(lab_id: str) -> None:
     record_path(lab_id).unlink(missing_ok=True)
+
+
+def describe_labs() -> str:
+    """The labs on this machine, for messages: `tl1a2b (router_path), ...` or `none`."""
+    return ", ".join(f"{r.lab_id} ({r.topology})" for r in list_records()) or "none"
+
+
+def pick_record(lab_id: str | None) -> LabRecord:
+    """The record of lab `lab_id`, or of the only lab there is when None; LabError otherwise."""
+    if lab_id is not None:
+        record = read_record(lab_id)
+        if record is None:
+            raise LabError(f"there is no lab {lab_id!r} (labs: {describe_labs()})")
+        return record
+    records = list_records()
+    if len(records) != 1:
+        raise LabError(f"there are {len(records)} labs; name one: {describe_labs()}")
+    return records[0]

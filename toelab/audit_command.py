@@ -6,8 +6,9 @@ import json
 
 from rich.table import Table
 
-from lab.audit import audit_engine, audit_interfaces, engine_sockets, pick_lab
+from lab.audit import audit_engine, audit_interfaces, engine_sockets
 from lab.errors import require_root
+from lab.state import pick_record
 
 from .output import console
 
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_root("toelab audit")
-    record = pick_lab(args.lab)
+    record = pick_record(args.lab)
     interfaces = audit_interfaces(record)
     engines = {node: audit_engine(node, path) for node, path in engine_sockets(record).items()}
     flagged = any(a.findings for a in interfaces) or any(findings for _, findings in engines.values())

@@ -1,18 +1,22 @@
 """The lab shell: Mininet's CLI conventions on a toelab lab.
 
-`<node> <command>` runs inside that node with other node names replaced by their first
-IPv4 address (so `h1 ping -c1 h2` works); `nodes`, `net`, `links`, `intfs`, `dump`,
-`pingall`, `iperf a b`, `capture start|stop`, `features`, history and tab completion.
-It is a `cmd.Cmd`, so tests drive it through `onecmd()` with a captured stdout.
+`<node> <command>` runs inside that node on a pty (output as it comes, keys passed
+through, Ctrl-C stops the command and not the shell), with whole words that name a node
+replaced by its first IPv4 address (`h1 ping -c1 h2`; never inside `h1-eth0` or after
+`dev`); `sh`, `py`, `source FILE`, `time`, `nodes`, `net`, `links`, `intfs`, `dump`,
+`link A B up|down`, `pingall`, `pingpair`, `iperf a b`, `capture start|stop`, `features`,
+`toe`, history and tab completion. It is a `cmd.Cmd`, so tests drive it through `onecmd()`
+with a captured stdout.
 """
 from __future__ import annotations
 
 import cmd
 import os
-import re
 import shlex
+import subprocess
+import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from lab.errors import LabError
 from lab.lab import Lab
@@ -20,8 +24,12 @@ from lab.spec import ETHTOOL_FEATURES
 from lab.tools import iperf, ping
 
 from .shell_engine import toe
+from .terminal import run_on_pty
 
 HISTORY = Path(os.environ.get("TOELAB_HISTORY", str(Path.home() / ".toelab_history")))
+#: Words after which a name is an interface or a namespace, never an address to substitute.
+NOT_AN_ADDRESS_AFTER = frozenset({"dev", "-i", "-I", "--interface", "iif", "oif", "master", "name", "netns",
+                                  "peer", "link"})
 ShellCommand = Callable[["LabShell", list[str]], None]
 #: Shell commands implemented in other modules, name -> handler.
 EXTENSIONS: dict[str, ShellCommand] = {"toe": toe}
@@ -30,23 +38,34 @@ EXTENSIONS: dict[str, ShellCommand] = {"toe": toe}
 class LabShell(cmd.Cmd):
     """An interactive shell over one running lab."""
 
-    intro = "toelab shell: type help for commands, exit to tear the lab down."
-
     def __init__(self, lab: Lab, stdout: IO[str] | None = None) -> None:
         super().__init__(stdout=stdout)
         self.lab = lab
         self.prompt = f"toelab({lab.spec.name})> "
         self.captures: dict[str, object] = {}
+        self.intro = (f"toelab shell on lab {lab.id} ({lab.spec.name}): type help for commands, exit to "
+                      + ("leave; the lab stays up." if lab.attached else "tear the lab down."))
+
+    def run(self, lines: list[str] | None = None) -> int:
+        """Run `lines` (as `toelab shell -c`), or read commands from the terminal until exit."""
+        if not lines:
+            self.cmdloop()
+            return 0
+        for line in lines:
+            if self.onecmd(line):
+                break
+        return 0
 
     # --- output -----------------------------------------------------------------------
     def say(self, text: str = "") -> None:
         self.stdout.write(text + "\n")
 
     def run_guarded(self, action: Callable[[], None]) -> None:
+        """Run a command; what goes wrong is one line, and the shell (and the lab) carry on."""
         try:
             action()
-        except (LabError, RuntimeError, ValueError, KeyError) as exc:
-            self.say(f"*** {exc}")
+        except (LabError, RuntimeError, ValueError, KeyError, OSError, subprocess.TimeoutExpired) as exc:
+            self.say(f"*** {exc.strerror + ': ' + str(exc.filename) if isinstance(exc, OSError) and exc.filename else exc}")
 
     # --- the Mininet-style commands ---------------------------------------------------
     def do_nodes(self, _: str) -> None:
@@ -154,8 +173,78 @@ class LabShell(cmd.Cmd):
             self.say(" ".join(f"{k}={'on' if v else 'off'}" for k, v in state.items()))
         self.run_guarded(act)
 
+    def do_pingpair(self, _: str) -> None:
+        """pingpair: the first two hosts (or other addressed nodes) ping each other (IPv4)."""
+        addressed = [n for n in self.lab.spec.nodes if self.lab.spec.first_address(n)]
+        hosts = [n for n in addressed if self.lab.spec.nodes[n].kind in ("host", "toe")]
+        names = (hosts + [n for n in addressed if n not in hosts])[:2]
+        if len(names) < 2:
+            self.say("*** pingpair needs two nodes with IPv4 addresses")
+            return
+        lost = 0
+        for src, dst in (names, names[::-1]):
+            result = ping(self.lab, src, self.lab.spec.first_address(dst) or "", count=1)
+            lost += 0 if result.ok else 1
+            self.say(f"{src} -> {dst if result.ok else 'X'}")
+        self.say(f"*** Results: {50 * lost}% dropped ({2 - lost}/2 received)")
+
+    def do_link(self, line: str) -> None:
+        """link A B up|down: bring the link(s) between nodes A and B up or down, both ends."""
+        args = line.split()
+        if len(args) != 3 or args[2] not in ("up", "down"):
+            self.say("*** usage: link NODE NODE up|down")
+            return
+
+        def act() -> None:
+            ends = self.lab.set_link_state(args[0], args[1], up=args[2] == "up")
+            self.say(f"*** {' and '.join(ends)} {args[2]}")
+        self.run_guarded(act)
+
+    def do_sh(self, line: str) -> None:
+        """sh COMMAND: run a command on this machine, outside the lab."""
+        if not line.strip():
+            self.say("*** usage: sh COMMAND")
+            return
+        self.run_guarded(lambda: self._report_status(run_on_pty(["/bin/sh", "-c", line], self.stdout)))
+
+    def do_py(self, line: str) -> None:
+        """py EXPRESSION|STATEMENT: evaluate Python with `lab`, `spec` and every node by name in scope."""
+        scope: dict[str, Any] = {"lab": self.lab, "spec": self.lab.spec, **self.lab.nodes}
+        try:
+            try:
+                code = compile(line, "<py>", "eval")
+            except SyntaxError:
+                exec(compile(line, "<py>", "exec"), scope)  # noqa: S102 - the user's own lab shell
+                return
+            result = eval(code, scope)  # noqa: S307
+            if result is not None:
+                self.say(repr(result))
+        except Exception as exc:  # the user's code: report, never end the shell
+            self.say(f"*** {type(exc).__name__}: {exc}")
+
+    def do_source(self, line: str) -> bool:
+        """source FILE: run the shell commands in FILE, one per line (# starts a comment)."""
+        try:
+            lines = Path(line.strip()).expanduser().read_text().splitlines()
+        except OSError as exc:
+            self.say(f"*** cannot read {line.strip()!r}: {exc.strerror}")
+            return False
+        for text in lines:
+            if text.strip() and not text.lstrip().startswith("#"):
+                self.say(f"{self.prompt}{text}")
+                if self.onecmd(text):
+                    return True
+        return False
+
+    def do_time(self, line: str) -> bool | None:
+        """time COMMAND: run a shell command and print how long it took."""
+        start = time.perf_counter()
+        stop = self.onecmd(line)
+        self.say(f"*** {line.strip()!r} took {time.perf_counter() - start:.3f} s")
+        return stop
+
     def do_exit(self, _: str) -> bool:
-        """exit: leave the shell and tear the lab down."""
+        """exit: leave the shell (a lab it built is torn down; an attached one stays up)."""
         return True
 
     do_quit = do_exit
@@ -171,18 +260,34 @@ class LabShell(cmd.Cmd):
             self.run_guarded(lambda: EXTENSIONS[first](self, shlex.split(rest)))
             return None
         if first in self.lab.spec.nodes and rest:
-            result = self.lab.node(first).run(self.substitute(rest), timeout=120)
-            self.stdout.write(result.stdout + result.stderr)
+            node = self.lab.node(first)
+            self.run_guarded(lambda: self._report_status(
+                run_on_pty(["/bin/sh", "-c", self.substitute(rest)], self.stdout, spawn=node.popen)))
             return None
         self.say(f"*** unknown command or node: {first}")
         return None
 
+    def _report_status(self, code: int) -> None:
+        if code > 128:
+            self.say(f"*** stopped by signal {code - 128}")
+        elif code:
+            self.say(f"*** exit status {code}")
+
     def substitute(self, command: str) -> str:
-        """Replace whole-word node names with their first IPv4 address, as Mininet does."""
-        def swap(match: re.Match[str]) -> str:
-            return self.lab.spec.first_address(match.group(0)) or match.group(0)
-        names = sorted(self.lab.spec.nodes, key=len, reverse=True)
-        return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", swap, command)
+        """Replace node names with their first IPv4 address where a word is exactly a node name.
+
+        Words are split on whitespace with the spacing kept; a word right after `dev`, `-i`
+        and the like names an interface or namespace and stays, and so does any word that
+        only contains a node name (`h1-eth0`, `/tmp/h1.pcap`).
+        """
+        out, previous = [], ""
+        for word in _split_keeping_spaces(command):
+            if word.strip() and word in self.lab.spec.nodes and previous not in NOT_AN_ADDRESS_AFTER:
+                word = self.lab.spec.first_address(word) or word
+            if word.strip():
+                previous = word
+            out.append(word)
+        return "".join(out)
 
     def completenames(self, text: str, *ignored: object) -> list[str]:
         return super().completenames(text, *ignored) + [
@@ -220,3 +325,14 @@ class LabShell(cmd.Cmd):
         for name, handler in sorted(EXTENSIONS.items()):
             self.say(f"  {(handler.__doc__ or name).strip().splitlines()[0]}")
         self.say("  <node> <command>: run a command inside a node; node names become addresses")
+
+
+def _split_keeping_spaces(text: str) -> list[str]:
+    """`"a  b"` -> `["a", "  ", "b"]`: words and the whitespace between them, joined back unchanged."""
+    out: list[str] = []
+    for char in text:
+        if out and out[-1][-1].isspace() == char.isspace():
+            out[-1] += char
+        else:
+            out.append(char)
+    return out

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import io
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pexpect
@@ -46,11 +49,23 @@ def test_shell_commands_on_router_path(make_lab) -> None:
     assert shell.onecmd("exit") is True
 
 
-def test_shell_in_a_terminal_with_completion_and_teardown(tmp_path: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "toelab", "shell", "two_hosts"], cwd=str(REPO),
+@contextmanager
+def shell_terminal(target: str, tmp_path: Path) -> Iterator[pexpect.spawn]:
+    """`toelab shell TARGET` on a real pty; the block ends by typing `exit`, which must exit 0."""
+    child = pexpect.spawn(sys.executable, ["-m", "toelab", "shell", target], cwd=str(REPO), encoding="utf-8",
                           env={"TOELAB_HISTORY": str(tmp_path / "history"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                          encoding="utf-8", timeout=30)
+                          timeout=30)
     try:
+        yield child
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_shell_in_a_terminal_with_completion_and_teardown(tmp_path: Path) -> None:
+    with shell_terminal("two_hosts", tmp_path) as child:
         child.expect_exact("toelab(two_hosts)> ")
         child.sendline("nodes")
         child.expect_exact("h1(host) h2(host)")
@@ -60,11 +75,6 @@ def test_shell_in_a_terminal_with_completion_and_teardown(tmp_path: Path) -> Non
         child.sendline("")
         child.expect("0% dropped")
         child.expect_exact("toelab(two_hosts)> ")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
     assert "nodes" in (tmp_path / "history").read_text()
 
 
@@ -75,3 +85,114 @@ def test_toe_commands_show_an_endpoint_table(make_lab) -> None:
     assert "gauge.table_capacity │ 8" in stats
     assert "gauge.table_occupancy │ 0" in stats
     assert "t1 (toe): 0 connections" in " ".join(run(shell, "toe conns t1").split())
+
+
+# --- working with a running lab ----------------------------------------------------------------
+def toelab(*args: str, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "toelab", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def lab_id_of(up_output: str) -> str:
+    import re
+    found = re.search(r"lab (tl[0-9a-f]{4}) is up", up_output)
+    assert found, up_output
+    return found.group(1)
+
+
+def test_up_exec_shell_down_on_a_running_lab(tmp_path: Path) -> None:
+    """`toelab up`, then exec and an attached shell (through a pty) use it; exit leaves it up; down removes it."""
+    from lab.netns import list_names
+    from lab.state import read_record
+
+    done = toelab("up", "router_path")
+    assert done.returncode == 0, done.stderr
+    lab_id = lab_id_of(done.stdout)
+    try:
+        ping = toelab("exec", lab_id, "h1", "--", "ping", "-c1", "-W1", "10.0.2.2")
+        assert ping.returncode == 0 and "1 received" in ping.stdout, ping.stdout + ping.stderr
+        assert toelab("exec", lab_id, "h1", "--", "sh", "-c", "exit 7").returncode == 7
+        echoed = subprocess_run_with_input(["exec", lab_id, "h2", "--", "cat"], "through stdin\n")
+        assert echoed == "through stdin\n"
+        missing = toelab("exec", lab_id, "h1", "--", "no-such-program")
+        assert missing.returncode == 127 and "node h1 has no command 'no-such-program'" in missing.stderr
+
+        with shell_terminal(lab_id, tmp_path) as child:
+            child.expect_exact("the lab stays up")
+            child.expect_exact("toelab(router_path)> ")
+            child.sendline("h1 ping -c1 h2")
+            child.expect_exact("PING 10.0.2.2")  # h2 became its address
+            child.expect_exact("1 received")
+            child.expect_exact("toelab(router_path)> ")
+            child.sendline("h1 echo sleeping; exec sleep 30")
+            child.expect_exact("sleeping\r\n")
+            started = time.monotonic()
+            child.sendintr()  # Ctrl-C: goes to the node command through its pty, not to the shell
+            child.expect_exact("*** stopped by signal 2")
+            child.expect_exact("toelab(router_path)> ")
+            assert time.monotonic() - started < 2
+            child.sendline("h2 cat")  # keys reach an interactive node command
+            child.sendline("typed line")
+            child.expect_exact("typed line\r\ntyped line")  # the pty's echo, then cat's copy
+            child.sendeof()
+            child.expect_exact("toelab(router_path)> ")
+        record = read_record(lab_id)
+        assert record is not None and record.status == "up" and record.processes == []
+        assert {f"{lab_id}-h1", f"{lab_id}-r1", f"{lab_id}-h2"} <= list_names()
+    finally:
+        down = toelab("down", lab_id)
+    assert down.returncode == 0, down.stderr
+    assert not any(name.startswith(lab_id) for name in list_names())
+    assert read_record(lab_id) is None
+
+
+def subprocess_run_with_input(args: list[str], text: str) -> str:
+    import subprocess
+    done = subprocess.run([sys.executable, "-m", "toelab", *args], input=text, capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_shell_commands_sh_py_source_time_link_pingpair(make_lab, tmp_path: Path) -> None:
+    lab = make_lab("router_path")
+    shell = LabShell(lab, stdout=io.StringIO())
+    assert "root-namespace" in run(shell, "sh echo root-namespace")
+    assert "'10.0.2.2'" in run(shell, "py lab.address('h2')")
+    assert "h1" in run(shell, "py h1.name")
+    assert "*** ZeroDivisionError" in run(shell, "py 1/0")
+    assert "*** 'h1 true' took" in run(shell, "time h1 true")
+    assert "h1 -> h2" in run(shell, "pingpair") and "0% dropped" in run(shell, "pingpair")
+    assert "h1:eth0 and r1:eth0 down" in run(shell, "link h1 r1 down")
+    assert "*** exit status" in run(shell, "h1 ping -c1 -W1 h2")
+    assert "h1:eth0 and r1:eth0 up" in run(shell, "link h1 r1 up")
+    assert "no link between 'h1' and 'h2'" in run(shell, "link h1 h2 down")
+    script = tmp_path / "cmds"
+    script.write_text("# a comment\nnodes\n\npy 6 * 7\n")
+    out = run(shell, f"source {script}")
+    assert "h1(host)" in out and "42" in out
+    assert "cannot read" in run(shell, "source /nonexistent/file")
+    assert shell.onecmd("exit") is True
+
+
+def test_node_commands_survive_missing_tools_and_failures(make_lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing program, a failing command or a missing tcpdump is one line; the shell and lab carry on."""
+    lab = make_lab("two_hosts")
+    shell = LabShell(lab, stdout=io.StringIO())
+    assert "not found" in run(shell, "h1 no-such-program") and "exit status 127" in shell.stdout.getvalue()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    out = run(shell, "capture start h1 eth0")
+    assert out.startswith("*** ") and "tcpdump" in out
+    monkeypatch.undo()
+    assert "1 received" in run(shell, "h1 ping -c1 -W2 h2")
+
+
+def test_substitution_is_for_whole_words_in_address_positions(make_lab) -> None:
+    lab = make_lab("router_path")
+    shell = LabShell(lab, stdout=io.StringIO())
+    assert shell.substitute("ping -c1  h2") == "ping -c1  10.0.2.2"
+    assert shell.substitute("ip link show dev h1-eth0") == "ip link show dev h1-eth0"
+    assert shell.substitute("tcpdump -i h2 -w /tmp/h2.pcap") == "tcpdump -i h2 -w /tmp/h2.pcap"
+    assert shell.substitute("ip route get h2 dev eth0") == "ip route get 10.0.2.2 dev eth0"
+    assert shell.substitute("echo h1 r1 h2x") == "echo 10.0.1.2 10.0.1.1 h2x"
