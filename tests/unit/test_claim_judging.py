@@ -91,3 +91,29 @@ def test_the_engine_takes_its_congestion_control_at_run_time_by_name() -> None:
     assert check_runtime_tcp(current, {"congestion": "cubic"}) == {"congestion": "cubic"}
     with pytest.raises(ValueError, match="tcp.congestion must be one of cubic, newreno"):
         check_runtime_tcp(current, {"congestion": "bbr"})
+
+
+def test_nmap_fingerprints_parse_into_fields_and_differences_skip_volatile_ones() -> None:
+    from scenarios.fingerprint import VOLATILE, differing, nmap_result
+
+    xml = ('<osmatch name="Linux 3.1" accuracy="95" line="1"/><osfingerprint fingerprint="OS:SCAN(V=7.93%E=4)SEQ(SP=104%'
+           'GCD=1%ISR=10E%TI=I%TS=A)OPS(O1=M5B4ST11NW8&#xa;OS:%O2=M5B4)WIN(W1=FFFF)T1(R=Y%DF=Y%T=40)&#xa;"/>')
+    conclusion, fields = nmap_result(xml)
+    assert conclusion == "Linux 3.1 (95 %)"
+    assert fields["SEQ.TI"] == "I" and fields["OPS.O1"] == "M5B4ST11NW8" and fields["OPS.O2"] == "M5B4"
+    other = {**fields, "SEQ.SP": "FF", "SEQ.TI": "Z", "WIN.W1": "1C48", "SCAN.V": "x"}
+    del other["T1.DF"]
+    assert differing(fields, other, VOLATILE) == ["SEQ.TI: I vs Z", "T1.DF: Y vs -", "WIN.W1: FFFF vs 1C48"]
+    assert nmap_result("<nmaprun/>") == ("no OS match", {})
+
+
+def test_p0f_log_lines_give_syn_ack_signatures_by_server_port() -> None:
+    from scenarios.fingerprint import p0f_fields, p0f_signatures
+
+    log = ("[2026/12/01 09:36:14] mod=syn|cli=10.0.0.1/1|srv=10.0.0.2/9|subj=cli|os=Linux|raw_sig=4:64+0:0:1460:x:y:z:0\n"
+           "[2026/12/01 09:36:14] mod=syn+ack|cli=10.0.0.1/1|srv=10.0.0.2/9|subj=srv|os=???|dist=0|params=none|"
+           "raw_sig=4:64+0:0:1460:65535,8:mss,sok,ts,nop,ws:df,id+:0\n")
+    seen = p0f_signatures(log)
+    assert list(seen) == [9] and seen[9][0] == "???"
+    fields = p0f_fields(seen[9][1])
+    assert fields["wsize,scale"] == "65535,8" and fields["quirks"] == "df,id+" and fields["olayout"] == "mss,sok,ts,nop,ws"
