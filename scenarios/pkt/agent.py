@@ -13,7 +13,7 @@ One small protocol, JSON lines, one request and one answer per line, for every t
     {"op": "close", "h": H}                              -> {"ret": 0}
     {"op": "setsockopt", "h": H, "level": "SOL_SOCKET", "name": "SO_KEEPALIVE", "value": 1}  -> {"ret": 0}
     {"op": "getsockopt", "h": H, "level": "IPPROTO_TCP", "name": "TCP_NODELAY"}  -> {"ret": 0, "value": 1}
-    {"op": "fcntl", "h": H, "cmd": "F_SETFL", "flags": ["O_RDWR", "O_NONBLOCK"]}  -> {"ret": 0}
+    {"op": "fcntl", "h": H, "command": "F_SETFL", "flags": ["O_RDWR", "O_NONBLOCK"]}  -> {"ret": 0}
     {"op": "poll", "fds": [{"h": H, "events": ["POLLIN"]}], "timeout_ms": T}  -> {"ret": n, "revents": [[...]]}
     {"op": "reset"}                                      -> {"ret": 0}         close everything: the script ended
 

@@ -138,7 +138,7 @@ class Agent:
 
     def op_fcntl(self, req: dict[str, Any]) -> dict[str, Any]:
         fd = self.sock(req).fileno()
-        if req.get("cmd") == "F_GETFL":
+        if req.get("command") == "F_GETFL":
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             return {"ret": flags, "flags": ["O_RDWR"] + (["O_NONBLOCK"] if flags & os.O_NONBLOCK else [])}
         self.sock(req).setblocking("O_NONBLOCK" not in req.get("flags", []))

@@ -40,6 +40,7 @@ class Packet:
 
     direction: str  # "<" or ">"
     flags: str  # packetdrill letters, "." meaning ACK
+    optional_flags: str = ""  # toelab extension (`R[.]`): flags the segment may or may not carry
     seq: int | None = None  # None: not given (outbound: not checked)
     end: int | None = None
     length: int | None = None

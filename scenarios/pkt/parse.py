@@ -18,7 +18,8 @@ Lines are joined while brackets are open, so a call may span lines. Whatever can
 or a script problem with its line number; the parser raises only for text that is not a
 script at all (ScriptError, with file and line).
 
-toelab extensions: `win A~B` on an outbound packet accepts any window in [A, B], for windows
+toelab extensions: flags in brackets are optional (`> R[.]`: a RST with or without ACK, where
+stacks legitimately differ); `win A~B` on an outbound packet accepts any window in [A, B], for windows
 that legitimately differ between stacks (`win` left out of an outbound packet is not checked);
 `ttl N` and `tos N` on an outbound packet check its IP header (IP_TTL, IP_TOS). A connect() to
 `{sin_addr=inet_addr("a.b.c.d")}` goes to that address instead of the script's peer.
@@ -218,9 +219,12 @@ def _packet(text: str) -> Packet | Icmp:
         return _icmp(direction, words[1:])
     if head in ("udp", "udplite") or head.startswith(("(", "[")) or head == "ecn":
         raise _Unsupported(f"{head} packets are not supported (TCP and ICMP only)")
-    if not set(head) <= PACKET_FLAGS:
-        raise ValueError(f"unknown TCP flags {head!r}")
-    fields: dict[str, Any] = {"direction": direction, "flags": head}
+    optional = ""
+    if head.endswith("]") and "[" in head:  # toelab extension: R[.] is RST with or without ACK
+        head, _, optional = head[:-1].partition("[")
+    if not set(head + optional) <= PACKET_FLAGS or not head:
+        raise ValueError(f"unknown TCP flags {words[0]!r}")
+    fields: dict[str, Any] = {"direction": direction, "flags": head, "optional_flags": optional}
     rest = words[1:]
     if rest and _SEQ.match(rest[0]):
         seq, end, length = (int(x) for x in _SEQ.match(rest[0]).groups())  # type: ignore[union-attr]

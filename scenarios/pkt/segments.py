@@ -188,8 +188,9 @@ def mismatch(packet: Packet, frame: Any, seqmap: SeqMap) -> str | None:
     """Why a received segment is not the `>` line's, or None if it is; learns the ISN offset from a SYN."""
     tcp = frame[TCP]
     flags = int(tcp.flags)
-    if flags != flag_bits(packet.flags):
-        return f"flags {flag_letters(flags) or 'none'} where the script has {packet.flags}"
+    if flags & ~flag_bits(packet.optional_flags) != flag_bits(packet.flags):
+        wanted = packet.flags + (f"[{packet.optional_flags}]" if packet.optional_flags else "")
+        return f"flags {flag_letters(flags) or 'none'} where the script has {wanted}"
     seqmap.learn(packet, tcp)
     length = payload_length(frame)
     if packet.seq is not None:

@@ -68,7 +68,7 @@ def request_for(call: Syscall, fds: FdMap, where: Endpoints) -> dict[str, Any]:
     elif name == "shutdown":
         request["how"] = args[1] if len(args) > 1 else "SHUT_WR"
     elif name == "fcntl":
-        request["cmd"] = args[1] if len(args) > 1 else "F_GETFL"
+        request["command"] = args[1] if len(args) > 1 else "F_GETFL"
         request["flags"] = _names(args[2]) if len(args) > 2 else []
     elif name in ("setsockopt", "getsockopt"):
         if len(args) < 3:

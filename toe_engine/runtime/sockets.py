@@ -332,9 +332,9 @@ class SocketApi:
 
     def op_fcntl(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         sock = self._sock(request)
-        if request.get("cmd") == "F_GETFL":
+        if request.get("command") == "F_GETFL":
             return {"ret": 2 | (0o4000 if sock.nonblock else 0), "flags": ["O_RDWR"] + (["O_NONBLOCK"] if sock.nonblock else [])}
-        if request.get("cmd") != "F_SETFL":
+        if request.get("command") != "F_SETFL":
             raise _Fail("EINVAL")
         sock.nonblock = "O_NONBLOCK" in request.get("flags", [])
         return {"ret": 0}
