@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,7 @@ class KernelAgent(Agent):
         # run as a file, not `-m`: the package's imports (pydantic, Scapy) would slow every start
         argv = [sys.executable, "-S", str(Path(__file__).with_name("kernel_agent.py"))]
         self.proc = lab.node(node).popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.request({"op": "reset"})  # up and answering before the script's clock starts
 
     def request(self, request: dict[str, Any], blocked: threading.Event | None = None) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -132,3 +134,13 @@ class ControlAgent(Agent):
 
     def close(self) -> None:
         self.request({"op": "reset"})
+
+
+def agent_for(target: Any, lab: Lab, node: str) -> Callable[[], Agent]:
+    """How to make a session agent for a started target: `kernel` by process, `toe` by its control socket."""
+    if target.name == "kernel":
+        return lambda: KernelAgent(lab, node)
+    engine = getattr(target, "engine", None)
+    if engine is None:
+        raise AgentError(f"target {target.name} has no agent: it needs a socket-API control socket like the engine's")
+    return lambda: ControlAgent(engine)

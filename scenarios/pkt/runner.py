@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from scapy.layers.inet import ICMP, TCP
 
 from .agent import Agent, AgentError
+from .library import label
 from .model import Event, Icmp, Packet, Script, Shell, Syscall, When
 from .segments import MappingError, SeqMap, describe, inbound, mismatch
 from .syscalls import CallError, Endpoints, FdMap, judge, request_for
@@ -67,7 +68,8 @@ class ScriptResult:
         if self.verdict == "unsupported":
             listed = "; ".join(f"line {n}: {why}" for n, why in self.unsupported)
             return f"{self.script}: not run on {self.target}, unsupported: {listed}"
-        return f"{where}: {self.verdict} on {self.target}: {self.message}"
+        pcap = f" (pcap: {self.pcap})" if self.pcap else ""
+        return f"{where}: {self.verdict} on {self.target}: {self.message}{pcap}"
 
     def to_json(self) -> dict[str, Any]:
         return {"script": self.script, "target": self.target, "verdict": self.verdict,
@@ -100,7 +102,7 @@ class Session:
         return port, 40000 + port % 20000
 
     def run(self, script: Script) -> ScriptResult:
-        result = ScriptResult(Path(script.path).name, self.target, "pass", list(script.requirements))
+        result = ScriptResult(label(Path(script.path)), self.target, "pass", list(script.requirements))
         result.unsupported = script.unsupported()
         if result.unsupported:
             result.verdict = "unsupported"
@@ -119,7 +121,7 @@ class Session:
                         agent.close()
                     except AgentError:
                         pass
-                    name = Path(script.path).stem
+                    name = result.script.replace("/", "-")
                     result.pcap = str(wire.write_pcap(self.outdir / f"{name}-{self.target}.pcap"))
         except Exception as exc:  # the runner must report, never crash, whatever a script does
             result.verdict, result.message = "error", f"{type(exc).__name__}: {exc}"
