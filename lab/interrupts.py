@@ -1,11 +1,15 @@
 """SIGINT and SIGTERM as exceptions, so every `with` block and `finally` tears down what it made.
 
 SIGINT is Python's KeyboardInterrupt (exit 130); SIGTERM becomes `Terminated`, a SystemExit
-with status 143. `teardown_shielded` holds both while something is being removed, so a
-second Ctrl-C during teardown is delivered only once teardown is over.
+with status 143. With `install()` (the toelab command) only the first signal raises: later
+ones while that one unwinds are noted and said, never raised into the teardown that is
+running, so a second Ctrl-C cannot cut teardown short. `teardown_shielded` also holds both
+signals while a lab is removed, for programs that did not install these handlers.
+`note(activity)` records what the process is doing, so an interruption can say it.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,11 +28,44 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
+_state: dict[str, object] = {"activity": "", "unwinding": None}
+
+
+def note(activity: str) -> None:
+    """What this process is doing now, in a few words ("running syn_flood on toe: flooding")."""
+    _state["activity"] = activity
+
+
+def activity() -> str:
+    return str(_state["activity"])
+
+
+def received() -> int | None:
+    """The signal being unwound from, if any."""
+    value = _state["unwinding"]
+    return value if isinstance(value, int) else None
+
+
+def _first_signal_raises(signum: int, frame: FrameType | None) -> None:
+    if _state["unwinding"] is not None:
+        os.write(2, b"toelab: still removing what it made; it stops as soon as that is done\n")
+        return
+    _state["unwinding"] = signum
+    if signum == signal.SIGTERM:
+        raise Terminated()
+    raise KeyboardInterrupt
+
+
+def rearm() -> None:
+    """After a Ctrl-C that was handled (it stopped one shell command), the next one raises again."""
+    _state["unwinding"] = None
+
+
 def install() -> None:
-    """Make SIGINT raise KeyboardInterrupt and SIGTERM raise Terminated in this (main) thread."""
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once; later ones wait for teardown."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_terminated)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _first_signal_raises)
+        signal.signal(signal.SIGINT, _first_signal_raises)
 
 
 @contextmanager

@@ -70,7 +70,8 @@ class _LiveLabs:
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, raise_terminated)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a program's own handler (toelab's) stays
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, raise_terminated)
         if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
             self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -1,38 +1,57 @@
 """`toelab scenarios` and `toelab run`: list scenarios, run them on targets, write the report.
 
-`toelab run` exits 1 when a check fails or a scenario errs, 2 on bad input (unknown
-scenario, target or parameter), 0 otherwise; skipped checks do not fail a run.
+`toelab run` shows progress (one line per scenario and target as it finishes), then a
+summary per scenario and target and every failed check (`-v`: every check). It exits 1
+when a check fails or a scenario errs, 2 on bad input (unknown scenario, target or
+parameter, a missing tool), 0 otherwise; skipped checks do not fail a run. A scenario whose
+lab fails to build is an error of that scenario, and the run goes on; whatever happens,
+even Ctrl-C, the report and JSON hold every scenario that finished. Pcaps in the report are
+cut to headers and the first payload bytes unless `--full-pcaps`.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lab.errors import require_root
+from lab.errors import LabError, require_root, require_tools
+from lab.interrupts import note
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "skip": "dim"}
+#: What a scenario run needs on this machine, and why.
+RUN_TOOLS = {"tcpdump": "toelab run captures every scenario's packets", "nft": "toelab run filters and counts with nftables",
+             "ip": "toelab run configures nodes"}
 
 
 def scenarios_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--json", action="store_true", help="print the scenarios as JSON")
 
 
 def list_scenarios(args: argparse.Namespace) -> int:
     import scenarios
+
+    found = scenarios.all()
+    if args.json:
+        print(json.dumps([{"name": s.name, "purpose": s.purpose, "topology": s.topology, "targets": list(s.targets),
+                           "covers": list(s.covers),
+                           "parameters": [{"name": p.name, "type": p.type, "default": p.default,
+                                           "description": p.description} for p in s.parameters()]}
+                          for s in found], indent=2, default=str))
+        return 0
     table = Table(title="toelab scenarios")
     for column in ("name", "purpose", "parameters (default)", "topology", "targets"):
         table.add_column(column)
-    for s in scenarios.all():
+    for s in found:
         params = "\n".join(f"{p.name}: {p.type} = {p.default!r}  {p.description}" for p in s.parameters())
         table.add_row(s.name, escape(s.purpose), escape(params) or "-", s.topology, ", ".join(s.targets))
     console.print(table)
@@ -47,15 +66,17 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
                    help="a scenario parameter (repeatable; with `all`, given to every scenario that has it)")
     p.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html and DIR/results.json")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only the failed ones")
+    p.add_argument("--full-pcaps", action="store_true",
+                   help="keep whole packets in the report's pcaps (default: headers and the first payload bytes)")
 
 
-def run_scenarios(args: argparse.Namespace) -> int:
+def plan(args: argparse.Namespace) -> list[tuple[Any, Any]]:
+    """(scenario, validated parameters) pairs; any mistake is a ScenarioError before anything runs."""
     import scenarios
     from lab.render import parse_assignments
 
     from .framework import ScenarioError
-    from .report import write_json, write_report
-    from .runner import run_scenario
 
     chosen = scenarios.all() if args.scenario == "all" else [scenarios.get(args.scenario)]
     assignments = parse_assignments(args.param)
@@ -67,44 +88,98 @@ def run_scenarios(args: argparse.Namespace) -> int:
         unused = set(assignments) - {k for s in chosen for k in s.params.model_fields}
         if unused:
             raise ScenarioError(f"no scenario has parameter(s) {', '.join(sorted(unused))}")
+    return plans
+
+
+def run_scenarios(args: argparse.Namespace) -> int:
+    from .framework import ScenarioResult
+    from .runner import run_scenario
+
+    plans = plan(args)
     targets = ["kernel", "toe"] if args.target == "both" else [args.target]
     require_root("toelab run")
+    require_tools(RUN_TOOLS)
     root = args.report or Path(tempfile.gettempdir()) / "toelab" / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    results = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("scenarios", total=len(plans) * len(targets), status="")
+    results: list[ScenarioResult] = []
+    total = len(plans) * len(targets)
+    try:
         for s, params in plans:
             for target in targets:
-                label = f"{s.name} on {target}"
-                progress.update(task, description=label, status="")
-                result = run_scenario(s, target, params=params, seed=args.seed, outdir=root / s.name / target,
-                                      progress=lambda m, label=label: progress.update(task, status=m),
-                                      on_check=lambda c: progress.update(task, status=f"{c.verdict.value}: {c.id}"))
+                label = f"[{len(results) + 1}/{total}] {s.name} on {target}"
+                note(f"running {s.name} on {target}")
+                started = time.monotonic()
+                with console.status(label) as status:
+                    def progress(message: str, label: str = label, status: Any = status) -> None:
+                        note(f"running {label.split('] ', 1)[1]}: {message}")
+                        status.update(f"{label}: {escape(message)}")
+                    try:
+                        result = run_scenario(s, target, params=params, seed=args.seed, outdir=root / s.name / target,
+                                              progress=progress)
+                    except Exception as exc:  # its lab did not build: an error of this scenario; the run goes on
+                        what = str(exc) if isinstance(exc, LabError) else f"{type(exc).__name__}: {exc}"
+                        result = ScenarioResult(scenario=s.name, purpose=s.purpose, target=target, seed=args.seed,
+                                                params=params.model_dump(mode="json"), outdir=str(root / s.name / target),
+                                                error=f"the lab did not build: {what}",
+                                                duration_s=round(time.monotonic() - started, 3))
                 results.append(result)
-                progress.advance(task)
-    _print_results(results)
-    if args.report:
-        console.print(f"report: {write_report(results, args.report)}")
-    if args.json:
-        console.print(f"json: {write_json(results, args.json, root)}")
+                console.print(f"{label}: {_outcome(result)}", highlight=False)
+    finally:
+        _write_outputs(results, args, root)
+    _print_summary(results, verbose=args.verbose)
     return 1 if any(r.failed for r in results) else 0
 
 
-def _print_results(results: list) -> None:
-    table = Table(title="toelab run")
-    for column in ("scenario", "target", "check", "requirement", "verdict", "what was seen"):
-        table.add_column(column)
+def _write_outputs(results: list, args: argparse.Namespace, root: Path) -> None:
+    """Report and JSON of what finished, also when the run is being interrupted."""
+    if not results or not (args.report or args.json):
+        return
+    from .pcap_trim import trim_pcaps
+    from .report import write_json, write_report
+
+    if not args.full_pcaps:
+        trim_pcaps(root)
+    if args.report:
+        console.print(f"report: {write_report(results, args.report)}", highlight=False)
+    if args.json:
+        console.print(f"json: {write_json(results, args.json, root)}", highlight=False)
+
+
+def _counts(checks: list) -> dict[str, int]:
+    return {v: sum(c.verdict.value == v for c in checks) for v in ("pass", "fail", "skip")}
+
+
+def _outcome(result: Any) -> str:
+    counts = _counts(result.checks)
+    text = f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped in {result.duration_s:.1f} s"
+    if result.error:
+        text += f"; error: {result.error}"
+    elif result.skipped:
+        text += f"; skipped: {result.skipped}"
+    return text
+
+
+def _print_summary(results: list, verbose: bool = False) -> None:
+    """A row per scenario and target, then the failed checks (every check with `verbose`), then totals."""
+    summary = Table(title="toelab run: summary")
+    for column in ("scenario", "target", "passed", "failed", "skipped", "seconds", "note"):
+        summary.add_column(column)
     for r in results:
-        if r.error:
-            table.add_row(r.scenario, r.target, "(error)", "", "[bold red]error[/]", escape(r.error))
-        for c in r.checks:
+        counts = _counts(r.checks)
+        failed = f"[bold red]{counts['fail']}[/]" if counts["fail"] else "0"
+        summary.add_row(r.scenario, r.target, str(counts["pass"]), failed, str(counts["skip"]), f"{r.duration_s:.1f}",
+                        f"[bold red]error: {escape(r.error)}[/]" if r.error else escape(r.skipped or ""))
+    console.print(summary)
+    shown = [(r, c) for r in results for c in r.checks if verbose or c.verdict.value == "fail"]
+    if shown:
+        table = Table(title="every check" if verbose else "failed checks")
+        for column in ("scenario", "target", "check", "requirement", "verdict", "what was seen"):
+            table.add_column(column)
+        for r, c in shown:
             table.add_row(r.scenario, r.target, escape(c.id), c.requirement,
                           f"[{VERDICT_STYLE[c.verdict.value]}]{c.verdict.value}[/]", escape(c.sentence))
-    console.print(table)
+        console.print(table)
     for target in sorted({r.target for r in results}):
-        checks = [c for r in results if r.target == target for c in r.checks]
-        counts = {v: sum(c.verdict.value == v for c in checks) for v in ("pass", "fail", "skip")}
+        counts = _counts([c for r in results if r.target == target for c in r.checks])
         errors = sum(r.error is not None for r in results if r.target == target)
         console.print(f"{target}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
-                      + (f", {errors} scenario error(s)" if errors else ""))
+                      + (f", {errors} scenario error(s)" if errors else ""), highlight=False)

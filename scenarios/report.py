@@ -2,7 +2,8 @@
 
 The compliance matrix puts each requirement against each target; a requirement's cell is
 the worst verdict among its checks (fail over pass over skip), and a row where two targets
-ran and disagree is marked as a difference. Evidence paths are written relative to the
+ran and disagree is marked as a difference; below it, the RFC 9293 MUSTs that no scenario
+covers, so the gap stays visible. Evidence paths are written relative to the
 report directory, so the directory can be moved or served as it is.
 """
 from __future__ import annotations
@@ -43,6 +44,9 @@ img{max-width:100%;border:1px solid #ccc}code{font-size:90%}
 <td>{{ row.description }}</td>{% for t in targets %}{% set cell = row.cells.get(t) %}
 <td class="{{ cell.verdict if cell else '' }}">{% if cell %}{{ cell.verdict }} ({{ cell.count }}){% else %}&ndash;{% endif %}</td>
 {% endfor %}</tr>{% endfor %}</table>
+<h3 id="uncovered">RFC 9293 MUSTs no check covers yet ({{ uncovered|length }} of {{ must_count }})</h3>
+<table><tr><th>requirement</th><th>description</th></tr>
+{% for u in uncovered %}<tr><td>{{ u.requirement }}</td><td>{{ u.description }}</td></tr>{% endfor %}</table>
 {% for r in results %}
 <h2 id="{{ r.scenario }}-{{ r.target }}">{{ r.scenario }} on {{ r.target }}</h2>
 <p>{{ r.purpose }}<br>seed {{ r.seed }}, parameters <code>{{ r.params }}</code>, {{ r.duration_s }} s</p>
@@ -95,10 +99,21 @@ def results_data(results: Iterable[ScenarioResult], root: Path | None = None) ->
         ran = {cell["verdict"] for cell in cells[req].values() if cell["verdict"] != "skip"}
         matrix.append({"requirement": req, "description": requirements.describe(req),
                        "cells": cells[req], "differs": len(ran) > 1})
+    musts = sorted((r for r in requirements.rfc9293() if r.startswith("MUST-")), key=requirements.sort_key)
+    covered = set(cells) | declared_coverage()
+    uncovered = [{"requirement": r, "description": requirements.describe(r)} for r in musts if r not in covered]
     return {"targets": targets, "matrix": matrix, "results": rows, "claims": claims_data(rows, targets),
+            "uncovered": uncovered, "must_count": len(musts),
             "summary": {"checks": sum(sum(c.values()) for c in by_target.values()), "by_target": by_target,
                         "differences": [m["requirement"] for m in matrix if m["differs"]],
                         "failed": any(r.failed for r in results)}}
+
+
+def declared_coverage() -> set[str]:
+    """Every requirement some scenario declares it covers (whether or not this run included it)."""
+    import scenarios
+
+    return {req for s in scenarios.all() for req in s.covers}
 
 
 def write_json(results: list[ScenarioResult], path: Path, root: Path | None = None) -> Path:

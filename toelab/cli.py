@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         _say(f"toelab: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _say("toelab: interrupted (SIGINT); everything it made is removed.")
-        return 130
-    except interrupts.Terminated:
-        _say("toelab: terminated (SIGTERM); everything it made is removed.")
-        return 143
+    except (KeyboardInterrupt, interrupts.Terminated) as exc:
+        code = 143 if isinstance(exc, interrupts.Terminated) else 130
+        doing = f" while {interrupts.activity()}" if interrupts.activity() else ""
+        _say(f"toelab: {'terminated (SIGTERM)' if code == 143 else 'interrupted (SIGINT)'}{doing}; "
+             "everything it made is removed.")
+        return code
 
 
 def _say(message: str) -> None:

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=Path("reports/demo"), help="where the HTML/JSON report goes")
     p.add_argument("--target", choices=("kernel", "toe", "both"), default="both", help="which stacks the scenarios test")
     p.add_argument("--seed", type=int, default=1, help="seed of every scenario's randomness")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only the failed ones")
+    p.add_argument("--full-pcaps", action="store_true", help="keep whole packets in the report's pcaps")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from scenarios.cli import run_scenarios
 
     run_args = argparse.Namespace(scenario="all", target=args.target, seed=args.seed, param=[],
-                                  report=args.report, json=None)
+                                  report=args.report, json=None, verbose=args.verbose, full_pcaps=args.full_pcaps)
     return max(status, run_scenarios(run_args))
 
 

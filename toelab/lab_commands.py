@@ -39,8 +39,11 @@ def build(topology: str, params: list[str], backend: str):  # -> Lab
     """Validate, check privileges and tools (Lab.up), then build; a failure leaves nothing behind."""
     from lab.lab import Lab
 
+    from lab.interrupts import note
+
     spec = load_spec(topology, params)
     require_root(f"building topology {spec.name}")
+    note(f"building topology {spec.name}")
     return Lab.up(spec, backend=backend)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from lab.errors import LabError
+from lab.interrupts import note, rearm
 from lab.lab import Lab
 from lab.spec import ETHTOOL_FEATURES
 from lab.tools import iperf, ping
@@ -46,8 +47,18 @@ class LabShell(cmd.Cmd):
         self.intro = (f"toelab shell on lab {lab.id} ({lab.spec.name}): type help for commands, exit to "
                       + ("leave; the lab stays up." if lab.attached else "tear the lab down."))
 
+    def onecmd(self, line: str) -> bool:
+        """One command; Ctrl-C stops that command (`*** interrupted`) and the shell carries on."""
+        try:
+            return bool(super().onecmd(line))
+        except KeyboardInterrupt:
+            self.say("*** interrupted")
+            rearm()
+            return False
+
     def run(self, lines: list[str] | None = None) -> int:
         """Run `lines` (as `toelab shell -c`), or read commands from the terminal until exit."""
+        note(f"in the shell on lab {self.lab.id}")
         if not lines:
             self.cmdloop()
             return 0

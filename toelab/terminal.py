@@ -22,6 +22,8 @@ import tty
 from contextlib import contextmanager, nullcontext
 from typing import IO, Callable, ContextManager, Iterator
 
+from lab.interrupts import rearm
+
 Spawn = Callable[..., "subprocess.Popen[bytes]"]
 DRAIN_S = 0.05
 
@@ -86,6 +88,7 @@ def _pump(proc: subprocess.Popen[bytes], master: int, out: IO[str], keys: int | 
         except KeyboardInterrupt:
             interrupts += 1
             _signal_group(proc, signal.SIGINT if interrupts == 1 else signal.SIGKILL)
+            rearm()  # this Ctrl-C was for the command; the next one may be for the shell again
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
