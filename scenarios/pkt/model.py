@@ -114,6 +114,6 @@ class Script:
     problems: list[tuple[int, str]] = field(default_factory=list)
 
     def unsupported(self) -> list[tuple[int, str]]:
-        """Every unsupported construct as (line, reason), in line order."""
+        """Every unsupported construct the parser found as (line, reason), in line order."""
         found = self.problems + [(e.line, e.action.reason) for e in self.events if isinstance(e.action, Unsupported)]
         return sorted(found)

@@ -290,7 +290,10 @@ def _icmp(direction: str, words: list[str]) -> Icmp:
 # --- system calls --------------------------------------------------------------------------
 
 def _syscall(name: str, args_text: str, result: str) -> Syscall:
-    args = _Values(args_text).sequence(end="")
+    try:
+        args = _Values(args_text).sequence(end="")
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"the arguments of {name}(): {exc}") from None
     words = result.strip().split(None, 2)
     ret = _Values(words[0]).value()
     errno = None

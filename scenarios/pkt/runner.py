@@ -27,7 +27,7 @@ from .agent import Agent, AgentError
 from .library import label
 from .model import Event, Icmp, Packet, Script, Shell, Syscall, When
 from .segments import MappingError, SeqMap, describe, inbound, mismatch
-from .syscalls import CallError, Endpoints, FdMap, judge, request_for
+from .syscalls import CallError, Endpoints, FdMap, judge, request_for, unsupported
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class Session:
 
     def run(self, script: Script) -> ScriptResult:
         result = ScriptResult(label(Path(script.path)), self.target, "pass", list(script.requirements))
-        result.unsupported = script.unsupported()
+        result.unsupported = unsupported_lines(script)
         if result.unsupported:
             result.verdict = "unsupported"
             return result
@@ -291,3 +291,17 @@ def _stamp_done(future: Future[Any]) -> None:
 def future_done_at(future: Future[Any]) -> float:
     """When a call's answer came (not when the timeline got round to looking)."""
     return float(getattr(future, "done_at", time.time()))
+
+
+def unsupported_lines(script: Script) -> list[tuple[int, str]]:
+    """What in the script this runner cannot run, by line: the parser's findings, calls, options."""
+    found = list(script.unsupported())
+    for event in script.events:
+        if isinstance(event.action, Syscall) and (why := unsupported(event.action)):
+            found.append((event.line, why))
+        elif isinstance(event.action, Icmp) and event.action.direction == ">":
+            found.append((event.line, "expecting an ICMP message from the target is not supported"))
+    version = script.options.get("ip_version", "ipv4")
+    if version != "ipv4":
+        found.append((0, f"--ip_version={version}: the wire side speaks IPv4 only"))
+    return sorted(found)

@@ -13,10 +13,16 @@ from typing import Any
 
 from .model import Syscall
 
-READS = frozenset({"read", "recv", "recvfrom", "recvmsg"})
-WRITES = frozenset({"write", "send", "sendto", "sendmsg"})
+READS = frozenset({"read", "recv", "recvfrom"})
+WRITES = frozenset({"write", "send", "sendto"})
 SUPPORTED = READS | WRITES | {"socket", "bind", "listen", "accept", "connect", "close", "shutdown", "fcntl",
                               "poll", "setsockopt", "getsockopt"}
+#: What the agent protocol carries: these message flags, levels and options, nothing else.
+MSG_FLAGS = frozenset({"MSG_OOB", "MSG_PEEK", "MSG_DONTWAIT", "MSG_WAITALL"})
+LEVELS = frozenset({"SOL_SOCKET", "IPPROTO_TCP", "SOL_TCP", "IPPROTO_IP", "SOL_IP"})
+OPTIONS = frozenset({"SO_ERROR", "SO_RCVBUF", "SO_SNDBUF", "SO_REUSEADDR", "SO_KEEPALIVE", "SO_LINGER",
+                     "SO_OOBINLINE", "TCP_NODELAY", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
+                     "TCP_USER_TIMEOUT", "TCP_MAXSEG", "IP_TTL", "IP_TOS"})
 
 
 class CallError(ValueError):
@@ -43,11 +49,31 @@ class FdMap:
         return self.handles[fd]
 
 
+def unsupported(call: Syscall) -> str | None:
+    """Why the agents cannot make this call as written, or None: found before a script runs."""
+    args = call.args
+    if call.name not in SUPPORTED:
+        return f"system call {call.name}() is not supported"
+    if call.name in READS | WRITES and len(args) > 3:
+        unknown = [f for f in _names(args[3]) if f not in MSG_FLAGS]
+        if unknown:
+            return f"{call.name}() flag {unknown[0]} is not supported"
+    if call.name in ("setsockopt", "getsockopt"):
+        if len(args) < 3 or args[1] not in LEVELS or args[2] not in OPTIONS:
+            return f"{call.name}() of {args[1] if len(args) > 1 else '?'}/{args[2] if len(args) > 2 else '?'} is not supported"
+    if call.name == "socket" and args and args[0] not in (None, "AF_INET", "AF_INET6"):
+        return f"socket() family {args[0]} is not supported"
+    if call.name == "socket" and len(args) > 1 and args[1] not in (None, "SOCK_STREAM"):
+        return f"socket() type {args[1]} is not supported (TCP only)"
+    return None
+
+
 def request_for(call: Syscall, fds: FdMap, where: Endpoints) -> dict[str, Any]:
     """The agent request for one system call of the script."""
     name, args = call.name, call.args
-    if name not in SUPPORTED:
-        raise CallError(f"system call {name}() is not supported")
+    problem = unsupported(call)
+    if problem:
+        raise CallError(problem)
     if name == "socket":
         return {"op": "socket", "family": "AF_INET6" if where.ipv6 or (args and args[0] == "AF_INET6") else "AF_INET"}
     if name == "poll":
