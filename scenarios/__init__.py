@@ -18,6 +18,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "addresses",
     "cc_share",
     "checksum",
+    "chimney",
     "fingerprint",
     "handshake",
     "host_bypass",

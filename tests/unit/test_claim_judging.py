@@ -117,3 +117,18 @@ def test_p0f_log_lines_give_syn_ack_signatures_by_server_port() -> None:
     assert list(seen) == [9] and seen[9][0] == "???"
     fields = p0f_fields(seen[9][1])
     assert fields["wsize,scale"] == "65535,8" and fields["quirks"] == "df,id+" and fields["olayout"] == "mss,sok,ts,nop,ws"
+
+
+def test_repair_options_carry_what_the_connection_negotiated() -> None:
+    import struct
+
+    from scenarios.tcp_repair import (TCPI_OPT_SACK, TCPI_OPT_TIMESTAMPS, TCPI_OPT_WSCALE, TCPOPT_MSS,
+                                      TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP, TCPOPT_WINDOW, RepairState, repair_options)
+
+    state = RepairState(("10.0.0.2", 5100), ("10.0.0.1", 4000), 1, 2, b"", b"", (0, 0, 0, 0, 0), 1448, 7, 9,
+                        TCPI_OPT_WSCALE | TCPI_OPT_SACK | TCPI_OPT_TIMESTAMPS, 0)
+    pairs = list(struct.iter_unpack("=II", repair_options(state)))
+    assert pairs == [(TCPOPT_MSS, 1448), (TCPOPT_WINDOW, 7 | 9 << 16), (TCPOPT_SACK_PERM, 0), (TCPOPT_TIMESTAMP, 0)]
+    bare = RepairState(*state.__dict__.values())
+    object.__setattr__(bare, "options", 0)
+    assert list(struct.iter_unpack("=II", repair_options(bare))) == [(TCPOPT_MSS, 1448)]
