@@ -27,6 +27,7 @@ def trim_pcap(path: Path, snaplen: int = SNAPLEN) -> tuple[int, int]:
         for data, meta in reader:
             if writer is None:
                 writer = RawPcapWriter(str(tmp), linktype=reader.linktype, snaplen=snaplen, sync=False)
+                writer.write_header(None)
             writer.write_packet(data[:snaplen], sec=meta.sec, usec=meta.usec,
                                 caplen=min(len(data), snaplen), wirelen=meta.wirelen)
     finally:
