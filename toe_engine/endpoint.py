@@ -394,8 +394,8 @@ class EndpointCore:
                 self.counters.inc("app_tx_bytes", app.sent)
                 app.on_closed()
             return
-        if app is None:
-            return
+        if app is None or self.stack.connection(key) is None:
+            return  # no application, or its connection went earlier in this batch (Closed follows)
         if isinstance(event, DataReceived):
             self._feed(key, app)
         elif isinstance(event, Writable):
@@ -409,7 +409,7 @@ class EndpointCore:
         """Give the application what it has room for; the rest stays in the receive buffer,
         so the window closes when the application stops reading (as a socket's would)."""
         if self.stack.connection(key) is None:
-            return  # the application closed it while handling an earlier event
+            return  # the application aborted it just now
         room = app.receive_room()
         while room > 0:
             data = self.stack.recv(key, room)

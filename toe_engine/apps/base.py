@@ -30,6 +30,7 @@ class App:
         self.conn = conn
         self.received = 0
         self.sent = 0
+        self.closed = False  # this side closed: nothing more is sent
 
     def on_connected(self) -> None:
         """The handshake completed."""
@@ -47,7 +48,7 @@ class App:
 
     def on_peer_closed(self) -> None:
         """The peer sent FIN: by default close our side too."""
-        self.conn.close()
+        self.close()
 
     def on_closed(self) -> None:
         """The connection is gone (closed or reset)."""
@@ -56,7 +57,14 @@ class App:
         """Bytes the application holds for its connection, counted in the engine's buffer memory."""
         return 0
 
+    def close(self) -> None:
+        """Close the connection; later sends take nothing (a closed socket would raise)."""
+        self.closed = True
+        self.conn.close()
+
     def send(self, data: bytes | memoryview) -> int:
+        if self.closed:
+            return 0
         sent = self.conn.send(data)
         self.sent += sent
         return sent

@@ -26,7 +26,6 @@ class HttpResponder(App):
         self.body_left = 0  # body bytes not yet in the send buffer
         self.close_after = False
         self.peer_closed = False
-        self.closed = False
         self.requests = 0
 
     def receive_room(self) -> int:
@@ -53,8 +52,7 @@ class HttpResponder(App):
             if self.close_after or not self._next_request():
                 break
         if not self.closed and (self.close_after or self.peer_closed):
-            self.closed = True
-            self.conn.close()
+            self.close()
 
     def _next_request(self) -> bool:
         """Start the response to the next complete request; False if there is none yet."""

@@ -45,8 +45,8 @@ class Echo(App):
                 self.pending[0] = head[sent:]
                 return
             self.pending.popleft()
-        if self.peer_closed:
-            self.conn.close()
+        if self.peer_closed and not self.closed:
+            self.close()
 
     def on_peer_closed(self) -> None:
         self.peer_closed = True

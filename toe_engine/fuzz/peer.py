@@ -6,6 +6,7 @@ byte-integrity invariant compares against.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from toe_engine.codec import build_tcp_frame, parse_frame
@@ -32,6 +33,7 @@ class PeerFlow:
     fin_received: bool = False
     reset: bool = False
     synacks: int = 0
+    checked: bool = False  # what arrives must be `WirePeer.expect` (an echo of the flow's stream)
 
     def __post_init__(self) -> None:
         self.snd_nxt = (self.iss + 1) & MASK
@@ -50,6 +52,9 @@ class WirePeer:
         self.frames_to_us = 0  # frames the engine sent on our flows
         self.wrong_mac = 0  # ... of which to a MAC that is not ours
         self.other_frames = 0  # frames the engine sent elsewhere (ARP, other peers, other flows)
+        #: the bytes a checked flow must receive at a stream offset; a difference counts in `mismatches`
+        self.expect: Callable[[PeerFlow, int, int], bytes] | None = None
+        self.mismatches = 0
 
     # --- building ------------------------------------------------------------------------------
     def segment(self, flow: PeerFlow, flags: int, payload: bytes = b"", *, seq: int | None = None,
@@ -98,35 +103,42 @@ class WirePeer:
     def collect(self) -> None:
         for tx in self.core.poll_wire():
             for raw in device_transmit(tx):
-                self._take(raw)
+                self.take(raw)
 
-    def _take(self, raw: bytes) -> None:
+    def take(self, raw: bytes) -> bool:
+        """Read one frame the engine sent; False if it is not for one of our flows."""
         parsed = parse_frame(raw)
         seg = parsed.tcp
         flow = self.flows.get((seg.dst_port, seg.src_port)) if parsed.ip_dst == self.ip and seg else None
         if flow is None:
             self.other_frames += 1
-            return
+            return False
         self.frames_to_us += 1
         if parsed.eth_dst != self.mac:
             self.wrong_mac += 1
+        if flow.reset:
+            return True  # a flow whose connection is gone: what comes for it is not checked
         if seg.flags & RST:
             flow.reset = True
-            return
+            return True
         if seg.flags & SYN:
             flow.synacks += 1
             if flow.rcv_nxt is None:
                 flow.rcv_nxt = (seg.seq + 1) & MASK
-            return
+            return True
         if flow.rcv_nxt is None:
-            return
+            return True
         offset = (flow.rcv_nxt - seg.seq) & MASK
         payload = bytes(seg.payload)
         if offset < len(payload):
-            flow.received_bytes += len(payload) - offset
+            fresh = payload[offset:]
+            if self.expect is not None and flow.checked and fresh != self.expect(flow, flow.received_bytes, len(fresh)):
+                self.mismatches += 1
+            flow.received_bytes += len(fresh)
             if self.record:
-                flow.received += payload[offset:]
+                flow.received += fresh
             flow.rcv_nxt = (flow.rcv_nxt + len(payload) - offset) & MASK
         if seg.flags & FIN and (seg.seq + len(payload)) & MASK == flow.rcv_nxt:
             flow.rcv_nxt = (flow.rcv_nxt + 1) & MASK
             flow.fin_received = True
+        return True
