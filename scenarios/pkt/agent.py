@@ -3,7 +3,7 @@
 One small protocol, JSON lines, one request and one answer per line, for every target:
 
     {"op": "socket"}                                     -> {"ret": H}         H: the agent's socket handle
-    {"op": "bind", "h": H, "port": P}                    -> {"ret": 0}         on the target's own address
+    {"op": "bind", "h": H, "port": P, "ip": "10.0.0.2"}  -> {"ret": 0}         ip: the target's own address
     {"op": "listen", "h": H, "backlog": N}               -> {"ret": 0}
     {"op": "accept", "h": H}                             -> {"ret": H2}
     {"op": "connect", "h": H, "ip": "10.0.0.1", "port": P} -> {"ret": 0}

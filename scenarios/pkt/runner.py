@@ -113,7 +113,7 @@ class Session:
             with Wire(self.lab, self.client, self.target_ip, target_port=bind_port, peer_port=peer_port) as wire:
                 agent = self.make_agent()
                 try:
-                    _Timeline(self, script, wire, agent, Endpoints(bind_port, wire.peer_ip, peer_port)).run()
+                    _Timeline(self, script, wire, agent, Endpoints(bind_port, wire.peer_ip, peer_port, local_ip=self.target_ip)).run()
                 except _Failed as exc:
                     result.verdict, result.line, result.message = "fail", exc.line, str(exc)
                 finally:
@@ -194,14 +194,15 @@ class _Timeline:
     def icmp(self, event: Event, icmp: Icmp) -> None:
         if icmp.direction == ">":
             raise _Failed(event.line, "expecting an ICMP message from the target is not supported")
-        if icmp.kind not in ICMP_TYPES or icmp.code not in ICMP_CODES:
+        if icmp.kind not in ICMP_TYPES or not (icmp.code in ICMP_CODES or icmp.code.isdigit()):
             raise _Failed(event.line, f"ICMP {icmp.kind} {icmp.code} is not supported")
         start, _, _ = self.times(event.when)
         self.wait_until(start)
         self.prev = start
         quoted = TCP(sport=self.wire.target_port, dport=self.where.remote_port, flags="A",
                      seq=self.seqmap.local(icmp.quoted_seq or 0, "quoted seq"))
-        self.wire.send_icmp(ICMP_TYPES[icmp.kind], ICMP_CODES[icmp.code], icmp.mtu, quoted)
+        code = int(icmp.code) if icmp.code.isdigit() else ICMP_CODES[icmp.code]
+        self.wire.send_icmp(ICMP_TYPES[icmp.kind], code, icmp.mtu, quoted)
 
     def expect(self, event: Event, packet: Packet) -> None:
         start, end, tolerance = self.times(event.when)

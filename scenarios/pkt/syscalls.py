@@ -37,6 +37,7 @@ class Endpoints:
     remote_ip: str
     remote_port: int
     ipv6: bool = False
+    local_ip: str = ""  # the target's own address, for bind(); "" binds to any
 
 
 @dataclass
@@ -83,6 +84,8 @@ def request_for(call: Syscall, fds: FdMap, where: Endpoints) -> dict[str, Any]:
     request: dict[str, Any] = {"op": name, "h": fds.handle(args[0] if args else None)}
     if name == "bind":
         request["port"] = where.bind_port
+        if where.local_ip:
+            request["ip"] = where.local_ip
     elif name == "listen":
         request["backlog"] = args[1] if len(args) > 1 and isinstance(args[1], int) else 1
     elif name == "connect":

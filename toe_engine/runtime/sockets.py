@@ -160,6 +160,8 @@ class SocketApi:
     def op_bind(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         sock = self._sock(request)
         port = int(request.get("port", 0))
+        if request.get("ip") and ipaddress.ip_address(str(request["ip"])).packed not in self.core.config.addresses:
+            raise _Fail("EADDRNOTAVAIL")
         if port in self.core.socket_ports or port in self.core.config.services:
             raise _Fail("EADDRINUSE")
         sock.port = port
