@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from rich.table import Table
@@ -39,6 +40,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("engine", "toelab.benches.engine:bench_engine"),
     Bench("middlebox", "toelab.benches.engine:bench_middlebox"),
     Bench("flood", "toelab.benches.flood:bench_flood"),
+    Bench("loss", "toelab.benches.loss:bench_loss"),
 )
 NAMES = tuple(b.name for b in BENCHES)
 
@@ -47,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=[], help=f"which benchmarks (default: all): {', '.join(NAMES)}")
     p.add_argument("--repeats", type=int, default=5, help="repeats per measurement (medians are shown)")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the rows of benchmarks that keep them (loss) to FILE")
 
 
 def run(args: argparse.Namespace) -> int:

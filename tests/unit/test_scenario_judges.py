@@ -185,3 +185,11 @@ def test_segment_size_checks_fail_on_a_burst_too_small_to_show_anything() -> Non
     assert not full_sized([8960, 4000, 8960], 8960)
     assert window_filled(in_flight=62720, window=65535, mss=8960)
     assert not window_filled(in_flight=17920, window=65535, mss=8960), "a window never filled offers no runt"
+
+
+def test_legit_prompt_fails_without_load_without_handshakes_or_when_queued() -> None:
+    from scenarios.syn_flood import answered_promptly
+    assert answered_promptly(summarize(attempts(60, connect_s=0.0002)), 50.0, loaded=True)
+    assert not answered_promptly(summarize(attempts(60, connect_s=0.0002)), 50.0, loaded=False)
+    assert not answered_promptly(summarize(attempts(0, 60)), 50.0, loaded=True), "nothing connected"
+    assert not answered_promptly(summarize(attempts(60, connect_s=0.3)), 50.0, loaded=True), "queued behind the flood"
