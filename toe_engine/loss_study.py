@@ -56,13 +56,15 @@ class StudyResult:
 
 
 class _Sink(App):
-    """Reads until it has `want` bytes, then closes."""
+    """Reads until it has `want` bytes, then says so in `got_all` (on its class) and closes."""
 
     want = 0
+    got_all = False
 
     def on_data(self, data: bytes | memoryview) -> None:
         super().on_data(data)
-        if self.received >= self.want:
+        if self.received >= self.want and not self.got_all:
+            type(self).got_all = True
             self.conn.close()
 
 
@@ -78,7 +80,7 @@ def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfi
     now = 0.0
     last_activity = 0.0  # when the sender last put a frame on the wire
     rto_wait = 0.0
-    key = client.connect(IP_A, IP_B, CHARGEN_PORT, sink, now)
+    client.connect(IP_A, IP_B, CHARGEN_PORT, sink, now)
 
     def move() -> None:
         nonlocal last_activity
@@ -97,14 +99,10 @@ def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfi
                     moved = True
                     core.from_wire(frame, now)
 
-    done_bytes = 0
     move()
     finished_at = None
     while True:
-        app = client.apps.get(key)
-        if app is not None:
-            done_bytes = app.received
-        if done_bytes >= size:
+        if sink.got_all:
             finished_at = now
             break
         deadlines = [d for d in (ab.next_deadline(), ba.next_deadline(), client.next_deadline(),

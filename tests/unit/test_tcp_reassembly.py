@@ -1,4 +1,4 @@
-"""Out-of-order reassembly, SACK block order, the sender scoreboard, sequence arithmetic, ISNs."""
+"""Out-of-order reassembly, SACK block order, the retransmission queue's SACK marks, sequence arithmetic, ISNs."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from toe_engine.segment import FourTuple
 from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.reassembly import ReassemblyQueue
-from toe_engine.tcp.scoreboard import Scoreboard
+from toe_engine.tcp.rtx_queue import RetransmitQueue
 from toe_engine.tcp.seqnum import seq_ge, seq_gt, seq_in_window, seq_le, seq_lt, unwrap
 
 
@@ -85,28 +85,30 @@ def test_any_permutation_with_overlaps_reassembles_exactly(data: bytes, seed: st
     assert not q
 
 
-def test_scoreboard_merges_and_advances() -> None:
-    sb = Scoreboard()
-    assert sb.add(200, 300) == 100
-    assert sb.add(250, 400) == 100
-    assert sb.add(500, 600) == 100
-    assert sb.ranges() == [(200, 400), (500, 600)]
-    assert sb.unsacked(100, 700) == 300
-    sb.advance(250)
-    assert sb.ranges() == [(250, 400), (500, 600)] and sb.sacked_bytes == 250
-    assert sb.sacked_end_at(260) == 400 and sb.sacked_end_at(450) is None
-    assert sb.next_sacked_start(400) == 500
+def test_retransmit_queue_sack_marks_merge_and_advance() -> None:
+    q = RetransmitQueue()
+    q.sent_new(100, 700, 0.0)
+    assert q.sack(200, 300)[0] == 100
+    assert q.sack(250, 400)[0] == 100
+    assert q.sack(500, 600)[0] == 100
+    assert q.sacked_ranges() == [(200, 400), (500, 600)]
+    assert q.in_flight(600) == 300
+    q.ack(250)
+    assert q.sacked_ranges() == [(250, 400), (500, 600)] and q.sacked == 250
+    assert [(r.start, r.end, r.sacked) for r in q.ranges] == [
+        (250, 400, True), (400, 500, False), (500, 600, True), (600, 700, False)]
 
 
-def test_scoreboard_lost_boundary_rfc6675() -> None:
+def test_retransmit_queue_islost_boundary_rfc6675() -> None:
     """IsLost(): more than (DupThresh-1)*SMSS SACKed above, or DupThresh SACKed segments above."""
-    sb = Scoreboard()
-    sb.add(1100, 1200)
-    assert sb.lost_boundary(100, 3) == 0
-    sb.add(1300, 1400)
-    assert sb.lost_boundary(100, 3) == 0
-    sb.add(1500, 1600)
-    assert sb.lost_boundary(100, 3) == 1100  # three SACKed segments above 1000..1100
+    q = RetransmitQueue()
+    q.sent_new(1000, 1700, 0.0)
+    q.sack(1100, 1200)
+    assert q.sacked_above_boundary(100, 3) == 0
+    q.sack(1300, 1400)
+    assert q.sacked_above_boundary(100, 3) == 0
+    q.sack(1500, 1600)
+    assert q.sacked_above_boundary(100, 3) == 1100  # three SACKed segments above 1000..1100
 
 
 def test_sequence_comparisons_wrap() -> None:

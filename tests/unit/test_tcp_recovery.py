@@ -28,24 +28,29 @@ def drop_first_copy_of(seqs: set[int]) -> Callable[[str, Segment], bool]:
     return rule
 
 
-def test_rto_doubles_under_repeated_loss() -> None:
-    """MUST-19 exponential backoff (RFC 6298 5.5), capped at rto_max."""
-    h = Harness(TcpConfig(rto_max=16.0, retries2=8), TcpConfig())
+@pytest.mark.parametrize("loss_detection", ["dupack", "rack-tlp"])
+def test_rto_doubles_under_repeated_loss(loss_detection: str) -> None:
+    """MUST-19 exponential backoff (RFC 6298 5.5), capped at rto_max. With RACK-TLP one tail
+    loss probe goes first, 2*SRTT + WCDelAckT (a lone segment) after the send (RFC 8985 7.2)."""
+    h = Harness(TcpConfig(rto_max=16.0, retries2=8, loss_detection=loss_detection), TcpConfig())
     ca, cb = h.establish()
     h.drop_if = lambda src, seg: src == "a" and bool(seg.payload)
     h.a.send(ca, b"q" * 100, h.now)
     h.run(duration=200)
     times = [t for t, _, _ in data_segments(h)]
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
-    assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0, 16.0, 16.0]
-    assert h.counters_a["rto_expired"] == 9 and h.counters_a["retransmits"] == 8
+    probe = [0.24] if loss_detection == "rack-tlp" else []  # SRTT 20 ms on this harness
+    assert gaps == probe + [1.0, 2.0, 4.0, 8.0, 16.0, 16.0, 16.0, 16.0]
+    assert h.counters_a["rto_expired"] == 9 and h.counters_a["retransmits"] == 8 + len(probe)
+    assert h.counters_a["tlp_probes"] == len(probe)
     assert h.a.state(ca) is State.CLOSED  # MUST-20: give up after R2
     assert Error(ca, "retransmission timeout", fatal=True) in h.events_a
 
 
 def test_karn_no_rtt_sample_from_retransmitted_segment() -> None:
-    """MUST-18: the ACK of a retransmitted segment gives no RTT sample (timestamps off)."""
-    cfg = TcpConfig(timestamps=False)
+    """MUST-18: the ACK of a retransmitted segment gives no RTT sample (timestamps off). Duplicate-ACK
+    loss detection, so that the retransmission is the RTO's (with RACK-TLP a probe would go first)."""
+    cfg = TcpConfig(timestamps=False, loss_detection="dupack")
     h = Harness(cfg, cfg)
     ca, cb = h.establish()
     tcb = h.a.connection(ca)
@@ -226,7 +231,7 @@ def test_out_of_order_data_is_acked_at_once() -> None:
     h.trace.clear()
     sent_at = h.now
     h.a.send(ca, b"o" * (3 * tcb.snd_mss), h.now)
-    h.run(duration=0.05)
+    h.run(duration=0.015)  # the two duplicate ACKs only (RACK resends the hole by 0.03 s)
     acks = [s for s in h.trace if s.src == "b"]
     assert len(acks) == 2 and all(a.time == pytest.approx(sent_at + 0.01) for a in acks)
     assert all(a.seg.options.sack_blocks for a in acks)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 MAX_WSCALE = 14
 MAX_DELAYED_ACK = 0.5
+#: How loss is detected: RACK-TLP (RFC 8985) as modern stacks do, or duplicate ACKs only, as a simple TOE.
+LOSS_DETECTION = ("rack-tlp", "dupack")
 
 
 @dataclass(slots=True)
@@ -32,6 +34,7 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     congestion: str = "newreno"
+    loss_detection: str = "rack-tlp"  # "rack-tlp" (RFC 8985, with SACK) or "dupack" (RFC 5681/6675 only)
     initial_cwnd_segments: int = 10
     dupthresh: int = 3
     challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)
@@ -58,6 +61,8 @@ class TcpConfig:
             raise ValueError(f"tso_segments {self.tso_segments} x mss {self.mss} does not fit a 64 KiB frame")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("need 0 < rto_min <= rto_initial <= rto_max")
+        if self.loss_detection not in LOSS_DETECTION:
+            raise ValueError(f"loss_detection {self.loss_detection!r} is not one of {', '.join(LOSS_DETECTION)}")
         if not 68 <= self.min_pmtu <= 65535:
             raise ValueError(f"min_pmtu {self.min_pmtu} out of range 68..65535")
         if self.invalid_ratelimit < 0:

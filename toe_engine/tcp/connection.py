@@ -13,7 +13,7 @@ from toe_engine.tcp.events import Error
 from toe_engine.tcp.icmp import HARD_ERRORS, IcmpError
 from toe_engine.tcp.input import ReceivePath
 from toe_engine.tcp.output import SendPath
-from toe_engine.tcp.recovery import LossRecovery
+from toe_engine.tcp.recovery import LOSS, LossRecovery
 from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.tcb import (
     CLOSE_WAIT, CLOSED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, MIN_SND_MSS, RECEIVING_STATES, SENDING_STATES,
@@ -36,7 +36,7 @@ class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
         self._send_syn(now, with_ack=False)
         self.rtt_seq = self.snd_nxt
         self.rtt_time = now
-        self.t_rtx = now + self.rtt.rto
+        self._arm_rto(now)
 
     def open_passive(self, syn: Segment, now: float) -> None:
         """Answer a listener's SYN with a SYN-ACK and enter SYN-RECEIVED."""
@@ -51,7 +51,7 @@ class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
         self._send_syn(now, with_ack=True)
         self.rtt_seq = self.snd_nxt
         self.rtt_time = now
-        self.t_rtx = now + self.rtt.rto
+        self._arm_rto(now)
 
     def open_from_cookie(self, ack_seg: Segment, mss: int, wscale: int | None, sack: bool,
                          timestamps: bool, now: float) -> None:
@@ -60,7 +60,7 @@ class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
         self.rcv_nxt = ack_seg.seq
         self.snd_una = self.snd_nxt = self.iss + 1
         self.snd_buf_seq = self.iss + 1
-        self.recover = self.loss_mark = self.high_rxt = self.snd_una
+        self.recover = self.snd_una
         opts = TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack,
                           timestamp=ack_seg.options.timestamp if timestamps else None)
         self._negotiate(opts)
@@ -160,8 +160,10 @@ class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
         self.pmtu_mss = mss
         self._update_snd_mss()
         if self.state in SENDING_STATES and self.snd_nxt > self.snd_una:
-            self.loss_mark = self.snd_nxt
-            self.high_rxt = self.snd_una
+            self.rtxq.mark_all_lost()  # resent at the new size; as Linux, loss state without a cwnd cut
+            if not self.recovery:
+                self.recovery = LOSS
+                self.recover = self.snd_nxt
             self.force_rtx = True
             self.output(now)
 

@@ -5,8 +5,10 @@ window, FIN acknowledged), segment text, FIN. Loss detection on the ACKs is in `
 """
 from __future__ import annotations
 
-from toe_engine.segment import ACK, FIN, RST, SYN, Segment
+from toe_engine.segment import ACK, FIN, RST, SYN, URG, Segment
 from toe_engine.tcp.events import DataReceived, PeerClosed, Reset, Writable
+from toe_engine.tcp.recovery import FAST
+from toe_engine.tcp.rtx_queue import Sent
 from toe_engine.tcp.seqnum import HALF, MASK, seq_diff
 from toe_engine.tcp.tcb import (
     CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, PAWS_IDLE_LIMIT,
@@ -42,13 +44,15 @@ class ReceivePath(Tcb):
                 flags &= ~SYN  # the peer's SYN-ACK, its SYN already counted
                 seq += 1
 
-        if ts is not None and self.ts_ok and not flags & RST and self._paws_rejects(ts[0], now):
+        if (ts is not None and (ts[0] - self.ts_recent) & HALF and self.ts_ok and not flags & RST
+                and self._paws_rejects(ts[0], now)):  # SEG.TSval < TS.Recent, modulo 2**32
             return
 
         rcv_wnd = self.rcv_adv - rcv_nxt
         if rcv_wnd < 0:
             rcv_wnd = 0
-        if not self._acceptable(seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
+        if not (plen and rcv_nxt <= seq < rcv_nxt + rcv_wnd) and not self._acceptable(
+                seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
             if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
                 payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
                 flags &= ~FIN
@@ -108,17 +112,21 @@ class ReceivePath(Tcb):
         state = self.state
         if state is CLOSED:
             return
+        if flags & URG and seg.urg_ptr and state in RECEIVING_STATES:  # sixth, the URG bit: RCV.UP (MUST-30..33)
+            up = rcv_nxt + seq_diff(seg.seq, rcv_nxt) + seg.urg_ptr
+            if self.rcv_up is None or up > self.rcv_up:
+                self.rcv_up = up
         if payload and self.app_closed and seq + len(payload) > self.rcv_nxt:
             self._data_after_close(seg, now)
             return
-        if payload or flags & FIN:
+        if flags & FIN:
             self._text_and_fin(seq, payload, flags & FIN, state, now)
+        elif payload and state in RECEIVING_STATES:
+            self._receive_text(seq, payload, now)
         self.output(now)
 
     def _paws_rejects(self, tsval: int, now: float) -> bool:
-        """RFC 7323 5.3 PAWS: a TSval older than TS.Recent is a segment from the past (ACKed, dropped)."""
-        if not (tsval - self.ts_recent) & HALF:  # SEG.TSval >= TS.Recent, modulo 2**32
-            return False
+        """RFC 7323 5.3 PAWS, for a TSval older than TS.Recent: a segment from the past (ACKed, dropped)."""
         if now - self.ts_recent_time > PAWS_IDLE_LIMIT:
             self.ts_recent = tsval  # RFC 7323 5.5: TS.Recent went stale while idle
             return False
@@ -186,11 +194,11 @@ class ReceivePath(Tcb):
         if not ack_ok:
             self.state = SYN_RECEIVED  # simultaneous open (MUST-10)
             self._send_syn(now, with_ack=True)
-            self.t_rtx = now + self.rtt.rto
+            self._arm_rto(now)
             return
         self.snd_wl2 = ack
         self.snd_una = ack
-        self.recover = self.loss_mark = self.high_rxt = ack
+        self.recover = ack
         self._take_rtt_sample(ack, seg.options.timestamp, now)
         self._established(now)
         self.ack_now = True
@@ -213,14 +221,24 @@ class ReceivePath(Tcb):
         """ACK field processing: SND.UNA, loss detection, SND.WND, FIN-acked transitions."""
         snd_una = self.snd_una
         sack_news = 0
-        if self.sack_ok and seg.options.sack_blocks:
-            sack_news = self._take_sack_blocks(seg.options.sack_blocks, ack)
+        newest = None
+        dsack = False
+        blocks = seg.options.sack_blocks
+        if blocks and self.sack_ok:
+            sack_news, newest, dsack = self._take_sack_blocks(blocks, ack)
+        dupack = False
         if ack > snd_una:
-            self._ack_new_data(ack, seg.options.timestamp, now)
+            acked = self._ack_new_data(ack, seg.options.timestamp, now)
+            if acked is not None and (newest is None or acked.xmit > newest.xmit):
+                newest = acked
         elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
               and not seg.flags & (SYN | FIN)
               and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
+            dupack = True
             self._duplicate_ack(now, sack_news)
+        q = self.rtxq
+        if self.recovery or dsack or self.tlp_end is not None or q.sacked or q.lost or q.retrans:
+            self._on_ack_loss(ack, ack > snd_una, newest, dsack, dupack, sack_news, now)
 
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
@@ -245,17 +263,31 @@ class ReceivePath(Tcb):
             elif state is LAST_ACK:
                 self._terminate()
 
-    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> int:
+    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> tuple[int, Sent | None, bool]:
+        """SACK blocks into the retransmission queue: octets newly SACKed, the most recently sent
+        range they delivered, and whether the first block is a D-SACK (RFC 2883: below the
+        cumulative ACK, or inside the second block)."""
         una = max(ack, self.snd_una)
         nxt = self.snd_nxt
         added = 0
-        board = self.scoreboard
+        newest: Sent | None = None
+        q = self.rtxq
+        first = True
+        dsack = False
         for start32, end32 in blocks:
             start = una + seq_diff(start32, una)
             end = una + seq_diff(end32, una)
+            if first:
+                first = False
+                if end <= ack or (len(blocks) > 1 and _inside(start, end, blocks[1], una)):
+                    dsack = True
+                    continue
             if una <= start < end <= nxt:
-                added += board.add(start, end)
-        return added
+                n, r = q.sack(start, end)
+                added += n
+                if r is not None and (newest is None or r.xmit > newest.xmit):
+                    newest = r
+        return added, newest, dsack
 
     def _take_rtt_sample(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
         """RTT from the timestamp echo, else from the timed segment (Karn's rule, MUST-18)."""
@@ -266,14 +298,21 @@ class ReceivePath(Tcb):
         if self.ts_ok and ts is not None and ts[1]:
             elapsed = (self.host.ts_clock(now) - ts[1]) & MASK
             if elapsed < HALF:
-                self.rtt.sample(elapsed / 1000.0)
+                self._rtt_sample(elapsed / 1000.0)
                 self.rtt_seq = None
                 return
         if self.rtt_seq is not None and ack >= self.rtt_seq:
-            self.rtt.sample(now - self.rtt_time)
+            self._rtt_sample(now - self.rtt_time)
             self.rtt_seq = None
 
-    def _ack_new_data(self, ack: int, ts: tuple[int, int] | None, now: float) -> None:
+    def _rtt_sample(self, rtt: float) -> None:
+        self.rtt.sample(rtt)
+        if rtt < self.min_rtt:
+            self.min_rtt = rtt
+
+    def _ack_new_data(self, ack: int, ts: tuple[int, int] | None, now: float) -> Sent | None:
+        """SND.UNA advances: free the send buffer, sample the RTT, grow cwnd or leave recovery.
+        Returns the most recently sent range the ACK delivered (for RACK)."""
         snd_una = self.snd_una
         acked = ack - snd_una
         flight = self.snd_nxt - snd_una
@@ -283,32 +322,28 @@ class ReceivePath(Tcb):
             del self.snd_buf[:data_acked]
             self.snd_buf_seq = buf_seq + data_acked
         self.snd_una = ack
-        if self.scoreboard:
-            self.scoreboard.advance(ack)
+        newest = self.rtxq.ack(ack)
         self._take_rtt_sample(ack, ts, now)
         self.retries = 0
         self.dupacks = 0
-        if self.high_rxt < ack:
-            self.high_rxt = ack
-        if self.in_recovery:
-            if ack >= self.recover:
-                self.in_recovery = False
-                self.reno_sacked = 0
-                self.cc.on_recovery_end(now)
-            elif not self.sack_ok:
-                self.reno_sacked = max(0, self.reno_sacked - max(0, acked - self.snd_mss))
-                self.loss_mark = max(self.loss_mark, min(ack + self.snd_mss, self.snd_nxt))
-                self.high_rxt = ack  # RFC 6582 step 4: retransmit the first unacknowledged segment
+        recovery = self.recovery
+        if recovery and ack >= self.recover:
+            self._recovery_point_reached(now)
+        elif recovery == FAST:
+            if not self.sack_ok:
+                self._newreno_partial_ack(ack, acked)
         else:
+            self.reno_sacked = 0
             self.cc.on_ack(acked, flight, now, self.rtt.srtt)
         if ack >= self.snd_nxt:
             self.t_rtx = INF
             self.probing = False
         elif not self.probing:
-            self.t_rtx = now + self.rtt.rto  # RFC 6298 5.3
+            self._arm_rtx(now)  # RFC 6298 5.3, or the probe timeout (RFC 8985 7.2)
         if self.want_writable and len(self.snd_buf) < self.cfg.snd_buf:
             self.want_writable = False
             self._events.append(Writable(self.key))
+        return newest
 
     def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None:
         n = len(payload)
@@ -358,3 +393,8 @@ class ReceivePath(Tcb):
                 self.state = CLOSING
         elif state is FIN_WAIT_2:
             self._enter_time_wait(now)
+
+
+def _inside(start: int, end: int, block: tuple[int, int], una: int) -> bool:
+    """Whether [start, end) lies within the 32-bit SACK `block` (unwrapped against `una`)."""
+    return una + seq_diff(block[0], una) <= start and end <= una + seq_diff(block[1], una)

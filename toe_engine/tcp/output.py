@@ -23,11 +23,16 @@ class SendPath(Tcb):
         state = self.state
         sent = False
         if state in SENDING_STATES:
+            before = self.snd_nxt
             sent = self._transmit(now)
             una, nxt = self.snd_una, self.snd_nxt
             if nxt > una:
-                if self.t_rtx == INF and not self.probing:
-                    self.t_rtx = now + self.rtt.rto  # RFC 6298 5.1
+                if self.probing:
+                    pass
+                elif self.t_rtx == INF:
+                    self._arm_rtx(now)  # RFC 6298 5.1
+                elif nxt > before and self.rack and not self.recovery and self.tlp_end is None:
+                    self._arm_rtx(now, restart_rto=False)  # new data (re)starts the probe timer (RFC 8985 7.2)
                 if self.probing and self.t_persist == INF:
                     self.t_persist = now + self._persist_interval()
             elif self.snd_buf_seq + len(self.snd_buf) > nxt:
@@ -39,10 +44,15 @@ class SendPath(Tcb):
             self._emit(self.snd_nxt & MASK, ACK, b"", now)
 
     def _transmit(self, now: float) -> bool:
-        cwnd = self.cc.cwnd
-        if not (self.in_recovery or self.loss_mark > self.snd_una):
-            return self._send_new(now, cwnd - (self.snd_nxt - self.snd_una))
-        room, sent = self._retransmit_lost(now, cwnd - self._pipe())
+        cc = self.cc
+        una = self.snd_una
+        if self.snd_nxt == una and now - self.last_send > self.rtt.rto:
+            cc.on_idle(now)  # RFC 5681 4.1: restart from at most the initial window after an RTO idle
+        q = self.rtxq
+        if not (q.lost or self.force_rtx):
+            pipe = self.snd_nxt - una - q.sacked + q.retrans - self.reno_sacked  # RFC 6675 pipe, no loss
+            return self._send_new(now, cc.cwnd - pipe)
+        room, sent = self._retransmit_lost(now, cc.cwnd - self._pipe())
         if room > 0 and self._send_new(now, room):
             sent = True
         return sent
@@ -115,6 +125,11 @@ class SendPath(Tcb):
         elif self.rtt_seq is None and not self.ts_ok:
             self.rtt_seq = end
             self.rtt_time = now
+        if retransmit or start < self.snd_nxt:
+            self.rtxq.resent(start, end, now)
+        else:
+            self.rtxq.sent_new(start, end, now)
+        self.last_send = now
         self._emit(start & MASK, flags, payload, now)
 
     def _window_opened(self) -> bool:

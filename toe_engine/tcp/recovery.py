@@ -1,63 +1,280 @@
 """Loss recovery: how loss is detected and what is retransmitted (Linux tcp_recovery.c, FreeBSD tcp_sack.c).
 
-One RFC 6675-style pipe rule covers SACK recovery, NewReno recovery (RFC 6582, where
-duplicate ACKs stand in for SACKed segments) and go-back-N after a timeout: retransmissions
-are driven by `high_rxt` and `loss_mark`, and never pull SND.NXT back.
+Two ways to detect loss, chosen by `TcpConfig.loss_detection`:
+
+- ``rack-tlp`` (RFC 8985, the default, with SACK): a segment is lost once a segment sent
+  after it was delivered and more than RACK.rtt plus a reordering window has passed since it
+  left. That finds lost retransmissions and losses with too few segments in flight for three
+  duplicate ACKs; a tail loss probe (TLP) makes the receiver reveal a loss at the tail, where
+  no later segment would. Without SACK the connection falls back to duplicate ACKs, as Linux does.
+- ``dupack``: RFC 5681 fast retransmit after DupThresh duplicate ACKs, RFC 6675 IsLost() with
+  SACK, RFC 6582 NewReno partial ACKs without; the simple hardware TOE.
+
+Either way what is presumed lost is marked in the retransmission queue (`rtx_queue`), and one
+RFC 6675 pipe rule (SACKed octets out of the pipe, in and out of recovery; RFC 3042 Limited
+Transmit falls out of it) decides how much may be sent. The recovery states are Linux's:
+OPEN, FAST (fast recovery, cwnd reduced once) and LOSS (after a timeout, until SND.UNA passes
+the recovery point).
 """
 from __future__ import annotations
 
-from toe_engine.tcp.tcb import Tcb
+from toe_engine.tcp.rtx_queue import LOST_BY_RACK, LOST_BY_RULE, Sent
+from toe_engine.tcp.tcb import INF, SENDING_STATES, Tcb
+
+OPEN, FAST, LOSS = 0, 1, 2  # recovery states (Linux's TCP_CA_Open, TCP_CA_Recovery, TCP_CA_Loss)
+RTO, PTO, REO = 0, 1, 2  # what t_rtx is armed for: retransmission, probe or reordering timeout
+WC_DEL_ACK = 0.2  # RFC 8985 WCDelAckT: the worst-case delayed ACK a lone probe may wait for
+PTO_MIN = 0.01  # Linux's floor for the probe timeout (10 ms)
+REO_WND_PERSIST = 16  # RFC 8985: recoveries a widened reordering window lasts
+EPSILON = 1e-9
 
 
 class LossRecovery(Tcb):
-    """Duplicate ACKs, SACK scoreboard, fast retransmit and the retransmission choice."""
+    """Loss detection (RACK-TLP or duplicate ACKs), recovery states and the retransmission choice."""
 
     __slots__ = ()
 
     def _pipe(self) -> int:
-        """RFC 6675 SetPipe(), with duplicate ACKs standing in for SACKs when SACK is off."""
-        una, nxt = self.snd_una, self.snd_nxt
-        if not self.in_recovery and self.loss_mark <= una:
-            return nxt - una
-        lost_below = self._lost_boundary()
-        rtx_top = max(self.high_rxt, una)
-        board = self.scoreboard
-        if board:
-            return board.unsacked(lost_below, nxt) + board.unsacked(una, rtx_top)
-        return max(0, (nxt - lost_below) + (rtx_top - una) - self.reno_sacked)
+        """RFC 6675 SetPipe(); without SACK, duplicate ACKs stand in for SACKed segments."""
+        q = self.rtxq
+        pipe = self.snd_nxt - self.snd_una - q.sacked - q.lost + q.retrans - self.reno_sacked
+        return pipe if pipe > 0 else 0
 
-    def _lost_boundary(self) -> int:
-        boundary = self.loss_mark
-        if self.scoreboard and self.in_recovery:
-            boundary = max(boundary, self.scoreboard.lost_boundary(self.snd_mss, self.cfg.dupthresh))
-        return min(max(boundary, self.snd_una), self.snd_nxt)
+    # ------------------------------------------------------------------ the retransmission timer
+
+    def _arm_rto(self, now: float) -> None:
+        self.t_rtx = now + self.rtt.rto
+        self.rtx_kind = RTO
+
+    def _arm_rtx(self, now: float, restart_rto: bool = True) -> None:
+        """RFC 6298 5.1/5.3, with RFC 8985 7.2's probe timeout in its place while nothing is in
+        recovery; the probe never comes later than the RTO would. `restart_rto=False` (new data
+        sent, RFC 6298 5.1) keeps a running RTO's deadline and only brings a probe forward."""
+        if restart_rto or self.rtx_kind != RTO or self.t_rtx == INF:
+            rto_at = now + self.rtt.rto
+        else:
+            rto_at = self.t_rtx
+        srtt = self.rtt.srtt
+        if self.rack and not self.recovery and self.tlp_end is None and srtt is not None:
+            pto = 2 * srtt
+            if self.snd_nxt - self.snd_una <= self.snd_mss:
+                pto += WC_DEL_ACK  # a lone segment's ACK may be delayed
+            if pto < PTO_MIN:
+                pto = PTO_MIN
+            if now + pto < rto_at:
+                self.t_rtx = now + pto
+                self.rtx_kind = PTO
+                return
+        self.t_rtx = rto_at
+        self.rtx_kind = RTO
+
+    # ------------------------------------------------------------------ ACK arrival
+
+    def _on_ack_loss(self, ack: int, advanced: bool, newest: Sent | None, dsack: bool, dupack: bool,
+                     sack_news: int, now: float) -> None:
+        """Loss detection on an ACK that is not the plain in-order case (see input._process_ack).
+
+        `advanced`: the ACK moved SND.UNA; `newest`: the most recently sent range it delivered.
+        """
+        if dsack:
+            self._on_dsack()
+        if self.tlp_end is not None:
+            self._tlp_ack(ack, advanced, dsack, dupack and not sack_news, now)
+        if self.rack:
+            if newest is not None:
+                self._rack_advance(newest, now)
+            if not self.rtxq.clean or self.recovery:
+                self._rack_detect_and_act(now)
+        elif self.recovery == FAST and self.sack_ok:
+            self._mark_islost()
 
     def _duplicate_ack(self, now: float, sack_news: int) -> None:
+        """RFC 5681 3.2 / RFC 6675 5: DupThresh duplicate ACKs (or IsLost(SND.UNA)) start recovery.
+
+        With RACK-TLP and SACK the ACK's SACK blocks already went to RACK; the count is kept
+        for Limited Transmit and reports only.
+        """
         self.dupacks += 1
-        if self.in_recovery:
-            if not self.sack_ok:
-                self.reno_sacked = min(self.reno_sacked + self.snd_mss, self.snd_nxt - self.snd_una)
+        if not self.sack_ok:
+            self.reno_sacked = min(self.reno_sacked + self.snd_mss, self.snd_nxt - self.snd_una)
+            if not self.recovery and self.dupacks < self.cfg.dupthresh:
+                self.reno_sacked = min(self.reno_sacked, 2 * self.snd_mss)  # RFC 3042: two at most
+        if self.recovery or self.rack:
             return
-        if self.snd_una < self.recover:
-            return  # RFC 6582: no second reduction for one window of data
         lost = (self.dupacks >= self.cfg.dupthresh
-                or (self.scoreboard and self.scoreboard.lost_boundary(self.snd_mss, self.cfg.dupthresh)
+                or (self.sack_ok and self.rtxq.sacked_above_boundary(self.snd_mss, self.cfg.dupthresh)
                     > self.snd_una))
         if lost:
             self._enter_recovery(now)
 
     def _enter_recovery(self, now: float) -> None:
-        """Fast retransmit (RFC 5681 3.2) entering NewReno (RFC 6582) or SACK (RFC 6675) recovery."""
+        """Fast retransmit (RFC 5681 3.2) entering fast recovery: cwnd is reduced once per loss episode."""
         una, nxt = self.snd_una, self.snd_nxt
         self.counters.inc("fast_retransmits")
         self.cc.on_fast_retransmit(nxt - una, now)
-        self.in_recovery = True
+        self.recovery = FAST
         self.recover = nxt
-        self.high_rxt = una
-        self.loss_mark = max(self.loss_mark, min(una + self.snd_mss, nxt))
-        if not self.sack_ok:
-            self.reno_sacked = min(self.dupacks * self.snd_mss, nxt - una)
+        self.tlp_end = None
+        if not self.rack:
+            self.rtxq.mark_range_lost(una, min(una + self.snd_mss, nxt), LOST_BY_RULE)
+            if self.sack_ok:
+                self._mark_islost()
+            else:
+                self.reno_sacked = min(self.dupacks * self.snd_mss, nxt - una)
         self.force_rtx = True
+        if self.rtx_kind != RTO:
+            self._arm_rto(now)
+
+    def _recovery_point_reached(self, now: float) -> None:
+        """SND.UNA passed the recovery point: back to OPEN (RFC 6582 step 3 deflates after FAST)."""
+        if self.recovery == FAST:
+            self.cc.on_recovery_end(now)
+        self.recovery = OPEN
+        self.reno_sacked = 0
+        if self.reo_wnd_persist > 0:
+            self.reo_wnd_persist -= 1
+            if not self.reo_wnd_persist:
+                self.reo_wnd_mult = 1
+
+    def _newreno_partial_ack(self, ack: int, acked: int) -> None:
+        """RFC 6582 step 4: a partial ACK in recovery without SACK: the next segment is lost too."""
+        self.reno_sacked = max(0, self.reno_sacked - max(0, acked - self.snd_mss))
+        self.rtxq.mark_range_lost(ack, min(ack + self.snd_mss, self.snd_nxt), LOST_BY_RULE)
+
+    def _mark_islost(self) -> None:
+        """RFC 6675 IsLost(): un-SACKed octets with enough SACKed above them are presumed lost."""
+        boundary = self.rtxq.sacked_above_boundary(self.snd_mss, self.cfg.dupthresh)
+        if boundary > self.snd_una:
+            self.rtxq.mark_range_lost(self.snd_una, boundary, LOST_BY_RULE)
+
+    def _loss_after_timeout(self, now: float) -> None:
+        """RFC 6298 5.4 / RFC 5681: after an RTO every un-SACKed octet is presumed lost."""
+        self.recovery = LOSS
+        self.recover = self.snd_nxt
+        self.reno_sacked = 0
+        self.dupacks = 0
+        self.tlp_end = None
+        self.rtxq.mark_all_lost()
+        self.rtt_seq = None
+        self.force_rtx = True
+
+    # ------------------------------------------------------------------ RACK (RFC 8985 6)
+
+    def _rack_advance(self, r: Sent, now: float) -> None:
+        """Step 2: RACK.rtt and RACK.xmit_ts from the most recently sent range just delivered."""
+        rtt = now - r.xmit
+        if r.resent and rtt < self.min_rtt:
+            return  # the ACK may be for the original transmission (RFC 8985 6.2)
+        if rtt < self.min_rtt:
+            self.min_rtt = rtt
+        order, end = r.order, r.end
+        if order > self.rack_order or (order == self.rack_order and end > self.rack_end):
+            self.rack_order = order  # RACK.xmit_ts, as a transmission count
+            self.rack_end = end  # RACK.end_seq
+            self.rack_rtt = rtt
+
+    def _on_dsack(self) -> None:
+        """Step 4: a D-SACK shows a spurious retransmission: widen the reordering window for a while."""
+        if self.dsack_round is not None and self.snd_una >= self.dsack_round:
+            self.dsack_round = None
+        if self.dsack_round is None:
+            self.dsack_round = self.snd_nxt
+            self.reo_wnd_mult += 1
+            self.reo_wnd_persist = REO_WND_PERSIST
+
+    def _reo_wnd(self) -> float:
+        """Step 4: the reordering window; zero until reordering was seen once recovery started
+        or DupThresh segments were SACKed, as duplicate-ACK counting would have it."""
+        q = self.rtxq
+        if not q.reordered and (self.recovery or q.sacked >= self.cfg.dupthresh * self.snd_mss):
+            return 0.0
+        min_rtt = self.min_rtt if self.min_rtt < INF else 0.0
+        srtt = self.rtt.srtt or 0.0
+        wnd = self.reo_wnd_mult * min_rtt / 4
+        return wnd if wnd < srtt else srtt
+
+    def _rack_detect(self, now: float) -> tuple[bool, float]:
+        """Step 5: mark lost every range sent before RACK.xmit_ts whose time is up; returns whether
+        any was marked and how long until the next one would be (0: none pending)."""
+        rack_order, rack_end = self.rack_order, self.rack_end
+        if not rack_order:
+            return False, 0.0
+        wait = self.rack_rtt + self._reo_wnd()
+        q = self.rtxq
+        marked = False
+        timeout = 0.0
+        for r in q.ranges:
+            if r.sacked or (r.lost and not r.retrans):
+                continue
+            if r.order < rack_order or (r.order == rack_order and r.end < rack_end):  # RACK_sent_after()
+                remaining = r.xmit + wait - now
+                if remaining <= EPSILON:
+                    q.mark_lost(r, LOST_BY_RACK)
+                    marked = True
+                elif remaining > timeout:
+                    timeout = remaining
+        return marked, timeout
+
+    def _rack_detect_and_act(self, now: float) -> None:
+        marked, timeout = self._rack_detect(now)
+        if marked and not self.recovery:
+            self._enter_recovery(now)
+        if timeout:
+            self.t_rtx = now + timeout  # the reordering timer (RFC 8985 6.3)
+            self.rtx_kind = REO
+
+    def _on_reorder_timeout(self, now: float) -> None:
+        """RACK's reordering timer: whatever it waited for is lost now."""
+        self._rack_detect_and_act(now)
+        if self.t_rtx == INF and self.snd_nxt > self.snd_una:
+            if self.recovery:
+                self._arm_rto(now)
+            else:
+                self._arm_rtx(now)
+
+    # ------------------------------------------------------------------ TLP (RFC 8985 7)
+
+    def _on_probe_timeout(self, now: float) -> None:
+        """7.3: send one probe: a new segment if the windows allow, else the last one again;
+        then the RTO, not another probe, guards the tail."""
+        if self.state not in SENDING_STATES or self.snd_nxt <= self.snd_una:
+            return
+        nxt, mss = self.snd_nxt, self.snd_mss
+        data_end = self.snd_buf_seq + len(self.snd_buf)
+        self.counters.inc("tlp_probes")
+        if data_end > nxt and self.snd_una + self.snd_wnd - nxt >= min(mss, data_end - nxt):
+            n = min(mss, data_end - nxt)
+            end = nxt + n + (1 if self.fin_queued and nxt + n == data_end else 0)
+            self._send_range(nxt, end, now, retransmit=False)
+            self.snd_nxt = end
+            self.tlp_retrans = False
+        else:
+            last = self.rtxq.last()
+            start = max(last.start if last is not None else nxt - mss, nxt - mss, self.snd_una)
+            self._send_range(start, nxt, now, retransmit=True)
+            self.tlp_retrans = True
+        self.tlp_end = self.snd_nxt
+        self._arm_rto(now)
+
+    def _tlp_ack(self, ack: int, advanced: bool, dsack: bool, pure_dupack: bool, now: float) -> None:
+        """7.4: did the probe repair a loss? Then the loss is answered with a cwnd reduction."""
+        end = self.tlp_end
+        assert end is not None
+        if ack < end:
+            return
+        if not self.tlp_retrans or dsack:
+            pass  # new data probed, or the original and the probe both arrived
+        elif ack > end or advanced:  # the probe's own ACK, with no D-SACK for it: the original was lost
+            self.counters.inc("tlp_recoveries")
+            self.cc.on_fast_retransmit(self.snd_nxt - self.snd_una, now)
+            self.cc.on_recovery_end(now)
+        elif not pure_dupack:
+            return
+        self.tlp_end = None  # the episode is over: the next tail may be probed again
+        if not self.recovery and self.rtx_kind == RTO and self.snd_nxt > self.snd_una and not self.probing:
+            self._arm_rtx(now)
+
+    # ------------------------------------------------------------------ what to resend
 
     def _retransmit_lost(self, now: float, room: int) -> tuple[int, bool]:
         """RFC 6675 NextSeg() rule 1: resend presumed-lost, un-SACKed data while `room` allows.
@@ -65,39 +282,19 @@ class LossRecovery(Tcb):
         Returns the room left and whether anything was sent.
         """
         mss = self.snd_mss
+        q = self.rtxq
         sent = False
-        lost_below = self._lost_boundary()
-        board = self.scoreboard
-        nxt = self.snd_nxt
         while room >= mss or self.force_rtx:
-            start = max(self.high_rxt, self.snd_una)
-            if board:
-                end_sacked = board.sacked_end_at(start)
-                while end_sacked is not None:
-                    start = end_sacked
-                    end_sacked = board.sacked_end_at(start)
-            if start >= lost_below:
+            r = q.next_lost()
+            if r is None:
                 break
-            end = min(start + mss, lost_below, nxt)
-            if board:
-                hole_end = board.next_sacked_start(start)
-                if hole_end is not None and hole_end < end:
-                    end = hole_end
+            start = r.start
+            end = min(start + mss, r.end)
+            if r.lost == LOST_BY_RACK:
+                self.counters.inc("rack_retransmits")
             self._send_range(start, end, now, retransmit=True)
-            self.high_rxt = end
             room -= end - start
             self.force_rtx = False
             sent = True
         self.force_rtx = False
         return room, sent
-
-    def _loss_after_timeout(self, now: float) -> None:
-        """After an RTO everything outstanding is presumed lost: go back to SND.UNA."""
-        self.in_recovery = False
-        self.reno_sacked = 0
-        self.dupacks = 0
-        self.recover = self.snd_nxt
-        self.loss_mark = self.snd_nxt
-        self.high_rxt = self.snd_una
-        self.rtt_seq = None
-        self.force_rtx = True

@@ -43,6 +43,11 @@ class RttEstimator:
         self.backoff = 0
         self.samples += 1
 
+    def restart(self, rto: float) -> None:
+        """Start over from `rto` with no backoff, as when no sample could be taken (RFC 6298 5.7)."""
+        self._base_rto = min(max(rto, self.rto_min), self.rto_max)
+        self.backoff = 0
+
     def on_timeout(self) -> None:
         """Rule 5.5: back the timer off; the cap keeps the shift from growing without bound."""
         if self._base_rto * (1 << self.backoff) < self.rto_max:

@@ -21,7 +21,7 @@ from toe_engine.tcp.config import MAX_WSCALE, TcpConfig
 from toe_engine.tcp.events import Accepted, Connected, Event
 from toe_engine.tcp.reassembly import ReassemblyQueue
 from toe_engine.tcp.rtt import RttEstimator
-from toe_engine.tcp.scoreboard import Scoreboard
+from toe_engine.tcp.rtx_queue import RetransmitQueue, Sent
 
 INF = float("inf")
 DEFAULT_MSS_V4 = 536  # MUST-15
@@ -31,6 +31,7 @@ TS_OPTION_LEN = 12
 SACK_OPTION_OVERHEAD = 4  # kind, length and two NOPs of padding
 SACK_BLOCK_LEN = 8
 PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is stale after 24 days idle
+SYN_TIMEOUT_RTO = 3.0  # RFC 6298 5.7: the RTO data starts with after a SYN or SYN-ACK timed out
 
 
 class State(IntEnum):
@@ -92,16 +93,18 @@ class Tcb:
         "snd_buf_seq", "fin_queued", "fin_seq", "snd_mss", "peer_mss", "pmtu_mss", "snd_wscale",
         "want_writable",
         # receive side
-        "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "ooo", "rcv_fin_seq", "peer_fin", "rcv_mss",
+        "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "ooo", "rcv_fin_seq", "peer_fin", "rcv_mss", "rcv_up",
         "unacked_bytes", "ack_now",
         # options
         "wscale_ok", "ts_ok", "ts_recent", "ts_recent_time", "last_ack_sent", "sack_ok",
         # timing and recovery
-        "rtt", "rtt_seq", "rtt_time", "syn_retransmitted", "cc", "dupacks", "in_recovery", "recover",
-        "loss_mark", "high_rxt", "reno_sacked", "force_rtx", "scoreboard", "retries", "probing",
-        "persist_backoff", "keepalive_probes", "last_rcv",
+        "rtt", "rtt_seq", "rtt_time", "syn_retransmitted", "cc", "retries", "probing", "persist_backoff",
+        "keepalive_probes", "last_rcv", "last_send",
+        # loss recovery (recovery.py)
+        "rtxq", "recovery", "recover", "dupacks", "reno_sacked", "force_rtx", "rack", "rack_order", "rack_end", "rack_rtt",
+        "min_rtt", "reo_wnd_mult", "reo_wnd_persist", "dsack_round", "tlp_end", "tlp_retrans",
         # timers
-        "t_rtx", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
+        "t_rtx", "rtx_kind", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
     )
 
     def __init__(self, key: FourTuple, cfg: TcpConfig, host: ConnectionHost, iss: int,
@@ -146,6 +149,7 @@ class Tcb:
         self.rcv_buf = bytearray()
         self.ooo = ReassemblyQueue()
         self.rcv_fin_seq: int | None = None
+        self.rcv_up: int | None = None  # RCV.UP: the first non-urgent octet after urgent data seen (MUST-30..33)
         self.peer_fin = False
         self.rcv_mss = min(cfg.mss, DEFAULT_MSS_V4)
         self.unacked_bytes = 0
@@ -163,21 +167,32 @@ class Tcb:
         self.rtt_time = 0.0
         self.syn_retransmitted = False
         self.cc = congestion.create(cfg.congestion, self.snd_mss, cfg.initial_cwnd_segments)
-        self.dupacks = 0
-        self.in_recovery = False
-        self.recover = iss
-        self.loss_mark = iss
-        self.high_rxt = iss
-        self.reno_sacked = 0
-        self.force_rtx = False
-        self.scoreboard = Scoreboard()
         self.retries = 0
         self.probing = False
         self.persist_backoff = 0
         self.keepalive_probes = 0
         self.last_rcv = 0.0
+        self.last_send = -INF
+
+        self.rtxq = RetransmitQueue()
+        self.recovery = 0  # recovery.OPEN
+        self.recover = iss
+        self.dupacks = 0
+        self.reno_sacked = 0
+        self.force_rtx = False
+        self.rack = False  # RACK-TLP in use: configured, and SACK negotiated
+        self.rack_order = 0  # the most recently sent range delivered: its transmission (RACK.xmit_ts) ...
+        self.rack_end = 0  # ... and its end (RACK.end_seq)
+        self.rack_rtt = 0.0
+        self.min_rtt = INF
+        self.reo_wnd_mult = 1
+        self.reo_wnd_persist = 0
+        self.dsack_round: int | None = None
+        self.tlp_end: int | None = None
+        self.tlp_retrans = False
 
         self.t_rtx = INF
+        self.rtx_kind = 0  # recovery.RTO
         self.t_delack = INF
         self.t_persist = INF
         self.t_keepalive = INF
@@ -196,6 +211,7 @@ class Tcb:
         else:
             self.snd_wscale = self.rcv_wscale = 0
         self.sack_ok = cfg.sack and opts.sack_permitted
+        self.rack = self.sack_ok and cfg.loss_detection == "rack-tlp"  # RACK needs SACK (as in Linux)
         ts = opts.timestamp
         if cfg.timestamps and ts is not None:
             self.ts_ok = True
@@ -212,6 +228,8 @@ class Tcb:
         self.state = ESTABLISHED
         self.t_rtx = INF
         self.retries = 0
+        if self.syn_retransmitted and not self.rtt.samples:
+            self.rtt.restart(SYN_TIMEOUT_RTO)  # RFC 6298 5.7: data starts with a 3 s RTO
         self.counters.inc("conn_established")
         if self.listener is not None:
             self.visible = True
@@ -246,8 +264,15 @@ class Tcb:
         def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None: ...
         def _receive_fin(self, now: float) -> None: ...
         def _pipe(self) -> int: ...
-        def _lost_boundary(self) -> int: ...
+        def _arm_rto(self, now: float) -> None: ...
+        def _arm_rtx(self, now: float) -> None: ...
+        def _on_ack_loss(self, ack: int, advanced: bool, newest: Sent | None, dsack: bool, dupack: bool,
+                         sack_news: int, now: float) -> None: ...
         def _duplicate_ack(self, now: float, sack_news: int) -> None: ...
+        def _recovery_point_reached(self, now: float) -> None: ...
+        def _newreno_partial_ack(self, ack: int, acked: int) -> None: ...
         def _retransmit_lost(self, now: float, room: int) -> tuple[int, bool]: ...
         def _loss_after_timeout(self, now: float) -> None: ...
+        def _on_probe_timeout(self, now: float) -> None: ...
+        def _on_reorder_timeout(self, now: float) -> None: ...
         def _persist_interval(self) -> float: ...

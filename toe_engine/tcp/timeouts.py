@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from toe_engine.segment import ACK
 from toe_engine.tcp.events import Error
+from toe_engine.tcp.recovery import PTO, RTO
 from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.tcb import CLOSED, ESTABLISHED, INF, SENDING_STATES, SYN_RECEIVED, SYN_SENT, Tcb
 
@@ -26,9 +27,15 @@ class Timeouts(Tcb):
             return
         if self.t_rtx <= now:
             self.t_rtx = INF
-            self._on_rto(now)
-            if self.state is CLOSED:
-                return
+            kind = self.rtx_kind
+            if kind == RTO:
+                self._on_rto(now)
+                if self.state is CLOSED:
+                    return
+            elif kind == PTO:
+                self._on_probe_timeout(now)
+            else:
+                self._on_reorder_timeout(now)
         if self.t_persist <= now:
             self.t_persist = INF
             self._on_persist(now)
@@ -59,7 +66,7 @@ class Timeouts(Tcb):
             self.rtt_seq = None
             self.counters.inc("retransmits")
             self._send_syn(now, with_ack=state is SYN_RECEIVED)
-            self.t_rtx = now + self.rtt.rto
+            self._arm_rto(now)
             return
         if self.retries > self.cfg.retries2:
             self._events.append(Error(self.key, "retransmission timeout", fatal=True))
@@ -74,7 +81,7 @@ class Timeouts(Tcb):
         else:
             self.cc.cwnd = self.snd_mss  # RFC 5681: ssthresh is not lowered again for the same loss
         self._loss_after_timeout(now)
-        self.t_rtx = now + self.rtt.rto
+        self._arm_rto(now)
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 3.8.6.1: probe a zero window (MUST-36), or beat sender SWS avoidance."""
@@ -98,7 +105,7 @@ class Timeouts(Tcb):
             if n > 0:
                 self._send_range(nxt, nxt + n, now, retransmit=False)
                 self.snd_nxt = nxt + n
-                self.t_rtx = now + self.rtt.rto
+                self._arm_rto(now)
         self.t_persist = now + self._persist_interval()
 
     def _persist_interval(self) -> float:

@@ -15,11 +15,12 @@ INFINITE_SSTHRESH = 1 << 62
 class CongestionControl(ABC):
     """cwnd and ssthresh in bytes; `mss` is the sender's current SMSS."""
 
-    __slots__ = ("mss", "cwnd", "ssthresh", "_acked_in_ca")
+    __slots__ = ("mss", "cwnd", "ssthresh", "_acked_in_ca", "initial_segments")
     name: ClassVar[str]
 
     def __init__(self, mss: int, initial_window_segments: int) -> None:
         self.mss = mss
+        self.initial_segments = initial_window_segments
         self.cwnd = initial_window_segments * mss
         self.ssthresh = INFINITE_SSTHRESH
         self._acked_in_ca = 0
@@ -46,6 +47,14 @@ class CongestionControl(ABC):
     @abstractmethod
     def on_rto(self, flight: int, now: float) -> None:
         """Retransmission timeout: set ssthresh, cwnd to the loss window (one segment)."""
+
+    def on_idle(self, now: float) -> None:
+        """Sending resumes after more than an RTO idle: RFC 5681 4.1's restart window,
+        min(IW, cwnd); ssthresh keeps the memory of the window (3/4 of it, as RFC 7661 and Linux)."""
+        restart = self.initial_segments * self.mss
+        if self.cwnd > restart:
+            self.ssthresh = max(self.ssthresh if self.ssthresh < INFINITE_SSTHRESH else 0, self.cwnd * 3 // 4)
+            self.cwnd = restart
 
     def on_recovery_end(self, now: float) -> None:
         """Full ACK of the recovery point: deflate to ssthresh (RFC 6582 step 3)."""
