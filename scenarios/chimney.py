@@ -123,7 +123,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
                     f"carried on: {received} of {len(data)} bytes came back "
                     f"{'identical (SHA-256)' if exact else 'short or different'}"
                     + (f", {numbers['stalled_ms']} ms without progress" if stalled_s else "")
-                    + (f"; {error}" if error else ""), pcaps=[pcap], numbers=numbers)
+                    + (f"; {error}" if error else ""), pcaps=[pcap], numbers=numbers, integrity=True)
     if ctx.target.name == "toe":
         yield ctx.skip("engine-hand-over-and-back", "RFC9293 3.3.2", ENGINE_CANNOT,
                        numbers={"host_half_done": exact})

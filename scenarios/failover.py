@@ -88,7 +88,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
                         f"{transfer.stall_s * 1000:.0f} ms without progress"
                         + ("" if mid else "; precondition failed: the port did not fail mid-transfer")
                         + (f"; {transfer.error}" if transfer.error else ""),
-                        numbers=numbers)
+                        numbers=numbers, integrity=True)
         return
     kernel = make("kernel")
     kernel.start(ctx.lab, NODE)

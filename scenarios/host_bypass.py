@@ -468,4 +468,4 @@ def _declined_echo(ctx: RunContext) -> Iterator[Check]:
                     f"the engine declined {fallbacks} flow(s); {echo.bytes} of {echo.size} bytes echoed through "
                     f"the host stack came back {'identical (SHA-256)' if echo.exact else 'short or different'}",
                     numbers={"fallbacks": fallbacks, "bytes": echo.bytes, "seconds": round(echo.seconds, 3)},
-                    claims=("TOE-17",))
+                    claims=("TOE-17",), integrity=True)
