@@ -75,6 +75,8 @@ class MininetNode:
 class MininetLab:
     """A lab built by Mininet; offers the subset of the Lab API that scenarios use."""
 
+    attached = False  # a Mininet lab lives in the process that built it: nobody attaches to one
+
     def __init__(self, spec: TopologySpec) -> None:
         problems = unsupported(spec)
         if problems:

@@ -9,7 +9,7 @@ venv="$here/.venv"
 apt_packages=(iproute2 iputils-ping ethtool tcpdump iperf3 nftables mininet bridge-utils procps python3-venv python3-pip nmap p0f)
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "toelab set-up needs root (it installs apt packages and builds namespaces): run it with sudo." >&2
+  echo "toelab set-up needs root (it installs apt packages and builds namespaces): run it as root." >&2
   exit 2
 fi
 

@@ -1,1 +1,23 @@
+import time
+
+import pytest
+
 pytest_plugins = ["lab.pytest_plugin"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[STARTED] = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Once per run (the xdist controller, not each worker): the scenarios' HTML report, if any ran."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from scenarios.suite_report import write_suite_report
+
+    written = write_suite_report(since=session.config.stash.get(STARTED, time.time()))
+    if written is not None:
+        session.config.get_terminal_writer().line(f"scenario report: {written}")
+
+
+STARTED = pytest.StashKey[float]()

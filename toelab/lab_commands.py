@@ -149,7 +149,7 @@ def shell_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="LAB|TOPOLOGY",
                    help="a running lab's id (exit leaves it up), or a topology to build (exit removes it)")
     add_parameter_arguments(p)
-    p.add_argument("-c", "--command", action="append", default=[], metavar="LINE",
+    p.add_argument("-c", "--command", dest="lines", action="append", default=[], metavar="LINE",
                    help="run these shell lines instead of reading from the terminal (repeatable)")
 
 
@@ -163,9 +163,9 @@ def shell(args: argparse.Namespace) -> int:
             raise LabError(f"{args.target} is a running lab; -p parameters apply only when building a topology")
         require_root(f"toelab shell {args.target}")
         with Lab.attach(args.target) as lab:
-            return LabShell(lab).run(args.command)
+            return LabShell(lab).run(args.lines)
     with build(args.target, args.param, args.backend) as lab:
-        return LabShell(lab).run(args.command)
+        return LabShell(lab).run(args.lines)
 
 
 def exec_arguments(p: argparse.ArgumentParser) -> None:

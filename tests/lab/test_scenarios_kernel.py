@@ -9,6 +9,7 @@ Run with `sudo pytest tests/lab/test_scenarios_kernel.py -n 2 --junitxml=scenari
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from lab.pytest_plugin import host_state, leftovers_since
 from scenarios import findings
 from scenarios.framework import TARGET_NAMES, Verdict
 from scenarios.runner import run_scenario
+from scenarios.suite_report import SUITE_REPORT_DIR, keep_result
 
 pytestmark = pytest.mark.root
 
@@ -29,11 +31,13 @@ CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}") for s in scenarios.all() if
 
 
 @pytest.mark.parametrize("name, target", CASES)
-def test_scenario(name: str, target: str, tmp_path: Path) -> None:
+def test_scenario(name: str, target: str) -> None:
     before = host_state()
-    result = run_scenario(scenarios.get(name), target, seed=1, outdir=tmp_path / name / target)
+    shutil.rmtree(SUITE_REPORT_DIR / name / target, ignore_errors=True)  # no evidence left from an earlier run
+    result = run_scenario(scenarios.get(name), target, seed=1, outdir=SUITE_REPORT_DIR / name / target)
+    keep_result(result)  # for the session's HTML report (reports/scenarios/index.html)
     assert leftovers_since(before) == [], "the scenario left lab state behind"
-    assert result.error is None, f"{name} on {target} raised {result.error} (see {tmp_path}/{name}/{target}/error.txt)"
+    assert result.error is None, f"{name} on {target} raised {result.error} (see {result.outdir}/error.txt)"
     expected = findings.for_run(KNOWN, name, target)
     if result.skipped and all(c.verdict is Verdict.SKIP for c in result.checks):
         assert not expected, f"{name} on {target} was skipped ({result.skipped}), so its known findings went unmeasured"
