@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections.abc import Callable
 
 from toe_engine.io.driver import DEFAULT_RX_BUFFER, FrameDriver
 from toe_engine.io.errors import InterfaceNotFoundError, namespace_label
@@ -47,10 +48,11 @@ class AfPacketDriver(FrameDriver):
         qdisc_bypass: bool = False,
         socket_buffer: int = DEFAULT_SOCKET_BUFFER,
         rx_buffer_size: int = DEFAULT_RX_BUFFER,
+        before_bind: Callable[[socket.socket], None] | None = None,
     ) -> None:
         label = namespace_label(netns)
         with in_netns(netns):
-            sock = _open_bound_socket(ifname, label, ignore_outgoing, qdisc_bypass, socket_buffer)
+            sock = _open_bound_socket(ifname, label, ignore_outgoing, qdisc_bypass, socket_buffer, before_bind)
         self._sock = sock
         super().__init__(sock.fileno(), ifname, label, rx_buffer_size)
 
@@ -70,12 +72,14 @@ class AfPacketDriver(FrameDriver):
 
 
 def _open_bound_socket(
-    ifname: str, netns: str | None, ignore_outgoing: bool, qdisc_bypass: bool, socket_buffer: int
+    ifname: str, netns: str | None, ignore_outgoing: bool, qdisc_bypass: bool, socket_buffer: int,
+    before_bind: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket:
     """Create, configure and bind the socket in the current namespace.
 
     It is created with protocol 0 (receives nothing) and only bound to ETH_P_ALL on the
     interface once configured, so no frame of another interface or without a header slips in.
+    `before_bind` configures what must precede the bind (a memory-mapped ring, say).
     """
     try:
         socket.if_nametoindex(ifname)
@@ -91,6 +95,8 @@ def _open_bound_socket(
         if socket_buffer:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, socket_buffer)
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, socket_buffer)
+        if before_bind is not None:
+            before_bind(sock)
         try:
             sock.bind((ifname, ETH_P_ALL))
         except OSError as exc:

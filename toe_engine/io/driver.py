@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from toe_engine.io.vnet import VNET_HDR_LEN, VnetHeader
@@ -90,6 +90,22 @@ class FrameDriver:
             handler(n)
             count += 1
         return count
+
+    def frames(self, budget: int) -> Iterator[memoryview]:
+        """Up to `budget` waiting frames, each a view of header+frame valid until the next one.
+
+        A ring driver yields a whole batch from one wake-up; this one reads one frame per call.
+        """
+        read_raw, view = self.read_raw, self.rx_view
+        for _ in range(budget):
+            n = read_raw()
+            if not n:
+                return
+            yield view[:n]
+
+    def commit_tx(self) -> None:
+        """Hand queued transmissions to the kernel; a batching driver sends them here, this one
+        has sent each at once."""
 
     def write_raw(self, header_and_frame: _Buffer) -> bool:
         """Send a contiguous header+frame; False (and counted) if the kernel had no room."""

@@ -24,6 +24,7 @@ from toe_engine.io.vnet import VNET_HDR_LEN
 TUN_DEVICE = "/dev/net/tun"
 
 IFF_TAP = 0x0002
+IFF_MULTI_QUEUE = 0x0100
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 
@@ -50,6 +51,9 @@ class TapDriver(FrameDriver):
     it. With `must_exist` the driver attaches to a TAP created beforehand (for example by
     `ip tuntap add ... vnet_hdr`) and says so clearly if it is missing, instead of creating one.
     The device disappears when the driver closes unless it was made persistent elsewhere.
+    With `multi_queue` the device is an IFF_MULTI_QUEUE TAP: the first driver creates it and each
+    further driver of the same name adds a queue, which the kernel picks per flow for what the
+    host sends; the device lasts as long as any of its queues.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class TapDriver(FrameDriver):
         offloads: int = TAP_OFFLOADS_ALL,
         must_exist: bool = False,
         rx_buffer_size: int = DEFAULT_RX_BUFFER,
+        multi_queue: bool = False,
     ) -> None:
         if not ifname or len(ifname.encode()) >= IFNAMSIZ:
             raise IoSetupError(f"TAP name {ifname!r} must be 1 to {IFNAMSIZ - 1} bytes long")
@@ -69,7 +74,7 @@ class TapDriver(FrameDriver):
         with in_netns(netns):
             if must_exist:
                 _require_interface(ifname, label)
-            fd, created_name = _open_tap(ifname, label, offloads)
+            fd, created_name = _open_tap(ifname, label, offloads, IFF_MULTI_QUEUE if multi_queue else 0)
         super().__init__(fd, created_name, label, rx_buffer_size)
         self.offloads = offloads
 
@@ -81,11 +86,11 @@ def _require_interface(ifname: str, netns: str | None) -> None:
         raise InterfaceNotFoundError(ifname, netns) from None
 
 
-def _open_tap(ifname: str, netns: str | None, offloads: int) -> tuple[int, str]:
+def _open_tap(ifname: str, netns: str | None, offloads: int, extra_flags: int = 0) -> tuple[int, str]:
     """Open the clone device and configure it; returns (fd, the name the kernel gave it)."""
     fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        request = _IFREQ.pack(ifname.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        request = _IFREQ.pack(ifname.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | extra_flags)
         try:
             answer = fcntl.ioctl(fd, TUNSETIFF, request)
         except OSError as exc:

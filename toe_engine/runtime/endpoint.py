@@ -25,7 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toe_engine.apps import APPS
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
@@ -45,6 +45,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
 from toe_engine.tcp import congestion
 from toe_engine.tcp.config import TcpConfig
@@ -95,6 +96,17 @@ class EndpointSettings(BaseModel):
     tcp: dict[str, Any] = {}
     secret: str | None = None
     budget: int = Field(64, ge=1)
+    #: More wire ports on the same network, with the wire's MAC and addresses: active-backup failover
+    #: (toe_engine.runtime.failover), the active port's carrier read every `miimon_ms`.
+    standby: list[str] = []
+    miimon_ms: int = Field(10, ge=1, le=10_000)
+    # receive ring and queues (ethtool -G rx, -C rx-frames/rx-usecs, -L combined, -X): runtime.queues
+    rx_ring: int = Field(0, ge=0)  # frames of a TPACKET_V3 ring on the wire; 0: one read per frame
+    rx_frames: int = Field(64, ge=1)
+    rx_usecs: int = Field(1000, ge=1, le=1_000_000)
+    queues: int | None = Field(None, ge=1, le=16)  # None: one queue in this process; N: N queue processes
+    rss_table: list[int] | None = None
+    rss_key: str | None = None
 
     @field_validator("addresses")
     @classmethod
@@ -127,6 +139,13 @@ class EndpointSettings(BaseModel):
         if value is not None:
             bytes.fromhex(value)
         return value
+
+    @model_validator(mode="after")
+    def _queues(self) -> EndpointSettings:
+        from toe_engine.runtime.queues import check_queue_settings
+
+        check_queue_settings(self)
+        return self
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> EndpointSettings:
@@ -228,6 +247,7 @@ class EndpointRuntime:
         self.settings = settings
         self.budget = budget
         self.wire_kernel_drops = 0
+        self.queue = 0  # which of the node's queues this is (runtime.queues), for its counters
         self.clock: Callable[[], float] = time.monotonic
 
     def attach(self, loop: EventLoop) -> None:
@@ -238,46 +258,45 @@ class EndpointRuntime:
 
     # --- data path ----------------------------------------------------------------------
     def pump_wire(self, now: float) -> int:
-        """Frames from the wire: to the engine, or unchanged to the host if it declines them."""
-        wire, core = self.wire, self.core
-        read_raw, view, buf = wire.read_raw, wire.rx_view, wire.rx_buffer
-        from_wire, to_host = core.from_wire, self.host.write_raw
+        """Frames from the wire: to the engine, or unchanged to the host if it declines them.
+
+        A ring driver hands over a whole block per wake-up; replies queue up and leave in one
+        batch at the end (`commit_tx`), a plain driver has sent each already.
+        """
+        core, wire = self.core, self.wire
+        from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
         count = 0
-        while count < self.budget:
-            n = read_raw()
-            if not n:
-                break
+        for frame in wire.frames(self.budget):
             count += 1
             try:
-                consumed = from_wire(view[VNET_HDR_LEN:n], now, bool(buf[0] & _CSUM_TRUSTED))
+                consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED))
             except Exception:  # one frame that trips the engine must not stop the node
-                self._engine_error(view[VNET_HDR_LEN:n])
+                self._engine_error(frame[VNET_HDR_LEN:])
                 consumed = True
             if not consumed:
                 try:
-                    to_host(view[:n])
+                    to_host(frame)
                 except OSError:
                     core.counters.inc("host_tx_errors")
             if core.tx:
-                self.flush()
+                flush(commit=False)
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
+        wire.commit_tx()
         return count
 
     def pump_host(self, now: float) -> int:
         """Frames the host kernel sends go to the wire as they are (header included)."""
-        read_raw, view, to_wire = self.host.read_raw, self.host.rx_view, self.wire.write_raw
+        to_wire, wire = self.wire.write_raw, self.wire
         count = 0
-        while count < self.budget:
-            n = read_raw()
-            if not n:
-                break
+        for frame in self.host.frames(self.budget):
             try:
-                to_wire(view[:n])
+                to_wire(frame)
             except OSError:
                 self.core.counters.inc("tx_errors")
             count += 1
+        wire.commit_tx()
         return count
 
     def _engine_error(self, frame: memoryview) -> None:
@@ -293,13 +312,17 @@ class EndpointRuntime:
         self.core.on_timer(now)
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, commit: bool = True) -> None:
+        """Send what the engine has for the wire; `commit=False` leaves a batching driver's queue
+        for the caller to commit once."""
         send = self.wire.send
         for tx in self.core.poll_wire():
             try:
                 send(tx_header(tx), tx.frame)
             except OSError:  # a frame the device refuses (EMSGSIZE, EINVAL) is lost, not fatal
                 self.core.counters.inc("tx_errors")
+        if commit:
+            self.wire.commit_tx()
 
     # --- control --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -313,6 +336,7 @@ class EndpointRuntime:
             self.wire_kernel_drops += self.wire.kernel_statistics()[1]
         drivers = {self.wire.ifname: {**asdict(self.wire.counters), "kernel_drops": self.wire_kernel_drops},
                    self.host.ifname: asdict(self.host.counters)}
+        counters.update(queue_counters(self.queue, self.wire.counters, self.wire_kernel_drops))
         return {"mode": "endpoint", "counters": counters, "gauges": core.resources.gauges(),
                 "connections": len(core.stack), "drivers": drivers}
 
@@ -336,7 +360,9 @@ class EndpointRuntime:
                 "capacity": core.resources.table.capacity, "embryonic_limit": core.resources.table.embryonic_limit,
                 "policy": policy_text, "tx_offload": core.config.tx_offload,
                 "tap_offloads": self.settings.tap_offloads, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
-                "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)}}
+                "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)},
+                "queues": 1, "rx_ring": self.settings.rx_ring, "rx_frames": self.settings.rx_frames,
+                "rx_usecs": self.settings.rx_usecs}
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Change capacity, policy, services, addresses or TCP limits at run time; all are checked before any applies."""
@@ -382,6 +408,10 @@ def endpoint_handler(runtime: EndpointRuntime) -> Handler:
         if cmd == "config":
             return {"config": runtime.describe()}
         if cmd == "set":
+            queued = sorted(set(request) & {"queues", "rx_ring", "rx_frames", "rx_usecs", "rss_table", "rss_key"})
+            if queued:
+                raise ValueError(f"set: {queued[0]} needs an engine started with `queues: N` in its engine settings "
+                                 "(this one runs one queue in its own process)")
             unknown = set(request) - {"cmd", *SETTABLE}
             if unknown:
                 raise ValueError(f"set: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTABLE)}")
