@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from lab.errors import require_root
+from lab.errors import require_root, require_tools
+from scenarios.cli import RUN_TOOLS
 
 from .output import console
 
@@ -22,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Sanity first (a lab that cannot ping makes every later verdict meaningless), then the suite."""
+    require_root("toelab demo")
+    require_tools({**RUN_TOOLS, "iperf3": "toelab demo measures router_path with iperf3",
+                   "ping": "toelab demo pings across router_path"})
     status = sanity(args)
     from scenarios.cli import run_scenarios
 

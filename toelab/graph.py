@@ -30,10 +30,25 @@ def node_lines(spec: TopologySpec, name: str) -> list[str]:
     for iface, addresses in spec.addresses(name).items():
         if addresses:
             lines.append(f"{iface}: {', '.join(str(a) for a in addresses)}")
-    settings = [f"{k}={v}" for k, v in node.engine.items() if isinstance(v, (str, int, float, bool))]
+    settings = engine_summary(node.engine)
     if settings:
         lines.append("engine " + " ".join(settings))
     return lines
+
+
+def engine_summary(engine: dict, prefix: str = "") -> list[str]:
+    """`key=value` for the engine's settings that are set, nested ones as `a_to_b.coalesce=lro`;
+    two directions set alike are said once, as `both.`."""
+    nested = {k: v for k, v in engine.items() if isinstance(v, dict)}
+    if {"a_to_b", "b_to_a"} <= set(nested) and nested["a_to_b"] == nested["b_to_a"]:
+        engine = {**{k: v for k, v in engine.items() if k not in ("a_to_b", "b_to_a")}, "both": nested["a_to_b"]}
+    out = []
+    for key, value in engine.items():
+        if isinstance(value, dict):
+            out += engine_summary(value, f"{prefix}{key}.")
+        elif isinstance(value, (str, int, float, bool)) and value not in (None, False, 0, "off", ""):
+            out.append(f"{prefix}{key}={value}")
+    return out
 
 
 def link_label(spec: TopologySpec, index: int) -> str:

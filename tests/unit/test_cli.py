@@ -64,3 +64,50 @@ def test_topologies_lists_every_template(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     for name in ("two_hosts", "router_path", "bridge", "mtu_mismatch", "middlebox_chain"):
         assert name in out
+
+
+def test_every_command_in_the_table_resolves() -> None:
+    """Each line of COMMANDS names a module with its handler and arguments function (all loaded at once)."""
+    from toelab.cli import COMMANDS, build_parser
+
+    parser = build_parser()  # every subcommand's arguments
+    for command in COMMANDS:
+        assert callable(command.handler()), command
+        sub = parser._subparsers._group_actions[0].choices[command.name]  # type: ignore[union-attr]
+        assert sub.description == command.help
+    assert len({c.name for c in COMMANDS}) == len(COMMANDS)
+
+
+def test_up_with_mininet_is_refused_before_building() -> None:
+    before = host_state()
+    done = run_cli("up", "two_hosts", "--backend", "mininet")
+    assert done.returncode == 2
+    assert "the mininet backend cannot leave a lab running" in " ".join(done.stderr.split())
+    assert "toelab shell two_hosts --backend mininet" in " ".join(done.stderr.split())
+    assert leftovers_since(before) == []
+
+
+def test_json_listings_are_json() -> None:
+    import json
+
+    topologies = json.loads(run_cli("topologies", "--json").stdout)
+    router = next(t for t in topologies if t["name"] == "router_path")
+    assert router["parameters"]["mtu"]["default"] == 1500 and router["error"] is None
+    listed = json.loads(run_cli("scenarios", "--json").stdout)
+    handshake = next(s for s in listed if s["name"] == "handshake")
+    assert handshake["topology"] and handshake["covers"] and "kernel" in handshake["targets"]
+    labs = json.loads(run_cli("ls", "--json").stdout)
+    assert isinstance(labs, list) and all({"lab", "topology", "owner"} <= set(lab) for lab in labs)
+
+
+def test_exec_needs_a_command_and_an_existing_lab() -> None:
+    done = run_cli("exec", "tlzzzz", "h1")
+    assert done.returncode == 2 and "needs a command after the node" in done.stderr
+    done = run_cli("exec", "tlzzzz", "h1", "--", "true")
+    assert done.returncode == 2
+    assert "there is no lab 'tlzzzz'" in done.stderr or "run it as root" in done.stderr
+
+
+def test_shell_of_an_unknown_lab_or_topology_is_one_sentence() -> None:
+    done = run_cli("shell", "no_such_thing")
+    assert done.returncode == 2 and "unknown topology" in done.stderr and "Traceback" not in done.stderr
