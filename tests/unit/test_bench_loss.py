@@ -39,3 +39,18 @@ def test_an_incomplete_engine_transfer_is_shown_so() -> None:
 def test_a_counter_the_engine_lacks_is_an_error_not_zero() -> None:
     with pytest.raises(UnknownCounter, match="rack_retransmits"):
         delta({"rto_expired": 0}, {"rto_expired": 2}, *ENGINE_COUNTERS.values())
+
+
+def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import toelab.benches.loss as bench
+
+    def measure(endpoint: str, repeats: int) -> list[Run]:
+        if endpoint == "toe":
+            delta({}, {"rto_expired": 1}, *ENGINE_COUNTERS.values())
+        return []
+    monkeypatch.setattr(bench, "measure_endpoint", measure)
+    with pytest.raises(bench.MissingCounter, match="no counter 'fast_retransmits', 'rack_retransmits'") as info:
+        bench.bench_loss(argparse.Namespace(repeats=1, json=None))
+    assert info.value.exit_code == 1 and "\n" not in str(info.value)
