@@ -31,7 +31,7 @@ ERRNO_OF_REASON = {"reset": "ECONNRESET", "connection timed out": "ETIMEDOUT", "
                    "port unreachable": "ECONNREFUSED", "protocol unreachable": "ENOPROTOOPT",
                    "admin prohibited": "EHOSTUNREACH"}
 #: Options kept per socket; those with an effect on TCP are applied to the connection too.
-INT_OPTIONS = {"SO_REUSEADDR": 0, "SO_KEEPALIVE": 0, "SO_RCVBUF": 0, "SO_SNDBUF": 0, "SO_OOBINLINE": 0,
+INT_OPTIONS = {"TCP_USER_TIMEOUT": 0, "SO_REUSEADDR": 0, "SO_KEEPALIVE": 0, "SO_RCVBUF": 0, "SO_SNDBUF": 0, "SO_OOBINLINE": 0,
                "TCP_NODELAY": 0, "TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 9, "TCP_MAXSEG": 0,
                "IP_TTL": 64, "IP_TOS": 0}
 SENDING_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
@@ -54,6 +54,7 @@ class Sock:
     gone: bool = False  # the TCB is reaped
     shut_wr: bool = False
     queue: list[int] = field(default_factory=list)  # accepted connections not yet accept()ed
+    urgent_taken: int | None = None  # the RCV.UP whose urgent octet recv(MSG_OOB) returned
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -225,7 +226,7 @@ class SocketApi:
     def op_write(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         sock = self._sock(request)
         if "MSG_OOB" in request.get("flags", []):
-            raise _Fail("EOPNOTSUPP")  # the engine sends no urgent data
+            raise _Fail("EOPNOTSUPP")  # the engine receives urgent data but sends none
         if sock.error is not None:
             raise _Fail("EPIPE" if sock.reported else self._take_error(sock))
         if sock.key is None or sock.shut_wr or self.core.stack.state(sock.key) not in SENDING_STATES:
@@ -240,15 +241,18 @@ class SocketApi:
     def op_read(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         sock = self._sock(request)
         flags = request.get("flags", [])
-        if "MSG_OOB" in flags:
-            raise _Fail("EINVAL")  # the engine does not report urgent data: Linux's answer when there is none
         if "MSG_PEEK" in flags:
             raise _Fail("EOPNOTSUPP")
         if sock.key is None:
             raise _Fail("ENOTCONN")
         stack = self.core.stack
+        if "MSG_OOB" in flags:
+            if self._urgent_octet(sock) is None:
+                raise _Fail("EINVAL")  # no urgent data (or it was read): Linux's answer
+            sock.urgent_taken = stack.connection(sock.key).rcv_up  # type: ignore[union-attr]
+            return {"ret": 1}
         if stack.connection(sock.key) is not None:
-            data = stack.recv(sock.key, int(request.get("n", 0)), now)
+            data = self._read_to_mark(sock, int(request.get("n", 0)), now)
             if data:
                 return {"ret": len(data)}
         if sock.error is not None:
@@ -300,13 +304,14 @@ class SocketApi:
         elif name in INT_OPTIONS:
             if not isinstance(value, int):
                 raise _Fail("EINVAL")
-            if name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT") and value < 1:
+            if name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT") and value < 1 or (
+                    name == "TCP_USER_TIMEOUT" and value < 0):
                 raise _Fail("EINVAL")
             if name in ("IP_TTL",) and not 1 <= value <= 255 and value != -1:
                 raise _Fail("EINVAL")
             sock.options[name] = value
         else:
-            raise _Fail("ENOPROTOOPT")  # TCP_USER_TIMEOUT among them: the engine counts R2 in retries
+            raise _Fail("ENOPROTOOPT")
         self._apply_options(sock, now)
         return {"ret": 0}
 
@@ -362,6 +367,8 @@ class SocketApi:
         readable = alive and stack.readable(sock.key) > 0  # type: ignore[arg-type]
         if readable or sock.closed_by_peer or sock.error:
             out.append("POLLIN")
+        if self._urgent_octet(sock) is not None:
+            out.append("POLLPRI")
         if sock.connected and alive and not sock.shut_wr and stack.state(sock.key) in SENDING_STATES \
                 and stack.send_space(sock.key) > 0:  # type: ignore[arg-type]
             out.append("POLLOUT")
@@ -381,6 +388,31 @@ class SocketApi:
         for sock in list(self.socks.values()):
             self._close(sock, now)
         return {"ret": 0}
+
+    # --- urgent data (BSD's reading, as Linux's: the pointer is the first non-urgent octet, the octet
+    # before it is the urgent one, taken out of the stream unless SO_OOBINLINE) -----------------------
+    def _urgent_octet(self, sock: Sock) -> int | None:
+        """The sequence number of the urgent octet not yet read out of band, once it has arrived."""
+        conn = self.core.stack.connection(sock.key) if sock.key is not None else None
+        up = getattr(conn, "rcv_up", None)
+        if conn is None or up is None or up == sock.urgent_taken or sock.options.get("SO_OOBINLINE"):
+            return None
+        return up - 1 if up - 1 < conn.rcv_nxt else None
+
+    def _read_to_mark(self, sock: Sock, n: int, now: float) -> bytes:
+        """Up to n in-band bytes: a read stops at the urgent mark, and the urgent octet is not in-band."""
+        stack, key = self.core.stack, sock.key
+        conn = stack.connection(key)  # type: ignore[arg-type]
+        up = getattr(conn, "rcv_up", None)
+        if conn is None or up is None or sock.options.get("SO_OOBINLINE"):
+            return stack.recv(key, n, now)  # type: ignore[arg-type]
+        first = conn.rcv_nxt - len(conn.rcv_buf)
+        if first == up - 1:
+            stack.recv(key, 1, now)  # type: ignore[arg-type]  # the urgent octet, out of band
+            first += 1
+        if first < up - 1 < first + n:
+            n = up - 1 - first
+        return stack.recv(key, n, now)  # type: ignore[arg-type]
 
     # --- helpers -------------------------------------------------------------------------------------
     def _would_block(self, sock: Sock) -> dict[str, Any]:
@@ -405,11 +437,13 @@ class SocketApi:
         tuned = {field_name: float(options[name]) if field_name != "keepalive_probes" else int(options[name])
                  for name, field_name in (("TCP_KEEPIDLE", "keepalive_idle"), ("TCP_KEEPINTVL", "keepalive_interval"),
                                           ("TCP_KEEPCNT", "keepalive_probes")) if name in options}
+        if "TCP_USER_TIMEOUT" in options:
+            tuned["user_timeout"] = options["TCP_USER_TIMEOUT"] / 1000  # milliseconds, as Linux takes it
         if tuned:
             conn.cfg = replace(conn.cfg, **tuned)  # per connection: the listener's config is shared
         if "TCP_NODELAY" in options:
             stack.set_nodelay(key, bool(options["TCP_NODELAY"]), now)
-        if "SO_KEEPALIVE" in options or tuned:
+        if "SO_KEEPALIVE" in options or set(tuned) - {"user_timeout"}:
             stack.set_keepalive(key, bool(options.get("SO_KEEPALIVE", conn.keepalive)), now)  # re-arms the timer
         if "IP_TTL" in options or "IP_TOS" in options:
             self.core.ip_fields[key] = (int(options.get("IP_TTL", 64)), int(options.get("IP_TOS", 0)))
