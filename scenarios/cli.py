@@ -175,7 +175,8 @@ def _print_summary(results: list, verbose: bool = False) -> None:
         for column in ("scenario", "target", "check", "requirement", "verdict", "what was seen"):
             table.add_column(column)
         for r, c in shown:
-            table.add_row(r.scenario, r.target, escape(c.id), c.requirement,
+            judged = r.target if c.target == r.target else f"{c.target} (in the {r.target} run)"
+            table.add_row(r.scenario, judged, escape(c.id), c.requirement,
                           f"[{VERDICT_STYLE[c.verdict.value]}]{c.verdict.value}[/]", escape(c.sentence))
         console.print(table)
     for target in sorted({r.target for r in results}):
