@@ -24,6 +24,9 @@ STANDARD_COUNTERS: tuple[str, ...] = (
     "retransmits",
     "rto_expired",
     "fast_retransmits",
+    "rack_retransmits",
+    "tlp_probes",
+    "tlp_recoveries",
     "challenge_acks",
 )
 
