@@ -18,20 +18,17 @@ the engine falls back on, so a client sees one host with two stacks.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .backend_netns import doing, run_in_namespace
-from .engine_nodes import EngineHandle, runtime_dir
+from .engine_nodes import EngineHandle, await_ready, runtime_dir, start_engine_process
 from .errors import BackendError
 from .netlink import NamespaceLink, write_sysctls
 from .node import Node
 from .spec import IFNAMSIZ, EngineSettingsError, NodeSpec, RouteSpec
-from .tools import wait_for_line
 
 if TYPE_CHECKING:
     import ipaddress
@@ -42,17 +39,17 @@ if TYPE_CHECKING:
 
 ENDPOINT_MODULE = "toe_engine.runtime.endpoint_main"
 HOST_SERVICES_MODULE = "lab.services"
-READY_TIMEOUT_S = 15.0
 #: Fields a lab fills in from the topology itself; an `engine:` block may not set them.
 FROM_TOPOLOGY = ("addresses", "mac")
 WIRE_NFT_TABLE = "toelab"
 
 
-def wire_ruleset(wire: str) -> str:
-    """Drop (and count) everything the kernel would receive on the wire; AF_PACKET has seen it by then."""
-    return (f"table netdev {WIRE_NFT_TABLE} {{\n  chain in {{\n"
-            f"    type filter hook ingress device {json.dumps(wire)} priority 0; policy drop;\n"
-            "    counter\n  }\n}\n")
+def wire_ruleset(wire: str, *standby: str) -> str:
+    """Drop (and count) everything the kernel would receive on the wire ports; AF_PACKET has seen it by then."""
+    chains = "".join(f"  chain {name} {{\n    type filter hook ingress device {json.dumps(port)} priority 0; "
+                     "policy drop;\n    counter\n  }\n"
+                     for name, port in zip(["in", *(f"in_standby{i}" for i in range(len(standby)))], [wire, *standby]))
+    return f"table netdev {WIRE_NFT_TABLE} {{\n{chains}}}\n"
 
 
 def validate_endpoint(node: NodeSpec, interfaces: list[str]) -> None:
@@ -74,6 +71,10 @@ def validate_endpoint(node: NodeSpec, interfaces: list[str]) -> None:
     if settings.wire not in interfaces:
         raise EngineSettingsError(f"wire: interface {settings.wire!r} is not one of the node's "
                                   f"({', '.join(interfaces) or 'none'})", ("wire",))
+    for port in settings.standby:
+        if port not in interfaces or port == settings.wire:
+            raise EngineSettingsError(f"standby: {port!r} is not another of the node's interfaces "
+                                      f"({', '.join(interfaces) or 'none'})", ("standby",))
     if settings.tap in interfaces or len(settings.tap) > IFNAMSIZ or not settings.tap:
         raise EngineSettingsError(f"tap: {settings.tap!r} must be a new interface name of 1 to {IFNAMSIZ} "
                                   "characters", ("tap",))
@@ -99,7 +100,8 @@ def start_endpoint(lab: Lab, node: Node, engine: dict[str, Any] | None = None,
     settings = EndpointSettings.parse({**engine, "addresses": [str(a) for a in interface.addresses],
                                        "broadcasts": [str(a.network.broadcast_address) for a in interface.addresses
                                                       if a.version == 4 and a.network.prefixlen < 31]})
-    control = _start_engine_process(lab, node, settings)
+    control = start_engine_process(lab, node, ENDPOINT_MODULE, settings.model_dump(mode="json"),
+                                   f"toe engine on node {node.name}")
     _wire_host(node, settings, interface.addresses, node_spec.routes if routes is None else routes)
     _start_host_services(lab, node, settings.services)
     handle = EngineHandle(node.name, "toe", control)
@@ -112,39 +114,17 @@ def start_toe(lab: Lab, node: Node) -> None:
     start_endpoint(lab, node)
 
 
-def _start_engine_process(lab: Lab, node: Node, settings: EndpointSettings) -> Path:
-    directory = runtime_dir(lab)
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    control = directory / f"{node.name}.sock"
-    log_path = directory / f"{node.name}.log"
-    argv = [sys.executable, "-m", ENDPOINT_MODULE,
-            "--config", json.dumps(settings.model_dump(mode="json")), "--control", str(control)]
-    _await_ready(node, argv, log_path, f"toe engine on node {node.name}")
-    return control
-
-
 def _start_host_services(lab: Lab, node: Node, services: dict[int, str]) -> None:
     argv = [sys.executable, "-m", HOST_SERVICES_MODULE] + [f"{app}={port}" for port, app in services.items()]
-    _await_ready(node, argv, runtime_dir(lab) / f"{node.name}-host.log",
-                 f"host services on node {node.name}")
-
-
-def _await_ready(node: Node, argv: list[str], log_path: Path, what: str) -> None:
-    with log_path.open("wb") as log:
-        proc = node.popen(argv, stdout=subprocess.PIPE, stderr=log)
-    try:
-        wait_for_line(proc, "ready", what=what, timeout_s=READY_TIMEOUT_S)
-    except RuntimeError as exc:
-        said = log_path.read_text(errors="replace").strip().splitlines()
-        raise BackendError(f"{exc} ({said[-1] if said else 'it wrote nothing to its log'})") from None
+    await_ready(node, argv, runtime_dir(lab) / f"{node.name}-host.log", f"host services on node {node.name}")
 
 
 def _wire_host(node: Node, settings: EndpointSettings,
                addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface], routes: list[RouteSpec]) -> None:
     """Shut the kernel out of the wire and give the TAP the node's identity and routes."""
     where = f"node {node.name}"
-    write_sysctls(node.netns, {f"net.ipv6.conf.{settings.wire}.disable_ipv6": 1})
-    done = run_in_namespace(node.netns, ["nft", "-f", "-"], input=wire_ruleset(settings.wire))
+    write_sysctls(node.netns, {f"net.ipv6.conf.{port}.disable_ipv6": 1 for port in [settings.wire, *settings.standby]})
+    done = run_in_namespace(node.netns, ["nft", "-f", "-"], input=wire_ruleset(settings.wire, *settings.standby))
     if done.returncode != 0:
         raise BackendError(f"{where}: nftables refused the wire's ingress drop: {done.stderr.strip()}")
     nl = NamespaceLink(node.netns)

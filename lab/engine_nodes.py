@@ -50,7 +50,11 @@ class EngineError(LabError):
 
 def runtime_dir(lab: Lab) -> Path:
     """The lab's directory for sockets and logs; `remove_lab` deletes it with the lab."""
-    return STATE_DIR / lab.id
+    return runtime_dir_of(lab.id)
+
+
+def runtime_dir_of(lab_id: str) -> Path:
+    return STATE_DIR / lab_id
 
 
 def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,17 +150,29 @@ def start_middlebox(lab: Lab, node: Node) -> None:
     from toe_engine.runtime.middlebox import MiddleboxConfig
 
     config = MiddleboxConfig.parse(lab.spec.nodes[node.name].engine)
+    control = start_engine_process(lab, node, MIDDLEBOX_MODULE, config.model_dump(mode="json"),
+                                   f"middlebox on node {node.name}")
+    lab.register_engine(EngineHandle(node.name, "middlebox", control))
+
+
+def start_engine_process(lab: Lab, node: Node, module: str, config: dict[str, Any], what: str) -> Path:
+    """Run an engine program (`python -m module --config JSON --control SOCKET`) in the node; its control socket."""
     directory = runtime_dir(lab)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     control = directory / f"{node.name}.sock"
-    log_path = directory / f"{node.name}.log"
-    argv = [sys.executable, "-m", MIDDLEBOX_MODULE,
-            "--config", json.dumps(config.model_dump(mode="json")), "--control", str(control)]
+    argv = [sys.executable, "-m", module, "--config", json.dumps(config), "--control", str(control)]
+    await_ready(node, argv, directory / f"{node.name}.log", what)
+    return control
+
+
+def await_ready(node: Node, argv: list[str], log_path: Path, what: str) -> None:
+    """Start `argv` in the node with stderr to `log_path`; return once it prints `ready`, else BackendError
+    with the last line it logged."""
+    log_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = node.popen(argv, stdout=subprocess.PIPE, stderr=log)
     try:
-        wait_for_line(proc, "ready", what=f"middlebox on node {node.name}", timeout_s=READY_TIMEOUT_S)
+        wait_for_line(proc, "ready", what=what, timeout_s=READY_TIMEOUT_S)
     except RuntimeError as exc:
         said = log_path.read_text(errors="replace").strip().splitlines()
         raise BackendError(f"{exc} ({said[-1] if said else 'it wrote nothing to its log'})") from None
-    lab.register_engine(EngineHandle(node.name, "middlebox", control))

@@ -34,5 +34,6 @@ def write_suite_report(directory: Path = SUITE_REPORT_DIR, since: float = 0.0) -
     if not kept:
         return None
     results = [ScenarioResult.model_validate(json.loads(p.read_text())) for p in kept]
-    trim_pcaps(directory)
+    for path in kept:  # only this session's evidence: another run may be reading its own pcaps right now
+        trim_pcaps(path.parent)
     return write_report(results, directory)
