@@ -11,7 +11,7 @@ ALPHA = 3 * (1 - BETA) / (1 + BETA)
 class Cubic(CongestionControl):
     """Windows are tracked in segments as floats, as the RFC writes them; cwnd stays in bytes."""
 
-    __slots__ = ("_w_max", "_k", "_epoch", "_w_est", "_cwnd_seg")
+    __slots__ = ("_w_max", "_k", "_epoch", "_w_est", "_cwnd_seg", "_cwnd_prior")
     name = "cubic"
 
     def __init__(self, mss: int, initial_window_segments: int) -> None:
@@ -21,6 +21,7 @@ class Cubic(CongestionControl):
         self._epoch: float | None = None
         self._w_est = 0.0
         self._cwnd_seg = float(initial_window_segments)
+        self._cwnd_prior = 0.0  # cwnd (segments) before the last reduction
 
     def on_ack(self, acked: int, flight: int, now: float, srtt: float | None) -> None:
         if 2 * flight < self.cwnd:
@@ -44,7 +45,9 @@ class Cubic(CongestionControl):
         t = now - self._epoch + (srtt or 0.0)
         target = C * (t - self._k) ** 3 + self._w_max
         target = min(max(target, cwnd_seg), 1.5 * cwnd_seg)
-        self._w_est += ALPHA * segments_acked / cwnd_seg
+        # RFC 9438 4.3: alpha_cubic until W_est reaches cwnd_prior, then Reno's 1 (the TCP-friendly rate)
+        alpha = 1.0 if self._w_est >= self._cwnd_prior else ALPHA
+        self._w_est += alpha * segments_acked / cwnd_seg
         if target < self._w_est:
             new_seg = self._w_est
         else:
@@ -54,6 +57,7 @@ class Cubic(CongestionControl):
 
     def _reduce(self) -> None:
         cwnd_seg = self.cwnd / self.mss
+        self._cwnd_prior = cwnd_seg
         if cwnd_seg < self._w_max:
             self._w_max = cwnd_seg * (1 + BETA) / 2  # fast convergence (RFC 9438 4.7)
         else:
@@ -70,3 +74,9 @@ class Cubic(CongestionControl):
         self._reduce()
         self.cwnd = self.mss
         self._cwnd_seg = 1.0
+
+    def on_idle(self, now: float) -> None:
+        """After idle the cubic curve starts a new epoch from the restart window (RFC 9438 5.8)."""
+        super().on_idle(now)
+        self._cwnd_seg = self.cwnd / self.mss
+        self._epoch = None
