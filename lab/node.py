@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import netns
@@ -80,6 +81,11 @@ class Node:
             proc = subprocess.Popen(argv, **kwargs)
         self._on_spawn(self, proc, argv)
         return proc
+
+    @property
+    def namespace_path(self) -> Path:
+        """The node's namespace as a file (/run/netns/NAME): its inode identifies the namespace."""
+        return netns.path_of(self.netns)
 
     @contextmanager
     def inside(self) -> Iterator[None]:
