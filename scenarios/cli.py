@@ -5,8 +5,8 @@ summary per scenario and target and every failed check (`-v`: every check). It e
 when a check fails or a scenario errs, 2 on bad input (unknown scenario, target or
 parameter, a missing tool), 0 otherwise; skipped checks do not fail a run. A scenario whose
 lab fails to build is an error of that scenario, and the run goes on; whatever happens,
-even Ctrl-C, the report and JSON hold every scenario that finished. Pcaps in the report are
-cut to headers and the first payload bytes unless `--full-pcaps`.
+even Ctrl-C, the report and JSON hold every scenario that finished. Each scenario's pcaps
+are cut to headers and the first payload bytes once it has finished, unless `--full-pcaps`.
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def plan(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 def run_scenarios(args: argparse.Namespace) -> int:
     from .framework import ScenarioResult
+    from .pcap_trim import trim_pcaps
     from .runner import run_scenario
 
     plans = plan(args)
@@ -122,6 +123,8 @@ def run_scenarios(args: argparse.Namespace) -> int:
                                                 error=f"the lab did not build: {what}",
                                                 duration_s=round(time.monotonic() - started, 3))
                 results.append(result)
+                if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
+                    trim_pcaps(root / s.name / target)
                 console.print(f"{label}: {_outcome(result)}", highlight=False)
     finally:
         _write_outputs(results, args, root)
@@ -133,11 +136,8 @@ def _write_outputs(results: list, args: argparse.Namespace, root: Path) -> None:
     """Report and JSON of what finished, also when the run is being interrupted."""
     if not results or not (args.report or args.json):
         return
-    from .pcap_trim import trim_pcaps
     from .report import write_json, write_report
 
-    if not args.full_pcaps:
-        trim_pcaps(root)
     if args.report:
         console.print(f"report: {write_report(results, args.report)}", highlight=False)
     if args.json:
