@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from toe_engine.loss_study import download
+from toe_engine.counters import Counters
 from toe_engine.impair import ImpairmentSpec
+from toe_engine.loss_study import download
 from toe_engine.runtime.endpoint import EndpointSettings
 from toe_engine.segment import SYN, Segment
 from toe_engine.tcp import State, TcpConfig
@@ -47,16 +48,21 @@ def sender(cfg: TcpConfig, receiver: TcpConfig | None = None) -> tuple[Harness, 
     return h, ca, cb, tcb.snd_nxt, tcb.snd_mss
 
 
+def delivered(h: Harness, ca: object, cb: object, data: bytes, duration: float) -> Counters:
+    """Send `data` from a, run `duration`, check b got it all; a's counters."""
+    h.a.send(ca, data)
+    h.run(duration=duration)
+    assert h.b.recv(cb) == data
+    return h.counters_a
+
+
 def test_rack_repairs_a_loss_with_too_few_segments_for_three_duplicate_acks() -> None:
     """RFC 8985 6.2: two segments delivered after a lost one are enough. The retransmission leaves
     once RACK.rtt plus the reordering window (min_RTT / 4) passed since the original left."""
     h, ca, cb, base, mss = sender(TcpConfig(nodelay=True))
     h.drop_if = drop_copies({0: 1}, base)
     sent_at = h.now
-    h.a.send(ca, b"r" * (3 * mss))
-    h.run(duration=1)
-    assert h.b.recv(cb) == b"r" * (3 * mss)
-    c = h.counters_a
+    c = delivered(h, ca, cb, b"r" * (3 * mss), 1)
     assert c["rto_expired"] == 0 and c["rack_retransmits"] == 1 and c["retransmits"] == 1
     assert c["fast_retransmits"] == 1
     (retransmit,) = [t for t, seg, _ in data_sent(h) if seg.seq == base & 0xFFFFFFFF][1:]
@@ -85,10 +91,7 @@ def test_tail_loss_probe_repairs_the_last_segment() -> None:
     h, ca, cb, base, mss = sender(TcpConfig(nodelay=True))
     h.drop_if = drop_copies({9 * mss: 1}, base)
     sent_at = h.now
-    h.a.send(ca, b"t" * (10 * mss))
-    h.run(duration=2)
-    assert h.b.recv(cb) == b"t" * (10 * mss)
-    c = h.counters_a
+    c = delivered(h, ca, cb, b"t" * (10 * mss), 2)
     assert c["rto_expired"] == 0 and c["tlp_probes"] == 1 and c["retransmits"] == 1
     assert c["tlp_recoveries"] == 1
     probe = data_sent(h)[-1]
@@ -134,10 +137,7 @@ def test_dupack_setting_models_a_simple_toe() -> None:
     """loss_detection=dupack: no RACK, no TLP; two segments after a loss are not enough, the RTO repairs it."""
     h, ca, cb, base, mss = sender(TcpConfig(nodelay=True, loss_detection="dupack"))
     h.drop_if = drop_copies({0: 1}, base)
-    h.a.send(ca, b"d" * (3 * mss))
-    h.run(duration=3)
-    assert h.b.recv(cb) == b"d" * (3 * mss)
-    c = h.counters_a
+    c = delivered(h, ca, cb, b"d" * (3 * mss), 3)
     assert c["rto_expired"] == 1 and c["rack_retransmits"] == 0 and c["tlp_probes"] == 0
 
 
