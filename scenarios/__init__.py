@@ -19,6 +19,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "cc_share",
     "checksum",
     "chimney",
+    "failover",
     "fingerprint",
     "handshake",
     "host_bypass",
