@@ -22,8 +22,7 @@ taken from the ambiguous ACK of a retransmitted segment, which Karn's algorithm 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from .transfer import (
     read_frames,
     retransmissions_after_duplicate_acks,
     send_times,
+    wait_for_capture,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ MIN_RTO_S = 0.2
 FAST_REPLY_S = 0.05
 BACKOFF_RATIO = (1.5, 2.5)
 KARN_TOLERANCE = 1.5
-POLL_S = 0.02
 
 class LossParams(ScenarioParams):
     rates: str = Field("1,5,10", pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
@@ -180,23 +179,13 @@ def _fast_retransmit(ctx: RunContext, variant: str, pcap: Path, plot: Path, port
                      f"fewer{example}", pcaps=[pcap], plots=[plot], numbers=numbers)
 
 
-def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll a condition read from a growing capture until it holds or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_S)
-    return True
-
-
 def _black_hole(ctx: RunContext, conversation: EchoConversation, pcap: Path, size: int, transmissions: int
                 ) -> list[float]:
     """Drop everything towards the client, send `size` bytes, watch the reply sent `transmissions` times."""
     sender = (ctx.address(ctx.server), ctx.port("echo"))
     impair(ctx, {"loss": 100, "gemodel": None}, direction="b_to_a")
     conversation.send(size)
-    _wait_until(lambda: len(send_times(read_frames(pcap), sender, size)) >= transmissions, timeout_s=15.0)
+    wait_for_capture(pcap, lambda frames: len(send_times(frames, sender, size)) >= transmissions, timeout_s=15.0)
     impair(ctx, {"loss": 0, "gemodel": None}, direction="b_to_a")
     conversation.echoed(timeout_s=30.0)
     return send_times(read_frames(pcap), sender, size)

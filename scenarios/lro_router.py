@@ -34,7 +34,7 @@ from lab.render import load_topology
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .plots import time_sequence
 from .targets import make
-from .transfer import EchoResult, echo_transfer, read_frames
+from .transfer import EchoResult, echo_transfer, read_frames, wait_for_capture
 
 IP_TCP_HEADERS = 40  # IPv4 and TCP headers without options: the MSS is the MTU less these
 COLLAPSE_FRACTION = 0.25
@@ -149,6 +149,8 @@ def _transfer(ctx: RunContext, name: str, limit_s: float) -> Forwarded:
     server_capture = ctx.capture(ctx.server, ctx.iface(ctx.server), f"tcp dst port {port}", name=f"{name}-h2.pcap")
     try:
         echo = echo_transfer(ctx, ctx.params.transfer_kib * 1024, limit_s)
+        # Every echoed byte crossed h2's link first: stop once the capture there holds them.
+        wait_for_capture(server_capture.path, lambda frames: sum(f.payload_len for f in frames) >= echo.bytes, 3.0)
     finally:
         client_pcap, server_pcap = client_capture.stop(), server_capture.stop()
     mss = ctx.params.egress_mtu - IP_TCP_HEADERS

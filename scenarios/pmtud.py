@@ -37,6 +37,7 @@ from lab.render import load_topology
 
 from .framework import Check, RunContext, ScenarioParams
 from .peer import option_value
+from .transfer import wait_for_capture
 from .wire import tcp_frames
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ PMTUD_RFC = {4: "RFC1191 3", 6: "RFC8201 4"}
 CACHE_RFC = {4: "RFC1191 6.3", 6: "RFC8201 5.2"}
 PMTU_COVERS = (*PMTUD_RFC.values(), *CACHE_RFC.values(), "MUST-16", "SHLD-6", "RFC2923 2.1", "RFC4459 3.2")
 TCP_INFO_SIZE = 136
+#: How long a capture may take to hold what the transfer moved (past the narrow hop, every delivered byte).
+CAPTURE_SETTLE_S = 3.0
 
 
 class MtuParams(ScenarioParams):
@@ -231,6 +234,8 @@ def transfer(ctx: RunContext, plan: PathPlan, version: int, role: str, tag: str,
             moved = pull_bulk(client, version, server, ctx.port("chargen"), nbytes, timeout_s)
         else:
             moved = send_bulk(client, version, server, ctx.port("discard"), nbytes, timeout_s)
+        wait_for_capture(capture.path, lambda frames: sum(f.payload_len for f in frames) >= moved.delivered,
+                         CAPTURE_SETTLE_S)
     finally:
         pcap = capture.stop()
     sizes = [f.payload_len for f in tcp_frames(pcap) if f.payload_len]

@@ -40,6 +40,7 @@ from scapy.layers.l2 import Ether
 
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .peer import SEQ_MOD, Peer, PeerTimeout, flag_set, option_value, seq_add, tcp_payload
+from .transfer import wait_for_capture
 from .wire import TcpFrame, tcp_frames
 
 HALF_SPACE = 1 << 31
@@ -559,13 +560,16 @@ def _ack_delays(ctx: RunContext, session: _Session) -> Iterator[Check]:
         with session.peer("discard") as peer:
             synack = peer.handshake([("MSS", ctx.params.mtu - 40)])
             payload = bytes(i % 256 for i in range(option_value(synack, "MSS") or 536))
+            answered = 0
             for _ in range(n):
                 peer.send_data(payload, flags="A")
                 try:
                     peer.expect("A", ack=peer.snd_nxt, timeout_s=1.0)
                 except PeerTimeout:
                     break
+                answered += 1
             sender = (ctx.address(ctx.client), peer.sport)
+        wait_for_capture(capture.path, lambda frames: len(ack_delays(frames, sender, len(payload))) >= answered, 3.0)
     finally:
         pcap = capture.stop()
     delays = ack_delays(tcp_frames(pcap), sender, len(payload))

@@ -13,6 +13,8 @@ import bisect
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from .framework import RunContext
 
 SEQ_MOD = 1 << 32
+CAPTURE_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,21 @@ def send_times(frames: list[TcpFrame], sender: tuple[str, int], payload_len: int
     """When `sender` sent (and re-sent) its first segment of exactly `payload_len` bytes."""
     mine = [f for f in frames if (f.src, f.sport) == sender and f.payload_len == payload_len]
     return [f.ts for f in mine if f.seq == mine[0].seq] if mine else []
+
+
+def wait_for_capture(pcap: Path, condition: Callable[[list[TcpFrame]], bool], timeout_s: float) -> bool:
+    """Read a growing capture until its frames satisfy `condition` or the time is up; whether they did.
+
+    tcpdump hands packets over one by one and drops what it has not read yet when it is stopped,
+    so a transfer that took milliseconds can end before its frames reach the file: stop the
+    capture only once it holds what the check is about.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition(read_frames(pcap)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(CAPTURE_POLL_S)
+    return True
 
 
 def read_frames(pcap: Path) -> list[TcpFrame]:

@@ -341,3 +341,11 @@ def test_wire_reads_classic_pcap_only_and_says_what_else_it_got(tmp_path: Path) 
     (tmp_path / "x.pcap").write_bytes(b"not a capture at all")
     with pytest.raises(ValueError, match="is not a classic pcap file"):
         list(read_pcap(tmp_path / "x.pcap"))
+
+
+def test_wait_for_capture_returns_once_the_file_holds_what_is_asked(tmp_path: Path) -> None:
+    from scenarios.transfer import wait_for_capture
+    pcap = tmp_path / "t.pcap"
+    wrpcap(str(pcap), transfer_frames())
+    assert wait_for_capture(pcap, lambda frames: len(frames) >= 8, 1.0)
+    assert not wait_for_capture(pcap, lambda frames: len(frames) >= 9, 0.1), "the time limit ends a wait in vain"
