@@ -48,9 +48,15 @@ def build(topology: str, params: list[str], backend: str):  # -> Lab
 
 
 def is_lab_id(name: str) -> bool:
-    from lab.state import read_record
+    """A running lab's id, or a name shaped like one (so a typo gets "no such lab", not "no such topology")."""
+    import re
 
-    return "/" not in name and read_record(name) is not None
+    from lab.render import TOPOLOGY_DIR, SUFFIX
+    from lab.state import LAB_ID_PREFIX, read_record
+
+    if "/" in name or (TOPOLOGY_DIR / f"{name}{SUFFIX}").is_file():
+        return False
+    return read_record(name) is not None or re.fullmatch(f"{LAB_ID_PREFIX}[0-9a-f]{{4}}", name) is not None
 
 
 def print_json(data: Any) -> None:
