@@ -126,14 +126,16 @@ def run_scenarios(args: argparse.Namespace) -> int:
                 if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
                     trim_pcaps(root / s.name / target)
                 console.print(f"{label}: {_outcome(result)}", highlight=False)
-    finally:
+    except BaseException:  # interrupted or broken: still the report of what finished
         _write_outputs(results, args, root)
+        raise
     _print_summary(results, verbose=args.verbose)
+    _write_outputs(results, args, root)
     return 1 if any(r.failed for r in results) else 0
 
 
 def _write_outputs(results: list, args: argparse.Namespace, root: Path) -> None:
-    """Report and JSON of what finished, also when the run is being interrupted."""
+    """Report and JSON of what finished."""
     if not results or not (args.report or args.json):
         return
     from .report import write_json, write_report
