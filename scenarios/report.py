@@ -18,7 +18,7 @@ from typing import Any
 from jinja2 import Environment, select_autoescape
 
 from . import requirements
-from .claims_report import CLAIMS_TEMPLATE, claims_data
+from .claims_report import claims_data, claims_page
 from .framework import ScenarioResult, Verdict
 
 _RANK = {Verdict.FAIL.value: 2, Verdict.PASS.value: 1, Verdict.SKIP.value: 0}
@@ -136,6 +136,6 @@ def write_report(results: list[ScenarioResult], directory: Path) -> Path:
     env = Environment(autoescape=select_autoescape(default=True))
     html = env.from_string(TEMPLATE).render(**data, images=images)
     (directory / "index.html").write_text(html)
-    (directory / "claims.html").write_text(env.from_string(CLAIMS_TEMPLATE).render(**data))
+    (directory / "claims.html").write_text(claims_page(data, env))
     write_json(results, directory / "results.json", directory)
     return directory / "index.html"

@@ -44,7 +44,10 @@ def test_a_claims_cell_is_the_worst_verdict_and_unchecked_claims_are_listed() ->
     assert data["TOE-6"]["cells"]["kernel"]["verdict"] == "fail"
     assert data["TOE-6"]["cells"]["kernel"]["count"] == 2
     assert data["TOE-6"]["cells"]["toe"]["verdict"] == "skip"
-    assert data["TOE-6"]["cells"]["kernel"]["checks"][0]["numbers"] == [("share", 0.5)]
+    kernel6 = data["TOE-6"]["cells"]["kernel"]
+    assert [k["id"] for k in kernel6["checks"]] == ["b", "a"]  # failures first
+    assert kernel6["checks"][1]["numbers"] == [("share", 0.5)]
+    assert kernel6["by_verdict"] == {"fail": 1, "pass": 1, "skip": 0}
     assert data["TOE-7"]["cells"] == {"kernel": data["TOE-7"]["cells"]["kernel"]}
     assert not data["TOE-1"]["checked"] and data["TOE-1"]["cells"] == {}
     assert [c["claim"] for c in claims_data(rows, ["kernel"])][:3] == ["TOE-1", "TOE-2", "TOE-3"]
@@ -62,3 +65,15 @@ def test_report_writes_a_claims_page_and_claims_in_the_json(tmp_path: Path) -> N
     toe6 = next(c for c in saved["claims"] if c["claim"] == "TOE-6")
     assert toe6["cells"]["toe"]["verdict"] == "pass"
     assert saved["results"][0]["checks"][0]["claims"] == ["TOE-6"]
+
+
+def test_the_claims_page_folds_long_cells_and_leaves_out_targets_without_claims(tmp_path: Path) -> None:
+    checks = [_check(f"c{i}", "pass", ("TOE-9",), target="toe", note="x" * 100) for i in range(5)]
+    toe = ScenarioResult(scenario="s", purpose="p", target="toe", seed=1, params={}, checks=checks)
+    other = ScenarioResult(scenario="t", purpose="p", target="kernel", seed=1, params={},
+                           checks=[_check("plain", "pass", ())])
+    write_report([toe, other], tmp_path)
+    page = (tmp_path / "claims.html").read_text()
+    assert "<summary>2 more</summary>" in page and "5 pass" in page
+    assert "<th>kernel</th>" not in page and "<th>toe</th>" in page
+    assert "note=" + "x" * 59 + "\u2026" in page
