@@ -126,3 +126,22 @@ def test_up_interrupted_mid_build_leaves_nothing() -> None:
     assert took < LIMIT_S
     assert "while building topology chain" in err
     assert_nothing_left(record)
+
+
+def test_interrupted_run_all_still_reports_what_finished(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    proc = start("run", "all", "--target", "kernel", "--report", str(report))
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "[1/N] NAME on kernel: ..." once the first scenario has finished
+    assert first.startswith("[1/"), first + proc.communicate()[1][-800:]
+    finished = first.split("] ", 1)[1].split(" on ", 1)[0]
+    records = records_of(proc)
+    status, took, err = signal_and_wait(proc, signal.SIGINT)
+    assert status == 130, err[-800:]
+    assert took < LIMIT_S, f"took {took:.2f} s"
+    import json
+    results = json.loads((report / "results.json").read_text())["results"]
+    assert finished in {r["scenario"] for r in results}
+    assert (report / "index.html").is_file()
+    for record in records:
+        assert_nothing_left(record)
