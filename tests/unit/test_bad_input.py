@@ -176,20 +176,30 @@ def test_cli_topologies_lists_a_broken_template_beside_the_good_ones() -> None:
     assert {"two_hosts", "router_path"} <= names
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the tool check comes after the root check")
-def test_a_missing_tool_is_named_before_anything_is_built(tmp_path: Path) -> None:
-    """A PATH without nft: a toe node needs it, so `toelab up toe_pair` refuses at once."""
+def path_without(tmp_path: Path, missing: str) -> str:
+    """A PATH holding the lab's usual tools except `missing`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("ip", "ethtool", "tcpdump", "iperf3", "ping"):
+    for tool in ("ip", "ethtool", "tcpdump", "iperf3", "ping", "nft", "tc"):
         found = next((Path(d) / tool for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin") if (Path(d) / tool).exists()),
                      None)
-        if found is not None:
+        if found is not None and tool != missing:
             (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tool check comes after the root check")
+@pytest.mark.parametrize(("args", "missing", "said"), [
+    (["up", "toe_pair"], "nft", "loads nftables rules into node"),
+    (["run", "handshake"], "tcpdump", "toelab run captures every scenario's packets"),
+    (["demo"], "iperf3", "toelab demo measures router_path with iperf3"),
+])
+def test_a_missing_tool_is_named_before_anything_is_built(tmp_path: Path, args: list[str], missing: str,
+                                                          said: str) -> None:
     before = host_state()
-    done = toelab("up", "toe_pair", env={**os.environ, "PATH": str(bin_dir)})
+    done = toelab(*args, env={**os.environ, "PATH": path_without(tmp_path, missing)})
     assert done.returncode == 2, done.stdout + done.stderr
     message = " ".join(done.stderr.split())
-    assert "loads nftables rules into node" in message and "nft is not installed" in message, message
-    assert "apt-get install nftables" in message
+    assert said in message and f"{missing} is not installed" in message, message
+    assert "apt-get install" in message
     assert leftovers_since(before) == []
