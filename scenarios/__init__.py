@@ -28,6 +28,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "loss",
     "lro_router",
     "mtu_mismatch",
+    "pkt.scenario",
     "pmtu_path",
     "reordering",
     "rfc9293",

@@ -65,6 +65,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("bench", "print benchmarks with ratios against references measured in the same run", "toelab.bench"),
     Command("demo", "the main job: a sanity run on router_path, then every scenario on both targets, with a report",
             "toelab.demo"),
+    Command("pkt", "run packetdrill scripts against the kernel or the engine over a real wire", "scenarios.pkt.cli"),
 )
 
 

@@ -26,10 +26,7 @@ KNOWN_FAILURES: dict[str, dict[str, tuple[int, str]]] = {
     # Linux drops an in-window RST in TIME-WAIT silently (tcp_timewait_state_process) instead of
     # answering with the challenge ACK of RFC 5961 3.2.
     "kernel": {"states/time-wait/rst-in-window": (18, "nothing came")},
-    # The engine has no TCP_USER_TIMEOUT (its R2 is a retransmission count, tcp.retries2, set per
-    # engine) and does not report urgent data to the application.
-    "toe": {"api/user-timeout": (12, "ENOPROTOOPT"), "api/syn-user-timeout": (4, "ENOPROTOOPT"),
-            "api/urgent-data": (16, "poll(): expected result 1 but got 0")},
+    "toe": {},
 }
 
 
