@@ -86,20 +86,31 @@ def test_scenarios_use_only_labs_public_api() -> None:
     assert wrong == [], "scenarios reaching into lab's internals:\n" + "\n".join(sorted(set(wrong)))
 
 
-def test_no_method_is_patched_onto_another_modules_class() -> None:
-    """`Lab.engine = engine` in another module is how a layer grows a hidden arrow; none may exist."""
-    wrong = []
-    for name, path in modules():
-        tree = ast.parse(path.read_text(), str(path))
-        imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-                    for alias in node.names}
-        for node in tree.body:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-                node, (ast.AnnAssign, ast.AugAssign)) else []
-            for target in targets:
-                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
-                        and target.value.id in imported and target.value.id[:1].isupper():
-                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno} sets {target.value.id}.{target.attr}")
+def registrations(path: Path) -> list[str]:
+    """Module-level statements that change something imported from another module: `X.attr = ...`,
+    `X[key] = ...`, `X.append(...)` and the like."""
+    tree = ast.parse(path.read_text(), str(path))
+    imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    found = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            if isinstance(target, (ast.Attribute, ast.Subscript)) and isinstance(target.value, ast.Name) \
+                    and target.value.id in imported:
+                found.append(f"{path.name}:{node.lineno} changes {target.value.id}")
+        call = node.value if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) else None
+        if call is not None and isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name) \
+                and call.func.value.id in imported and call.func.attr in ("append", "update", "setdefault", "add"):
+            found.append(f"{path.name}:{node.lineno} calls {call.func.value.id}.{call.func.attr}")
+    return found
+
+
+def test_nothing_registers_itself_in_another_module_on_import() -> None:
+    """`Lab.engine = engine` or `BENCHES["core"] = ...` at import time in another module is how a layer grows
+    a hidden arrow and a registry fills by side effect; tables are written where they are defined."""
+    wrong = [f"{path.relative_to(REPO).parent}/{hit}" for _, path in modules() for hit in registrations(path)]
     assert wrong == [], "\n".join(wrong)
 
 
@@ -110,6 +121,10 @@ def test_the_import_reader_sees_a_violation(tmp_path: Path) -> None:
     found = [t for t, _ in imports_of("lab.bad", module)]
     assert "scenarios" in found and "toelab.cli" in found
     assert any(within(t, "scenarios") for t in found)
+    patched = tmp_path / "patch.py"
+    patched.write_text("from lab.lab import Lab\nfrom toelab.bench import BENCHES\nLab.engine = len\n"
+                       "BENCHES['x'] = 1\nBENCHES.append(2)\n")
+    assert len(registrations(patched)) == 3
 
 
 @pytest.mark.parametrize(("module", "must_not_load"), [
