@@ -28,6 +28,7 @@ from pydantic import Field
 
 from lab.audit import audit_interfaces
 
+from .cpu_cost import CLOCK_TICKS, namespace_times
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .host_side import HOST_PORTS, Flow, connects, download, hold_open, host_interface, host_services, setup_rate, upload
 from .transfer import echo_transfer
@@ -41,6 +42,9 @@ MIN_LIMITED_FRACTION = 0.3
 #: A flow the limit does not apply to must go at least this many times faster than the limit.
 BYPASS_FACTOR = 2.0
 POLICE_BURST = 64_000
+SETUP_BATCHES = 8
+#: CPU is read in clock ticks: a difference counts when it is at least this many ticks.
+RESOLUTION_TICKS = 3
 SERVICE = {"discard": 9, "chargen": 19, "echo": 7}
 
 
@@ -50,7 +54,7 @@ class HostBypassParams(ScenarioParams):
     transfer_kib: int = Field(2048, ge=256, le=65536, description="KiB per shaped or policed flow")
     rmem_max: int = Field(16384, ge=4096, le=1 << 20, description="tcp_rmem default and maximum on the server's host "
                           "stack, bytes (a topology sysctl, so every listener has it)")
-    setups: int = Field(100, ge=10, le=5000, description="sequential connections per port for setups/s")
+    setups: int = Field(400, ge=8, le=5000, description="sequential connections per port (setup cost)")
     limit_s: float = Field(10, gt=0, le=120, description="time limit of each flow")
 
 
@@ -126,12 +130,13 @@ class _Declined:
 
     def __enter__(self) -> _Declined:
         self.before = self.engine.stats()["counters"].get("conn_fallback", 0)
-        self.capacity = self.engine.config()["capacity"]
+        config = self.engine.config()
+        self.capacity, self.policy = config["capacity"], config["policy"]
         self.engine.set(capacity=0, policy="fallback")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.engine.set(capacity=self.capacity)
+        self.engine.set(capacity=self.capacity, policy=self.policy)
 
     def fallbacks(self) -> int:
         return int(self.engine.stats()["counters"].get("conn_fallback", 0) - self.before)
@@ -152,30 +157,46 @@ def _counters(ctx: RunContext) -> Rules:
 
 # --- TOE-2 ---------------------------------------------------------------------------------
 def _setups(ctx: RunContext) -> Iterator[Check]:
+    """Sequential connections to a service port and a host port, in interleaved batches.
+
+    Wall-clock rates on a shared machine follow its load more than the stacks, so the verdict
+    rests on CPU per connection charged to the server's processes (the engine's handshakes are
+    its own; the host's run in softirq charged to whoever delivers the frames, on `toe` the
+    engine passing them to its TAP, and in the services' accept calls).
+    """
     p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
+    server_ns = ctx.lab.node(ctx.server).netns
     setup_rate(netns, addr, HOST_PORTS["discard"], 5, 2.0)  # warm the client's path and caches
-    service_ok = host_ok = 0
-    service_s = host_s = 0.0
-    for _ in range(p.setups // 10):  # interleaved batches, so a busy moment costs both ports alike
-        ok, rate = setup_rate(netns, addr, SERVICE["discard"], 10, 2.0)
-        service_ok, service_s = service_ok + ok, service_s + ok / max(rate, 1e-9)
-        ok, rate = setup_rate(netns, addr, HOST_PORTS["discard"], 10, 2.0)
-        host_ok, host_s = host_ok + ok, host_s + ok / max(rate, 1e-9)
-    attempts = p.setups // 10 * 10
-    service_rate, host_rate = service_ok / max(service_s, 1e-9), host_ok / max(host_s, 1e-9)
-    ratio = service_rate / max(host_rate, 1e-9)
-    numbers = {"service_setups_per_s": round(service_rate), "host_setups_per_s": round(host_rate),
-               "ratio": round(ratio, 3), "service_ok": service_ok, "host_ok": host_ok, "attempts": attempts}
-    all_ok = service_ok == host_ok == attempts
+    ok = {SERVICE["discard"]: 0, HOST_PORTS["discard"]: 0}
+    wall = dict.fromkeys(ok, 0.0)
+    cpu = dict.fromkeys(ok, 0.0)
+    batch = max(1, p.setups // SETUP_BATCHES)
+    for _ in range(SETUP_BATCHES):  # interleaved, so a busy moment costs both ports alike
+        for port in ok:
+            before = namespace_times(server_ns)
+            done, rate = setup_rate(netns, addr, port, batch, 2.0)
+            cpu[port] += namespace_times(server_ns).since(before)
+            ok[port] += done
+            wall[port] += done / max(rate, 1e-9)
+    attempts = batch * SETUP_BATCHES
+    service, host = SERVICE["discard"], HOST_PORTS["discard"]
+    per = {port: cpu[port] / max(ok[port], 1) * 1e6 for port in ok}  # CPU microseconds per connection
+    numbers = {"service_setups_per_s": round(ok[service] / max(wall[service], 1e-9)),
+               "host_setups_per_s": round(ok[host] / max(wall[host], 1e-9)),
+               "service_cpu_us_per_setup": round(per[service], 1), "host_cpu_us_per_setup": round(per[host], 1),
+               "service_ok": ok[service], "host_ok": ok[host], "attempts": attempts}
+    all_ok = ok[service] == ok[host] == attempts
+    said = (f"{ok[service]}/{attempts} sequential connections to port {service} "
+            f"({numbers['service_setups_per_s']}/s, {per[service]:.0f} server CPU-us each) and {ok[host]}/{attempts} "
+            f"to host port {host} ({numbers['host_setups_per_s']}/s, {per[host]:.0f} CPU-us each)")
     if _toe(ctx):
-        ok, seen = all_ok and ratio < 1, "the offloaded port set up fewer connections per second than the host stack"
+        # More CPU on the service port, by more than the accounting's resolution (clock ticks) can blur.
+        verdict = all_ok and cpu[service] - cpu[host] >= RESOLUTION_TICKS / CLOCK_TICKS
+        seen = ("the engine's own handshakes cost the server more CPU than the host stack's" if verdict else
+                f"not what the claim predicts (or within {RESOLUTION_TICKS} clock ticks of it)")
     else:
-        ok, seen = all_ok and 1 / 3 <= ratio <= 3, "both ports are the host stack's and set up at a like rate"
-    yield ctx.check("setup-rate", "RFC9293 3.5", ok,
-                    f"{service_ok}/{attempts} sequential connections to port {SERVICE['discard']} at "
-                    f"{service_rate:.0f}/s and {host_ok}/{attempts} to host port {HOST_PORTS['discard']} at "
-                    f"{host_rate:.0f}/s (ratio {ratio:.2f}): {seen if ok else 'not what the claim predicts'}",
-                    numbers=numbers, claims=("TOE-2",))
+        verdict, seen = all_ok, "the host stack's reference, on both ports"
+    yield ctx.check("setup-cost", "RFC9293 3.5", verdict, f"{said}: {seen}", numbers=numbers, claims=("TOE-2",))
 
 
 # --- TOE-6 ---------------------------------------------------------------------------------

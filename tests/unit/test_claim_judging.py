@@ -132,3 +132,22 @@ def test_repair_options_carry_what_the_connection_negotiated() -> None:
     bare = RepairState(*state.__dict__.values())
     object.__setattr__(bare, "options", 0)
     assert list(struct.iter_unpack("=II", repair_options(bare))) == [(TCPOPT_MSS, 1448)]
+
+
+def test_largest_window_scales_what_follows_the_syn_ack(tmp_path) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from scenarios.host_bypass import largest_window
+
+    server, client = "10.0.0.2", "10.0.0.1"
+    frames = [Ether() / IP(src=client, dst=server) / TCP(sport=4000, dport=9, flags="S", window=64240),
+              Ether() / IP(src=server, dst=client) / TCP(sport=9, dport=4000, flags="SA", window=1000,
+                                                          options=[("MSS", 1460), ("WScale", 7)]),
+              Ether() / IP(src=server, dst=client) / TCP(sport=9, dport=4000, flags="A", window=300),
+              Ether() / IP(src=server, dst=client) / TCP(sport=5009, dport=4001, flags="A", window=9999)]
+    pcap = tmp_path / "w.pcap"
+    wrpcap(str(pcap), frames)
+    assert largest_window(pcap, server, 9) == 300 << 7
+    assert largest_window(pcap, server, 19) == 0
