@@ -14,7 +14,7 @@ import pytest
 from toe_engine.counters import Counters
 from toe_engine.impair import ImpairmentSpec
 from toe_engine.loss_study import download
-from toe_engine.runtime.endpoint import EndpointSettings
+from toe_engine.runtime.endpoint import EndpointSettings, check_runtime_tcp
 from toe_engine.segment import SYN, Segment
 from toe_engine.tcp import State, TcpConfig
 from toe_engine.tcp.congestion import Cubic
@@ -147,6 +147,16 @@ def test_loss_detection_is_a_validated_engine_setting() -> None:
         TcpConfig(loss_detection="fast")
     settings = EndpointSettings.parse({"addresses": ["10.0.0.1"], "tcp": {"loss_detection": "dupack"}})
     assert settings.tcp_config(1500).loss_detection == "dupack"
+    assert check_runtime_tcp(TcpConfig(), {"loss_detection": "dupack"}) == {"loss_detection": "dupack"}  # `toe set`
+    with pytest.raises(ValueError, match="tcp.loss_detection must be one of rack-tlp, dupack"):
+        check_runtime_tcp(TcpConfig(), {"loss_detection": "rack"})
+    cfg = TcpConfig()
+    h = Harness(cfg, TcpConfig())
+    ca, _ = h.establish()
+    cfg.loss_detection = "dupack"  # as `set` applies it: connections opened from now on
+    cd = h.a.connect(IP_A, IP_B, 80, h.now)
+    h.run(duration=1)
+    assert h.a.connection(ca).rack and not h.a.connection(cd).rack  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("loss_detection", ["dupack", "rack-tlp"])

@@ -48,7 +48,7 @@ from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
 from toe_engine.tcp import congestion
-from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.config import LOSS_DETECTION, TcpConfig
 
 DEFAULT_SERVICES: dict[int, str] = {9: "discard", 7: "echo", 19: "chargen", 80: "http"}
 #: TCP settings for bulk transfers over a veth: windows that cover a fast link's BDP many
@@ -60,7 +60,7 @@ MAX_TSO_FRAME = 65535 - 120
 SETTABLE = ("capacity", "policy", "services", "addresses", "tcp")
 #: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
 #: and the congestion control new connections start with (an offload NIC's firmware choice).
-RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion"})
+RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion", "loss_detection"})
 MAX_LOGGED_ERRORS = 10
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
@@ -219,6 +219,10 @@ def check_runtime_tcp(current: TcpConfig, value: object) -> dict[str, Any]:
             if number not in congestion.ALGORITHMS:
                 raise ValueError(f"tcp.congestion must be one of {', '.join(sorted(congestion.ALGORITHMS))}, "
                                  f"got {number!r}")
+            continue
+        if name == "loss_detection":
+            if number not in LOSS_DETECTION:
+                raise ValueError(f"tcp.loss_detection must be one of {', '.join(LOSS_DETECTION)}, got {number!r}")
             continue
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             raise ValueError(f"tcp.{name} must be a non-negative integer, got {number!r}")
