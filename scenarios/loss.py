@@ -63,7 +63,7 @@ class LossParams(ScenarioParams):
     gemodel_r: float = Field(50.0, gt=0, le=100, description="Gilbert-Elliott bad->good transition, percent")
     download_kib: int = Field(3072, ge=256, le=65536, description="KiB downloaded from chargen per loss setting")
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
-    limit_s: float = Field(20.0, gt=0, le=300, description="time limit of each transfer, seconds")
+    limit_s: float = Field(30.0, gt=0, le=300, description="time limit of each transfer, seconds")
     backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
     min_share: float = Field(0.1, gt=0, le=1,
                              description="share of the lossless download rate each lossy download must keep")
@@ -88,18 +88,25 @@ def run(ctx: RunContext) -> Iterator[Check]:
         impair(ctx, impairments)
         yield from _transfers(ctx, variant, downloads)
     impair(ctx, {"loss": 0, "gemodel": None})
-    yield ctx.check("throughput-by-loss", "RFC5681 3.1", throughput_kept(baseline, downloads, p.min_share),
-                    f"without loss the download ran at {baseline.mbit_per_s:.1f} Mbit/s "
-                    f"({'complete' if baseline.complete else 'INCOMPLETE'}); with loss "
-                    + ", ".join(f"{k} {v.mbit_per_s:.1f} ({v.mbit_per_s / max(baseline.mbit_per_s, 1e-9):.0%}"
-                                f"{'' if v.complete else ', incomplete'})" for k, v in downloads.items())
-                    + f" (each must keep {p.min_share:.0%} of the lossless rate)",
-                    numbers={"mbit_per_s[loss=0]": round(baseline.mbit_per_s, 2),
-                             **{f"mbit_per_s[{k}]": round(v.mbit_per_s, 2) for k, v in downloads.items()},
-                             **{f"share[{k}]": round(v.mbit_per_s / max(baseline.mbit_per_s, 1e-9), 4)
-                                for k, v in downloads.items()}})
+    yield _throughput_by_loss(ctx, baseline, {k: v for k, v in downloads.items() if k.startswith("loss=")})
     ctx.progress("black hole: RTO backoff and Karn's rule")
     yield from _backoff_and_karn(ctx)
+
+
+def _throughput_by_loss(ctx: RunContext, baseline: DownloadResult, downloads: dict[str, DownloadResult]) -> Check:
+    """Random loss only: a Gilbert-Elliott burst that outlasts a few lone retransmissions stalls any stack for
+    seconds now and then, which says nothing about its rate under a given loss rate."""
+    p = ctx.params
+    share = {k: v.mbit_per_s / max(baseline.mbit_per_s, 1e-9) for k, v in downloads.items()}
+    return ctx.check("throughput-by-loss", "RFC5681 3.1", throughput_kept(baseline, downloads, p.min_share),
+                     f"without loss the download ran at {baseline.mbit_per_s:.1f} Mbit/s "
+                     f"({'complete' if baseline.complete else 'INCOMPLETE'}); with random loss "
+                     + ", ".join(f"{k} {v.mbit_per_s:.1f} ({share[k]:.0%}{'' if v.complete else ', incomplete'})"
+                                 for k, v in downloads.items())
+                     + f" (each must keep {p.min_share:.0%} of the lossless rate)",
+                     numbers={"mbit_per_s[loss=0]": round(baseline.mbit_per_s, 2),
+                              **{f"mbit_per_s[{k}]": round(v.mbit_per_s, 2) for k, v in downloads.items()},
+                              **{f"share[{k}]": round(v, 4) for k, v in share.items()}})
 
 
 def throughput_kept(baseline: DownloadResult, downloads: dict[str, DownloadResult], min_share: float) -> bool:
