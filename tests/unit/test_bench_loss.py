@@ -12,6 +12,7 @@ def runs(engine_seconds: float = 1.0) -> list[Run]:
     for setting, _ in SETTINGS:
         for kind, size in (("download", 3 * MIB), ("echo", MIB)):
             out.append(Run(kind, setting, "kernel", size, size, 0.1, True, {}))
+            out.append(Run(kind, setting, "kernel-reno", size, size, 0.2, True, {}))
             counters = {name: 0 for name in ENGINE_COUNTERS.values()} | {"rto_expired": 3, "tlp_probes": 6}
             out.append(Run(kind, setting, "toe", size, size, engine_seconds, engine_seconds < 30, counters))
     return out
@@ -25,6 +26,7 @@ def test_one_row_per_transfer_and_setting_with_the_kernel_as_reference() -> None
     row = data[3]
     assert {k: row[k] for k in ("bench", "unit", "reference", "engine", "ratio")} == {
         "bench": "loss", "unit": "Mbit/s", "reference": 251.66, "engine": 25.17, "ratio": 0.1}
+    assert (row["reno_reference"], row["reno_ratio"]) == (125.83, 0.2)
     assert row["engine_rto_per_mib"] == 1.0 and row["engine_tlp_per_mib"] == 2.0, "per MiB of the 3 MiB moved"
     assert data[5]["engine_rto_per_mib"] == 3.0, "the echo moved 1 MiB"
     assert "download, loss=10%" in str(table(data).columns[0]._cells)
@@ -46,7 +48,7 @@ def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: py
 
     import toelab.benches.loss as bench
 
-    def measure(endpoint: str, repeats: int) -> list[Run]:
+    def measure(endpoint: str, repeats: int, congestion: str | None = None) -> list[Run]:
         if endpoint == "toe":
             delta({}, {"rto_expired": 1}, *ENGINE_COUNTERS.values())
         return []

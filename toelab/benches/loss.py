@@ -8,12 +8,18 @@ h2, once with h2's kernel serving and once with the engine endpoint serving (eac
 its own, built the same way, in the same run). Per row: goodput of each, engine/kernel, time
 to complete, and the engine's RTOs and fast, RACK and TLP retransmissions per MiB moved.
 
+The kernel here runs bbr, which does not cut its window on random loss; the engine runs a
+loss-based congestion control (NewReno by default). So each row also has the kernel with
+`reno` in the server's namespace (`reno_reference`, `reno_ratio`): like for like, the cost of
+the engine's loss recovery apart from the choice of congestion control.
+
 A counter the engine does not report is an error, not a zero: a loss benchmark that cannot
 see the engine's loss recovery measures nothing about it.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,13 +97,19 @@ def _transfers(target: Target, lab: Lab, services: dict[str, int], setting: str,
         yield Run(kind, setting, target.name, size, moved, seconds, complete, counters)
 
 
-def measure_endpoint(endpoint: str, repeats: int) -> list[Run]:
-    """Every setting, `repeats` times, with `endpoint` serving on h2 behind the seeded middlebox."""
+def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None) -> list[Run]:
+    """Every setting, `repeats` times, with `endpoint` serving on h2 behind the seeded middlebox.
+
+    `congestion` sets the server namespace's net.ipv4.tcp_congestion_control (the kernel's choice);
+    its runs are labelled `kernel-<congestion>`.
+    """
     spec = load_topology("middlebox_chain", {"mb_kind": "middlebox", "tso": "true"})
     counter_names = tuple(ENGINE_COUNTERS.values()) if endpoint == "toe" else ()
     runs: list[Run] = []
     with Lab.up(spec) as lab:
         target = make(endpoint)
+        if congestion is not None:
+            lab.node("h2").write_sysctls({"net.ipv4.tcp_congestion_control": congestion})
         try:
             services = target.start(lab, "h2")
             for index, (setting, impairments) in enumerate(SETTINGS):
@@ -106,7 +118,8 @@ def measure_endpoint(endpoint: str, repeats: int) -> list[Run]:
                     runs += _transfers(target, lab, services, setting, repeat, counter_names)
         finally:
             target.stop()
-    return runs
+    label = endpoint if congestion is None else f"{endpoint}-{congestion}"
+    return [dataclasses.replace(r, endpoint=label) for r in runs]
 
 
 def _median_run(runs: list[Run]) -> Run:
@@ -120,13 +133,15 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     out = []
     for kind in ("download", "echo"):
         for setting, _ in SETTINGS:
-            kernel = _median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "kernel")])
-            engine = _median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "toe")])
+            kernel, reno, engine = (_median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, e)])
+                                    for e in ("kernel", "kernel-reno", "toe"))
             mib = max(engine.moved, 1) / MIB
             row: dict[str, Any] = {
                 "bench": BENCH, "measurement": f"{kind}, {setting}", "unit": "Mbit/s",
                 "reference": round(kernel.mbit_per_s, 2), "engine": round(engine.mbit_per_s, 2),
                 "ratio": round(engine.mbit_per_s / kernel.mbit_per_s, 3) if kernel.mbit_per_s else None,
+                "reno_reference": round(reno.mbit_per_s, 2),
+                "reno_ratio": round(engine.mbit_per_s / reno.mbit_per_s, 3) if reno.mbit_per_s else None,
                 "kernel_seconds": round(kernel.seconds, 3), "engine_seconds": round(engine.seconds, 3),
                 "kernel_complete": kernel.complete, "engine_complete": engine.complete,
                 "repeats": len([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "toe")])}
@@ -137,14 +152,16 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def table(data: list[dict[str, Any]]) -> Table:
-    t = Table(title="loss: kernel vs engine endpoint, same client, same seeded middlebox, same run (median)")
-    for column in ("measurement", "kernel Mbit/s", "engine Mbit/s", "engine/kernel", "kernel s", "engine s",
-                   "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
+    t = Table(title="loss: kernel (bbr, and reno) vs engine endpoint, same client, same seeded middlebox, same run "
+                    "(median)")
+    for column in ("measurement", "kernel Mbit/s", "engine Mbit/s", "engine/kernel", "kernel reno",
+                   "engine/reno", "kernel s", "engine s", "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
         t.add_column(column, justify="right")
     for row in data:
         late = "" if row["engine_complete"] else " (incomplete)"
         t.add_row(row["measurement"], f"{row['reference']:.1f}", f"{row['engine']:.1f}{late}",
-                  "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['kernel_seconds']:.2f}",
+                  "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['reno_reference']:.1f}",
+                  "-" if row["reno_ratio"] is None else f"{row['reno_ratio']:.2f}", f"{row['kernel_seconds']:.2f}",
                   f"{row['engine_seconds']:.2f}", f"{row['engine_rto_per_mib']:.2f}",
                   f"{row['engine_fast_per_mib']:.2f}", f"{row['engine_rack_per_mib']:.2f}",
                   f"{row['engine_tlp_per_mib']:.2f}")
@@ -153,7 +170,7 @@ def table(data: list[dict[str, Any]]) -> Table:
 
 def bench_loss(args: argparse.Namespace) -> Table:
     repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
-    runs = measure_endpoint("kernel", repeats)
+    runs = measure_endpoint("kernel", repeats) + measure_endpoint("kernel", repeats, congestion="reno")
     try:
         runs += measure_endpoint("toe", repeats)
     except UnknownCounter as exc:
