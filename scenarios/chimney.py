@@ -25,7 +25,6 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
-from lab.netns import entered
 
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .tcp_repair import RepairState, freeze, restore
@@ -51,11 +50,11 @@ class ChimneyParams(ScenarioParams):
           claims=("TOE-19",))
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
-    server_ns, client_ns = ctx.lab.node(ctx.server).netns, ctx.lab.node(ctx.client).netns
+    server_node, client_node = ctx.lab.node(ctx.server), ctx.lab.node(ctx.client)
     addr = ctx.address(ctx.server)
-    with entered(server_ns):
+    with server_node.inside():
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with entered(client_ns):
+    with client_node.inside():
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     chunk = p.chunk_kib * 1024
     data = ctx.rng.randbytes(chunk * (2 * p.chunks + 1))
@@ -88,7 +87,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
             server.sendall(echo_late)
             state = freeze(server)
             server.close()  # in repair mode: no FIN, no RST
-            with entered(server_ns):
+            with server_node.inside():
                 server = restore(state)
             _hold(ctx, False)
             server.settimeout(p.limit_s)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from lab.endpoint_nodes import start_endpoint
-from lab.netns import entered
 
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .targets import make
@@ -119,7 +118,7 @@ def _transfer(ctx: RunContext, limit_s: float, after_failure: bool = False) -> T
     p = ctx.params
     size = p.transfer_mib << 20
     data = ctx.rng.randbytes(size)
-    with entered(ctx.lab.node(ctx.client).netns):
+    with ctx.lab.node(ctx.client).inside():
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     digest, got, arrivals = hashlib.sha256(), 0, []
     failed_at = None

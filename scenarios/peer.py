@@ -28,7 +28,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
-from lab.netns import entered
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -118,7 +117,7 @@ class Peer:
         """
         program = compile_filter(bpf, linktype=DLT_EN10MB)
         fprog = struct.pack("HL", program.bf_len, ctypes.addressof(program.bf_insns.contents))
-        with entered(self.lab.node(self.node).netns):
+        with self.lab.node(self.node).inside():
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
