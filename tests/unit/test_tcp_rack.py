@@ -241,3 +241,31 @@ def test_engine_download_at_5_percent_loss_needs_at_most_one_rto_per_mib() -> No
     assert all(r.completed for r in results)
     assert sum(r.rtos for r in results) <= 3
     assert sum(r.rack_retransmits for r in results) > 0  # the losses were repaired by RACK instead
+
+
+def hold_back_first_copy(base: int, offsets: set[int], extra: float) -> Callable[[str, Segment], float]:
+    """Delay the first copy of each data segment at `base + offset` by `extra` seconds (reordering)."""
+    held = {(base + off) & 0xFFFFFFFF for off in offsets}
+
+    def rule(src: str, seg: Segment) -> float:
+        if src == "a" and seg.payload and seg.seq in held:
+            held.discard(seg.seq)
+            return extra
+        return 0.0
+
+    return rule
+
+
+@pytest.mark.parametrize("loss_detection, spurious", [("rack-tlp", 0), ("dupack", 1)])
+def test_reordering_once_seen_widens_the_window(loss_detection: str, spurious: int) -> None:
+    """RFC 8985 6.2 steps 3 and 4: a segment 3 ms late behind two others is waited for (min_RTT / 4
+    = 5 ms) and, arriving below RACK.fack without a retransmission, shows reordering; then a segment
+    3 ms late behind eight others is still not resent, where DupThresh fires a spurious retransmission."""
+    h, ca, cb, base, mss = sender(TcpConfig(nodelay=True, loss_detection=loss_detection))
+    h.delay_if = hold_back_first_copy(base, {0, 3 * mss}, 0.003)
+    c = delivered(h, ca, cb, b"o" * (3 * mss), 1)
+    assert c["retransmits"] == 0
+    if loss_detection == "rack-tlp":
+        assert h.a.connection(ca).rtxq.reordered  # type: ignore[union-attr]
+    c = delivered(h, ca, cb, b"o" * (9 * mss), 1)
+    assert c["retransmits"] == spurious and c["rto_expired"] == 0

@@ -1,8 +1,9 @@
 """Two TCP stacks joined by an in-memory channel, on a fake clock.
 
 The channel delivers segments after a delay and can lose, reorder and duplicate them with a
-seeded random generator, so every run is reproducible. Tests may also drop or rewrite chosen
-segments with `drop_if` and inspect everything that crossed the wire in `trace`.
+seeded random generator, so every run is reproducible. Tests may also drop chosen segments
+with `drop_if`, hold chosen ones back with `delay_if` (extra seconds, to reorder them), and
+inspect everything that crossed the wire in `trace`.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class Harness:
         self.trace: list[Sent] = []
         self.keep_trace = True
         self.drop_if: Callable[[str, Segment], bool] | None = None
+        self.delay_if: Callable[[str, Segment], float] | None = None
         self.on_step: Callable[[Harness], object] | None = None
         self._wire: list[tuple[float, int, str, Segment]] = []
         self._order = count()
@@ -93,6 +95,8 @@ class Harness:
             delay = imp.delay
             if imp.reorder and self.rng.random() < imp.reorder:
                 delay += imp.reorder_delay
+            if self.delay_if is not None:
+                delay += self.delay_if(src, seg)
             heapq.heappush(self._wire, (self.now + delay, next(self._order), src, seg))
 
     def step(self, until: float) -> bool:
