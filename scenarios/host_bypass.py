@@ -26,9 +26,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from lab.audit import audit_interfaces
+from lab.audit import MIN_PACKETS, InterfaceAudit, audit_interfaces, observe
 
-from .cpu_cost import CLOCK_TICKS, namespace_times
+from .cpu_cost import namespace_times
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .host_side import HOST_PORTS, Flow, connects, download, hold_open, host_interface, host_services, setup_rate, upload
 from .transfer import echo_transfer
@@ -42,9 +42,7 @@ MIN_LIMITED_FRACTION = 0.3
 #: A flow the limit does not apply to must go at least this many times faster than the limit.
 BYPASS_FACTOR = 2.0
 POLICE_BURST = 64_000
-SETUP_BATCHES = 8
-#: CPU is read in clock ticks: a difference counts when it is at least this many ticks.
-RESOLUTION_TICKS = 3
+SETUP_BATCHES = 16
 SERVICE = {"discard": 9, "chargen": 19, "echo": 7}
 
 
@@ -54,7 +52,7 @@ class HostBypassParams(ScenarioParams):
     transfer_kib: int = Field(2048, ge=256, le=65536, description="KiB per shaped or policed flow")
     rmem_max: int = Field(16384, ge=4096, le=1 << 20, description="tcp_rmem default and maximum on the server's host "
                           "stack, bytes (a topology sysctl, so every listener has it)")
-    setups: int = Field(400, ge=8, le=5000, description="sequential connections per port (setup cost)")
+    setups: int = Field(800, ge=8, le=5000, description="sequential connections per port (setup cost)")
     limit_s: float = Field(10, gt=0, le=120, description="time limit of each flow")
 
 
@@ -159,17 +157,19 @@ def _counters(ctx: RunContext) -> Rules:
 def _setups(ctx: RunContext) -> Iterator[Check]:
     """Sequential connections to a service port and a host port, in interleaved batches.
 
-    Wall-clock rates on a shared machine follow its load more than the stacks, so the verdict
-    rests on CPU per connection charged to the server's processes (the engine's handshakes are
-    its own; the host's run in softirq charged to whoever delivers the frames, on `toe` the
-    engine passing them to its TAP, and in the services' accept calls).
+    On a shared machine a batch's wall-clock rate follows the machine's load as much as the
+    stack, so each port is judged by its best batch (the least disturbed, as benchmarks take
+    the minimum of repeated runs); the totals, and the CPU each connection cost the server's
+    processes, are reported beside it.
     """
     p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
     server_ns = ctx.lab.node(ctx.server).netns
     setup_rate(netns, addr, HOST_PORTS["discard"], 5, 2.0)  # warm the client's path and caches
-    ok = {SERVICE["discard"]: 0, HOST_PORTS["discard"]: 0}
+    service, host = SERVICE["discard"], HOST_PORTS["discard"]
+    ok = {service: 0, host: 0}
     wall = dict.fromkeys(ok, 0.0)
     cpu = dict.fromkeys(ok, 0.0)
+    best = dict.fromkeys(ok, 0.0)
     batch = max(1, p.setups // SETUP_BATCHES)
     for _ in range(SETUP_BATCHES):  # interleaved, so a busy moment costs both ports alike
         for port in ok:
@@ -178,25 +178,29 @@ def _setups(ctx: RunContext) -> Iterator[Check]:
             cpu[port] += namespace_times(server_ns).since(before)
             ok[port] += done
             wall[port] += done / max(rate, 1e-9)
+            best[port] = max(best[port], rate if done == batch else 0.0)
     attempts = batch * SETUP_BATCHES
-    service, host = SERVICE["discard"], HOST_PORTS["discard"]
-    per = {port: cpu[port] / max(ok[port], 1) * 1e6 for port in ok}  # CPU microseconds per connection
-    numbers = {"service_setups_per_s": round(ok[service] / max(wall[service], 1e-9)),
+    ratio = best[service] / max(best[host], 1e-9)
+    numbers = {"service_best_setups_per_s": round(best[service]), "host_best_setups_per_s": round(best[host]),
+               "best_ratio": round(ratio, 3),
+               "service_setups_per_s": round(ok[service] / max(wall[service], 1e-9)),
                "host_setups_per_s": round(ok[host] / max(wall[host], 1e-9)),
-               "service_cpu_us_per_setup": round(per[service], 1), "host_cpu_us_per_setup": round(per[host], 1),
+               "service_cpu_us_per_setup": round(cpu[service] / max(ok[service], 1) * 1e6, 1),
+               "host_cpu_us_per_setup": round(cpu[host] / max(ok[host], 1) * 1e6, 1),
                "service_ok": ok[service], "host_ok": ok[host], "attempts": attempts}
     all_ok = ok[service] == ok[host] == attempts
-    said = (f"{ok[service]}/{attempts} sequential connections to port {service} "
-            f"({numbers['service_setups_per_s']}/s, {per[service]:.0f} server CPU-us each) and {ok[host]}/{attempts} "
-            f"to host port {host} ({numbers['host_setups_per_s']}/s, {per[host]:.0f} CPU-us each)")
+    said = (f"{ok[service]}/{attempts} sequential connections to port {service} (best batch "
+            f"{best[service]:.0f}/s) and {ok[host]}/{attempts} to host port {host} (best {best[host]:.0f}/s), "
+            f"ratio {ratio:.2f}")
     if _toe(ctx):
-        # More CPU on the service port, by more than the accounting's resolution (clock ticks) can blur.
-        verdict = all_ok and cpu[service] - cpu[host] >= RESOLUTION_TICKS / CLOCK_TICKS
-        seen = ("the engine's own handshakes cost the server more CPU than the host stack's" if verdict else
-                f"not what the claim predicts (or within {RESOLUTION_TICKS} clock ticks of it)")
+        verdict = all_ok and ratio < 1
+        seen = "the engine set up fewer connections per second than the host stack behind it" if verdict \
+            else "not what the claim predicts"
     else:
-        verdict, seen = all_ok, "the host stack's reference, on both ports"
-    yield ctx.check("setup-cost", "RFC9293 3.5", verdict, f"{said}: {seen}", numbers=numbers, claims=("TOE-2",))
+        verdict = all_ok and 1 / 3 <= ratio <= 3
+        seen = "both ports are the host stack's and set up at a like rate" if verdict else \
+            "one stack, yet the ports differ more than threefold"
+    yield ctx.check("setup-rate", "RFC9293 3.5", verdict, f"{said}: {seen}", numbers=numbers, claims=("TOE-2",))
 
 
 # --- TOE-6 ---------------------------------------------------------------------------------
@@ -455,25 +459,39 @@ def _global_view(ctx: RunContext) -> Iterator[Check]:
 
 # --- TOE-11 and TOE-17 ---------------------------------------------------------------------
 def _audit(ctx: RunContext, hif: str) -> Iterator[Check]:
-    """The audit's reading of the server's wire after the bulk flows: TSO on and super-frames really left."""
+    """The audit's judgement of the server's wire over one bulk download: TSO on, and super-frames really left.
+
+    The audit reads an interface's counters since it was made; the handshakes of the setup
+    checks alone would drag the average frame under the MTU, so the audit's own rule
+    (`lab.audit.observe`) is applied to the counters' growth over the download.
+    """
     wire = ctx.iface(ctx.server)
-    rows = [a for a in audit_interfaces(ctx.lab.record) if a.node == ctx.server]
-    row = next((a for a in rows if a.iface == wire), None)
-    if row is None:
-        yield ctx.check("audit-offload-happened", "RFC9293 3.7.4", False, f"the audit has no row for {ctx.server}:"
-                        f"{wire}", claims=("TOE-11",))
+
+    def row() -> InterfaceAudit | None:
+        return next((a for a in audit_interfaces(ctx.lab.record) if a.node == ctx.server and a.iface == wire), None)
+
+    before = row()
+    flow = download(ctx.lab.node(ctx.client).netns, ctx.address(ctx.server), SERVICE["chargen"],
+                    ctx.params.transfer_kib * 1024, ctx.params.limit_s)
+    after = row()
+    if before is None or after is None:
+        yield ctx.check("audit-offload-happened", "RFC9293 3.7.4", False,
+                        f"the audit has no row for {ctx.server}:{wire}", claims=("TOE-11",))
         return
-    packets, sent = row.stats["tx_packets"], row.stats["tx_bytes"]
+    grown = InterfaceAudit(after.node, after.iface, after.mtu, after.features,
+                           {k: after.stats[k] - before.stats.get(k, 0) for k in after.stats})
+    observe(grown)
+    packets, sent = grown.stats["tx_packets"], grown.stats["tx_bytes"]
     average = sent / max(packets, 1)
-    findings = [f"{a.iface}: {f}" for a in rows for f in a.findings]
-    tso = bool(row.features.get("tso"))
-    ok = packets >= 50 and tso and average > row.mtu and not findings
+    tso = bool(grown.features.get("tso"))
+    ok = flow.complete and packets >= MIN_PACKETS and tso and average > grown.mtu and not grown.findings
     yield ctx.check("audit-offload-happened", "RFC9293 3.7.4", ok,
-                    f"the audit read {ctx.server}:{wire} with TSO {'on' if tso else 'off'} and {packets} frames sent "
-                    f"averaging {average:.0f} bytes against an MTU of {row.mtu}"
-                    + (f"; it flagged {'; '.join(findings)}" if findings else "; it flagged nothing"),
-                    numbers={"tx_packets": packets, "avg_tx_frame": round(average), "mtu": row.mtu,
-                             "findings": len(findings), "host_interface": hif}, claims=("TOE-11",))
+                    f"over a {flow.bytes}-byte download the audit read {ctx.server}:{wire} with TSO "
+                    f"{'on' if tso else 'off'} sending {packets} frames averaging {average:.0f} bytes against an MTU "
+                    f"of {grown.mtu}" + (f"; it flagged {'; '.join(grown.findings)}" if grown.findings else
+                                         "; it flagged nothing"),
+                    numbers={"tx_packets": packets, "avg_tx_frame": round(average), "mtu": grown.mtu,
+                             "findings": len(grown.findings), "host_interface": hif}, claims=("TOE-11",))
 
 
 def _declined_echo(ctx: RunContext) -> Iterator[Check]:
