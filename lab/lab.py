@@ -26,8 +26,8 @@ from .capture import Capture
 from .cleanup import remove_lab
 from .errors import LabError
 from .features import FeatureControl
-from .kinds import NODE_KINDS
 from .interrupts import Terminated, raise_terminated, teardown_shielded  # noqa: F401  (Terminated: lab's API)
+from .kinds import NODE_KINDS
 from .netns import entered
 from .node import Node
 from .spec import TopologySpec
