@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from lab.errors import LabError, require_root
@@ -83,7 +84,8 @@ def topologies(args: argparse.Namespace) -> int:
         table.add_column(column)
     for t in templates:
         params = "\n".join(f"{p.name}={p.default!r}  {p.help}" for p in t.parameters.values())
-        table.add_row(t.name, t.description if t.error is None else f"[red]unusable: {t.error}[/]", params)
+        table.add_row(t.name, escape(t.description) if t.error is None else f"[red]unusable: {escape(t.error)}[/]",
+                      escape(params))
     console.print(table)
     return 0
 
