@@ -59,6 +59,8 @@ def test_shell_toe_stats_inspect_and_audit_json_on_a_running_lab(toe_lab_id: str
     t1 = {i["name"]: i for i in inspected["nodes"]["t1"]["interfaces"]}
     assert "toe0" in t1 and any(a.startswith("10.0.7.2/") for a in t1["toe0"]["addresses"])
     assert any("endpoint_main" in p["argv"] and p["alive"] for p in inspected["processes"])
+    drawn = toelab("graph", toe_lab_id, "--format", "dot")
+    assert drawn.returncode == 0 and "t1 [shape=doubleoctagon" in drawn.stdout and "capacity=8" in drawn.stdout
     audit = toelab("audit", toe_lab_id, "--json")
     data = json.loads(audit.stdout)
     assert audit.returncode == (1 if data["flagged"] else 0)
