@@ -52,6 +52,7 @@ class Packet:
     options_wildcard: bool = False  # `<...>`: any options
     ttl: int | None = None  # toelab extension on outbound lines: the IP TTL (hop limit) it must carry
     tos: int | None = None  # toelab extension: the IP TOS byte (traffic class) it must carry
+    conn: int = 1  # toelab extension (`conn 2`): which of the script's connections (peer ports) it belongs to
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class Script:
     requirements: list[str] = field(default_factory=list)
     #: Lines outside the timeline the runner cannot honour (a `%{ }%` block, an unknown option), with reasons.
     problems: list[tuple[int, str]] = field(default_factory=list)
+
+    def connections(self) -> int:
+        """How many peer ports the script speaks from (`conn N` on its packet lines; 1 without)."""
+        return max([e.action.conn for e in self.events if isinstance(e.action, Packet)], default=1)
 
     def unsupported(self) -> list[tuple[int, str]]:
         """Every unsupported construct the parser found as (line, reason), in line order."""

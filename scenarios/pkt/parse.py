@@ -21,7 +21,8 @@ script at all (ScriptError, with file and line).
 toelab extensions: flags in brackets are optional (`> R[.]`: a RST with or without ACK, where
 stacks legitimately differ); `win A~B` on an outbound packet accepts any window in [A, B], for windows
 that legitimately differ between stacks (`win` left out of an outbound packet is not checked);
-`ttl N` and `tos N` on an outbound packet check its IP header (IP_TTL, IP_TOS). A connect() to
+`ttl N` and `tos N` on an outbound packet check its IP header (IP_TTL, IP_TOS); `conn N` puts a
+packet on the script's N-th connection (its own peer port), for scripts with several at once. A connect() to
 `{sin_addr=inet_addr("a.b.c.d")}` goes to that address instead of the script's peer.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ _REQUIREMENT = re.compile(r"requirement:\s*([A-Za-z0-9][A-Za-z0-9 .\-]*[A-Za-z0-
 _SYSCALL = re.compile(r"^([a-z_][a-z0-9_]*)\s*\((.*)\)\s*=\s*(.+)$", re.S)
 _OPTION_LINE = re.compile(r"^--([a-z_]+)(?:[=\s]\s*(.*))?$")
 PACKET_FLAGS = frozenset("SFRP.UEW")
+MAX_CONNECTIONS = 4
 #: Script options the runner honours (the rest are reported as problems).
 KNOWN_OPTIONS = frozenset({"ip_version", "mss", "local_ip", "remote_ip", "tolerance_usecs", "tolerance_percent",
                            "bind_port", "connect_port", "wire_client_dev", "wire_server_dev", "init_scripts"})
@@ -234,7 +236,7 @@ def _packet(text: str) -> Packet | Icmp:
         rest = rest[1:]
     while rest:
         key = rest[0]
-        if key not in ("ack", "win", "urg", "ttl", "tos") or len(rest) < 2:
+        if key not in ("ack", "win", "urg", "ttl", "tos", "conn") or len(rest) < 2:
             raise _Unsupported(f"packet field {key!r} is not supported")
         value = rest[1]
         if key == "win" and "~" in value:
@@ -243,6 +245,8 @@ def _packet(text: str) -> Packet | Icmp:
         else:
             fields[key] = int(value, 0)
         rest = rest[2:]
+    if not 1 <= fields.get("conn", 1) <= MAX_CONNECTIONS:
+        raise _Unsupported(f"conn {fields['conn']}: a script has connections 1 to {MAX_CONNECTIONS}")
     if options_text is not None:
         if options_text == "...":
             fields["options_wildcard"] = True

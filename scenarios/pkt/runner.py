@@ -26,6 +26,7 @@ from scapy.layers.inet import ICMP, TCP
 from .agent import Agent, AgentError
 from .library import label
 from .model import Event, Icmp, Packet, Script, Shell, Syscall, When
+from .parse import MAX_CONNECTIONS
 from .segments import MappingError, SeqMap, describe, inbound, mismatch
 from .syscalls import CallError, Endpoints, FdMap, judge, request_for, unsupported
 from .wire import Wire
@@ -81,6 +82,13 @@ class ScriptResult:
                 "duration_s": round(self.duration_s, 3), "pcap": self.pcap}
 
 
+@dataclass
+class _Conn:
+    peer_port: int
+    target_port: int
+    seqmap: SeqMap
+
+
 class _Failed(Exception):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
@@ -98,11 +106,12 @@ class Session:
         self._next_port = first_port
         self.target_ip = lab.address(server)
 
-    def _ports(self) -> tuple[int, int]:
-        """A fresh listening port and peer port per script, so no script meets another's leftovers."""
+    def _ports(self, connections: int) -> tuple[int, list[int]]:
+        """A fresh listening port and peer ports per script, so no script meets another's leftovers."""
         port = self._next_port
         self._next_port += 1
-        return port, 40000 + port % 20000
+        base = 30000 + (port % 8000) * MAX_CONNECTIONS
+        return port, [base + n for n in range(connections)]
 
     def run(self, script: Script) -> ScriptResult:
         result = ScriptResult(label(Path(script.path)), self.target, "pass", list(script.requirements))
@@ -111,12 +120,13 @@ class Session:
             result.verdict = "unsupported"
             return result
         started = time.monotonic()
-        bind_port, peer_port = self._ports()
+        bind_port, peer_ports = self._ports(script.connections())
         try:
-            with Wire(self.lab, self.client, self.target_ip, target_port=bind_port, peer_port=peer_port) as wire:
+            with Wire(self.lab, self.client, self.target_ip, target_port=bind_port, peer_ports=peer_ports) as wire:
                 agent = self.make_agent()
                 try:
-                    _Timeline(self, script, wire, agent, Endpoints(bind_port, wire.peer_ip, peer_port, local_ip=self.target_ip)).run()
+                    where = Endpoints(bind_port, wire.peer_ip, peer_ports[0], local_ip=self.target_ip)
+                    _Timeline(self, script, wire, agent, where).run()
                 except _Failed as exc:
                     result.verdict, result.line, result.message = "fail", exc.line, str(exc)
                 finally:
@@ -135,7 +145,8 @@ class Session:
 class _Timeline:
     def __init__(self, session: Session, script: Script, wire: Wire, agent: Agent, where: Endpoints) -> None:
         self.session, self.script, self.wire, self.agent, self.where = session, script, wire, agent, where
-        self.seqmap = SeqMap()
+        #: per connection of the script: its peer port, the target's port (learnt on an active open), its offsets
+        self.conns = {n + 1: _Conn(port, wire.target_port, SeqMap()) for n, port in enumerate(wire.peer_ports)}
         self.fds = FdMap()
         options = script.options
         self.tolerance = float(options.get("tolerance_usecs", DEFAULT_TOLERANCE_S * 1e6)) / 1e6
@@ -193,7 +204,8 @@ class _Timeline:
         if not event.when.any_time:
             self.wait_until(start)
             self.prev = start
-        self.wire.send_tcp(inbound(packet, self.seqmap, sport=self.where.remote_port, dport=self.wire.target_port))
+        conn = self.conns[packet.conn]
+        self.wire.send_tcp(inbound(packet, conn.seqmap, sport=conn.peer_port, dport=conn.target_port))
 
     def icmp(self, event: Event, icmp: Icmp) -> None:
         if icmp.direction == ">":
@@ -203,8 +215,9 @@ class _Timeline:
         start, _, _ = self.times(event.when)
         self.wait_until(start)
         self.prev = start
-        quoted = TCP(sport=self.wire.target_port, dport=self.where.remote_port, flags="A",
-                     seq=self.seqmap.local(icmp.quoted_seq or 0, "quoted seq"))
+        conn = self.conns[1]
+        quoted = TCP(sport=conn.target_port, dport=conn.peer_port, flags="A",
+                     seq=conn.seqmap.local(icmp.quoted_seq or 0, "quoted seq"))
         code = int(icmp.code) if icmp.code.isdigit() else ICMP_CODES[icmp.code]
         self.wire.send_icmp(ICMP_TYPES[icmp.kind], code, icmp.mtu, quoted)
 
@@ -224,11 +237,16 @@ class _Timeline:
         if frame.haslayer(ICMP) or not frame.haslayer(TCP):
             raise _Failed(event.line, f"expected `{expected}` but the target sent {frame.summary()} at {at:.3f} s")
         tcp = frame[TCP]
-        if tcp.dport == self.where.remote_port and tcp.sport != self.wire.target_port:
-            self.wire.target_port = tcp.sport  # an active open: the target chose its port
-        problem = mismatch(packet, frame, self.seqmap)
+        conn = self.conns[packet.conn]
+        if tcp.dport == conn.peer_port and tcp.sport != conn.target_port and "S" in packet.flags:
+            conn.target_port = tcp.sport  # an active open: the target chose its port
+        if (tcp.dport, tcp.sport) != (conn.peer_port, conn.target_port):
+            others = [n for n, c in self.conns.items() if c.peer_port == tcp.dport]
+            problem = f"a segment of connection {others[0] if others else '?'} where the script has one of {packet.conn}"
+        else:
+            problem = mismatch(packet, frame, conn.seqmap)
         if problem:
-            raise _Failed(event.line, f"bad outbound TCP packet: {problem} (got `> {describe(frame, self.seqmap)}` "
+            raise _Failed(event.line, f"bad outbound TCP packet: {problem} (got `> {describe(frame, conn.seqmap)}` "
                                       f"at {at:.3f} s)")
         if not event.when.any_time and at < start - tolerance:
             raise _Failed(event.line, f"timing error: expected `{expected}` at {start:.3f} s"

@@ -36,33 +36,40 @@ QUOTED_BYTES = 40
 class Wire:
     """One script's conversation from `node` with the target at `target_ip`."""
 
-    def __init__(self, lab: Lab, node: str, target_ip: str, *, target_port: int, peer_port: int) -> None:
+    def __init__(self, lab: Lab, node: str, target_ip: str, *, target_port: int, peer_ports: list[int]) -> None:
         self.target_ip = target_ip
         self.peer_ip = lab.address(node)
         self.target_port = target_port
-        self.peer_port = peer_port
-        self.peer = Peer(lab, node, target_ip, target_port, rng=random.Random(0), sport=peer_port)
+        self.peer_ports = peer_ports
+        #: one Peer per connection of the script, each keeping the node kernel's RSTs off its port
+        self.peers = [Peer(lab, node, target_ip, target_port, rng=random.Random(0), sport=port) for port in peer_ports]
+        self.peer = self.peers[0]
         self.frames: list[Ether] = []
         self._sock: socket.socket | None = None
         self._template: Ether | None = None
 
     def __enter__(self) -> Wire:
-        self.peer.open()
+        opened: list[Peer] = []
         try:
+            for peer in self.peers:
+                peer.open()
+                opened.append(peer)
             self._template = self.peer.segment("A")
+            ports = " or ".join(f"port {p}" for p in [self.target_port, *self.peer_ports])
             self._sock = self.peer.open_socket(
-                f"src host {self.target_ip} and dst host {self.peer_ip} and "
-                f"((tcp and (port {self.target_port} or port {self.peer_port})) or icmp)")
+                f"src host {self.target_ip} and dst host {self.peer_ip} and ((tcp and ({ports})) or icmp)")
             self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except BaseException:
-            self.peer.close()
+            for peer in opened:
+                peer.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._sock is not None:
             self._sock.close()
-        self.peer.close()
+        for peer in self.peers:
+            peer.close()
 
     def send_tcp(self, tcp: TCP) -> float:
         """Send a segment from the peer to the target; returns when (time.time())."""

@@ -48,7 +48,7 @@ def run(session: Session, path: Path) -> ScriptResult:
     return session.run(parse_file(path))
 
 
-MUST_PASS = ["basic/passive-open-data-close", "api/keepalive-on-request", "api/nagle-on", "api/nagle-off",
+MUST_PASS = ["basic/passive-open-data-close", "basic/active-open-data-close", "api/keepalive-on-request", "api/nagle-on", "api/nagle-off",
              "states/established/rst-left-edge", "states/established/rst-in-window",
              "states/established/rst-outside-left", "states/established/rst-outside-right",
              "states/established/data-left-edge", "states/established/fin-left-edge"]

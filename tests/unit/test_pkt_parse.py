@@ -94,6 +94,14 @@ def test_what_cannot_run_is_reported_with_its_line(line: str, reason: str) -> No
     assert len(found) == 1 and found[0][0] == 2 and reason in found[0][1], found
 
 
+def test_packets_name_their_connection_and_the_script_counts_them() -> None:
+    script = parse("+0 < S 0:0(0) win 10 conn 3 <mss 1460>\n+0 > S. 0:0(0) ack 1\n")
+    assert [e.action.conn for e in script.events] == [3, 1]
+    assert script.connections() == 3
+    (event,) = parse("+0 < S 0:0(0) win 10 conn 9\n").events
+    assert isinstance(event.action, Unsupported) and "connections 1 to 4" in event.action.reason
+
+
 def test_an_unclosed_bracket_is_an_error_naming_file_and_line() -> None:
     with pytest.raises(ScriptError, match=r"x.pkt:2: unbalanced"):
         parse("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 write(3, ..., 10 = 10\n", "x.pkt")
