@@ -135,10 +135,10 @@ def ls(args: argparse.Namespace) -> int:
                      "processes": len(r.processes), "created": r.created} for r in records])
         return 0
     table = Table(title="toelab labs")
-    for column in ("lab", "topology", "owner", "nodes", "processes"):
+    for column in ("lab", "topology", "status", "owner", "nodes", "processes"):
         table.add_column(column)
     for r in records:
-        table.add_row(r.lab_id, r.topology, r.owner_description(), str(len(r.namespaces)), str(len(r.pids)))
+        table.add_row(r.lab_id, r.topology, r.status, r.owner_description(), str(len(r.namespaces)), str(len(r.pids)))
     console.print(table)
     return 0
 
