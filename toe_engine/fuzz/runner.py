@@ -41,6 +41,16 @@ MAX_VIOLATIONS_KEPT = 20
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Who the fuzzed engine and its peers are: documentation addresses unless a lab's are given."""
+
+    client_mac: bytes = MAC_A
+    server_mac: bytes = MAC_B
+    client_ips: tuple[bytes, bytes] = (IP_A, IP6_A)  # IPv4, IPv6
+    server_ips: tuple[bytes, bytes] = (IP_B, IP6_B)
+
+
+@dataclass(frozen=True)
 class FuzzConfig:
     frames: int
     policy: str = "fallback"
@@ -110,16 +120,17 @@ def rss_kib() -> int:
 class FuzzRun:
     """State of one run; `run()` drives it to the configured frame count."""
 
-    def __init__(self, config: FuzzConfig) -> None:
+    def __init__(self, config: FuzzConfig, identity: Identity = Identity()) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
         resources = ResourceConfig(capacity=config.capacity, policy=ExhaustionPolicy.parse(config.policy),
                                    embryonic_limit=max(1, config.capacity // 2), embryonic_timeout=1.0,
                                    buffer_memory_bytes=config.buffer_memory_bytes)
-        self.core = EndpointCore(EndpointConfig(MAC_B, (IP_B, IP6_B), services=dict(SERVICES), resources=resources,
-                                                secret=config.seed.to_bytes(8, "big") * 2))
-        self.peers = [WirePeer(self.core, MAC_A, IP_A, MAC_B, IP_B, record=False),
-                      WirePeer(self.core, MAC_A, IP6_A, MAC_B, IP6_B, record=False)]
+        me = identity
+        self.core = EndpointCore(EndpointConfig(me.server_mac, me.server_ips, services=dict(SERVICES),
+                                                resources=resources, secret=config.seed.to_bytes(8, "big") * 2))
+        self.peers = [WirePeer(self.core, me.client_mac, client, me.server_mac, server, record=False)
+                      for client, server in zip(me.client_ips, me.server_ips)]
         pattern = self.rng.randbytes(PATTERN_LEN)
         self.target = FuzzTarget(self.rng, self.core, self.peers, pattern + pattern)
         for peer in self.peers:
@@ -141,13 +152,7 @@ class FuzzRun:
         stop = config.frames if config.stop_at is None else min(config.frames, config.stop_at + 1)
         report.rss_samples.append((0, rss_kib()))
         while self.index < stop:
-            self._refill_flows()
-            frame, family = self._next_frame()
-            report.families[family] += 1
-            self._deliver(frame, family)
-            self.index += 1
-            if self.index % config.batch == 0:
-                self._check()
+            self.step()
             if self.index % progress_every == 0:
                 report.rss_samples.append((self.index, rss_kib()))
                 report.cpu_seconds = time.process_time() - cpu0
@@ -164,6 +169,17 @@ class FuzzRun:
         report.counters.update({f"gauge_{k}": v for k, v in self.core.resources.gauges().items()})
         report.echoed_bytes = sum(f.received_bytes for p in self.peers for f in p.flows.values() if f.checked)
         return report
+
+    def step(self) -> bytes:
+        """Make one fuzzed frame, feed it to the engine, check the invariants at a batch's end."""
+        self._refill_flows()
+        frame, family = self._next_frame()
+        self.report.families[family] += 1
+        self._deliver(frame, family)
+        self.index += 1
+        if self.index % self.config.batch == 0:
+            self._check()
+        return frame
 
     def _next_frame(self) -> tuple[bytes, str]:
         rng = self.rng
@@ -304,3 +320,10 @@ class FuzzRun:
 
 def fuzz(config: FuzzConfig, progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
     return FuzzRun(config).run(progress)
+
+
+def corpus(count: int, identity: Identity, policy: str = "fallback", seed: int = 0) -> list[bytes]:
+    """`count` fuzzed frames for a real engine of that identity, made against an in-memory twin
+    (so they aim at live flows' numbers there: on a real wire they are well-formed strangers)."""
+    run = FuzzRun(FuzzConfig(frames=count, policy=policy, seed=seed), identity)
+    return [run.step() for _ in range(count)]
