@@ -31,6 +31,7 @@ HISTORY = Path(os.environ.get("TOELAB_HISTORY", str(Path.home() / ".toelab_histo
 #: Words after which a name is an interface or a namespace, never an address to substitute.
 NOT_AN_ADDRESS_AFTER = frozenset({"dev", "-i", "-I", "--interface", "iif", "oif", "master", "name", "netns",
                                   "peer", "link"})
+MAX_SOURCE_DEPTH = 10
 ShellCommand = Callable[["LabShell", list[str]], None]
 #: Shell commands implemented in other modules, name -> handler.
 EXTENSIONS: dict[str, ShellCommand] = {"toe": toe}
@@ -44,6 +45,8 @@ class LabShell(cmd.Cmd):
         self.lab = lab
         self.prompt = f"toelab({lab.spec.name})> "
         self.captures: dict[str, object] = {}
+        self.py_scope: dict[str, Any] = {"lab": lab, "spec": lab.spec, **lab.nodes}  # `py` names persist
+        self.sourcing = 0  # depth of nested `source` commands
         self.intro = (f"toelab shell on lab {lab.id} ({lab.spec.name}): type help for commands, exit to "
                       + ("leave; the lab stays up." if lab.attached else "tear the lab down."))
 
@@ -220,7 +223,7 @@ class LabShell(cmd.Cmd):
 
     def do_py(self, line: str) -> None:
         """py EXPRESSION|STATEMENT: evaluate Python with `lab`, `spec` and every node by name in scope."""
-        scope: dict[str, Any] = {"lab": self.lab, "spec": self.lab.spec, **self.lab.nodes}
+        scope = self.py_scope
         try:
             try:
                 code = compile(line, "<py>", "eval")
@@ -235,16 +238,23 @@ class LabShell(cmd.Cmd):
 
     def do_source(self, line: str) -> bool:
         """source FILE: run the shell commands in FILE, one per line (# starts a comment)."""
+        if self.sourcing >= MAX_SOURCE_DEPTH:
+            self.say(f"*** source: files nested more than {MAX_SOURCE_DEPTH} deep (does one source itself?)")
+            return False
         try:
             lines = Path(line.strip()).expanduser().read_text().splitlines()
         except OSError as exc:
             self.say(f"*** cannot read {line.strip()!r}: {exc.strerror}")
             return False
-        for text in lines:
-            if text.strip() and not text.lstrip().startswith("#"):
-                self.say(f"{self.prompt}{text}")
-                if self.onecmd(text):
-                    return True
+        self.sourcing += 1
+        try:
+            for text in lines:
+                if text.strip() and not text.lstrip().startswith("#"):
+                    self.say(f"{self.prompt}{text}")
+                    if self.onecmd(text):
+                        return True
+        finally:
+            self.sourcing -= 1
         return False
 
     def do_time(self, line: str) -> bool | None:

@@ -173,6 +173,11 @@ def test_shell_commands_sh_py_source_time_link_pingpair(make_lab, tmp_path: Path
     out = run(shell, f"source {script}")
     assert "h1(host)" in out and "42" in out
     assert "cannot read" in run(shell, "source /nonexistent/file")
+    loop = tmp_path / "loop"
+    loop.write_text(f"source {loop}\n")
+    assert "nested more than 10 deep" in run(shell, f"source {loop}")
+    run(shell, "py answer = 6 * 7")
+    assert "42" in run(shell, "py answer")
     assert shell.onecmd("exit") is True
 
 
