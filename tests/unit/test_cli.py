@@ -111,3 +111,16 @@ def test_exec_needs_a_command_and_an_existing_lab() -> None:
 def test_shell_of_an_unknown_lab_or_topology_is_one_sentence() -> None:
     done = run_cli("shell", "no_such_thing")
     assert done.returncode == 2 and "unknown topology" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_benchmark_in_the_table_resolves() -> None:
+    from toelab.bench import BENCHES
+
+    assert len({b.name for b in BENCHES}) == len(BENCHES)
+    for bench in BENCHES:
+        assert callable(bench.load()), bench
+
+
+def test_unknown_benchmark_is_one_sentence() -> None:
+    done = run_cli("bench", "nosuch")
+    assert done.returncode == 2 and "unknown benchmark 'nosuch'; known ones are: lab, core" in done.stderr
