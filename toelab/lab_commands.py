@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -18,9 +18,13 @@ from lab.errors import LabError, require_root
 
 from .output import console
 
+if TYPE_CHECKING:
+    from lab.lab import Lab
+    from lab.spec import TopologySpec
 
-def add_topology_arguments(p: argparse.ArgumentParser, what: str = "topology") -> None:
-    p.add_argument(what, help="a template name from `toelab topologies`, or a path to one")
+
+def add_topology_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", help="a template name from `toelab topologies`, or a path to one")
     add_parameter_arguments(p)
 
 
@@ -30,17 +34,16 @@ def add_parameter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("netns", "mininet"), default="netns", help="how to build the lab")
 
 
-def load_spec(topology: str, params: list[str]):  # -> TopologySpec
+def load_spec(topology: str, params: list[str]) -> TopologySpec:
     from lab.render import load_topology, parse_assignments
 
     return load_topology(topology, parse_assignments(params))
 
 
-def build(topology: str, params: list[str], backend: str):  # -> Lab
+def build(topology: str, params: list[str], backend: str) -> Lab:
     """Validate, check privileges and tools (Lab.up), then build; a failure leaves nothing behind."""
-    from lab.lab import Lab
-
     from lab.interrupts import note
+    from lab.lab import Lab
 
     spec = load_spec(topology, params)
     require_root(f"building topology {spec.name}")
