@@ -67,3 +67,12 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
             toelab(["down", lab_id], tmp_path)
     assert {"topologies", "graph", "up", "ls", "exec", "shell", "inspect", "audit", "down", "clean",
             "scenarios"} <= set(ran)
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v sudo"], capture_output=True).returncode == 0,
+                    reason="with sudo present ./run would ask it for a password")
+def test_run_as_another_user_without_sudo_says_run_it_as_root() -> None:
+    done = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cd {REPO} && ./run demo"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "needs root" in done.stderr and "run it as root" in done.stderr
