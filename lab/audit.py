@@ -85,7 +85,23 @@ def audit_engine(node: str, path: Path) -> tuple[dict[str, int], list[str]]:
     config = control_request(str(path), {"cmd": "config"}).get("config", {})
     if config.get("tx_offload") and counters.get("tx_frames", 0) >= MIN_PACKETS and not counters.get("tso_super_frames"):
         findings.append("engine hands segmentation to the device (tx_offload) but sent no super-frame")
+    if counters.get("rx_missed_errors", 0):
+        findings.append(f"{counters['rx_missed_errors']} frames dropped before the engine saw them (rx_missed_errors): "
+                        "its receive ring or socket buffer overflowed (a larger rx_ring holds more, ethtool -G)")
     if counters.get("rx_malformed", 0) or counters.get("rx_csum_errors", 0):
         findings.append(f"{counters.get('rx_malformed', 0)} malformed and {counters.get('rx_csum_errors', 0)} "
                         "bad-checksum frames counted and dropped")
     return counters, findings
+
+
+def engine_connections(path: Path) -> list[dict[str, object]] | None:
+    """An endpoint engine's connection table: the flows it offloaded and those it handed to the host.
+
+    The host's socket tools (ss, /proc/net/tcp) never see an offloaded connection; this is
+    where the audit shows them. None for an engine without a table (a middlebox).
+    """
+    from toe_engine.runtime.control import control_request
+
+    answer = control_request(str(path), {"cmd": "conns"})
+    connections = answer.get("connections") if answer.get("ok") else None
+    return list(connections) if isinstance(connections, list) else None

@@ -44,6 +44,8 @@ ECHO, DISCARD = 7, 9
 BARRAGE_FRAMES = 100_000
 BARRAGE_BATCH = 2_000
 CHECKSUM_DAMAGE = (4, 11)  # indexes in malformed_frames() of the bad-checksum kinds
+# One queue in the engine's process, and two queue processes behind RSS: the same verdicts.
+QUEUES, QUEUE_IDS = (0, 2), ("1queue", "2queues")
 
 BULK_CLIENT = r"""
 import hashlib, json, os, socket, sys, threading, time
@@ -307,8 +309,9 @@ def release(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.root
-def test_fallback_full_table_hands_flows_to_the_kernel(make_lab: MakeLab, scripts: dict[str, Path]) -> None:
-    lab = make_lab("toe_pair", capacity=8, policy="fallback")
+@pytest.mark.parametrize("queues", QUEUES, ids=QUEUE_IDS)
+def test_fallback_full_table_hands_flows_to_the_kernel(make_lab: MakeLab, scripts: dict[str, Path], queues: int) -> None:
+    lab = make_lab("toe_pair", capacity=8, policy="fallback", queues=queues)
     engine = lab.engine("t1")
     results, proc = concurrent(lab, scripts["concurrent"], hold=True)
     try:
@@ -325,8 +328,9 @@ def test_fallback_full_table_hands_flows_to_the_kernel(make_lab: MakeLab, script
 
 
 @pytest.mark.root
-def test_deny_rst_refuses_what_does_not_fit(make_lab: MakeLab, scripts: dict[str, Path]) -> None:
-    lab = make_lab("toe_pair")
+@pytest.mark.parametrize("queues", QUEUES, ids=QUEUE_IDS)
+def test_deny_rst_refuses_what_does_not_fit(make_lab: MakeLab, scripts: dict[str, Path], queues: int) -> None:
+    lab = make_lab("toe_pair", queues=queues)
     engine = lab.engine("t1")
     config = engine.set(capacity=8, policy="deny:rst")
     assert (config["capacity"], config["policy"]) == (8, "deny:rst")
@@ -341,9 +345,10 @@ def test_deny_rst_refuses_what_does_not_fit(make_lab: MakeLab, scripts: dict[str
 
 
 @pytest.mark.root
-def test_syncookie_serves_everyone_within_capacity(make_lab: MakeLab, scripts: dict[str, Path]) -> None:
+@pytest.mark.parametrize("queues", QUEUES, ids=QUEUE_IDS)
+def test_syncookie_serves_everyone_within_capacity(make_lab: MakeLab, scripts: dict[str, Path], queues: int) -> None:
     """8 connections fill the table and stay; 12 more get cookies and wait; then all complete."""
-    lab = make_lab("toe_pair", capacity=8, policy="syncookie")
+    lab = make_lab("toe_pair", capacity=8, policy="syncookie", queues=queues)
     engine = lab.engine("t1")
     first, holder = concurrent(lab, scripts["concurrent"], count=8, hold=True)
     assert collections.Counter(first) == {"ok": 8}
@@ -410,9 +415,10 @@ def malformed_frames(dst_mac: bytes, src_mac: bytes) -> list[bytes]:
 
 
 @pytest.mark.root
+@pytest.mark.parametrize("queues", QUEUES, ids=QUEUE_IDS)
 def test_malformed_barrage_is_counted_and_the_engine_keeps_serving(
-        make_lab: MakeLab, scripts: dict[str, Path]) -> None:
-    lab = make_lab("toe_pair")
+        make_lab: MakeLab, scripts: dict[str, Path], queues: int) -> None:
+    lab = make_lab("toe_pair", queues=queues)
     engine = lab.engine("t1")
     links = json.loads(lab.node("t1").run(["ip", "-j", "link", "show", "dev", "eth0"], check=True).stdout)
     client = json.loads(lab.node("h1").run(["ip", "-j", "link", "show", "dev", "eth0"], check=True).stdout)

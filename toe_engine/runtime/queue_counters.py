@@ -24,10 +24,14 @@ def queue_counters(queue: int, wire: DriverCounters, missed: int) -> dict[str, i
 
 
 def sum_counters(per_queue: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    """Counters of several queues added name by name (a queue's own names stay apart)."""
+    """Counters of several queues added name by name (a queue's own names stay apart); a
+    high-water mark is the highest queue's, not a sum of peaks that never happened together."""
     total: dict[str, int] = {}
     for counters in per_queue:
         for name, value in counters.items():
             if isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
+                if name.endswith("_high_water"):
+                    total[name] = max(total.get(name, 0), value)
+                else:
+                    total[name] = total.get(name, 0) + value
     return total

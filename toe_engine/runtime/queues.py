@@ -258,6 +258,8 @@ class QueueSupervisor:
         counters = sum_counters(answer["counters"] for answer in answers)
         gauges = sum_counters(answer["gauges"] for answer in answers)
         gauges.update({name: answers[0]["gauges"][name] for name in SHARED_GAUGES if name in answers[0]["gauges"]})
+        if "table_high_water" in counters:  # the node's table is one: its mark is the shared one
+            counters["table_high_water"] = gauges["table_high_water"]
         drivers: dict[str, dict[str, int]] = {}
         for answer in answers:
             for name, values in answer["drivers"].items():
@@ -288,7 +290,7 @@ class QueueSupervisor:
             weights = rss["rss_weights"]
             if not isinstance(weights, list) or len(weights) != queues:
                 raise ValueError(f"rss_weights must list one weight per queue ({queues}), got {weights!r}")
-            table = weighted_table(weights, len(table))
+            table = weighted_table(weights)  # like ethtool -X weight: a full-size table again
         if "rss_table" in rss:
             if not isinstance(rss["rss_table"], list):
                 raise ValueError(f"rss_table must be a list of queue numbers, got {rss['rss_table']!r}")

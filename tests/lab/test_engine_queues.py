@@ -1,0 +1,244 @@
+"""Rings and queues on real namespaces: the TPACKET_V3 ring and sendmmsg batches on a veth, ring
+overflow counted as rx_missed_errors (stats and audit), RSS steering flows to the queue the
+indirection table names (and re-steering them when table or key change), re-queueing, and queue
+processes that go with their engine.
+
+Which queue a flow lands on is computed beforehand from the engine's key and table
+(toe_engine.io.rss.flow_queue); the clients choose their source ports so each queue gets flows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from lab.endpoint_nodes import tap_exists
+from lab.lab import Lab
+from lab.pytest_plugin import MakeLab
+from lab.tools import wait_for_line
+from toe_engine.io import AfPacketDriver, VnetHeader
+from toe_engine.io.ring import PacketRingDriver, RingSettings
+from toe_engine.io.rss import flow_queue
+from toe_engine.io.vnet import VNET_GSO_TCPV4
+
+from test_endpoint import wait_until  # the same event wait the endpoint tests use
+
+CLIENT_IP, ENGINE_IP = "10.0.7.1", "10.0.7.2"
+ECHO, DISCARD = 7, 9
+ETHERTYPE_TEST = 0x88B5  # IEEE local experimental
+pytestmark = pytest.mark.root
+
+
+def ports_for(config: dict[str, Any], queues: list[int], per_queue: int, port: int = ECHO,
+              first: int = 41000) -> list[int]:
+    """Client source ports whose flows to the engine's `port` land `per_queue` times on each queue."""
+    table, key = config["rss"]["table"], bytes.fromhex(config["rss"]["key"].replace(":", ""))
+    chosen: dict[int, list[int]] = {q: [] for q in queues}
+    sport = first
+    while any(len(v) < per_queue for v in chosen.values()):
+        assert sport < 65536, f"no source ports reach queues {queues} through table {table}"
+        q = flow_queue(CLIENT_IP, ENGINE_IP, sport, port, table, key)
+        if q in chosen and len(chosen[q]) < per_queue:
+            chosen[q].append(sport)
+        sport += 1
+    return [p for q in queues for p in chosen[q]]
+
+
+def echo_flows(lab: Lab, sports: list[int], size: int, hold: bool = False) -> subprocess.Popen[str]:
+    return lab.node("h1").popen([sys.executable, "-m", "scenarios.flow_clients", "echo", ENGINE_IP, str(ECHO),
+                                 str(size), ",".join(map(str, sports)), *(["hold"] if hold else [])],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def flow_results(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read() if proc.stderr else "no output"
+    results: list[dict[str, Any]] = json.loads(line)
+    return results
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+
+
+def queue_of_each_flow(lab: Lab) -> dict[int, int]:
+    """client source port -> queue, from the engine's connection table (offloaded flows)."""
+    rows = lab.engine("t1").request({"cmd": "conns"})["connections"]
+    return {int(row["remote"].rsplit(":", 1)[1]): row["queue"] for row in rows if row["offloaded"]}
+
+
+# --- the ring and the batch on a plain veth ----------------------------------------------------
+
+def test_ring_hands_over_super_frames_with_their_vnet_headers(make_lab: MakeLab) -> None:
+    lab = make_lab("two_hosts")
+    h2 = lab.node("h2")
+    server = h2.popen([sys.executable, "-m", "lab.services", f"discard={DISCARD}"], stdout=subprocess.PIPE)
+    wait_for_line(server, "ready", what="discard server on h2")
+    size = 4 << 20
+    with PacketRingDriver("eth0", h2.netns, ring=RingSettings(frames=8192, block_frames=64, block_usecs=1000)) as ring:
+        sent = lab.node("h1").run([sys.executable, "-c", (
+            "import socket,sys; s=socket.create_connection((sys.argv[1], 9)); s.sendall(bytes(int(sys.argv[2])));"
+            "s.shutdown(socket.SHUT_WR); s.recv(1)"), lab.address("h2"), str(size)], timeout=60)
+        assert sent.ok, sent.stderr
+        super_frames = payload = frames = 0
+        deadline = time.monotonic() + 5
+        while payload < size and time.monotonic() < deadline:  # the last block retires on its timer
+            for view in ring.frames(100_000):
+                frames += 1
+                header, frame = VnetHeader.unpack(view), view[10:]
+                if frame[12:14] == b"\x08\x00" and frame[23] == 6:
+                    data = len(frame) - 14 - (frame[14] & 0xF) * 4 - (frame[46] >> 4) * 4
+                    payload += data
+                    if len(frame) > 1514:
+                        super_frames += 1
+                        assert header.gso_kind == VNET_GSO_TCPV4 and header.needs_csum
+                        assert (header.csum_start, header.csum_offset) == (34, 16)
+            time.sleep(0.001)
+        packets, drops = ring.kernel_statistics()
+    print(f"\nring: {frames} frames, {super_frames} super-frames, {payload} payload bytes, drops {drops}")
+    assert payload >= size and super_frames >= 1
+    assert drops == 0 and packets == frames == ring.counters.rx_frames and ring.counters.rx_truncated == 0
+
+
+def test_send_batch_sends_every_frame_in_order_and_counts_what_the_device_refuses(make_lab: MakeLab) -> None:
+    lab = make_lab("two_hosts")
+    dst = bytes.fromhex(json.loads(lab.node("h2").run(["ip", "-j", "link", "show", "eth0"], check=True).stdout)[0]
+                        ["address"].replace(":", ""))
+    with PacketRingDriver("eth0", lab.node("h1").netns, ring=RingSettings(frames=256)) as sender, \
+            AfPacketDriver("eth0", lab.node("h2").netns) as reader:
+        frames = [dst + bytes(6) + ETHERTYPE_TEST.to_bytes(2, "big") + i.to_bytes(4, "big") + bytes(i % 1400)
+                  for i in range(300)]
+        too_big = dst + bytes(6) + ETHERTYPE_TEST.to_bytes(2, "big") + bytes(4000)  # over the MTU, no GSO
+        for i, frame in enumerate(frames):
+            sender.send(VnetHeader(), frame)
+            if i == 150:
+                sender.send(VnetHeader(), too_big)
+        assert sender.counters.tx_frames < 300  # queued, not sent: 64 slots commit on their own
+        sender.commit_tx()
+        got: list[bytes] = []
+        deadline = time.monotonic() + 5
+        while len(got) < 300 and time.monotonic() < deadline:
+            received = reader.recv()
+            if received is None:
+                time.sleep(0.001)
+            elif bytes(received[1][12:14]) == ETHERTYPE_TEST.to_bytes(2, "big"):
+                got.append(bytes(received[1]))
+    assert got == frames
+    assert (sender.counters.tx_frames, sender.counters.tx_dropped) == (300, 1)
+    assert sender.counters.tx_bytes == sum(len(f) for f in frames)
+
+
+# --- ring overflow: rx_missed_errors ----------------------------------------------------------
+
+def test_ring_overflow_is_counted_as_rx_missed_errors_in_stats_and_audit(make_lab: MakeLab) -> None:
+    lab = make_lab("toe_pair", offloads=False, rx_ring=64)  # two blocks: ~90 frames
+    engine = lab.engine("t1")
+    assert engine.config()["rx_ring"] == 64
+    mac = json.loads(lab.node("t1").run(["ip", "-j", "link", "show", "eth0"], check=True).stdout)[0]["address"]
+    done = lab.node("h1").run([sys.executable, "-m", "scenarios.flow_clients", "burst", "eth0", mac, "50000"],
+                              timeout=120, check=True)
+    sent = json.loads(done.stdout)["sent"]
+    wait_until(lambda: engine.stats()["counters"]["rx_queue_0_frames"] + engine.stats()["counters"]
+               ["rx_missed_errors"] >= sent, "every burst frame to be read or counted missed")
+    counters = engine.stats()["counters"]
+    print(f"\nburst of {sent}: read {counters['rx_queue_0_frames']}, missed {counters['rx_missed_errors']}")
+    assert counters["rx_missed_errors"] > 0 and counters["rx_queue_0_missed"] == counters["rx_missed_errors"]
+    audit = subprocess.run([sys.executable, "-m", "toelab", "audit", lab.record.lab_id, "--json"],
+                           capture_output=True, text=True, timeout=60)
+    report = json.loads(audit.stdout)
+    assert report["engines"]["t1"]["counters"]["rx_missed_errors"] == counters["rx_missed_errors"]
+    assert any("rx_missed_errors" in f for f in report["engines"]["t1"]["findings"])
+    assert audit.returncode == 1  # a flagged finding
+
+
+# --- RSS ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offloads, rx_ring", [(False, 0), (True, 4096)], ids=["reads_offloads_off", "ring_offloads_on"])
+def test_two_queues_echo_byte_exact_on_the_queues_the_table_names(make_lab: MakeLab, offloads: bool,
+                                                                  rx_ring: int) -> None:
+    lab = make_lab("toe_pair", offloads=offloads, queues=2, rx_ring=rx_ring)
+    engine = lab.engine("t1")
+    config = engine.config()
+    assert config["queues"] == 2 and len(config["rss"]["table"]) == 128
+    sports = ports_for(config, [0, 1], 2)
+    proc = echo_flows(lab, sports, 8 << 20, hold=True)
+    try:
+        results = flow_results(proc)
+        assert [r["ok"] for r in results] == [True] * 4, results
+        landed = queue_of_each_flow(lab)
+        assert landed == {sports[0]: 0, sports[1]: 0, sports[2]: 1, sports[3]: 1}
+        stats = engine.stats()
+        counters = stats["counters"]
+        least = 100 if offloads else 5000  # 16 MB each way per queue: 64 KiB super-frames or MSS frames
+        assert counters["rx_queue_0_frames"] > least and counters["rx_queue_1_frames"] > least
+        assert counters["rx_queue_0_frames"] + counters["rx_queue_1_frames"] == stats["drivers"]["eth0"]["rx_frames"]
+        assert counters["conn_offloaded"] == 4 and stats["gauges"]["table_occupancy"] == 4
+        assert [q["connections"] for q in stats["queues"]] == [2, 2]
+        assert counters["rx_missed_errors"] == 0 and counters.get("rx_engine_errors", 0) == 0
+        if offloads:
+            assert counters["tso_super_frames"] > 0
+    finally:
+        finish(proc)
+
+
+def test_table_and_key_changes_steer_new_flows_and_requeueing_keeps_serving(make_lab: MakeLab) -> None:
+    lab = make_lab("toe_pair", offloads=False, queues=2)
+    engine = lab.engine("t1")
+    config = engine.set(rss_table=[1])  # ethtool -X weight 0 1, in one entry
+    assert config["rss"]["table"] == [1]
+    proc = echo_flows(lab, [42000, 42001, 42002], 64 << 10, hold=True)
+    try:
+        assert all(r["ok"] for r in flow_results(proc))
+        assert set(queue_of_each_flow(lab).values()) == {1}
+    finally:
+        finish(proc)
+
+    config = engine.set(rss_key="01:23:45:67:89:ab:cd:ef", rss_weights=[1, 1])
+    assert config["rss"]["key"] == "01:23:45:67:89:ab:cd:ef"
+    sports = ports_for(config, [0, 1], 2, first=43000)
+    proc = echo_flows(lab, sports, 64 << 10, hold=True)
+    try:
+        assert all(r["ok"] for r in flow_results(proc))
+        assert queue_of_each_flow(lab) == dict(zip(sports, [0, 0, 1, 1]))
+    finally:
+        finish(proc)
+
+    before = engine.stats()["queues"]
+    config = engine.set(queues=1, capacity=6)  # ethtool -L combined 1: new queue processes
+    assert config["queues"] == 1 and config["capacity"] == 6 and config["rss"]["table"] == [0] * 128
+    after = engine.stats()
+    assert len(after["queues"]) == 1 and after["queues"][0]["pid"] not in {q["pid"] for q in before}
+    assert after["gauges"]["table_capacity"] == 6 and after["gauges"]["table_occupancy"] == 0
+    proc = echo_flows(lab, [44000, 44001], 256 << 10)
+    assert all(r["ok"] for r in flow_results(proc))
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(Exception, match="rss_table entry 3"):
+        engine.set(rss_table=[0, 3])
+
+
+def test_queue_processes_end_with_their_engine(make_lab: MakeLab) -> None:
+    lab = make_lab("toe_pair", queues=2)
+    workers = [q["pid"] for q in lab.engine("t1").stats()["queues"]]
+    supervisor = next(p.pid for p in lab.record.processes if "endpoint_main" in p.argv)
+    assert len(workers) == 2 and supervisor not in workers
+    fds = [os.pidfd_open(pid) for pid in workers]
+    try:
+        os.kill(supervisor, signal.SIGKILL)  # no clean stop: the queues must still go
+        for fd in fds:
+            ready, _, _ = select.select([fd], [], [], 10)
+            assert ready, "a queue process outlived its engine"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    wait_until(lambda: not tap_exists(lab.node("t1")), "the TAP to go with the engine")
