@@ -259,15 +259,9 @@ class Lab:
 
     def set_link_state(self, a: str, b: str, up: bool) -> list[str]:
         """Set both ends of every link between nodes `a` and `b` up or down; the `node:iface` ends changed."""
-        self.node(a), self.node(b)
-        ends = [end for link in self.spec.links if {link.split(0)[0], link.split(1)[0]} == {a, b}
-                for end in link.endpoints]
-        if not ends:
-            raise LabError(f"lab {self.id} has no link between {a!r} and {b!r}")
-        for end in ends:
-            node, iface = end.split(":")
-            self.node(node).run(["ip", "link", "set", "dev", iface, "up" if up else "down"], check=True)
-        return ends
+        from .tools import set_link_state
+
+        return set_link_state(self, a, b, up)
 
     # --- teardown -------------------------------------------------------------------------
     def down(self) -> None:

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import LabError
+
 if TYPE_CHECKING:
     from .lab import Lab
 
@@ -98,3 +100,15 @@ def wait_for_line(proc: subprocess.Popen, marker: str, what: str, timeout_s: flo
             raise RuntimeError(f"{what} did not become ready: {seen.decode(errors='replace')[-300:] or 'no output'}")
         seen += chunk
     return seen.decode(errors="replace")
+
+
+def set_link_state(lab: "Lab", a: str, b: str, up: bool) -> list[str]:
+    """Set both ends of every link between nodes `a` and `b` up or down (any backend); the ends changed."""
+    lab.node(a), lab.node(b)
+    ends = [end for link in lab.spec.links if {link.split(0)[0], link.split(1)[0]} == {a, b} for end in link.endpoints]
+    if not ends:
+        raise LabError(f"lab {lab.id} has no link between {a!r} and {b!r}")
+    for end in ends:
+        node, iface = end.split(":")
+        lab.node(node).run(["ip", "link", "set", "dev", iface, "up" if up else "down"], check=True)
+    return ends

@@ -22,7 +22,7 @@ from lab.errors import LabError
 from lab.interrupts import note, rearm
 from lab.lab import Lab
 from lab.spec import ETHTOOL_FEATURES
-from lab.tools import iperf, ping
+from lab.tools import iperf, ping, set_link_state
 
 from .shell_engine import toe
 from .terminal import run_on_pty
@@ -51,12 +51,15 @@ class LabShell(cmd.Cmd):
                       + ("leave; the lab stays up." if lab.attached else "tear the lab down."))
 
     def onecmd(self, line: str) -> bool:
-        """One command; Ctrl-C stops that command (`*** interrupted`) and the shell carries on."""
+        """One command; Ctrl-C stops that command (`*** interrupted`), an error is one line, the shell carries on."""
         try:
             return bool(super().onecmd(line))
         except KeyboardInterrupt:
             self.say("*** interrupted")
             rearm()
+            return False
+        except Exception as exc:  # a command this lab cannot do (a Mininet lab has no `link`): say it, carry on
+            self.say(f"*** {line.split()[0] if line.split() else 'command'}: {type(exc).__name__}: {exc}")
             return False
 
     def run(self, lines: list[str] | None = None) -> int:
@@ -210,7 +213,7 @@ class LabShell(cmd.Cmd):
             return
 
         def act() -> None:
-            ends = self.lab.set_link_state(args[0], args[1], up=args[2] == "up")
+            ends = set_link_state(self.lab, args[0], args[1], up=args[2] == "up")
             self.say(f"*** {' and '.join(ends)} {args[2]}")
         self.run_guarded(act)
 
