@@ -1,5 +1,7 @@
-"""packetdrill scripts over a real wire: what must pass on the kernel, what is written to fail,
-and every script of toelab's on both targets with the differences pinned.
+"""packetdrill scripts over a real wire: what must pass, what is written to fail (at its line).
+
+Every script of toelab's runs on both targets as the `pkt` scenario in test_scenarios_kernel.py,
+its known deviations pinned in known_findings.yaml.
 
 One lab per target per test module (building is cheap, but the engine's start is not free);
 each script gets its own ports from the session.
@@ -12,23 +14,13 @@ from pathlib import Path
 import pytest
 
 from scenarios.pkt.agent import agent_for
-from scenarios.pkt.library import SCRIPTS, load, own_scripts
+from scenarios.pkt.library import SCRIPTS
 from scenarios.pkt.parse import parse_file
 from scenarios.pkt.runner import ScriptResult, Session
 from scenarios.targets import make
 
 pytestmark = pytest.mark.root
 WRONG = Path(__file__).parent / "pkt_wrong"
-
-#: What each target fails of toelab's own scripts, and where: a known deviation, pinned to the
-#: line and the words of the failure, so a new failure or a vanished one fails this test.
-KNOWN_FAILURES: dict[str, dict[str, tuple[int, str]]] = {
-    # Linux drops an in-window RST in TIME-WAIT silently (tcp_timewait_state_process) instead of
-    # answering with the challenge ACK of RFC 5961 3.2.
-    "kernel": {"states/time-wait/rst-in-window": (18, "nothing came")},
-    "toe": {},
-}
-
 
 @pytest.fixture(scope="module", params=["kernel", "toe"])
 def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
@@ -84,17 +76,3 @@ def test_a_script_with_unsupported_lines_is_reported_not_run(session: Session, t
     path.write_text("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 %{ print(1) }%\n+0 ioctl(3, FIONREAD, [0]) = 0\n")
     result = run(session, path)
     assert result.verdict == "unsupported" and [n for n, _ in result.unsupported] == [2, 3], result.summary()
-
-
-@pytest.mark.slow
-def test_every_script_on_both_targets_with_the_differences_pinned(session: Session) -> None:
-    paths = own_scripts()
-    failures: dict[str, tuple[int | None, str]] = {}
-    for result in (session.run(script) for script in load(paths)):
-        assert result.verdict in ("pass", "fail"), result.summary()
-        if result.verdict == "fail":
-            failures[result.script] = (result.line, result.message)
-    known = KNOWN_FAILURES[session.target]
-    assert set(failures) == set(known), {k: v for k, v in failures.items() if k not in known} or set(known) - set(failures)
-    for name, (line, words) in known.items():
-        assert failures[name][0] == line and words in failures[name][1], (name, failures[name])
