@@ -33,6 +33,7 @@ class TcpConfig:
     keepalive_idle: float = 7200.0  # MUST-28: at least two hours by default
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
+    user_timeout: float = 0.0  # TCP_USER_TIMEOUT in seconds: abort once data waits this long unacknowledged; 0: off
     congestion: str = "newreno"
     loss_detection: str = "rack-tlp"  # "rack-tlp" (RFC 8985, with SACK) or "dupack" (RFC 5681/6675 only)
     initial_cwnd_segments: int = 10

@@ -94,6 +94,7 @@ class Tcb:
         "want_writable",
         # receive side
         "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "ooo", "rcv_fin_seq", "peer_fin", "rcv_mss", "rcv_up",
+        "rtx_since",
         "unacked_bytes", "ack_now",
         # options
         "wscale_ok", "ts_ok", "ts_recent", "ts_recent_time", "last_ack_sent", "sack_ok",
@@ -150,6 +151,7 @@ class Tcb:
         self.ooo = ReassemblyQueue()
         self.rcv_fin_seq: int | None = None
         self.rcv_up: int | None = None  # RCV.UP: the first non-urgent octet after urgent data seen (MUST-30..33)
+        self.rtx_since = 0.0  # when what the current run of timeouts retransmits was first sent (user timeout)
         self.peer_fin = False
         self.rcv_mss = min(cfg.mss, DEFAULT_MSS_V4)
         self.unacked_bytes = 0

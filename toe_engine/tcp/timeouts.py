@@ -53,10 +53,14 @@ class Timeouts(Tcb):
         """RFC 6298 5.4-5.7 plus RFC 5681's loss window; SYN and SYN-ACK have their own limits."""
         self.counters.inc("rto_expired")
         self.retries += 1
+        if self.retries == 1:
+            self.rtx_since = now - self.rtt.rto  # the RTO that just ran out began when it was sent
+        user_timeout = self.cfg.user_timeout
+        timed_out = bool(user_timeout) and now - self.rtx_since >= user_timeout  # MUST-21/22: R2 as a time
         state = self.state
         if state is SYN_SENT or state is SYN_RECEIVED:
             limit = self.cfg.syn_retries if state is SYN_SENT else self.cfg.synack_retries
-            if self.retries > limit:
+            if self.retries > limit or timed_out:
                 if self.visible:
                     self._events.append(Error(self.key, "connection timed out", fatal=True))
                 self._terminate()
@@ -68,8 +72,8 @@ class Timeouts(Tcb):
             self._send_syn(now, with_ack=state is SYN_RECEIVED)
             self._arm_rto(now)
             return
-        if self.retries > self.cfg.retries2:
-            self._events.append(Error(self.key, "retransmission timeout", fatal=True))
+        if self.retries > self.cfg.retries2 or timed_out:
+            self._events.append(Error(self.key, "user timeout" if timed_out else "retransmission timeout", fatal=True))
             self._terminate()
             return
         if self.snd_nxt <= self.snd_una:
