@@ -349,3 +349,17 @@ def test_wait_for_capture_returns_once_the_file_holds_what_is_asked(tmp_path: Pa
     wrpcap(str(pcap), transfer_frames())
     assert wait_for_capture(pcap, lambda frames: len(frames) >= 8, 1.0)
     assert not wait_for_capture(pcap, lambda frames: len(frames) >= 9, 0.1), "the time limit ends a wait in vain"
+
+
+def test_context_checks_carry_their_subject_and_integrity(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from scenarios.framework import RunContext
+    ctx = RunContext(scenarios.get("unit_demo"), lab=None, target=SimpleNamespace(name="toe"), params=None,  # type: ignore[arg-type]
+                     seed=1, outdir=tmp_path / "out")
+    mine = ctx.check("a", "MUST-3", True, "seen.")
+    theirs = ctx.check("b", "RFC1191 4", False, "merged.", subject="middlebox")
+    exact = ctx.check("c", "MUST-3", True, "same bytes.", integrity=True)
+    assert (mine.target, theirs.target, exact.target) == ("toe", "middlebox", "toe")
+    assert (mine.integrity, exact.integrity) == (False, True)
+    assert theirs.verdict is Verdict.FAIL
