@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from lab.audit import MIN_PACKETS, InterfaceAudit, audit_interfaces, observe
+from lab.audit import MIN_PACKETS, InterfaceAudit, audit_interfaces, engine_connections, engine_sockets, observe
 
 from .cpu_cost import namespace_times
 from .framework import Check, RunContext, ScenarioParams, scenario
@@ -420,21 +420,25 @@ def _global_view(ctx: RunContext) -> Iterator[Check]:
         ss = node.run(["ss", "-tnH", "state", "established"], check=True).stdout
         proc = node.run(["cat", "/proc/net/tcp", "/proc/net/tcp6"], check=True).stdout
         table = ctx.target.engine.request({"cmd": "conns"})["connections"] if _toe(ctx) else []  # type: ignore[attr-defined]
+        audited = engine_connections(engine_sockets(ctx.lab.record)[ctx.server]) if _toe(ctx) else None
     finally:
         for sock in socks:
             sock.close()
         pcap = capture.stop()
     in_ss, in_proc = listed_ports(ss, proc)
     offloaded = {int(row["local"].rpartition(":")[2]) for row in table if row.get("offloaded")}
+    in_audit = {int(str(row["local"]).rpartition(":")[2]) for row in audited or () if row.get("offloaded")}
     service, host = ports
     numbers = {"ss_ports": _ports(in_ss & set(ports)), "proc_ports": _ports(in_proc & set(ports)),
-               "engine_offloaded_ports": _ports(offloaded & set(ports))}
+               "engine_offloaded_ports": _ports(offloaded & set(ports)), "audit_offloaded_ports": _ports(in_audit)}
     precondition = host in in_ss and host in in_proc
     if _toe(ctx):
-        ok = precondition and service not in in_ss and service not in in_proc and service in offloaded
+        ok = (precondition and service not in in_ss and service not in in_proc and service in offloaded
+              and service in in_audit)
         seen = (f"ss and /proc/net/tcp on {ctx.server} listed the host-port connection and "
                 f"{'not ' if service not in in_ss | in_proc else ''}the offloaded one, which the engine's table "
-                f"{'holds' if service in offloaded else 'does not hold'}")
+                f"{'holds' if service in offloaded else 'does not hold'} and toelab audit "
+                f"{'lists' if service in in_audit else 'does not list'}")
     else:
         ok = precondition and service in in_ss and service in in_proc
         seen = f"ss and /proc/net/tcp on {ctx.server} listed both connections"

@@ -6,7 +6,7 @@ import json
 
 from rich.table import Table
 
-from lab.audit import audit_engine, audit_interfaces, engine_sockets
+from lab.audit import audit_engine, audit_interfaces, engine_connections, engine_sockets
 from lab.errors import require_root
 from lab.state import pick_record
 
@@ -25,14 +25,16 @@ def run(args: argparse.Namespace) -> int:
     require_root("toelab audit")
     record = pick_record(args.lab)
     interfaces = audit_interfaces(record)
-    engines = {node: audit_engine(node, path) for node, path in engine_sockets(record).items()}
+    sockets = engine_sockets(record)
+    engines = {node: audit_engine(node, path) for node, path in sockets.items()}
+    tables = {node: engine_connections(path) for node, path in sockets.items()}
     flagged = any(a.findings for a in interfaces) or any(findings for _, findings in engines.values())
     if args.json:
         print(json.dumps({
             "lab": record.lab_id, "topology": record.topology, "flagged": flagged,
             "interfaces": [{"node": a.node, "iface": a.iface, "mtu": a.mtu, "features": a.features,
                             "stats": a.stats, "findings": a.findings} for a in interfaces],
-            "engines": {node: {"counters": counters, "findings": findings}
+            "engines": {node: {"counters": counters, "findings": findings, "connections": tables[node]}
                         for node, (counters, findings) in engines.items()},
         }, indent=2))
         return 1 if flagged else 0
@@ -53,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
             if value or args.all_counters:
                 engine_table.add_row(name, str(value))
         console.print(engine_table)
+        if tables[node]:
+            conns = Table(title=f"connections of the engine on {node} (ss does not list the offloaded ones)")
+            for column in ("local", "remote", "state", "offloaded", "app"):
+                conns.add_column(column)
+            for row in tables[node] or ():
+                conns.add_row(str(row.get("local")), str(row.get("remote")), str(row.get("state")),
+                              "yes" if row.get("offloaded") else "no (host)", str(row.get("app", "")))
+            console.print(conns)
         for finding in findings:
             console.print(f"[red]{node}: {finding}[/]")
     return 1 if flagged else 0
