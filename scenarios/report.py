@@ -84,7 +84,8 @@ def results_data(results: Iterable[ScenarioResult], root: Path | None = None) ->
                 ev["pcaps"] = [_relative(p, root) for p in ev["pcaps"]]
                 ev["plots"] = [_relative(p, root) for p in ev["plots"]]
     # A check is credited to what it judged: the run's target, or a middlebox it read the counters of.
-    targets = sorted({row["target"] for row in rows} | {c["target"] for row in rows for c in row["checks"]})
+    run_targets = {row["target"] for row in rows}  # differences are between these, not with a middlebox
+    targets = sorted(run_targets | {c["target"] for row in rows for c in row["checks"]})
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     by_target = {t: {"pass": 0, "fail": 0, "skip": 0} for t in targets}
     for row in rows:
@@ -96,7 +97,8 @@ def results_data(results: Iterable[ScenarioResult], root: Path | None = None) ->
                 cell["verdict"] = check["verdict"]
     matrix = []
     for req in sorted(cells, key=requirements.sort_key):
-        ran = {cell["verdict"] for cell in cells[req].values() if cell["verdict"] != "skip"}
+        ran = {cell["verdict"] for subject, cell in cells[req].items()
+               if cell["verdict"] != "skip" and subject in run_targets}
         matrix.append({"requirement": req, "description": requirements.describe(req),
                        "cells": cells[req], "differs": len(ran) > 1})
     musts = sorted((r for r in requirements.rfc9293() if r.startswith("MUST-")), key=requirements.sort_key)

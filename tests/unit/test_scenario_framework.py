@@ -266,10 +266,13 @@ def test_matrix_has_a_column_for_checks_credited_to_the_middlebox(tmp_path: Path
     results = synthetic_results(tmp_path)
     results[1].checks.append(Check(id="lro", requirement="RFC1191 4", target="middlebox", verdict=Verdict.FAIL,
                                    sentence="merged."))
+    results[0].checks.append(Check(id="lro", requirement="RFC1191 4", target="kernel", verdict=Verdict.PASS,
+                                   sentence="fine."))
     data = results_data(results, tmp_path)
     assert data["targets"] == ["kernel", "middlebox", "toe"]
     row = next(r for r in data["matrix"] if r["requirement"] == "RFC1191 4")
-    assert row["cells"] == {"middlebox": {"verdict": "fail", "count": 1}}
+    assert row["cells"] == {"middlebox": {"verdict": "fail", "count": 1}, "kernel": {"verdict": "pass", "count": 1}}
+    assert not row["differs"], "a middlebox's verdict is not a difference between the targets"
     assert data["summary"]["by_target"]["middlebox"] == {"pass": 0, "fail": 1, "skip": 0}
     assert data["summary"]["by_target"]["toe"] == {"pass": 1, "fail": 1, "skip": 1}
 
