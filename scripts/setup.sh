@@ -31,5 +31,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$venv/bin/python" -m pip install -q -e "$here"
+  # optional: `toelab fuzz --guided` (coverage-guided); left out where it does not install cleanly
+  "$venv/bin/python" -m pip install -q "atheris>=2.3" >/dev/null 2>&1 || echo "toelab: atheris did not install; toelab fuzz --guided is unavailable"
   echo "$want" > "$stamp"
 fi

@@ -29,12 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory for reproducer files (default ./fuzz-reproducers)")
     p.add_argument("--json", type=Path, help="also write the reports as JSON to this file")
     p.add_argument("--all-counters", action="store_true", help="print zero counters too")
+    p.add_argument("--guided", action="store_true",
+                   help="coverage-guided instead (atheris/libFuzzer): --frames is its number of inputs, crashes go to --out")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise LabError(f"--frames must be at least 1, got {args.frames}")
     policies = POLICIES if args.policy == "all" else (args.policy,)
+    if args.guided:
+        return _guided(args, policies)
     reports = []
     for policy in policies:
         try:
@@ -47,6 +51,22 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in reports], indent=1))
     return 1 if any(r.exceptions or r.violations for r in reports) else 0
+
+
+def _guided(args: argparse.Namespace, policies: tuple[str, ...]) -> int:
+    from toe_engine.fuzz import guided
+
+    if not guided.available():
+        raise LabError("--guided needs atheris, which is not installed (scripts/setup.sh installs it where it builds)")
+    if len(policies) != 1:
+        raise LabError("--guided runs one policy at a time: give --policy fallback, deny:drop, deny:rst or syncookie")
+    try:
+        FuzzConfig(frames=args.frames, policy=policies[0])
+    except ValueError as exc:
+        raise LabError(f"--policy: {exc}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    guided.main([f"-runs={args.frames}", f"-seed={args.seed or 1}", f"-artifact_prefix={args.out}/"], policies[0])
+    return 0  # libFuzzer exits the process itself; this is reached only if it returns
 
 
 def _progress(report: FuzzReport) -> None:

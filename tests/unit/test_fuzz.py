@@ -88,3 +88,16 @@ def test_an_exception_is_counted_by_site_with_a_reproducer(tmp_path: Path) -> No
     assert (saved["seed"], saved["policy"], saved["frame_index"]) == (4, "fallback", 150)
     assert saved["replay"] == "toelab fuzz --policy fallback --seed 4 --frames 151"
     assert saved["recent_frames"][-1]["index"] == 150 and "planted" in saved["traceback"]
+
+
+def test_coverage_guided_inputs_play_on_a_fresh_engine() -> None:
+    pytest.importorskip("atheris")
+    import random
+
+    from toe_engine.fuzz.guided import run_input
+
+    rng = random.Random(7)
+    for size in range(0, 2000, 5):
+        run_input(rng.randbytes(size))
+    for policy in POLICIES:
+        run_input(bytes(range(256)) * 4, policy)

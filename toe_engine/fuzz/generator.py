@@ -114,7 +114,15 @@ def _live_segment(t: FuzzTarget, flags: int | None = None, *, max_payload: int =
     return peer, flow, seg
 
 
-def _tcp_raw(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+def _live_frame(t: FuzzTarget, **kw: object) -> bytes:
+    """A frame of `_live_segment`, or a truncated frame when no flow is live yet."""
+    made = _live_segment(t, **kw)  # type: ignore[arg-type]
+    if made is None:
+        return truncated(t)
+    return made[0].frame(made[2])
+
+
+def raw_tcp_segment(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
              options: bytes, payload: bytes, *, data_offset: int | None = None, csum: bool = True) -> bytes:
     """A TCP header built by hand, so options and the data offset can be anything."""
     hlen = 20 + len(options)
@@ -203,7 +211,7 @@ def tcp_data_offset(t: FuzzTarget) -> bytes:
     if made is None:
         return truncated(t)
     peer, _flow, seg = made
-    tcp = _tcp_raw(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window,
+    tcp = raw_tcp_segment(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window,
                    b"", bytes(seg.payload), data_offset=t.rng.randrange(16))
     return _wrap_ip(peer, IPPROTO_TCP, tcp)
 
@@ -230,7 +238,7 @@ def tcp_options(t: FuzzTarget) -> bytes:
     options = options[:40]
     options += b"\x00" * (-len(options) % 4)
     flags = seg.flags | (SYN if rng.random() < 0.1 else 0)
-    tcp = _tcp_raw(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, flags, seg.window,
+    tcp = raw_tcp_segment(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, flags, seg.window,
                    bytes(options), bytes(seg.payload))
     return _wrap_ip(peer, IPPROTO_TCP, tcp)
 
@@ -256,7 +264,7 @@ def ipv6_extensions(t: FuzzTarget) -> bytes:
         _p, _flow, seg = made
         tcp = bytes(build_tcp_segment(seg, peer.ip, peer.server_ip))
     else:
-        tcp = _tcp_raw(peer.ip, peer.server_ip, rng.choice(FUZZ_PORTS), rng.choice(SERVICE_PORTS),
+        tcp = raw_tcp_segment(peer.ip, peer.server_ip, rng.choice(FUZZ_PORTS), rng.choice(SERVICE_PORTS),
                        rng.getrandbits(32), 0, SYN, 65535, b"", b"")
     chain = [rng.choice((0, 43, 44, 60, 51, 59, 135, rng.randrange(256))) for _ in range(rng.randrange(1, 5))]
     body = bytearray()
@@ -286,11 +294,7 @@ def flag_combinations(t: FuzzTarget) -> bytes:
 
 def seq_ack_edges(t: FuzzTarget) -> bytes:
     """ACK (and data) at the window's edges and across the 2**31 and 2**32 boundaries."""
-    made = _live_segment(t)
-    if made is None:
-        return truncated(t)
-    peer, _flow, seg = made
-    return peer.frame(seg)
+    return _live_frame(t)
 
 
 def in_window_data(t: FuzzTarget) -> bytes:
@@ -311,26 +315,17 @@ def in_window_data(t: FuzzTarget) -> bytes:
 
 
 def fin_anywhere(t: FuzzTarget) -> bytes:
-    made = _live_segment(t, flags=FIN | t.rng.choice((0, ACK, ACK | PSH)))
-    if made is None:
-        return truncated(t)
-    return made[0].frame(made[2])
+    return _live_frame(t, flags=FIN | t.rng.choice((0, ACK, ACK | PSH)))
 
 
 def rst_edges(t: FuzzTarget) -> bytes:
     """RST at exactly RCV.NXT, inside the window (challenge ACK), outside it; with ACK or not."""
-    made = _live_segment(t, flags=RST | t.rng.choice((0, ACK)))
-    if made is None:
-        return truncated(t)
-    return made[0].frame(made[2])
+    return _live_frame(t, flags=RST | t.rng.choice((0, ACK)))
 
 
 def syn_on_live(t: FuzzTarget) -> bytes:
     """SYN, SYN-ACK or SYN+FIN on an existing connection (RFC 5961 4.2 challenge ACK)."""
-    made = _live_segment(t, flags=SYN | t.rng.choice((0, ACK, FIN, RST)))
-    if made is None:
-        return truncated(t)
-    return made[0].frame(made[2])
+    return _live_frame(t, flags=SYN | t.rng.choice((0, ACK, FIN, RST)))
 
 
 def connection_churn(t: FuzzTarget) -> bytes:
@@ -468,10 +463,7 @@ def timestamps(t: FuzzTarget) -> bytes:
     _peer, _flow, conn = live
     recent = conn.ts_recent if conn is not None else 0
     tsval = rng.choice((recent, recent - 1, recent + 1, recent + (1 << 31), recent - (1 << 31), 0, MASK)) & MASK
-    made = _live_segment(t, options=TcpOptions(timestamp=(tsval, rng.getrandbits(32))))
-    if made is None:
-        return truncated(t)
-    return made[0].frame(made[2])
+    return _live_frame(t, options=TcpOptions(timestamp=(tsval, rng.getrandbits(32))))
 
 
 def sack_blocks(t: FuzzTarget) -> bytes:
@@ -485,10 +477,7 @@ def sack_blocks(t: FuzzTarget) -> bytes:
     nxt = conn.snd_nxt & MASK if conn is not None else 0
     points = (una, nxt, una + 1, nxt + 1, una - 1000, nxt + 100000, rng.getrandbits(32))
     blocks = tuple((rng.choice(points) & MASK, rng.choice(points) & MASK) for _ in range(rng.randrange(1, 5)))
-    made = _live_segment(t, flags=ACK, options=TcpOptions(sack_blocks=blocks))
-    if made is None:
-        return truncated(t)
-    return made[0].frame(made[2])
+    return _live_frame(t, flags=ACK, options=TcpOptions(sack_blocks=blocks))
 
 
 def windows(t: FuzzTarget) -> bytes:
