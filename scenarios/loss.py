@@ -65,7 +65,7 @@ class LossParams(ScenarioParams):
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
     limit_s: float = Field(30.0, gt=0, le=300, description="time limit of each transfer, seconds")
     backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
-    min_share: float = Field(0.1, gt=0, le=1,
+    min_share: float = Field(0.05, gt=0, le=1,
                              description="share of the lossless download rate each lossy download must keep")
 
 
