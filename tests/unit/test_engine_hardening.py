@@ -304,3 +304,15 @@ def test_syn_fin_may_be_accepted_by_setting() -> None:
     core.from_wire(bytes(frame), 1.0)
     (reply,) = core.poll_wire()
     assert parse_frame(bytes(reply.frame), verify_csum=False).tcp.flags == SYN | ACK
+
+
+def test_memory_bounds_and_synfin_are_engine_settings() -> None:
+    from toe_engine.runtime.endpoint import EndpointSettings, EndpointSettingsError
+
+    settings = EndpointSettings.parse({"addresses": ["192.0.2.2"], "buffer_memory": 8 << 20, "conn_memory": 1 << 20,
+                                       "tcp": {"drop_synfin": False, "min_pmtu": 576}})
+    core = EndpointCore(settings.endpoint_config(MAC_B, 1500))
+    assert (core.buffer_memory.total_limit, core.buffer_memory.conn_limit) == (8 << 20, 1 << 20)
+    assert core.stack.config.drop_synfin is False and core.stack.config.min_pmtu == 576
+    with pytest.raises(EndpointSettingsError, match="buffer_memory"):
+        EndpointSettings.parse({"addresses": ["192.0.2.2"], "buffer_memory": 10})

@@ -96,6 +96,8 @@ class EndpointSettings(BaseModel):
     tcp: dict[str, Any] = {}
     secret: str | None = None
     budget: int = Field(64, ge=1)
+    buffer_memory: int = Field(128 * 1024 * 1024, ge=65536)  # bytes all connections' buffers may hold (like tcp_mem)
+    conn_memory: int | None = Field(None, ge=4096)  # bytes one connection may hold; None: 2 x (snd_buf + rcv_buf)
     #: More wire ports on the same network, with the wire's MAC and addresses: active-backup failover
     #: (toe_engine.runtime.failover), the active port's carrier read every `miimon_ms`.
     standby: list[str] = []
@@ -182,6 +184,7 @@ class EndpointSettings(BaseModel):
             mac=mac, addresses=tuple(ipaddress.ip_address(a).packed for a in self.addresses),
             services=dict(self.services), tcp=self.tcp_config(mtu),
             resources=ResourceConfig(capacity=self.capacity, embryonic_limit=self.embryonic_limit,
+                                     buffer_memory_bytes=self.buffer_memory, conn_memory_bytes=self.conn_memory,
                                      policy=ExhaustionPolicy.parse(self.policy)),
             tx_offload=self.tx_offload, secret=bytes.fromhex(self.secret) if self.secret else None,
             subnet_broadcasts=frozenset(ipaddress.ip_address(b).packed for b in self.broadcasts))
