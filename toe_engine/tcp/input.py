@@ -53,19 +53,13 @@ class ReceivePath(Tcb):
             rcv_wnd = 0
         if not (plen and rcv_nxt <= seq < rcv_nxt + rcv_wnd) and not self._acceptable(
                 seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
-            if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
-                payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
-                flags &= ~FIN
-                plen = 0
-                self.ack_now = True
-            else:
-                if not flags & RST:
-                    self.counters.inc("out_of_window")
-                    if state is TIME_WAIT and flags & FIN:
-                        self.t_close = now + self.cfg.time_wait
-                    self.ack_now = True
-                    self.output(now)
+            if not (rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN):
+                self._refuse(flags, now)
                 return
+            payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
+            flags &= ~FIN
+            plen = 0
+            self.ack_now = True
 
         if flags & RST:
             if seq == rcv_nxt:
@@ -90,16 +84,8 @@ class ReceivePath(Tcb):
 
         snd_una = self.snd_una
         ack = snd_una + seq_diff(seg.ack, snd_una)
-        if state is SYN_RECEIVED:
-            if not snd_una < ack <= self.snd_nxt:
-                self._send_rst(seg.ack, now)
-                return
-            # a SYN-ACK's window is never scaled (RFC 7323 2.2), even once the shift is known
-            self.snd_wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale
-            self.max_snd_wnd = self.snd_wnd
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
-            self._established(now)
+        if state is SYN_RECEIVED and not self._handshake_acked(seg, seq, ack, now):
+            return
         if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
             self._challenge_ack(now)  # RFC 5961 5.2 (and RFC 9293: ACK of unsent data)
             return
@@ -124,6 +110,29 @@ class ReceivePath(Tcb):
         elif payload and state in RECEIVING_STATES:
             self._receive_text(seq, payload, now)
         self.output(now)
+
+    def _refuse(self, flags: int, now: float) -> None:
+        """An unacceptable segment: dropped, and answered with an ACK unless it is a RST (RFC 9293 3.10.7.4)."""
+        if flags & RST:
+            return
+        self.counters.inc("out_of_window")
+        if self.state is TIME_WAIT and flags & FIN:
+            self.t_close = now + self.cfg.time_wait
+        self.ack_now = True
+        self.output(now)
+
+    def _handshake_acked(self, seg: Segment, seq: int, ack: int, now: float) -> bool:
+        """SYN-RECEIVED: an ACK of our SYN completes the handshake; any other ACK draws a RST."""
+        if not self.snd_una < ack <= self.snd_nxt:
+            self._send_rst(seg.ack, now)
+            return False
+        # a SYN-ACK's window is never scaled (RFC 7323 2.2), even once the shift is known
+        self.snd_wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self._established(now)
+        return True
 
     def _paws_rejects(self, tsval: int, now: float) -> bool:
         """RFC 7323 5.3 PAWS, for a TSval older than TS.Recent: a segment from the past (ACKed, dropped)."""
