@@ -30,6 +30,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "mtu_mismatch",
     "pkt.scenario",
     "pmtu_path",
+    "queues",
     "reordering",
     "rfc9293",
     "rfc9293_more",

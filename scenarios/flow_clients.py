@@ -2,11 +2,14 @@
 
     python -m scenarios.flow_clients echo ADDR PORT SIZE SPORT[,SPORT...] [hold]
         one connection per source port, all at once; each sends SIZE random bytes and reads
-        them back; prints a JSON list of {"sport", "ok", "seconds"} (ok: byte-exact), then,
+        them back; prints a JSON list of {"sport", "ok", "seconds"} (ok: byte-exact; a refused
+        or timed-out connect gives {"sport", "ok": false, "error"}), then,
         with `hold`, keeps the connections open until a line arrives on stdin
     python -m scenarios.flow_clients rr ADDR PORT COUNT SIZE
         COUNT request-response exchanges of SIZE bytes on one connection (TCP_NODELAY);
         prints {"rtt_us": [...], "seconds": ...}
+    python -m scenarios.flow_clients bulk ADDR PORT SECONDS
+        zeros to a discard service for SECONDS; prints {"bytes": N, "seconds": ...}
     python -m scenarios.flow_clients burst IFACE DST_MAC COUNT
         COUNT UDP frames to DST_MAC as fast as a raw socket sends them (pre-built, one
         sendto each); prints {"sent": N, "seconds": ...}
@@ -30,16 +33,23 @@ from typing import Any
 def echo(addr: str, port: int, size: int, sports: list[int], hold: bool) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = [{} for _ in sports]
     sockets: list[socket.socket] = []
-    for sport in sports:
+    for i, sport in enumerate(sports):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("0.0.0.0", sport))
+        sock.settimeout(10)
+        try:
+            sock.connect((addr, port))
+        except OSError as exc:
+            results[i] = {"sport": sport, "ok": False, "error": type(exc).__name__}
+            sock.close()
+            continue
         sock.settimeout(60)
-        sock.connect((addr, port))
         sockets.append(sock)
+    connected = [i for i, r in enumerate(results) if not r]
 
     def one(i: int) -> None:
-        sock, data = sockets[i], os.urandom(size)
+        sock, data = sockets[connected.index(i)], os.urandom(size)
         start = time.monotonic()
         got = hashlib.sha256()
         received = 0
@@ -56,7 +66,7 @@ def echo(addr: str, port: int, size: int, sports: list[int], hold: bool) -> list
         results[i] = {"sport": sports[i], "ok": received == size and got.digest() == hashlib.sha256(data).digest(),
                       "seconds": time.monotonic() - start}
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(sports))]
+    threads = [threading.Thread(target=one, args=(i,)) for i in connected]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -90,6 +100,18 @@ def request_response(addr: str, port: int, count: int, size: int) -> dict[str, A
     return {"rtt_us": rtts, "seconds": seconds}
 
 
+def bulk(addr: str, port: int, seconds: float) -> dict[str, Any]:
+    chunk = memoryview(bytes(1 << 20))
+    with socket.create_connection((addr, port), timeout=10) as sock:
+        sent, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            sock.sendall(chunk)
+            sent += len(chunk)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)  # the server's FIN: everything sent has been taken
+        return {"bytes": sent, "seconds": time.monotonic() - start}
+
+
 def burst(iface: str, dst_mac: str, count: int) -> dict[str, Any]:
     dst = bytes.fromhex(dst_mac.replace(":", ""))
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
@@ -118,6 +140,9 @@ def main(argv: list[str]) -> int:
         return 0 if all(r.get("ok") for r in results) else 1
     if len(argv) == 5 and argv[0] == "rr":
         print(json.dumps(request_response(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))))
+        return 0
+    if len(argv) == 4 and argv[0] == "bulk":
+        print(json.dumps(bulk(argv[1], int(argv[2]), float(argv[3]))))
         return 0
     if len(argv) == 4 and argv[0] == "burst":
         print(json.dumps(burst(argv[1], argv[2], int(argv[3]))))

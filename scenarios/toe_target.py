@@ -71,7 +71,9 @@ class ToeTarget(Target):
                 f"came from, without a routing table; node {node} has {len(interfaces)} interfaces "
                 f"({', '.join(interfaces)}) and routes its replies by destination")
         wire = interfaces[0]
-        self._engine = start_endpoint(lab, lab.node(node), engine_settings(lab.spec.nodes[node].sysctls, wire))
+        # The node's own `engine:` block (a topology may give the toe target queues or a ring), then the sysctls' equivalents.
+        settings = {**lab.spec.nodes[node].engine, **engine_settings(lab.spec.nodes[node].sysctls, wire)}
+        self._engine = start_endpoint(lab, lab.node(node), settings)
         services = {app: int(port) for port, app in self._engine.config()["services"].items()}
         return {name: services[name] for name in SERVICE_PORTS if name in services}
 
