@@ -122,7 +122,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
                         f"({off.gbit_per_s:.2f} Gbit/s; server processes {off.per_gbit(off.server_cpu_s):.3f})"
                         + ("" if moved else f"; precondition failed: a transfer cost under {MIN_CPU_S} CPU-s "
                                             "(too few clock ticks to read)"),
-                        numbers={k: v for k, v in numbers.items() if k.startswith(f"p{port}_")})
+                        numbers=_headline(numbers, f"p{port}_"))
     if ctx.target.name != "toe":
         yield ctx.skip("host-stack-spared", "RFC9293 3.7.4", "on the kernel the host stack carries every flow: there "
                        "is no offloaded flow to spare it")
@@ -139,6 +139,13 @@ def run(ctx: RunContext) -> Iterator[Check]:
                         f"engine spent {offloaded.per_gbit(offloaded.engine_cpu_s):.3f} per Gbit on its flow and "
                         f"{hosted.per_gbit(hosted.engine_cpu_s):.3f} passing the host's frames",
                         numbers={**offloaded.numbers("offloaded"), **hosted.numbers("hosted")})
+
+
+def _headline(numbers: dict[str, float | int | str], prefix: str) -> dict[str, float | int | str]:
+    """One port's numbers, the verdict's own (CPU per Gbit and rate, on and off) first."""
+    mine = {k: v for k, v in numbers.items() if k.startswith(prefix)}
+    first = [f"{prefix}{setting}_{name}" for name in ("cpu_s_per_gbit", "gbit_per_s") for setting in ("on", "off")]
+    return {**{k: mine[k] for k in first if k in mine}, **mine}
 
 
 def _set_offloads(ctx: RunContext, node: str, iface: str, on: bool) -> None:
