@@ -101,3 +101,14 @@ def test_standby_ports_must_be_other_interfaces_of_the_node() -> None:
 def test_longest_gap_after_the_failure() -> None:
     assert longest_gap([0.1, 0.2, 1.0, 1.05], since=0.15, until=1.05) == pytest.approx(0.8)
     assert longest_gap([], since=1.0, until=4.0) == pytest.approx(3.0)
+
+
+def test_the_kernel_is_shut_out_of_every_wire_port() -> None:
+    from lab.endpoint_nodes import wire_ruleset
+
+    one = wire_ruleset("eth0")
+    assert one.count("hook ingress") == 1 and 'device "eth0"' in one and "chain in {" in one
+    two = wire_ruleset("eth0", "eth1")
+    assert two.count("policy drop") == 2 and 'device "eth1"' in two and "chain in_standby0 {" in two
+    wire_chain = one[:one.rindex("}")]  # the one-port table without its closing brace
+    assert two.startswith(wire_chain)  # the wire's chain comes first, as it was
