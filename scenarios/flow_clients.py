@@ -8,8 +8,9 @@
     python -m scenarios.flow_clients rr ADDR PORT COUNT SIZE
         COUNT request-response exchanges of SIZE bytes on one connection (TCP_NODELAY);
         prints {"rtt_us": [...], "seconds": ...}
-    python -m scenarios.flow_clients bulk ADDR PORT SECONDS
-        zeros to a discard service for SECONDS; prints {"bytes": N, "seconds": ...}
+    python -m scenarios.flow_clients bulk ADDR PORT SECONDS [SPORT]
+        zeros to a discard service for SECONDS (from source port SPORT if given); prints
+        {"bytes": N, "seconds": ...}
     python -m scenarios.flow_clients burst IFACE DST_MAC COUNT
         COUNT UDP frames to DST_MAC as fast as a raw socket sends them (pre-built, one
         sendto each); prints {"sent": N, "seconds": ...}
@@ -100,9 +101,9 @@ def request_response(addr: str, port: int, count: int, size: int) -> dict[str, A
     return {"rtt_us": rtts, "seconds": seconds}
 
 
-def bulk(addr: str, port: int, seconds: float) -> dict[str, Any]:
+def bulk(addr: str, port: int, seconds: float, sport: int = 0) -> dict[str, Any]:
     chunk = memoryview(bytes(1 << 20))
-    with socket.create_connection((addr, port), timeout=10) as sock:
+    with socket.create_connection((addr, port), timeout=10, source_address=("0.0.0.0", sport)) as sock:
         sent, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
             sock.sendall(chunk)
@@ -141,8 +142,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 5 and argv[0] == "rr":
         print(json.dumps(request_response(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))))
         return 0
-    if len(argv) == 4 and argv[0] == "bulk":
-        print(json.dumps(bulk(argv[1], int(argv[2]), float(argv[3]))))
+    if len(argv) in (4, 5) and argv[0] == "bulk":
+        print(json.dumps(bulk(argv[1], int(argv[2]), float(argv[3]), int(argv[4]) if len(argv) == 5 else 0)))
         return 0
     if len(argv) == 4 and argv[0] == "burst":
         print(json.dumps(burst(argv[1], argv[2], int(argv[3]))))

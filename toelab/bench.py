@@ -41,6 +41,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("middlebox", "toelab.benches.engine:bench_middlebox"),
     Bench("flood", "toelab.benches.flood:bench_flood"),
     Bench("loss", "toelab.benches.loss:bench_loss"),
+    Bench("rings", "toelab.benches.queues:bench_rings"),
+    Bench("coalescing", "toelab.benches.queues:bench_coalescing"),
 )
 NAMES = tuple(b.name for b in BENCHES)
 

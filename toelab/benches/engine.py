@@ -203,5 +203,10 @@ def bench_engine(args: argparse.Namespace) -> Table:
             table.add_row("HTTP connection setups (connect, GET, close)", f"{kernel['conn_s']:,.0f}/s",
                           f"{engine['conn_s']:,.0f}/s ({engine['conn_failures']:.0f} failed)",
                           f"{engine['conn_s'] / kernel['conn_s']:.2f}")
+    from toelab.benches.queues import queue_scaling_rows
+
+    for row in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
+        table.add_row(row["measurement"], f"{row['reference']:.2f} {row['unit']}", f"{row['engine']:.2f} {row['unit']}",
+                      f"{row['ratio']:.2f} (2 queues / 1)")
     return table
 

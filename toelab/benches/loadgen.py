@@ -12,20 +12,9 @@ import socket
 import sys
 import time
 
-CHUNK = memoryview(bytes(1 << 20))
+from scenarios.flow_clients import bulk  # the same bulk sender the queue scenarios use
+
 REQUEST = b"GET /64 HTTP/1.1\r\nHost: toelab\r\nConnection: close\r\n\r\n"
-
-
-def bulk(addr: str, port: int, seconds: float) -> dict[str, float]:
-    """Send zeros as fast as the connection takes them for `seconds`."""
-    with socket.create_connection((addr, port), timeout=10) as sock:
-        sent, start = 0, time.monotonic()
-        while time.monotonic() - start < seconds:
-            sock.sendall(CHUNK)
-            sent += len(CHUNK)
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv(1)  # the server's FIN: everything sent has been taken
-        return {"bytes": sent, "seconds": time.monotonic() - start}
 
 
 def http(addr: str, port: int, seconds: float) -> dict[str, float]:

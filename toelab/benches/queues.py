@@ -1,0 +1,126 @@
+"""`toelab bench rings`, `toelab bench coalescing`, and the queue-scaling row of `toelab bench engine`.
+
+- rings (TOE-13): one burst of small frames per receive-ring size; frames missed
+  (rx_missed_errors) against the burst, the ring's memory beside it.
+- coalescing (TOE-15): request-response p50/p99 and engine CPU per small exchange and per
+  Gbit/s of bulk, at several block timeouts (rx-usecs); the reference is no ring.
+- queue scaling (TOE-14): bulk to discard with offloads off on 4 flows, 2 queues against 1
+  queue (same run); the flows' source ports are chosen so 2 land on each queue. CPU is the
+  engine's CPU time (all its processes), so the figure per Gbit/s holds on a busy machine;
+  the throughput ratio only holds on an otherwise idle one.
+
+Rows follow the benchmark convention (`--json FILE`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from lab.lab import Lab
+from lab.render import load_topology
+from scenarios.cpu_cost import namespace_times
+from scenarios.queues import DISCARD, ENGINE_PROCESS, coalescing_row, ports_for, ring_burst
+
+RING_SIZES = (64, 256, 1024, 4096, 16384)
+BURST = 60000
+COALESCING_USECS = (0, 1000, 2000, 4000)
+FLOWS = 4
+
+
+def row(bench: str, measurement: str, unit: str, reference: float | None, engine: float, **extra: Any) -> dict[str, Any]:
+    return {"bench": bench, "measurement": measurement, "unit": unit, "reference": reference, "engine": engine,
+            "ratio": round(engine / reference, 3) if reference else None, **extra}
+
+
+def write_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    path: Path | None = getattr(args, "json", None)
+    if path is not None:
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def table_of(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in ("measurement", "reference", "engine", "ratio"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        ref = "" if r["reference"] is None else f"{r['reference']:,} {r['unit']}"
+        table.add_row(r["measurement"], ref, f"{r['engine']:,} {r['unit']}", "" if r["ratio"] is None else f"{r['ratio']:.3f}")
+    return table
+
+
+def bench_rings(args: argparse.Namespace) -> Table:
+    rows = []
+    with Lab.up(load_topology("toe_pair", {"offloads": "false", "queues": "1", "rx_ring": str(RING_SIZES[0])})) as lab:
+        engine = lab.engine("t1")
+        for size in RING_SIZES:
+            burst = ring_burst(lab, engine, "h1", "t1", "eth0", size, BURST)
+            rows.append(row("rings", f"frames missed of a {burst.sent}-frame burst, rx ring {size} "
+                            f"({burst.ring_bytes // 1024} KiB)", "frames", burst.sent, burst.missed,
+                            rx_ring=size, ring_bytes=burst.ring_bytes, read=burst.read))
+    write_rows(args, rows)
+    return table_of("receive ring size vs rx_missed_errors under one burst (TOE-13); reference: frames sent", rows)
+
+
+def bench_coalescing(args: argparse.Namespace) -> Table:
+    rows = []
+    with Lab.up(load_topology("toe_pair", {"offloads": "false", "queues": "1"})) as lab:
+        engine = lab.engine("t1")
+        measured = [coalescing_row(lab, engine, "h1", "t1", lab.address("t1"), usecs, 2000, 64, args.seconds)
+                    for usecs in COALESCING_USECS]
+    plain = measured[0]
+    for m in measured:
+        label = "no ring" if not m.rx_usecs else f"rx-usecs {m.rx_usecs}"
+        rows += [row("coalescing", f"64 B request-response p50, {label}", "µs", plain.p50_us, m.p50_us),
+                 row("coalescing", f"64 B request-response p99, {label}", "µs", plain.p99_us, m.p99_us),
+                 row("coalescing", f"engine CPU per 64 B exchange, {label}", "µs", plain.small_cpu_s_per_exchange_us,
+                     m.small_cpu_s_per_exchange_us),
+                 row("coalescing", f"bulk engine CPU per Gbit/s, offloads off, {label}", "core·s/Gbit",
+                     plain.bulk_cpu_per_gbit_s, m.bulk_cpu_per_gbit_s, gbit_s=m.bulk_gbit_s)]
+    write_rows(args, rows)
+    return table_of("interrupt coalescing (TOE-15): latency and CPU against no ring, same run", rows)
+
+
+def multi_flow_bulk(queues: int, flows: int, seconds: float) -> dict[str, float]:
+    """Bulk to the engine's discard service on `flows` flows at once, with `queues` queue processes
+    (1: the engine's own process); Gbit/s and the engine's CPU seconds per second."""
+    params = {"offloads": "false", "capacity": "1024", "queues": str(queues if queues > 1 else 0)}
+    with Lab.up(load_topology("toe_pair", params)) as lab:
+        engine, addr = lab.engine("t1"), lab.address("t1")
+        if queues > 1:
+            per = {q: flows // queues + (q < flows % queues) for q in range(queues)}
+            sports = ports_for(engine.config(), lab.address("h1"), addr, DISCARD, per)
+        else:
+            sports = list(range(41000, 41000 + flows))
+        netns = lab.node("t1").netns
+        before, started = namespace_times(netns), time.monotonic()
+        procs = [lab.node("h1").popen([sys.executable, "-m", "scenarios.flow_clients", "bulk", addr, str(DISCARD),
+                                       str(seconds), str(sport)], stdout=subprocess.PIPE, text=True)
+                 for sport in sports]
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=seconds + 120)
+            results.append(json.loads(out))
+        elapsed = time.monotonic() - started
+        cpu = namespace_times(netns).since(before, matching=ENGINE_PROCESS)
+        spread = {k: v for k, v in engine.stats()["counters"].items() if k.startswith("rx_queue_") and k.endswith("_frames")}
+    gbit = sum(r["bytes"] for r in results) * 8 / max(r["seconds"] for r in results) / 1e9
+    return {"gbit": gbit, "cores": cpu / elapsed, **{k: float(v) for k, v in spread.items()}}
+
+
+def queue_scaling_rows(seconds: float) -> list[dict[str, Any]]:
+    """The 2-queue/4-flow row of `toelab bench engine` (and its CPU row), against one queue in the same run."""
+    one, two = multi_flow_bulk(1, FLOWS, seconds), multi_flow_bulk(2, FLOWS, seconds)
+    return [row("engine", f"bulk to discard, offloads off, {FLOWS} flows: 2 queues (reference: 1 queue)", "Gbit/s",
+                round(one["gbit"], 3), round(two["gbit"], 3),
+                rx_queue_0_frames=two.get("rx_queue_0_frames", 0), rx_queue_1_frames=two.get("rx_queue_1_frames", 0)),
+            row("engine", f"engine CPU per Gbit/s, offloads off, {FLOWS} flows: 2 queues (reference: 1 queue)",
+                "core·s/Gbit", round(one["cores"] / max(one["gbit"], 1e-9), 3),
+                round(two["cores"] / max(two["gbit"], 1e-9), 3), cores_1q=round(one["cores"], 2),
+                cores_2q=round(two["cores"], 2))]
