@@ -89,7 +89,9 @@ class _Conn:
     seqmap: SeqMap
 
 
-class _Failed(Exception):
+class Failed(Exception):
+    """The script failed at `line`; the message says what was expected and what came."""
+
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
@@ -113,6 +115,11 @@ class Session:
         base = 30000 + (port % 8000) * MAX_CONNECTIONS
         return port, [base + n for n in range(connections)]
 
+    def shell(self, command: str) -> str | None:
+        """Run a backtick command in the target's node: None, or what it said on failing."""
+        result = self.lab.node(self.server).run(["sh", "-c", command])
+        return None if result.ok else result.stderr.strip()[:200] or f"exit status {result.returncode}"
+
     def run(self, script: Script) -> ScriptResult:
         result = ScriptResult(label(Path(script.path)), self.target, "pass", list(script.requirements))
         result.unsupported = unsupported_lines(script)
@@ -126,8 +133,8 @@ class Session:
                 agent = self.make_agent()
                 try:
                     where = Endpoints(bind_port, wire.peer_ip, peer_ports[0], local_ip=self.target_ip)
-                    _Timeline(self, script, wire, agent, where).run()
-                except _Failed as exc:
+                    Timeline(script, wire, agent, where, self.shell).run()
+                except Failed as exc:
                     result.verdict, result.line, result.message = "fail", exc.line, str(exc)
                 finally:
                     try:
@@ -142,9 +149,12 @@ class Session:
         return result
 
 
-class _Timeline:
-    def __init__(self, session: Session, script: Script, wire: Wire, agent: Agent, where: Endpoints) -> None:
-        self.session, self.script, self.wire, self.agent, self.where = session, script, wire, agent, where
+class Timeline:
+    """One script's run: its events in time order against a wire and an agent (either may be a stand-in)."""
+
+    def __init__(self, script: Script, wire: Wire, agent: Agent, where: Endpoints,
+                 shell: Callable[[str], str | None]) -> None:
+        self.script, self.wire, self.agent, self.where, self.run_shell = script, wire, agent, where, shell
         #: per connection of the script: its peer port, the target's port (learnt on an active open), its offsets
         self.conns = {n + 1: _Conn(port, wire.target_port, SeqMap()) for n, port in enumerate(wire.peer_ports)}
         self.fds = FdMap()
@@ -197,7 +207,7 @@ class _Timeline:
             elif isinstance(action, Shell):
                 self.shell(event, action)
         except (MappingError, CallError, AgentError) as exc:
-            raise _Failed(event.line, str(exc)) from None
+            raise Failed(event.line, str(exc)) from None
 
     def inject(self, event: Event, packet: Packet) -> None:
         start, _, _ = self.times(event.when)
@@ -209,9 +219,9 @@ class _Timeline:
 
     def icmp(self, event: Event, icmp: Icmp) -> None:
         if icmp.direction == ">":
-            raise _Failed(event.line, "expecting an ICMP message from the target is not supported")
+            raise Failed(event.line, "expecting an ICMP message from the target is not supported")
         if icmp.kind not in ICMP_TYPES or not (icmp.code in ICMP_CODES or icmp.code.isdigit()):
-            raise _Failed(event.line, f"ICMP {icmp.kind} {icmp.code} is not supported")
+            raise Failed(event.line, f"ICMP {icmp.kind} {icmp.code} is not supported")
         start, _, _ = self.times(event.when)
         self.wait_until(start)
         self.prev = start
@@ -231,11 +241,11 @@ class _Timeline:
         expected = f"{packet.direction} {event.text.split(packet.direction, 1)[1].strip()}"
         if got is None:
             when = "at any time" if event.when.any_time else f"by {deadline - self.t0:.3f} s"
-            raise _Failed(event.line, f"expected outbound packet `{expected}` but nothing came {when}")
+            raise Failed(event.line, f"expected outbound packet `{expected}` but nothing came {when}")
         stamp, frame = got
         at = stamp - self.t0
         if frame.haslayer(ICMP) or not frame.haslayer(TCP):
-            raise _Failed(event.line, f"expected `{expected}` but the target sent {frame.summary()} at {at:.3f} s")
+            raise Failed(event.line, f"expected `{expected}` but the target sent {frame.summary()} at {at:.3f} s")
         tcp = frame[TCP]
         conn = self.conns[packet.conn]
         if tcp.dport == conn.peer_port and tcp.sport != conn.target_port and "S" in packet.flags:
@@ -246,10 +256,10 @@ class _Timeline:
         else:
             problem = mismatch(packet, frame, conn.seqmap)
         if problem:
-            raise _Failed(event.line, f"bad outbound TCP packet: {problem} (got `> {describe(frame, conn.seqmap)}` "
+            raise Failed(event.line, f"bad outbound TCP packet: {problem} (got `> {describe(frame, conn.seqmap)}` "
                                       f"at {at:.3f} s)")
         if not event.when.any_time and at < start - tolerance:
-            raise _Failed(event.line, f"timing error: expected `{expected}` at {start:.3f} s"
+            raise Failed(event.line, f"timing error: expected `{expected}` at {start:.3f} s"
                                       f"{f'~{end:.3f}' if end != start else ''} but it came at {at:.3f} s")
         self.prev = at
 
@@ -264,7 +274,7 @@ class _Timeline:
         future.add_done_callback(_stamp_done)
         future.add_done_callback(lambda _: settled.set())
         if not settled.wait(CALL_START_LIMIT_S):
-            raise _Failed(event.line, f"{call.name}() neither returned nor blocked within {CALL_START_LIMIT_S} s")
+            raise Failed(event.line, f"{call.name}() neither returned nor blocked within {CALL_START_LIMIT_S} s")
         returns_at = None
         if event.when.blocking_end is not None:
             returns_at = start + event.when.blocking_end if event.when.blocking_end_relative else event.when.blocking_end
@@ -281,10 +291,10 @@ class _Timeline:
         try:
             answer = future.result(timeout=max(0.0, deadline - time.time()))
         except FutureTimeout:
-            raise _Failed(event.line, f"{event.action.name}() had not returned by "  # type: ignore[union-attr]
+            raise Failed(event.line, f"{event.action.name}() had not returned by "  # type: ignore[union-attr]
                                       f"{deadline - self.t0:.3f} s") from None
         except AgentError as exc:
-            raise _Failed(event.line, str(exc)) from None
+            raise Failed(event.line, str(exc)) from None
         assert isinstance(event.action, Syscall)
         self.finish(event, event.action, answer, future_done_at(future), returns_at)
 
@@ -292,19 +302,19 @@ class _Timeline:
                returns_at: float | None) -> None:
         problem = judge(call, answer, self.fds)
         if problem:
-            raise _Failed(event.line, f"{call.name}(): {problem}")
+            raise Failed(event.line, f"{call.name}(): {problem}")
         if returns_at is not None:
             at = returned - self.t0
             if not -self.tolerance <= at - returns_at <= self.late:
-                raise _Failed(event.line, f"{call.name}() returned at {at:.3f} s, expected at {returns_at:.3f} s")
+                raise Failed(event.line, f"{call.name}() returned at {at:.3f} s, expected at {returns_at:.3f} s")
 
     def shell(self, event: Event, shell: Shell) -> None:
         start, _, _ = self.times(event.when)
         self.wait_until(start)
         self.prev = start
-        result = self.session.lab.node(self.session.server).run(["sh", "-c", shell.command])
-        if not result.ok:
-            raise _Failed(event.line, f"shell command `{shell.command}` failed: {result.stderr.strip()[:200]}")
+        problem = self.run_shell(shell.command)
+        if problem is not None:
+            raise Failed(event.line, f"shell command `{shell.command}` failed: {problem}")
 
 
 def _stamp_done(future: Future[Any]) -> None:
