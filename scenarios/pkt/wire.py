@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lab.lab import Lab
 
 SO_TIMESTAMPNS = 35
+DLT_EN10MB = 1  # Ethernet, for a pcap that may hold no frame
 _TIMESPEC = struct.Struct("ll")
 #: What an ICMP error quotes of the target's segment: its IP header and TCP header.
 QUOTED_BYTES = 40
@@ -111,7 +112,7 @@ class Wire:
 
     def write_pcap(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        wrpcap(str(path), self.frames)
+        wrpcap(str(path), self.frames, linktype=DLT_EN10MB)
         return path
 
 
