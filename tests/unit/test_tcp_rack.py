@@ -269,3 +269,23 @@ def test_reordering_once_seen_widens_the_window(loss_detection: str, spurious: i
         assert h.a.connection(ca).rtxq.reordered  # type: ignore[union-attr]
     c = delivered(h, ca, cb, b"o" * (9 * mss), 1)
     assert c["retransmits"] == spurious and c["rto_expired"] == 0
+
+
+def test_frto_detects_a_spurious_timeout_and_undoes_the_window_cut() -> None:
+    """RFC 5682 (SACK-enhanced F-RTO) with RFC 4015's response: a flight held up past the RTO (a delay
+    spike, nothing lost) is not resent go-back-N; two new segments go first, the ACK of data that
+    was never retransmitted shows the timeout was spurious, and cwnd and ssthresh come back."""
+    h, ca, cb, base, mss = sender(TcpConfig(nodelay=True))
+    tcb = h.a.connection(ca)
+    assert tcb is not None
+    link_back = h.now + 1.3  # the path to b stalls until then, and then delivers in order
+
+    def spike(src: str, seg: Segment) -> float:
+        return max(0.0, link_back - (h.now + ONE_WAY)) if src == "a" else 0.0
+
+    h.delay_if = spike
+    before = (tcb.cc.cwnd, tcb.cc.ssthresh)
+    c = delivered(h, ca, cb, bytes(8 * mss) + bytes(range(256)) * 40, 4)
+    assert c["rto_expired"] == 1 and c["spurious_rtos"] == 1
+    assert c["tlp_probes"] == 1 and c["retransmits"] == 1  # new data probed; one segment resent, no go-back-N
+    assert tcb.recovery == 0 and (tcb.cc.cwnd, tcb.cc.ssthresh) >= before

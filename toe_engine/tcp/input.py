@@ -232,6 +232,8 @@ class ReceivePath(Tcb):
         sack_news = 0
         newest = None
         dsack = False
+        if self.frto:
+            self.rtxq.original_low = INF  # F-RTO asks what this ACK delivered
         blocks = seg.options.sack_blocks
         if blocks and self.sack_ok:
             sack_news, newest, dsack = self._take_sack_blocks(blocks, ack)

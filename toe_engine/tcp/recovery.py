@@ -80,7 +80,9 @@ class LossRecovery(Tcb):
             self._on_dsack()
         if self.tlp_end is not None:
             self._tlp_ack(ack, advanced, dsack, dupack and not sack_news, now)
-        if self.rack:
+        if self.frto:
+            self._frto_ack(advanced, sack_news, now)
+        if self.rack and not self.frto:  # while F-RTO decides, nothing else is resent
             if newest is not None:
                 self._rack_advance(newest, now)
             if not self.rtxq.clean or self.recovery:
@@ -149,13 +151,59 @@ class LossRecovery(Tcb):
 
     def _loss_after_timeout(self, now: float) -> None:
         """RFC 6298 5.4 / RFC 5681: after an RTO every un-SACKed octet is presumed lost."""
+        self._enter_loss()
+        self.frto = 0
+        self.rtxq.mark_all_lost()
+
+    def _enter_loss(self) -> None:
         self.recovery = LOSS
         self.recover = self.snd_nxt
         self.reno_sacked = 0
         self.dupacks = 0
         self.tlp_end = None
-        self.rtxq.mark_all_lost()
         self.rtt_seq = None
+        self.force_rtx = True
+
+    # ------------------------------------------------------------------ F-RTO (RFC 5682)
+
+    def _frto_start(self, now: float) -> None:
+        """Step 1: after the RTO resend the first unacknowledged segment only."""
+        self._enter_loss()
+        self.frto = 2
+        una = self.snd_una
+        self.rtxq.mark_range_lost(una, min(una + self.snd_mss, self.snd_nxt), LOST_BY_RULE, resent_too=True)
+
+    def _frto_ack(self, advanced: bool, sack_news: int, now: float) -> None:
+        """Steps 2 and 3, on the ACKs after the timeout (the SACK-enhanced version, RFC 5682 3)."""
+        q = self.rtxq
+        original = q.original_low < self.recover  # data never resent, from before the timeout, arrived
+        q.original_low = INF
+        if not self.recovery:
+            self.frto = 0  # everything up to the recovery point arrived: nothing left to decide
+            return
+        if self.frto == 2:
+            if not advanced:
+                return  # duplicate ACKs before the first new one: their SACKs are noted
+            data_end = self.snd_buf_seq + len(self.snd_buf)
+            if data_end <= self.snd_nxt or self.snd_una + self.snd_wnd <= self.snd_nxt:
+                self._frto_conventional(2)  # 2b without new data to probe with: conventional recovery
+                return
+            self.frto = 3  # 2b: two new segments go out, not retransmissions
+            self.cc.cwnd = self._pipe() + 2 * self.snd_mss
+            return
+        if original:  # 3b: the timeout was spurious; RFC 4015's response undoes the window cut
+            self.frto = 0
+            self.counters.inc("spurious_rtos")
+            self.recovery = OPEN
+            self.cc.cwnd, self.cc.ssthresh = self.frto_prior
+        elif advanced or sack_news:
+            self._frto_conventional(3)  # 3a: only resent or new data arrived: the loss was real
+
+    def _frto_conventional(self, segments: int) -> None:
+        """F-RTO found no evidence of a spurious timeout: go back to SND.UNA with a small window."""
+        self.frto = 0
+        self.rtxq.mark_all_lost()
+        self.cc.cwnd = min(self.cc.cwnd, segments * self.snd_mss)
         self.force_rtx = True
 
     # ------------------------------------------------------------------ RACK (RFC 8985 6)

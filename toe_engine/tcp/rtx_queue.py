@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+INF = float("inf")
+
 #: `Sent.lost` values: why a range is presumed lost (0: it is not).
 LOST_BY_RULE = 1  # RFC 6675 IsLost(), a NewReno partial ACK, a timeout or a PMTU drop
 LOST_BY_RACK = 2  # RFC 8985 time-based detection
@@ -57,7 +59,7 @@ class Sent:
 class RetransmitQueue:
     """Ranges in flight, in sequence order, with SACKed / lost / retransmitted byte totals."""
 
-    __slots__ = ("ranges", "_starts_cache", "_order", "sacked", "lost", "retrans", "fack", "reordered")
+    __slots__ = ("ranges", "_starts_cache", "_order", "sacked", "lost", "retrans", "fack", "reordered", "original_low")
 
     def __init__(self) -> None:
         self.ranges: list[Sent] = []
@@ -68,6 +70,7 @@ class RetransmitQueue:
         self.retrans = 0
         self.fack = 0  # the highest end of a range delivered (ACKed or SACKed) never resent
         self.reordered = False  # a never-resent range was delivered below `fack` (RFC 8985 step 3)
+        self.original_low = INF  # the lowest never-resent octet delivered since the caller last reset it (F-RTO)
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -180,6 +183,8 @@ class RetransmitQueue:
 
     def _delivered(self, r: Sent, newest: Sent | None) -> Sent:
         if not r.resent:
+            if r.start < self.original_low:
+                self.original_low = r.start
             if r.end < self.fack:
                 self.reordered = True
             else:
@@ -210,11 +215,11 @@ class RetransmitQueue:
             r.retrans = False
             self.retrans -= size
 
-    def mark_range_lost(self, start: int, end: int, why: int) -> None:
-        """Presume [start, end) lost, except what is already being resent: only RACK (by time)
-        or a timeout can tell that a retransmission was lost too."""
+    def mark_range_lost(self, start: int, end: int, why: int, resent_too: bool = False) -> None:
+        """Presume [start, end) lost, except what is already being resent unless `resent_too`:
+        only RACK (by time) or a timeout can tell that a retransmission was lost too."""
         for r in self._cut(start, end):
-            if not r.retrans:
+            if resent_too or not r.retrans:
                 self.mark_lost(r, why)
 
     def mark_all_lost(self) -> None:

@@ -104,6 +104,7 @@ class Tcb:
         # loss recovery (recovery.py)
         "rtxq", "recovery", "recover", "dupacks", "reno_sacked", "force_rtx", "rack", "rack_order", "rack_end", "rack_rtt",
         "min_rtt", "reo_wnd_mult", "reo_wnd_persist", "dsack_round", "tlp_end", "tlp_retrans",
+        "frto", "frto_prior",
         # timers
         "t_rtx", "rtx_kind", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
     )
@@ -192,6 +193,8 @@ class Tcb:
         self.dsack_round: int | None = None
         self.tlp_end: int | None = None
         self.tlp_retrans = False
+        self.frto = 0  # F-RTO (RFC 5682): 0 off, 2 or 3 the step that the next new ACK is for
+        self.frto_prior = (0, 0)  # cwnd and ssthresh before the timeout, for the undo (RFC 4015)
 
         self.t_rtx = INF
         self.rtx_kind = 0  # recovery.RTO
@@ -275,6 +278,7 @@ class Tcb:
         def _newreno_partial_ack(self, ack: int, acked: int) -> None: ...
         def _retransmit_lost(self, now: float, room: int) -> tuple[int, bool]: ...
         def _loss_after_timeout(self, now: float) -> None: ...
+        def _frto_start(self, now: float) -> None: ...
         def _on_probe_timeout(self, now: float) -> None: ...
         def _on_reorder_timeout(self, now: float) -> None: ...
         def _persist_interval(self) -> float: ...

@@ -80,11 +80,17 @@ class Timeouts(Tcb):
             return
         self.rtt.on_timeout()
         flight = self.snd_nxt - self.snd_una
+        frto = self.cfg.frto and self.retries == 1 and not self.recovery
+        if frto:
+            self.frto_prior = (self.cc.cwnd, self.cc.ssthresh)
         if self.retries == 1:
             self.cc.on_rto(flight, now)
         else:
             self.cc.cwnd = self.snd_mss  # RFC 5681: ssthresh is not lowered again for the same loss
-        self._loss_after_timeout(now)
+        if frto:
+            self._frto_start(now)  # RFC 5682: only the first segment, until two ACKs tell
+        else:
+            self._loss_after_timeout(now)
         self._arm_rto(now)
 
     def _on_persist(self, now: float) -> None:
