@@ -65,7 +65,7 @@ class LossParams(ScenarioParams):
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
     limit_s: float = Field(30.0, gt=0, le=300, description="time limit of each transfer, seconds")
     backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
-    min_share: float = Field(0.05, gt=0, le=1,
+    min_share: float = Field(0.01, gt=0, le=1,
                              description="share of the lossless download rate each lossy download must keep")
 
 
@@ -112,8 +112,11 @@ def _throughput_by_loss(ctx: RunContext, baseline: DownloadResult, downloads: di
 def throughput_kept(baseline: DownloadResult, downloads: dict[str, DownloadResult], min_share: float) -> bool:
     """The lossless reference completed, and every lossy download completed with `min_share` of its rate.
 
-    A stack that recovers from loss only by retransmission timeouts keeps a few percent; one that
-    repairs losses within a round trip or two keeps a good part of the path's rate.
+    A stack whose recovery collapses into backed-off retransmission timeouts keeps well under 1 %
+    (the engine with duplicate-ACK recovery only: 0.4 % at 10 % loss, and incomplete); the lossless
+    rate here is bound by the CPU of a loaded machine and the lossy ones by round trips, so the
+    share of a sound stack moves between runs (the engine with RACK-TLP: 2 to 5 % at 10 %, Linux
+    with bbr: 16 to 92 %), and the floor sits below all of them.
     """
     if not baseline.complete or baseline.mbit_per_s <= 0 or not downloads:
         return False
