@@ -183,7 +183,7 @@ def _pairing(ctx: RunContext, engine_cc: str | None, host_cc: str, idle_ms: floa
     results: dict[int, Stream] = {}
 
     def read(port: int) -> None:
-        results[port] = stream(client.netns, addr, port, p.duration_s, start)
+        results[port] = stream(client, addr, port, p.duration_s, start)
 
     threads = [threading.Thread(target=read, args=(port,), daemon=True)
                for port in (SERVICE_PORT, HOST_PORTS["chargen"])]

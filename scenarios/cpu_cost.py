@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lab.netns import path_of
+if TYPE_CHECKING:
+    from lab.node import Node
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: /proc/stat cpu columns: user nice system idle iowait irq softirq steal; busy is all but idle and iowait
@@ -65,9 +67,9 @@ def machine_times() -> MachineTimes:
     return parse_proc_stat(Path("/proc/stat").read_text())
 
 
-def namespace_times(netns: str) -> ProcessTimes:
-    """CPU seconds of every process whose network namespace is `netns`."""
-    inode = os.stat(path_of(netns)).st_ino
+def namespace_times(node: Node) -> ProcessTimes:
+    """CPU seconds of every process in `node`'s network namespace."""
+    inode = os.stat(node.namespace_path).st_ino
     seconds: dict[int, float] = {}
     commands: dict[int, str] = {}
     for entry in os.scandir("/proc"):

@@ -117,7 +117,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
         capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {SERVICE_PORT} or tcp port "
                               f"{HOST_PORTS['discard']}", name="handshakes.pcap")
         try:
-            opened = [connects(client.netns, addr, port, 3.0) for port in (SERVICE_PORT, HOST_PORTS["discard"])]
+            opened = [connects(client, addr, port, 3.0) for port in (SERVICE_PORT, HOST_PORTS["discard"])]
             _await_syn_acks(ctx.artifact("handshakes.pcap"), addr, (SERVICE_PORT, HOST_PORTS["discard"]))
         finally:
             pcap = capture.stop()

@@ -162,9 +162,9 @@ def _setups(ctx: RunContext) -> Iterator[Check]:
     the minimum of repeated runs); the totals, and the CPU each connection cost the server's
     processes, are reported beside it.
     """
-    p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
-    server_ns = ctx.lab.node(ctx.server).netns
-    setup_rate(netns, addr, HOST_PORTS["discard"], 5, 2.0)  # warm the client's path and caches
+    p, client, addr = ctx.params, ctx.lab.node(ctx.client), ctx.address(ctx.server)
+    server_node = ctx.lab.node(ctx.server)
+    setup_rate(client, addr, HOST_PORTS["discard"], 5, 2.0)  # warm the client's path and caches
     service, host = SERVICE["discard"], HOST_PORTS["discard"]
     ok = {service: 0, host: 0}
     wall = dict.fromkeys(ok, 0.0)
@@ -173,9 +173,9 @@ def _setups(ctx: RunContext) -> Iterator[Check]:
     batch = max(1, p.setups // SETUP_BATCHES)
     for _ in range(SETUP_BATCHES):  # interleaved, so a busy moment costs both ports alike
         for port in ok:
-            before = namespace_times(server_ns)
-            done, rate = setup_rate(netns, addr, port, batch, 2.0)
-            cpu[port] += namespace_times(server_ns).since(before)
+            before = namespace_times(server_node)
+            done, rate = setup_rate(client, addr, port, batch, 2.0)
+            cpu[port] += namespace_times(server_node).since(before)
             ok[port] += done
             wall[port] += done / max(rate, 1e-9)
             best[port] = max(best[port], rate if done == batch else 0.0)
@@ -205,17 +205,17 @@ def _setups(ctx: RunContext) -> Iterator[Check]:
 
 # --- TOE-6 ---------------------------------------------------------------------------------
 def _netfilter(ctx: RunContext) -> Iterator[Check]:
-    p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
+    p, client, addr = ctx.params, ctx.lab.node(ctx.client), ctx.address(ctx.server)
     rules = [("service-drop", f"tcp dport {SERVICE['discard']} counter drop"),
              ("host-drop", f"tcp dport {HOST_PORTS['discard']} counter drop"),
              ("service-count", f"tcp dport {SERVICE['chargen']} ct state established counter"),
              ("host-count", f"tcp dport {HOST_PORTS['chargen']} ct state established counter")]
     size = 256 * 1024
     _nft(ctx, rules)
-    host_refused = not connects(netns, addr, HOST_PORTS["discard"], DROP_TIMEOUT_S)
-    host_flow = download(netns, addr, HOST_PORTS["chargen"], size, p.limit_s)
-    service_refused = not connects(netns, addr, SERVICE["discard"], DROP_TIMEOUT_S)
-    service_flow = download(netns, addr, SERVICE["chargen"], size, p.limit_s)
+    host_refused = not connects(client, addr, HOST_PORTS["discard"], DROP_TIMEOUT_S)
+    host_flow = download(client, addr, HOST_PORTS["chargen"], size, p.limit_s)
+    service_refused = not connects(client, addr, SERVICE["discard"], DROP_TIMEOUT_S)
+    service_flow = download(client, addr, SERVICE["chargen"], size, p.limit_s)
     c = _counters(ctx)
     numbers = {"host_drop_pkts": c["host-drop"], "host_count_pkts": c["host-count"],
                "service_drop_pkts": c["service-drop"], "service_count_pkts": c["service-count"],
@@ -249,8 +249,8 @@ def _netfilter(ctx: RunContext) -> Iterator[Check]:
         return
     before = _counters(ctx)
     with _Declined(ctx) as declined:
-        refused = not connects(netns, addr, SERVICE["discard"], DROP_TIMEOUT_S)
-        flow = download(netns, addr, SERVICE["chargen"], size, p.limit_s)
+        refused = not connects(client, addr, SERVICE["discard"], DROP_TIMEOUT_S)
+        flow = download(client, addr, SERVICE["chargen"], size, p.limit_s)
         fallbacks = declined.fallbacks()
     after = _counters(ctx)
     dropped, counted = after["service-drop"] - before["service-drop"], after["service-count"] - before["service-count"]
@@ -295,7 +295,7 @@ def _judge_limit(ctx: RunContext, kind: str, requirement: str, limit_mbit: float
 
 
 def _shaper(ctx: RunContext, hif: str) -> Iterator[Check]:
-    p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
+    p, client, addr = ctx.params, ctx.lab.node(ctx.client), ctx.address(ctx.server)
     node, size = ctx.lab.node(ctx.server), p.transfer_kib * 1024
     rate = f"{p.shape_mbit:g}mbit"
     node.run(["tc", "qdisc", "add", "dev", hif, "root", "handle", "1:", "htb", "default", "10", "r2q", "1000"],
@@ -303,12 +303,12 @@ def _shaper(ctx: RunContext, hif: str) -> Iterator[Check]:
     try:
         node.run(["tc", "class", "add", "dev", hif, "parent", "1:", "classid", "1:10", "htb", "rate", rate,
                   "ceil", rate], check=True)
-        host = download(netns, addr, HOST_PORTS["chargen"], size, p.limit_s)
-        service = download(netns, addr, SERVICE["chargen"], size, p.limit_s)
+        host = download(client, addr, HOST_PORTS["chargen"], size, p.limit_s)
+        service = download(client, addr, SERVICE["chargen"], size, p.limit_s)
         declined = None
         if _toe(ctx):
             with _Declined(ctx):
-                declined = download(netns, addr, SERVICE["chargen"], size, p.limit_s)
+                declined = download(client, addr, SERVICE["chargen"], size, p.limit_s)
     finally:
         node.run(["tc", "qdisc", "del", "dev", hif, "root"])
     yield from _judge_limit(ctx, "shaper", "RFC2475", p.shape_mbit, host, service, declined,
@@ -321,20 +321,20 @@ def _policer(ctx: RunContext) -> Iterator[Check]:
     nft's `limit rate over R bytes/second burst B` fills to R x 1 s + B before it drops, so
     each upload is sized past that and a limited flow is one the policer dropped from.
     """
-    p, netns, addr = ctx.params, ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
+    p, client, addr = ctx.params, ctx.lab.node(ctx.client), ctx.address(ctx.server)
     rate = p.police_kbyte_s * 1000
     size = 2 * (rate + POLICE_BURST)
     police = f"limit rate over {p.police_kbyte_s} kbytes/second burst {POLICE_BURST // 1000} kbytes counter drop"
     _nft(ctx, [("host-police", f"tcp dport {HOST_PORTS['discard']} {police}"),
                ("service-police", f"tcp dport {SERVICE['discard']} {police}")])
     try:
-        host = upload(netns, addr, HOST_PORTS["discard"], size, p.limit_s)
-        service = upload(netns, addr, SERVICE["discard"], size, p.limit_s)
+        host = upload(client, addr, HOST_PORTS["discard"], size, p.limit_s)
+        service = upload(client, addr, SERVICE["discard"], size, p.limit_s)
         counted = _counters(ctx)
         declined, declined_drops = None, 0
         if _toe(ctx):
             with _Declined(ctx):
-                declined = upload(netns, addr, SERVICE["discard"], size, p.limit_s)
+                declined = upload(client, addr, SERVICE["discard"], size, p.limit_s)
             declined_drops = _counters(ctx)["service-police"] - counted["service-police"]
     finally:
         ctx.lab.node(ctx.server).run(["nft", "delete", "table", "inet", NFT_TABLE])
@@ -408,13 +408,13 @@ def largest_window(pcap: Path, server: str, port: int) -> int:
 
 def _global_view(ctx: RunContext) -> Iterator[Check]:
     p, node = ctx.params, ctx.lab.node(ctx.server)
-    netns, addr = ctx.lab.node(ctx.client).netns, ctx.address(ctx.server)
+    client, addr = ctx.lab.node(ctx.client), ctx.address(ctx.server)
     ports = (SERVICE["discard"], HOST_PORTS["discard"])
     capture = ctx.capture(ctx.client, ctx.iface(ctx.client), " or ".join(f"tcp port {x}" for x in ports),
                           name="global-view.pcap")
     socks = []
     try:
-        socks = [hold_open(netns, addr, port) for port in ports]
+        socks = [hold_open(client, addr, port) for port in ports]
         for sock in socks:
             sock.sendall(bytes(256 * 1024))
         ss = node.run(["ss", "-tnH", "state", "established"], check=True).stdout
@@ -475,7 +475,7 @@ def _audit(ctx: RunContext, hif: str) -> Iterator[Check]:
         return next((a for a in audit_interfaces(ctx.lab.record) if a.node == ctx.server and a.iface == wire), None)
 
     before = row()
-    flow = download(ctx.lab.node(ctx.client).netns, ctx.address(ctx.server), SERVICE["chargen"],
+    flow = download(ctx.lab.node(ctx.client), ctx.address(ctx.server), SERVICE["chargen"],
                     ctx.params.transfer_kib * 1024, ctx.params.limit_s)
     after = row()
     if before is None or after is None:

@@ -176,16 +176,16 @@ print(json.dumps({"bytes": got, "seconds": time.monotonic() - start,
 
 def _measure(ctx: RunContext, port: int) -> Cost:
     p = ctx.params
-    netns = ctx.lab.node(ctx.server).netns
+    server = ctx.lab.node(ctx.server)
     idle_start = machine_times()
     time.sleep(p.idle_s)  # an idle window to read the machine's background rate, not a synchronisation
     idle: MachineTimes = machine_times() - idle_start
-    procs_before, machine_before = namespace_times(netns), machine_times()
+    procs_before, machine_before = namespace_times(server), machine_times()
     began = time.monotonic()
     done = ctx.lab.node(ctx.client).run([sys.executable, "-c", DURATION_CLIENT, ctx.address(ctx.server), str(port),
                                          str(p.duration_s)], timeout=p.duration_s + 30)
     elapsed = time.monotonic() - began
-    procs_after, machine = namespace_times(netns), machine_times() - machine_before
+    procs_after, machine = namespace_times(server), machine_times() - machine_before
     if not done.stdout.strip():
         raise RuntimeError(f"the client on {ctx.client} reported nothing: {done.stderr.strip()[-300:]}")
     client = json.loads(done.stdout)

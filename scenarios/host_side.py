@@ -11,7 +11,7 @@ The host stack's interface is the one holding the server's address (eth0 for the
 the TAP for the engine): a shaper, a netfilter rule or a sysctl placed there is placed on
 the host stack exactly.
 
-Client flows run in this process, with sockets opened inside the client's namespace, so a
+Client flows run in this process, with sockets opened inside the client node, so a
 download or an upload costs no fork and is timed where its bytes arrive.
 """
 from __future__ import annotations
@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lab.netns import entered
 from lab.tools import wait_for_line
 
 if TYPE_CHECKING:
     from lab.lab import Lab
+    from lab.node import Node
 
 #: Host-stack services on ports the engine does not serve, by application.
 HOST_PORTS: dict[str, int] = {"echo": 5007, "discard": 5009, "chargen": 5019}
@@ -78,16 +78,16 @@ def host_services(lab: Lab, node: str) -> Iterator[dict[str, int]]:
             proc.stdout.close()
 
 
-def client_socket(netns: str) -> socket.socket:
-    """A TCP socket of namespace `netns` (a socket belongs to the namespace it was created in)."""
-    with entered(netns):
+def client_socket(node: Node) -> socket.socket:
+    """A TCP socket of `node`'s namespace (a socket belongs to the namespace it was created in)."""
+    with node.inside():
         return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 
 
-def download(netns: str, address: str, port: int, size: int, limit_s: float) -> Flow:
+def download(node: Node, address: str, port: int, size: int, limit_s: float) -> Flow:
     """Read `size` bytes from a chargen service; timed from the first byte asked to the last received."""
     got, error = 0, ""
-    sock = client_socket(netns)
+    sock = client_socket(node)
     start = time.monotonic()
     try:
         with sock:
@@ -105,11 +105,11 @@ def download(netns: str, address: str, port: int, size: int, limit_s: float) -> 
     return Flow(size, got, time.monotonic() - start, error)
 
 
-def upload(netns: str, address: str, port: int, size: int, limit_s: float) -> Flow:
+def upload(node: Node, address: str, port: int, size: int, limit_s: float) -> Flow:
     """Send `size` bytes to a discard service and wait for its FIN, so every byte is counted as received."""
     block = bytes(CHUNK)
     sent, error = 0, ""
-    sock = client_socket(netns)
+    sock = client_socket(node)
     start = time.monotonic()
     try:
         with sock:
@@ -130,9 +130,9 @@ def _connect(sock: socket.socket, address: str, port: int, timeout_s: float) -> 
     sock.connect((address, port))
 
 
-def connects(netns: str, address: str, port: int, timeout_s: float) -> bool:
+def connects(node: Node, address: str, port: int, timeout_s: float) -> bool:
     """Whether a handshake to `address:port` completes within `timeout_s`."""
-    sock = client_socket(netns)
+    sock = client_socket(node)
     with sock:
         sock.settimeout(timeout_s)
         try:
@@ -142,20 +142,20 @@ def connects(netns: str, address: str, port: int, timeout_s: float) -> bool:
     return True
 
 
-def hold_open(netns: str, address: str, port: int, timeout_s: float = 3.0) -> socket.socket:
+def hold_open(node: Node, address: str, port: int, timeout_s: float = 3.0) -> socket.socket:
     """An established connection, left open for the caller to close; its local port identifies it."""
-    sock = client_socket(netns)
+    sock = client_socket(node)
     sock.settimeout(timeout_s)
     sock.connect((address, port))
     return sock
 
 
-def setup_rate(netns: str, address: str, port: int, count: int, timeout_s: float) -> tuple[int, float]:
+def setup_rate(node: Node, address: str, port: int, count: int, timeout_s: float) -> tuple[int, float]:
     """Sequential connect-and-close to a port: how many completed and how many per second."""
     ok = 0
     start = time.monotonic()
     for _ in range(count):
-        ok += connects(netns, address, port, timeout_s)
+        ok += connects(node, address, port, timeout_s)
     elapsed = time.monotonic() - start
     return ok, ok / max(elapsed, 1e-9)
 
@@ -174,12 +174,12 @@ class Stream:
         return inside[-1][1] - inside[0][1] if len(inside) >= 2 else 0
 
 
-def stream(netns: str, address: str, port: int, duration_s: float, start: threading.Barrier) -> Stream:
+def stream(node: Node, address: str, port: int, duration_s: float, start: threading.Barrier) -> Stream:
     """Read a chargen service for `duration_s` once every flow sharing `start` is ready, sampling as bytes arrive.
 
     The socket connects first, then waits at the barrier, so flows sharing one start together.
     """
-    sock = client_socket(netns)
+    sock = client_socket(node)
     samples: list[tuple[float, int]] = []
     got, error = 0, ""
     try:
