@@ -45,6 +45,7 @@ ANY_TIME_LIMIT_S = 5.0
 PENDING_LIMIT_S = 5.0
 #: How long a call may take to return or to say it blocks (the agent answers in about a millisecond).
 CALL_START_LIMIT_S = 5.0
+SAME_MOMENT = When(0.0, relative=True)  # `+0`
 ICMP_TYPES = {"unreachable": 3, "time_exceeded": 11, "parameter_problem": 12, "source_quench": 4}
 ICMP_CODES = {"net_unreachable": 0, "host_unreachable": 1, "protocol_unreachable": 2, "port_unreachable": 3,
               "frag_needed": 4, "source_route_failed": 5, "net_prohibited": 9, "host_prohibited": 10,
@@ -171,8 +172,15 @@ class Timeline:
     def run(self) -> None:
         self.t0 = time.time()
         try:
-            for event in self.script.events:
-                self.step(event)
+            events = self.script.events
+            i = 0
+            while i < len(events):
+                burst = _burst(events, i)
+                if len(burst) > 1:
+                    self.inject_burst(burst)
+                else:
+                    self.step(events[i])
+                i += len(burst) or 1
             self.settle_pending(self.t0 + self.prev + PENDING_LIMIT_S)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
@@ -216,6 +224,22 @@ class Timeline:
             self.prev = start
         conn = self.conns[packet.conn]
         self.wire.send_tcp(inbound(packet, conn.seqmap, sport=conn.peer_port, dport=conn.target_port))
+
+    def inject_burst(self, events: list[Event]) -> None:
+        """Segments at the same moment leave back to back, built first, so the target finds them queued together."""
+        start, _, _ = self.times(events[0].when)
+        segments = []
+        for event in events:
+            packet = event.action
+            assert isinstance(packet, Packet)
+            conn = self.conns[packet.conn]
+            try:
+                segments.append(inbound(packet, conn.seqmap, sport=conn.peer_port, dport=conn.target_port))
+            except MappingError as exc:
+                raise Failed(event.line, str(exc)) from None
+        self.wait_until(start)
+        self.prev = start
+        self.wire.send_burst(segments)
 
     def icmp(self, event: Event, icmp: Icmp) -> None:
         if icmp.direction == ">":
@@ -338,3 +362,16 @@ def unsupported_lines(script: Script) -> list[tuple[int, str]]:
     if version != "ipv4":
         found.append((0, f"--ip_version={version}: the wire side speaks IPv4 only"))
     return sorted(found)
+
+
+def _burst(events: list[Event], i: int) -> list[Event]:
+    """The `<` lines from i on that happen at one moment (each after the first at `+0`)."""
+    first = events[i]
+    if not (isinstance(first.action, Packet) and first.action.direction == "<" and not first.when.any_time):
+        return []
+    burst = [first]
+    for event in events[i + 1:]:
+        if not (isinstance(event.action, Packet) and event.action.direction == "<" and event.when == SAME_MOMENT):
+            break
+        burst.append(event)
+    return burst

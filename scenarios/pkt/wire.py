@@ -76,14 +76,28 @@ class Wire:
         """Send a segment from the peer to the target; returns when (time.time())."""
         return self.send_ip(IP(src=self.peer_ip, dst=self.target_ip) / tcp)
 
+    def send_burst(self, segments: list[TCP]) -> float:
+        """Several segments back to back: all built before the first leaves."""
+        frames = [self._frame(IP(src=self.peer_ip, dst=self.target_ip) / tcp) for tcp in segments]
+        for frame in frames:
+            self.peer.send(frame)
+        sent = time.time()
+        for frame in frames:
+            frame.time = sent
+        self.frames.extend(frames)
+        return sent
+
     def send_icmp(self, icmp_type: int, code: int, mtu: int | None, quoted: TCP) -> float:
         inner = IP(src=self.target_ip, dst=self.peer_ip) / quoted
         icmp = ICMP(type=icmp_type, code=code, nexthopmtu=mtu or 0)
         return self.send_ip(IP(src=self.peer_ip, dst=self.target_ip) / icmp / bytes(inner)[:QUOTED_BYTES])
 
-    def send_ip(self, packet: IP | IPv6) -> float:
+    def _frame(self, packet: IP | IPv6) -> Ether:
         assert self._template is not None
-        frame = Ether(bytes(Ether(src=self._template.src, dst=self._template.dst) / packet))
+        return Ether(bytes(Ether(src=self._template.src, dst=self._template.dst) / packet))
+
+    def send_ip(self, packet: IP | IPv6) -> float:
+        frame = self._frame(packet)
         self.peer.send(frame)
         sent = time.time()
         frame.time = sent

@@ -27,6 +27,7 @@ class StandInWire:
         self.target_port, self.peer_ports, self.delay, self.answer = PORT, [PEER], delay, answer
         self.queue: list[tuple[float, Ether]] = []
         self.sent: list[TCP] = []
+        self.bursts: list[int] = []
         self.ready = threading.Condition()
 
     def _reply(self, flags: str, seq: int, ack: int) -> None:
@@ -42,6 +43,12 @@ class StandInWire:
             self._reply("SA", ISN, tcp.seq + 1)
         elif self.answer and len(tcp.payload):
             self._reply("A", ISN + 1, tcp.seq + len(tcp.payload))
+        return time.time()
+
+    def send_burst(self, segments: list[TCP]) -> float:
+        self.bursts.append(len(segments))
+        for tcp in segments:
+            self.send_tcp(tcp)
         return time.time()
 
     def receive(self, deadline: float) -> tuple[float, Ether] | None:
@@ -128,3 +135,10 @@ def test_a_call_on_a_file_descriptor_never_opened_fails_at_its_line() -> None:
     with pytest.raises(Failed) as failure:
         run("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 close(5) = 0\n")
     assert failure.value.line == 2 and "never opened" in str(failure.value)
+
+
+def test_segments_at_one_moment_leave_as_one_burst() -> None:
+    wire = run(HANDSHAKE + "+0 < P. 11:21(10) ack 1 win 65535\n+0 < P. 21:31(10) ack 1 win 65535\n"
+               "+0.01 < P. 31:41(10) ack 1 win 65535\n")
+    assert wire.bursts == [3]  # the 1:11 data and the two at +0 after it; the one 10 ms later goes alone
+    assert [len(t.payload) for t in wire.sent] == [0, 10, 10, 10, 10]
