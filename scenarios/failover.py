@@ -100,8 +100,8 @@ def run(ctx: RunContext) -> Iterator[Check]:
     yield ctx.skip("port-failover", "RFC9293 3.8.3",
                    "the fair comparison, an active-backup bond over the same two ports, cannot be built: this kernel "
                    "is built without bonding and teaming (/proc/config.gz: CONFIG_BONDING and CONFIG_NET_TEAM not "
-                   "set; ip link add type bond: Unknown device type) and has no modules directory to load them "
-                   "from; with its address on "
+                   "set; ip link add type bond: Unknown device type) and without loadable modules (CONFIG_MODULES "
+                   "not set); with its address on "
                    f"{FAILED_PORT} alone the kernel's connection stayed on the failed port: {transfer.received} of "
                    f"{transfer.size} bytes within {p.kernel_limit_s:g} s of the failure", numbers=numbers)
 
