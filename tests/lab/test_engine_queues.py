@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from lab.pytest_plugin import MakeLab
 from lab.tools import wait_for_line
 from toe_engine.io import AfPacketDriver, VnetHeader
 from toe_engine.io.ring import PacketRingDriver, RingSettings
-from toe_engine.io.rss import flow_queue
+from toe_engine.io.rss import attach_program, default_key, equal_table, flow_queue, join_group, program
 from toe_engine.io.vnet import VNET_GSO_TCPV4
 
 from test_endpoint import wait_until  # the same event wait the endpoint tests use
@@ -137,6 +138,61 @@ def test_send_batch_sends_every_frame_in_order_and_counts_what_the_device_refuse
     assert got == frames
     assert (sender.counters.tx_frames, sender.counters.tx_dropped) == (300, 1)
     assert sender.counters.tx_bytes == sum(len(f) for f in frames)
+
+
+# --- the fanout program in the kernel ------------------------------------------------------------
+
+UDP_SENDER = r"""
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+for sport in range(int(sys.argv[2]), int(sys.argv[2]) + int(sys.argv[3])):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind(("", sport))
+        s.sendto(b"x" * int(sys.argv[4]), (sys.argv[1], 9))
+"""
+
+
+def test_fanout_program_steers_ipv4_ipv6_and_fragments_as_predicted(make_lab: MakeLab) -> None:
+    lab = make_lab("two_hosts")
+    h2 = lab.node("h2")
+    members = [PacketRingDriver("eth0", h2.netns, ring=RingSettings(frames=1024)) for _ in range(2)]
+    table, key = equal_table(2, 16), default_key()
+    try:
+        for member in members:
+            with socket.fromfd(member.fd, socket.AF_PACKET, socket.SOCK_RAW) as sock:
+                join_group(sock, 0x7E57)
+        with socket.fromfd(members[0].fd, socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            attach_program(sock, program(table, key))
+        expected: dict[tuple[int, int], int] = {}
+        for version, first in ((4, 42000), (6, 43000)):
+            src, dst = lab.address("h1", version), lab.address("h2", version)
+            lab.node("h1").run([sys.executable, "-c", UDP_SENDER, dst, str(first), "16", "16"], check=True, timeout=30)
+            expected |= {(version, p): flow_queue(src, dst, p, 9, table, key) for p in range(first, first + 16)}
+        # a datagram in three fragments: no ports in the later ones, so all hash on the addresses alone
+        lab.node("h1").run([sys.executable, "-c", UDP_SENDER, lab.address("h2"), "44000", "1", "4000"], check=True)
+        fragments_queue = flow_queue(lab.address("h1"), lab.address("h2"), 0, 0, table, key)
+        landed: dict[tuple[int, int], int] = {}
+        fragments: list[int] = []
+
+        def collect() -> bool:
+            for queue, member in enumerate(members):
+                for view in member.frames(10_000):
+                    frame = bytes(view[10:])
+                    if frame[12:14] == b"\x08\x00" and frame[23] == 17:
+                        if int.from_bytes(frame[20:22], "big") & 0x3FFF:
+                            fragments.append(queue)
+                        elif int.from_bytes(frame[34:36], "big") < 44000:
+                            landed[(4, int.from_bytes(frame[34:36], "big"))] = queue
+                    elif frame[12:14] == b"\x86\xdd" and frame[20] == 17:
+                        landed[(6, int.from_bytes(frame[54:56], "big"))] = queue
+            return len(landed) == len(expected) and len(fragments) == 3
+        wait_until(collect, "every datagram at one of the two members")
+    finally:
+        for member in members:
+            member.close()
+    assert landed == expected
+    assert set(landed.values()) == {0, 1}
+    assert fragments == [fragments_queue] * 3
 
 
 # --- ring overflow: rx_missed_errors ----------------------------------------------------------

@@ -132,16 +132,23 @@ def program(table: Sequence[int], key: bytes) -> list[Instruction]:
     to_v4 = emit(_JEQ_K, 0x0800)
     to_v6 = emit(_JEQ_K, 0x86DD)
     emit(_RET_K, table[0])  # not IP: the first entry's queue
-    # IPv4
+    portless: list[int] = []  # jumps to "no ports" (jf patched below)
+
+    def fold_addresses_then_check_protocol(words: range, protocol_at: int) -> None:
+        """M[0] = the address words XORed; then fall through for TCP or UDP, else to no_ports."""
+        emit(_LD_W_ABS, _NET + words[0])
+        for off in words[1:]:
+            emit(_TAX)
+            emit(_LD_W_ABS, _NET + off)
+            emit(_ALU_XOR_X)
+        emit(_ST, 0)
+        emit(_LD_B_ABS, _NET + protocol_at)
+        emit(_JEQ_K, socket.IPPROTO_TCP, 1, 0)
+        portless.append(emit(_JEQ_K, socket.IPPROTO_UDP))
+
+    # IPv4: source and destination, ports behind a variable header unless it is a fragment
     v4 = len(p)
-    emit(_LD_W_ABS, _NET + 12)
-    emit(_TAX)
-    emit(_LD_W_ABS, _NET + 16)
-    emit(_ALU_XOR_X)
-    emit(_ST, 0)
-    emit(_LD_B_ABS, _NET + 9)
-    emit(_JEQ_K, socket.IPPROTO_TCP, 1, 0)
-    portless = [emit(_JEQ_K, socket.IPPROTO_UDP)]  # neither: no ports (jf patched below)
+    fold_addresses_then_check_protocol(range(12, 20, 4), 9)
     emit(_LD_H_ABS, _NET + 6)
     fragment = emit(_JSET_K, 0x3FFF)  # MF or an offset: a fragment, no ports (jt patched below)
     emit(_LDX_B_MSH, _NET + 0)
@@ -153,15 +160,7 @@ def program(table: Sequence[int], key: bytes) -> list[Instruction]:
     to_hash_v4 = emit(_JA)
     # IPv6: eight address words, then ports if the next header is TCP or UDP
     v6 = len(p)
-    emit(_LD_W_ABS, _NET + 8)
-    for off in range(12, 40, 4):
-        emit(_TAX)
-        emit(_LD_W_ABS, _NET + off)
-        emit(_ALU_XOR_X)
-    emit(_ST, 0)
-    emit(_LD_B_ABS, _NET + 6)
-    emit(_JEQ_K, socket.IPPROTO_TCP, 1, 0)
-    portless.append(emit(_JEQ_K, socket.IPPROTO_UDP))
+    fold_addresses_then_check_protocol(range(8, 40, 4), 6)
     emit(_LD_H_ABS, _NET + 40)
     emit(_ST, 1)
     emit(_LD_H_ABS, _NET + 42)

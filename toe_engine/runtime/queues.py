@@ -223,7 +223,11 @@ class QueueSupervisor:
 
     # --- the node's control socket ---------------------------------------------------------------
     def ask(self, worker: QueueProcess, request: Mapping[str, Any]) -> dict[str, Any]:
-        answer = control_request(worker.control, dict(request))
+        """One queue's answer; a queue that does not answer is an error of this request, not of the node."""
+        try:
+            answer = control_request(worker.control, dict(request))
+        except (OSError, ConnectionError, ValueError) as exc:
+            raise ValueError(f"queue {worker.queue} (pid {worker.pid}) did not answer: {exc}") from None
         if not answer.pop("ok", False):
             raise ValueError(answer.get("error", f"queue {worker.queue} gave no reason"))
         return answer
