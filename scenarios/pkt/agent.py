@@ -19,7 +19,8 @@ One small protocol, JSON lines, one request and one answer per line, for every t
 
 A failing call answers {"ret": -1, "errno": "ECONNREFUSED"}; a request the agent does not know
 answers {"ret": -1, "errno": "ENOSYS"}; an option it does not know {"ret": -1, "errno": "ENOPROTOOPT"}.
-Values are ints, except SO_LINGER ({"onoff": 1, "linger": 0}). A call on a blocking socket that
+Values are ints, except SO_LINGER ({"onoff": 1, "linger": 0}) and IP_OPTIONS (a string, one
+character per byte). A call on a blocking socket that
 cannot complete yet either blocks, after a line {"blocking": true} saying so (a process agent does),
 or answers {"retry": true} and is asked again (an agent inside an event loop, such as the engine's,
 must not block). Either way the runner learns that the call blocks, as packetdrill does, without

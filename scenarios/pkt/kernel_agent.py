@@ -22,7 +22,7 @@ LEVELS = {"SOL_SOCKET": socket.SOL_SOCKET, "IPPROTO_TCP": socket.IPPROTO_TCP, "S
 OPTIONS = {name: getattr(socket, name) for name in (
     "SO_ERROR", "SO_RCVBUF", "SO_SNDBUF", "SO_REUSEADDR", "SO_KEEPALIVE", "SO_LINGER", "SO_OOBINLINE",
     "TCP_NODELAY", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT", "TCP_MAXSEG",
-    "TCP_CORK", "TCP_QUICKACK", "TCP_SYNCNT", "IP_TTL", "IP_TOS") if hasattr(socket, name)}
+    "TCP_CORK", "TCP_QUICKACK", "TCP_SYNCNT", "IP_TTL", "IP_TOS", "IP_OPTIONS") if hasattr(socket, name)}
 MSG_FLAGS = {"MSG_OOB": socket.MSG_OOB, "MSG_PEEK": socket.MSG_PEEK, "MSG_DONTWAIT": socket.MSG_DONTWAIT,
              "MSG_WAITALL": socket.MSG_WAITALL}
 POLL_BITS = {"POLLIN": select.POLLIN, "POLLOUT": select.POLLOUT, "POLLERR": select.POLLERR,
@@ -125,6 +125,8 @@ class Agent:
         if isinstance(value, dict):
             raw = struct.pack("ii", int(value.get("onoff", 0)), int(value.get("linger", 0)))
             self.sock(req).setsockopt(level, name, raw)
+        elif isinstance(value, str):  # bytes, one character each (IP_OPTIONS)
+            self.sock(req).setsockopt(level, name, value.encode("latin-1"))
         else:
             self.sock(req).setsockopt(level, name, int(value or 0))
         return {"ret": 0}

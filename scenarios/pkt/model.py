@@ -52,6 +52,7 @@ class Packet:
     options_wildcard: bool = False  # `<...>`: any options
     ttl: int | None = None  # toelab extension on outbound lines: the IP TTL (hop limit) it must carry
     tos: int | None = None  # toelab extension: the IP TOS byte (traffic class) it must carry
+    ip_options: bytes | None = None  # toelab extension (`ipopts HEX`): the IP options it must carry
     conn: int = 1  # toelab extension (`conn 2`): which of the script's connections (peer ports) it belongs to
 
 

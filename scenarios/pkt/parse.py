@@ -21,7 +21,8 @@ script at all (ScriptError, with file and line).
 toelab extensions: flags in brackets are optional (`> R[.]`: a RST with or without ACK, where
 stacks legitimately differ); `win A~B` on an outbound packet accepts any window in [A, B], for windows
 that legitimately differ between stacks (`win` left out of an outbound packet is not checked);
-`ttl N` and `tos N` on an outbound packet check its IP header (IP_TTL, IP_TOS); `conn N` puts a
+`ttl N`, `tos N` and `ipopts HEX` on an outbound packet check its IP header (IP_TTL, IP_TOS,
+IP_OPTIONS); `conn N` puts a
 packet on the script's N-th connection (its own peer port), for scripts with several at once. A connect() to
 `{sin_addr=inet_addr("a.b.c.d")}` goes to that address instead of the script's peer.
 """
@@ -236,10 +237,12 @@ def _packet(text: str) -> Packet | Icmp:
         rest = rest[1:]
     while rest:
         key = rest[0]
-        if key not in ("ack", "win", "urg", "ttl", "tos", "conn") or len(rest) < 2:
+        if key not in ("ack", "win", "urg", "ttl", "tos", "conn", "ipopts") or len(rest) < 2:
             raise _Unsupported(f"packet field {key!r} is not supported")
         value = rest[1]
-        if key == "win" and "~" in value:
+        if key == "ipopts":
+            fields["ip_options"] = bytes.fromhex(value)
+        elif key == "win" and "~" in value:
             low, _, high = value.partition("~")
             fields.update(win=int(low), win_max=int(high))
         else:

@@ -211,6 +211,10 @@ def mismatch(packet: Packet, frame: Any, seqmap: SeqMap) -> str | None:
         return f"ttl {ip.ttl} where the script has {packet.ttl}"
     if packet.tos is not None and ip.tos != packet.tos:
         return f"tos {ip.tos:#x} where the script has {packet.tos:#x}"
+    if packet.ip_options is not None:
+        got = bytes(ip)[20:ip.ihl * 4]
+        if got != packet.ip_options:
+            return f"IP options {got.hex() or 'none'} where the script has {packet.ip_options.hex()}"
     if packet.urg is not None and tcp.urgptr != packet.urg:
         return f"urg {tcp.urgptr} where the script has {packet.urg}"
     if packet.options is not None and not packet.options_wildcard:

@@ -22,7 +22,7 @@ MSG_FLAGS = frozenset({"MSG_OOB", "MSG_PEEK", "MSG_DONTWAIT", "MSG_WAITALL"})
 LEVELS = frozenset({"SOL_SOCKET", "IPPROTO_TCP", "SOL_TCP", "IPPROTO_IP", "SOL_IP"})
 OPTIONS = frozenset({"SO_ERROR", "SO_RCVBUF", "SO_SNDBUF", "SO_REUSEADDR", "SO_KEEPALIVE", "SO_LINGER",
                      "SO_OOBINLINE", "TCP_NODELAY", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
-                     "TCP_USER_TIMEOUT", "TCP_MAXSEG", "IP_TTL", "IP_TOS"})
+                     "TCP_USER_TIMEOUT", "TCP_MAXSEG", "IP_TTL", "IP_TOS", "IP_OPTIONS"})
 
 
 class CallError(ValueError):

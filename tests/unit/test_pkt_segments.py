@@ -91,3 +91,15 @@ def test_received_options_are_read_from_the_wire_bytes_in_order() -> None:
                                  TcpOption("sackOK"), TcpOption("TS", (5, 6))]
     seqmap = SeqMap(local_offset=ISN)
     assert describe(got, seqmap).startswith("S. 0:0(0) ack 1 win 65535 <mss 1460,nop,wscale 7,sackOK,TS val 5 ecr 6")
+
+
+def test_ip_options_are_checked_as_bytes() -> None:
+    from scapy.layers.inet import IPOption_NOP
+    seqmap = synack_seen()
+    tcp = TCP(sport=8080, dport=40000, flags="PA", seq=ISN + 1, ack=1) / Raw(b"x")
+    with_nops = Ether(bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1", options=[IPOption_NOP()] * 4) / tcp))
+    assert mismatch(packet("> P. 1:2(1) ack 1 ipopts 01010101"), with_nops, seqmap) is None
+    assert mismatch(packet("> P. 1:2(1) ack 1 ipopts 01010100"), with_nops, seqmap) == (
+        "IP options 01010101 where the script has 01010100")
+    assert "IP options none" in mismatch(packet("> P. 1:2(1) ack 1 ipopts 01010101"),
+                                         frame("PA", ISN + 1, 1, payload=b"x"), seqmap)
