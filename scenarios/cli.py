@@ -6,7 +6,8 @@ when a check fails or a scenario errs, 2 on bad input (unknown scenario, target 
 parameter, a missing tool), 0 otherwise; skipped checks do not fail a run. A scenario whose
 lab fails to build is an error of that scenario, and the run goes on; whatever happens,
 even Ctrl-C, the report and JSON hold every scenario that finished. Each scenario's pcaps
-are cut to headers and the first payload bytes once it has finished, unless `--full-pcaps`.
+are cut to headers and the first payload bytes and gzipped (x.pcap.gz, which Wireshark
+opens) once it has finished, unless `--full-pcaps`.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def plan(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 def run_scenarios(args: argparse.Namespace) -> int:
     from .framework import ScenarioResult
-    from .pcap_trim import trim_pcaps
+    from .pcap_trim import relink, trim_pcaps
     from .runner import run_scenario
 
     plans = plan(args)
@@ -124,7 +125,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
                                                 duration_s=round(time.monotonic() - started, 3))
                 results.append(result)
                 if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
-                    trim_pcaps(root / s.name / target)
+                    relink(result.checks, trim_pcaps(root / s.name / target))
                 console.print(f"{label}: {_outcome(result)}", highlight=False)
     except BaseException:  # interrupted or broken: still the report of what finished
         _write_outputs(results, args, root)

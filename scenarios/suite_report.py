@@ -27,13 +27,13 @@ def keep_result(result: ScenarioResult) -> Path:
 
 def write_suite_report(directory: Path = SUITE_REPORT_DIR, since: float = 0.0) -> Path | None:
     """The report of every result kept under `directory` since `since` (a time.time()); None if there is none."""
-    from .pcap_trim import trim_pcaps
+    from .pcap_trim import relink, trim_pcaps
     from .report import write_report
 
     kept = sorted(p for p in directory.glob(f"*/*/{RESULT_FILE}") if p.stat().st_mtime >= since)
     if not kept:
         return None
     results = [ScenarioResult.model_validate(json.loads(p.read_text())) for p in kept]
-    for path in kept:  # only this session's evidence: another run may be reading its own pcaps right now
-        trim_pcaps(path.parent)
+    for path, result in zip(kept, results):  # only this session's: another run may be reading its own pcaps
+        relink(result.checks, trim_pcaps(path.parent))
     return write_report(results, directory)

@@ -48,8 +48,10 @@ def test_run_all_reports_every_finished_scenario_when_a_later_one_fails_to_build
     html = (report / "index.html").read_text()
     assert "the lab did not build" in html and "RFC 9293 MUSTs no check covers yet" in html
     pcap = report / by_name["quick_ping"]["checks"][0]["evidence"]["pcaps"][0]
+    assert pcap.name == "ping.pcap.gz" and pcap.is_file() and not pcap.with_suffix("").exists()
+    assert f'href="{by_name["quick_ping"]["checks"][0]["evidence"]["pcaps"][0]}"' in html  # the link works
     lengths = [(len(data), meta.wirelen) for data, meta in RawPcapReader(str(pcap))]
-    assert lengths and all(kept <= 178 for kept, _ in lengths)  # cut by default
+    assert lengths and all(kept <= 178 for kept, _ in lengths)  # cut by default (ICMP keeps up to 178)
     assert max(wire for _, wire in lengths) >= 1400  # the original length is kept in the record
 
 
