@@ -145,3 +145,20 @@ def test_queue_counters_sum_and_keep_each_queue_apart() -> None:
     assert total["rx_queue_0_frames"] == 10 and total["rx_queue_1_frames"] == 5
     assert total["rx_missed_errors"] == 3 and total["conn_offloaded"] == 7
     assert total["table_high_water"] == 7
+
+
+def test_queue_scenarios_refuse_bad_parameters_in_one_sentence() -> None:
+    from scenarios.queues import _sizes, flat
+
+    assert _sizes("64,256") == [64, 256]
+    for bad in ("256,64", "64", "32,64"):
+        with pytest.raises(ValueError, match="smallest first"):
+            _sizes(bad)
+    assert flat([{"rx_ring": 64, "missed": 3}], "rx_ring") == {"rx_ring=64.missed": 3}
+
+
+def test_queue_scenarios_are_registered_with_their_claims() -> None:
+    import scenarios
+
+    claimed = {s.name: s.claims for s in scenarios.all() if s.name in ("ring_drops", "rss_queues", "coalescing")}
+    assert claimed == {"ring_drops": ("TOE-13",), "rss_queues": ("TOE-14",), "coalescing": ("TOE-15",)}

@@ -188,9 +188,12 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
 
 def bench_engine(args: argparse.Namespace) -> Table:
     """The engine endpoint against the kernel, measured in the same run with the same client."""
+    from toelab.benches.queues import queue_scaling_rows, row, write_rows
+
     table = Table(title="engine endpoint vs kernel: same client (Python), same run")
     for column in ("measurement", "kernel", "engine", "engine / kernel"):
         table.add_column(column, justify="right")
+    rows = []
     for offloads in (True, False):
         label = "offloads on" if offloads else "offloads off"
         kernel, engine = _kernel_side(offloads, args.seconds), _engine_side(offloads, args.seconds)
@@ -199,14 +202,19 @@ def bench_engine(args: argparse.Namespace) -> Table:
                       f"{engine['gbit'] / kernel['gbit']:.2f} ({engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
         table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
                       f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
+        rows += [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
+                     iperf3_gbit_s=round(kernel["iperf_gbit"], 3)),
+                 row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
+                     round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
         if offloads:
             table.add_row("HTTP connection setups (connect, GET, close)", f"{kernel['conn_s']:,.0f}/s",
                           f"{engine['conn_s']:,.0f}/s ({engine['conn_failures']:.0f} failed)",
                           f"{engine['conn_s'] / kernel['conn_s']:.2f}")
-    from toelab.benches.queues import queue_scaling_rows
-
-    for row in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
-        table.add_row(row["measurement"], f"{row['reference']:.2f} {row['unit']}", f"{row['engine']:.2f} {row['unit']}",
-                      f"{row['ratio']:.2f} (2 queues / 1)")
+            rows.append(row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel["conn_s"]),
+                            round(engine["conn_s"]), failures=engine["conn_failures"]))
+    for scaling in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
+        table.add_row(scaling["measurement"], f"{scaling['reference']:.2f} {scaling['unit']}",
+                      f"{scaling['engine']:.2f} {scaling['unit']}", f"{scaling['ratio']:.2f} (2 queues / 1)")
+        rows.append(scaling)
+    write_rows(args, rows)
     return table
-
