@@ -159,12 +159,14 @@ def _output_checksums(ctx: RunContext, offloaded: bool) -> Check:
                "retransmissions": figures["retransmissions"]}
     wrong = states.get(ChecksumState.WRONG.value, 0)
     partial = states.get(ChecksumState.PARTIAL.value, 0)
+    unverified = states.get(ChecksumState.TRUNCATED.value, 0)  # cut short in the capture: nothing audited
     if offloaded:
-        ok = received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0
+        ok = received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0 and unverified == 0
         sentence = (f"with TSO on, {len(data)} frames ({oversize} larger than the {mss}-byte MSS) carried "
                     f"{states.get('correct', 0)} correct, {partial} offload-pending partial and {wrong} wrong checksums")
     else:
-        ok = received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0 and partial == 0 and oversize == 0
+        ok = (received >= nbytes and len(data) >= MIN_AUDITED_FRAMES and wrong == 0 and partial == 0
+              and oversize == 0 and unverified == 0)
         sentence = (f"with checksum offload off, {len(data)} segments carried {states.get('correct', 0)} correct, "
                     f"{partial} partial and {wrong} wrong checksums, {oversize} above the {mss}-byte MSS")
     return ctx.check(f"output-checksums[{variant}]", "MUST-2", ok, sentence + f"; {received} of {nbytes} bytes arrived, the capture holds {coverage:.0%} of the stream it saw",

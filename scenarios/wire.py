@@ -30,6 +30,8 @@ class ChecksumState(str, Enum):
     #: The field holds only the pseudo-header sum: checksum offload was asked to finish it.
     PARTIAL = "partial"
     WRONG = "wrong"
+    #: The capture holds only part of the segment, so its checksum cannot be verified.
+    TRUNCATED = "truncated"
 
 
 @dataclass(frozen=True)
@@ -122,16 +124,18 @@ def parse_tcp(ts: float, frame: bytes) -> TcpFrame | None:
         if proto != PROTO_TCP:
             return None
         src, dst = frame[offset + 12:offset + 16], frame[offset + 16:offset + 20]
+        seg_len = total - ihl
         segment = frame[offset + ihl:offset + total]
-        pseudo = src + dst + struct.pack("!BBH", 0, PROTO_TCP, len(segment))
+        pseudo = src + dst + struct.pack("!BBH", 0, PROTO_TCP, seg_len)
         src_s, dst_s = ".".join(map(str, src)), ".".join(map(str, dst))
     elif ethertype == ETH_IPV6 and len(frame) >= offset + 40:
         payload_len, next_header = struct.unpack_from("!HB", frame, offset + 4)
         if next_header != PROTO_TCP:
             return None
         src, dst = frame[offset + 8:offset + 24], frame[offset + 24:offset + 40]
+        seg_len = payload_len
         segment = frame[offset + 40:offset + 40 + payload_len]
-        pseudo = src + dst + struct.pack("!IxxxB", len(segment), PROTO_TCP)
+        pseudo = src + dst + struct.pack("!IxxxB", seg_len, PROTO_TCP)
         src_s, dst_s = str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst))
     else:
         return None
@@ -140,8 +144,11 @@ def parse_tcp(ts: float, frame: bytes) -> TcpFrame | None:
     sport, dport, seq, ack, off_flags, window = struct.unpack_from("!HHIIHH", segment)
     header_len = (off_flags >> 12) * 4
     flags = "".join(letter for bit, letter in enumerate(TCP_FLAGS) if off_flags & (1 << bit))
-    return TcpFrame(ts, src_s, dst_s, sport, dport, seq, ack, flags, window, len(segment) - header_len,
-                    _sack_blocks(segment[20:header_len]), checksum_state(pseudo, segment), len(frame))
+    # Lengths come from the IP header, so a capture cut short (a snap length, a trimmed pcap)
+    # still tells how much data each segment carried; its checksum can no longer be told.
+    checksum = ChecksumState.TRUNCATED if len(segment) < seg_len else checksum_state(pseudo, segment)
+    return TcpFrame(ts, src_s, dst_s, sport, dport, seq, ack, flags, window, max(0, seg_len - header_len),
+                    _sack_blocks(segment[20:header_len]), checksum, len(frame))
 
 
 def tcp_frames(path: Path | str) -> list[TcpFrame]:

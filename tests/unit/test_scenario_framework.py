@@ -366,3 +366,12 @@ def test_context_checks_carry_their_subject_and_integrity(tmp_path: Path) -> Non
     assert (mine.target, theirs.target, exact.target) == ("toe", "middlebox", "toe")
     assert (mine.integrity, exact.integrity) == (False, True)
     assert theirs.verdict is Verdict.FAIL
+
+
+def test_wire_takes_lengths_from_the_ip_header_of_a_cut_capture() -> None:
+    frame = bytes(transfer_frames()[0])
+    whole = parse_tcp(0.0, frame)
+    cut = parse_tcp(0.0, frame[:54 + 16])  # headers and 16 bytes of the 1000-byte payload
+    assert whole is not None and cut is not None
+    assert (whole.payload_len, cut.payload_len) == (1000, 1000)
+    assert cut.checksum is ChecksumState.TRUNCATED and whole.checksum is ChecksumState.CORRECT
