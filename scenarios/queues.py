@@ -98,8 +98,8 @@ def ring_burst(lab: Lab, engine: EngineHandle, client_node: str, server_node: st
 
 
 class RingDropsParams(ScenarioParams):
-    rings: str = Field("64,256,1024,4096", description="ring sizes to try, frames (ethtool -G rx N), smallest first")
-    burst: int = Field(40000, ge=1000, le=1_000_000, description="frames per burst, sent back to back")
+    rings: str = Field("64,1024,16384", description="ring sizes to try, frames (ethtool -G rx N), smallest first")
+    burst: int = Field(60000, ge=1000, le=1_000_000, description="frames per burst, sent back to back")
 
 
 def _sizes(text: str) -> list[int]:
@@ -203,9 +203,9 @@ def rss_queues(ctx: RunContext) -> Iterator[Check]:
     config = engine.config()
     sports = ports_for(config, src, dst, ECHO, {q: p.per_queue for q in range(p.queues)})
     expected = {sport: i // p.per_queue for i, sport in enumerate(sports)}
-    netns = ctx.lab.node(ctx.server).netns
+    server = ctx.lab.node(ctx.server)
     pids = {q["queue"]: q["pid"] for q in engine.stats()["queues"]}
-    before = namespace_times(netns)
+    before = namespace_times(server)
     started = time.monotonic()
     results, proc = hold_flows(ctx.lab, ctx.client, dst, sports, p.size_kib * 1024)
     seconds = time.monotonic() - started
@@ -213,7 +213,7 @@ def rss_queues(ctx: RunContext) -> Iterator[Check]:
         landed, stats = flow_queues(engine), engine.stats()
     finally:
         release(proc)
-    after = namespace_times(netns)
+    after = namespace_times(server)
     counters = stats["counters"]
     per_queue = {q: counters.get(f"rx_queue_{q}_frames", 0) for q in range(p.queues)}
     cpu = {q: round(after.seconds.get(pid, 0.0) - before.seconds.get(pid, 0.0), 3) for q, pid in pids.items()}
@@ -277,7 +277,7 @@ class CoalescingRow:
 
 
 def engine_cpu(lab: Lab, node: str) -> Any:
-    return namespace_times(lab.node(node).netns)
+    return namespace_times(lab.node(node))
 
 
 def coalescing_row(lab: Lab, engine: EngineHandle, client_node: str, server_node: str, addr: str, rx_usecs: int,

@@ -98,8 +98,8 @@ def multi_flow_bulk(queues: int, flows: int, seconds: float) -> dict[str, float]
             sports = ports_for(engine.config(), lab.address("h1"), addr, DISCARD, per)
         else:
             sports = list(range(41000, 41000 + flows))
-        netns = lab.node("t1").netns
-        before, started = namespace_times(netns), time.monotonic()
+        server = lab.node("t1")
+        before, started = namespace_times(server), time.monotonic()
         procs = [lab.node("h1").popen([sys.executable, "-m", "scenarios.flow_clients", "bulk", addr, str(DISCARD),
                                        str(seconds), str(sport)], stdout=subprocess.PIPE, text=True)
                  for sport in sports]
@@ -108,7 +108,7 @@ def multi_flow_bulk(queues: int, flows: int, seconds: float) -> dict[str, float]
             out, _ = proc.communicate(timeout=seconds + 120)
             results.append(json.loads(out))
         elapsed = time.monotonic() - started
-        cpu = namespace_times(netns).since(before, matching=ENGINE_PROCESS)
+        cpu = namespace_times(server).since(before, matching=ENGINE_PROCESS)
         spread = {k: v for k, v in engine.stats()["counters"].items() if k.startswith("rx_queue_") and k.endswith("_frames")}
     gbit = sum(r["bytes"] for r in results) * 8 / max(r["seconds"] for r in results) / 1e9
     return {"gbit": gbit, "cores": cpu / elapsed, **{k: float(v) for k, v in spread.items()}}
