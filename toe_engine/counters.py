@@ -27,6 +27,7 @@ STANDARD_COUNTERS: tuple[str, ...] = (
     "rack_retransmits",
     "tlp_probes",
     "tlp_recoveries",
+    "spurious_rtos",
     "challenge_acks",
 )
 
