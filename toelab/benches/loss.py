@@ -47,7 +47,7 @@ SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 #: What each engine figure is, by the engine's counter name (a name the engine lacks is an error).
 ENGINE_COUNTERS = {"rto": "rto_expired", "fast": "fast_retransmits", "rack": "rack_retransmits",
-                   "tlp": "tlp_probes", "retransmits": "retransmits"}
+                   "tlp": "tlp_probes", "retransmits": "retransmits", "spurious_rto": "spurious_rtos"}
 DOWNLOAD_BYTES = 3 * MIB
 ECHO_BYTES = 1 * MIB
 LIMIT_S = 30.0
