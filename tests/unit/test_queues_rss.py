@@ -162,3 +162,16 @@ def test_queue_scenarios_are_registered_with_their_claims() -> None:
 
     claimed = {s.name: s.claims for s in scenarios.all() if s.name in ("ring_drops", "rss_queues", "coalescing")}
     assert claimed == {"ring_drops": ("TOE-13",), "rss_queues": ("TOE-14",), "coalescing": ("TOE-15",)}
+
+
+def test_a_topology_with_a_bad_rss_table_is_refused_at_spec_time() -> None:
+    from lab.errors import SpecError
+    from lab.spec import parse_spec
+
+    text = ("name: bad_queues\nnodes:\n  h1:\n    interfaces: {eth0: {addresses: [10.0.7.1/24]}}\n"
+            "  t1:\n    kind: toe\n    interfaces: {eth0: {addresses: [10.0.7.2/24]}}\n"
+            "    engine: {queues: 2, rss_table: [0, 1, 2]}\n"
+            'links:\n  - endpoints: ["h1:eth0", "t1:eth0"]\n')
+    with pytest.raises(SpecError, match=r"rss_table entry 2 is not a queue of 0\.\.1") as raised:
+        parse_spec(text, "bad_queues.yaml")
+    assert "line 8" in str(raised.value)
