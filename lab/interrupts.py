@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 class Terminated(SystemExit):
@@ -61,11 +62,32 @@ def rearm() -> None:
     _state["unwinding"] = None
 
 
-def install() -> None:
-    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once; later ones wait for teardown."""
+def settle() -> None:
+    """The command is done: a signal from now until the process exits changes nothing, so it raises nothing."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _first_signal_raises)
-        signal.signal(signal.SIGINT, _first_signal_raises)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, frame: None)
+
+
+Handlers = dict[int, Any]
+
+
+def install() -> Handlers:
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once; later ones wait for teardown.
+
+    Returns the handlers it replaced, for `restore`.
+    """
+    previous: Handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        _state["unwinding"] = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, _first_signal_raises)
+    return previous
+
+
+def restore(previous: Handlers) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 @contextmanager

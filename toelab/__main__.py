@@ -1,6 +1,4 @@
 """`python -m toelab ...` is the `toelab` command."""
-import sys
+from toelab.cli import entry
 
-from toelab.cli import main
-
-sys.exit(main())
+entry()

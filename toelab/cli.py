@@ -91,16 +91,26 @@ def _chosen(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one toelab command (for callers in Python, tests among them); its exit status."""
+    return _run(argv, program=False)
+
+
+def entry() -> None:
+    """The `toelab` program: run the command, then exit with its status."""
+    sys.exit(_run(None, program=True))
+
+
+def _run(argv: list[str] | None, program: bool) -> int:
     from lab import interrupts
     from lab.errors import LabError
 
-    interrupts.install()
+    previous = interrupts.install()
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = _chosen(argv)
     parser = build_parser(only=chosen or "")
-    args = parser.parse_args(argv)
     try:
-        return args.command_entry.handler()(args)
+        args = parser.parse_args(argv)
+        return int(args.command_entry.handler()(args))
     except LabError as exc:
         _say(f"toelab: {exc}")
         return exc.exit_code
@@ -110,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"toelab: {'terminated (SIGTERM)' if code == 143 else 'interrupted (SIGINT)'}{doing}; "
              "everything it made is removed.")
         return code
+    finally:
+        if program:
+            interrupts.settle()  # the command is over: a late signal must not turn a finished run into a traceback
+        else:
+            interrupts.restore(previous)
 
 
 def _say(message: str) -> None:
@@ -118,4 +133,4 @@ def _say(message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
