@@ -71,12 +71,12 @@ def run_on(target_name: str, scripts: list, out: Path) -> list[ScriptResult]:
     with Lab.up(load_topology("two_hosts", {"tso": "false"})) as lab:
         try:
             target.start(lab, "h2")
-            session = Session(lab, target_name, "h2", "h1", agent_for(target, lab, "h2"), out)
             results = []
-            for script in scripts:
-                result = session.run(script)
-                results.append(result)
-                print(f"  {result.verdict}: {result.script} on {target_name}", file=sys.stderr)
+            with Session(lab, target_name, "h2", "h1", agent_for(target, lab, "h2"), out) as session:
+                for script in scripts:
+                    result = session.run(script)
+                    results.append(result)
+                    print(f"  {result.verdict}: {result.script} on {target_name}", file=sys.stderr)
             return results
         except TargetUnavailable as exc:
             return [ScriptResult(label(Path(s.path)), target_name, "unsupported", s.requirements, message=str(exc))

@@ -108,6 +108,7 @@ class Session:
         self.outdir = outdir
         self._next_port = first_port
         self.target_ip = lab.address(server)
+        self._agent: Agent | None = None
 
     def _ports(self, connections: int) -> tuple[int, list[int]]:
         """A fresh listening port and peer ports per script, so no script meets another's leftovers."""
@@ -115,6 +116,30 @@ class Session:
         self._next_port += 1
         base = 30000 + (port % 8000) * MAX_CONNECTIONS
         return port, [base + n for n in range(connections)]
+
+    def _release(self, agent: Agent, reuse: bool) -> None:
+        """The script's sockets go; after a pass the agent serves the next script (a failed script may
+        have left a call blocked in it, so that agent is ended instead)."""
+        try:
+            if reuse:
+                agent.request({"op": "reset"})
+                self._agent = agent
+            else:
+                agent.close()
+        except AgentError:
+            self._agent = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the agent kept for the next script."""
+        if self._agent is not None:
+            self._release(self._agent, reuse=False)
+            self._agent = None
 
     def shell(self, command: str) -> str | None:
         """Run a backtick command in the target's node: None, or what it said on failing."""
@@ -131,17 +156,15 @@ class Session:
         bind_port, peer_ports = self._ports(script.connections())
         try:
             with Wire(self.lab, self.client, self.target_ip, target_port=bind_port, peer_ports=peer_ports) as wire:
-                agent = self.make_agent()
+                agent = self._agent or self.make_agent()
+                self._agent = None
                 try:
                     where = Endpoints(bind_port, wire.peer_ip, peer_ports[0], local_ip=self.target_ip)
                     Timeline(script, wire, agent, where, self.shell).run()
                 except Failed as exc:
                     result.verdict, result.line, result.message = "fail", exc.line, str(exc)
                 finally:
-                    try:
-                        agent.close()
-                    except AgentError:
-                        pass
+                    self._release(agent, reuse=result.verdict == "pass")
                     name = result.script.replace("/", "-")
                     result.pcap = str(wire.write_pcap(self.outdir / f"{name}-{self.target}.pcap"))
         except Exception as exc:  # the runner must report, never crash, whatever a script does

@@ -31,11 +31,11 @@ class PktParams(ScenarioParams):
           covers=requirements_of(own_scripts()) or (DEFAULT_REQUIREMENT,))
 def run(ctx: RunContext) -> Iterator[Check]:
     paths = own_scripts(ctx.params.scripts)
-    session = Session(ctx.lab, ctx.target.name, ctx.server, ctx.client,
-                      agent_for(ctx.target, ctx.lab, ctx.server), ctx.outdir)
-    for path, script in zip(paths, load(paths)):
-        ctx.progress(label(path))
-        yield from checks_of(ctx.target.name, label(path), session.run(script))
+    with Session(ctx.lab, ctx.target.name, ctx.server, ctx.client,
+                 agent_for(ctx.target, ctx.lab, ctx.server), ctx.outdir) as session:
+        for path, script in zip(paths, load(paths)):
+            ctx.progress(label(path))
+            yield from checks_of(ctx.target.name, label(path), session.run(script))
 
 
 def checks_of(target: str, name: str, result: ScriptResult) -> Iterator[Check]:

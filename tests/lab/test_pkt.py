@@ -30,8 +30,9 @@ def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     with Lab.up(load_topology("two_hosts", {"tso": "false"})) as lab:
         try:
             target.start(lab, "h2")
-            yield Session(lab, request.param, "h2", "h1", agent_for(target, lab, "h2"),
-                          tmp_path_factory.mktemp(f"pkt-{request.param}"))
+            with Session(lab, request.param, "h2", "h1", agent_for(target, lab, "h2"),
+                         tmp_path_factory.mktemp(f"pkt-{request.param}")) as session:
+                yield session
         finally:
             target.stop()
 
