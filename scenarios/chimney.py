@@ -11,13 +11,16 @@ builds a new socket from the state and carries on; meanwhile an nftables rule ho
 client's segments back. The transfer must come back byte-exact, and the time the client saw
 no progress is reported.
 
-Handing the live connection to the engine and back needs the engine to adopt an
-established connection's state, which it cannot (see `ENGINE_CANNOT`): that check is a skip
-with the reason, on `toe`, until the engine has such a verb.
+On `toe` a second connection then goes the whole way of TCP Chimney: the host stack serves
+it, its socket is frozen with a chunk unread and handed to the engine (`adopt`, toe_engine.
+runtime.migrate), whose echo serves it from there, the unread chunk included; then the engine
+`export`s it and forgets it without a FIN or RST, and the host restores it with TCP_REPAIR and
+serves the rest. Every byte must come back in order.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import select
 import socket
 import time
@@ -27,15 +30,14 @@ from pydantic import Field
 
 
 from .framework import Check, RunContext, ScenarioParams, scenario
-from .tcp_repair import RepairState, freeze, restore
+from .tcp_repair import RepairState, freeze, migration_state, repair_state, restore
 
 PORT = 5100
 NFT_TABLE = "toelab_chimney"
-ENGINE_CANNOT = ("the engine cannot adopt a live connection: its connections come only from its own handshakes "
-                 "(listen/accept/connect in toe_engine.tcp.stack) and its control socket has no verb to install an "
-                 "established connection's state - the sequence numbers, queued bytes, windows, window scales, MSS, "
-                 "timestamp clock and SACK permission that TCP_REPAIR reads here - nor to export its own for the host "
-                 "to restore, so neither the hand-over nor the hand-back can be driven")
+#: Bytes left unread when the engine adopts: the queues travel hex-encoded in one control request,
+#: which the control socket caps at 64 KiB.
+ADOPT_UNREAD = 16 * 1024
+
 
 
 class ChimneyParams(ScenarioParams):
@@ -124,8 +126,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
                     + (f", {numbers['stalled_ms']} ms without progress" if stalled_s else "")
                     + (f"; {error}" if error else ""), pcaps=[pcap], numbers=numbers, integrity=True)
     if ctx.target.name == "toe":
-        yield ctx.skip("engine-hand-over-and-back", "RFC9293 3.3.2", ENGINE_CANNOT,
-                       numbers={"host_half_done": exact})
+        yield from _engine_round_trip(ctx)
     else:
         yield ctx.skip("engine-hand-over-and-back", "RFC9293 3.3.2",
                        "the kernel target has no offload engine to hand a connection to")
@@ -164,12 +165,101 @@ def _await_readable(sock: socket.socket, size: int, limit_s: float) -> None:
         select.select([sock], [], [], 0.005)
 
 
-def _hold(ctx: RunContext, on: bool) -> None:
+def _hold(ctx: RunContext, on: bool, port: int = PORT) -> None:
     """Hold the client's segments back (or let them through): no socket answers them while the state moves."""
     node = ctx.lab.node(ctx.server)
     if on:
         node.run(["nft", "-f", "-"], check=True, input=(
             f"table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n"
-            f"    tcp dport {PORT} drop\n  }}\n}}\n"))
+            f"    tcp dport {port} drop\n  }}\n}}\n"))
     else:
         node.run(["nft", "delete", "table", "inet", NFT_TABLE])
+
+
+def _engine_round_trip(ctx: RunContext) -> Iterator[Check]:
+    """Host stack -> engine -> host stack, mid-stream: TCP_REPAIR out of the kernel, `adopt`, `export`, restore."""
+    p = ctx.params
+    port = PORT + 1
+    engine = ctx.target.engine  # type: ignore[attr-defined]
+    server_node, client_node = ctx.lab.node(ctx.server), ctx.lab.node(ctx.client)
+    addr = ctx.address(ctx.server)
+    with server_node.inside():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with client_node.inside():
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    chunk = p.chunk_kib * 1024
+    pieces = [ctx.rng.randbytes(chunk) for _ in range(3 * p.chunks)]
+    pieces[p.chunks - 1] = pieces[p.chunks - 1][:ADOPT_UNREAD]
+    data = b"".join(pieces)
+    digest, received = hashlib.sha256(), 0
+    moves: dict[str, float] = {}
+    in_engine = engine_counted = 0
+    error = ""
+    capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {port}", name="chimney-engine.pcap")
+    try:
+        with listener, client:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((addr, port))
+            listener.listen(1)
+            client.settimeout(p.limit_s)
+            client.connect((addr, port))
+            server, _ = listener.accept()
+            server.settimeout(p.limit_s)
+            for piece in pieces[:p.chunks - 1]:  # the host stack serves
+                received += _echo(client, server, piece, digest)
+            unread = pieces[p.chunks - 1][:ADOPT_UNREAD]
+            client.sendall(unread)
+            _await_readable(server, len(unread), p.limit_s)
+            _hold(ctx, True, port)  # hand-over: the kernel's socket frozen, the engine adopts it
+            began = time.monotonic()
+            state = freeze(server)
+            server.close()
+            engine.request({"cmd": "adopt", "state": migration_state(state), "app": "echo",
+                            "peer_mac": _mac(ctx, ctx.client)})
+            _hold(ctx, False, port)
+            for piece in [None, *pieces[p.chunks:2 * p.chunks]]:  # the engine's echo serves
+                if piece is not None:
+                    client.sendall(piece)
+                back = _read(client, len(piece if piece is not None else unread))
+                moves.setdefault("hand_over_ms", (time.monotonic() - began) * 1000)
+                digest.update(back)
+                received += len(back)
+            in_engine = sum(1 for row in engine.request({"cmd": "conns"})["connections"]
+                            if row.get("offloaded") and row["local"] == f"{addr}:{port}")
+            engine_counted = engine.stats()["counters"].get("conn_adopted", 0)
+            _hold(ctx, True, port)  # hand-back: the engine exports and forgets it, the kernel restores it
+            began = time.monotonic()
+            local = client.getsockname()
+            exported = engine.request({"cmd": "export", "local": f"{addr}:{port}",
+                                       "remote": f"{local[0]}:{local[1]}"})["state"]
+            with server_node.inside():
+                server = restore(repair_state(exported))
+            _hold(ctx, False, port)
+            server.settimeout(p.limit_s)
+            with server:
+                for piece in pieces[2 * p.chunks:]:  # the host stack serves again
+                    received += _echo(client, server, piece, digest)
+                    moves.setdefault("hand_back_ms", (time.monotonic() - began) * 1000)
+    except (OSError, RuntimeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        _hold(ctx, False, port)
+        pcap = capture.stop()
+    exact = received == len(data) and digest.digest() == hashlib.sha256(data).digest()
+    numbers = {"bytes": received, "size": len(data), "engine_held_it": in_engine, "conn_adopted": engine_counted,
+               **{k: round(v, 2) for k, v in moves.items()}}
+    yield ctx.check("engine-hand-over-and-back", "RFC9293 3.3.2",
+                    exact and in_engine == 1 and engine_counted >= 1 and "hand_back_ms" in moves and not error,
+                    f"the host stack's connection, frozen mid-stream with {len(unread)} unread bytes, was adopted by "
+                    f"the engine ({'in' if in_engine else 'not in'} its table), served by its echo, exported and "
+                    f"restored into the host stack: {received} of {len(data)} bytes came back "
+                    f"{'identical (SHA-256)' if exact else 'short or different'}"
+                    + (f", {moves['hand_over_ms']:.0f} ms to the first echo after the hand-over" if moves else "")
+                    + (f" and {moves['hand_back_ms']:.0f} ms after the hand-back" if "hand_back_ms" in moves else "")
+                    + (f"; {error}" if error else ""), pcaps=[pcap], numbers=numbers, integrity=True)
+
+
+def _mac(ctx: RunContext, node: str) -> str:
+    """The MAC of a node's first interface (the engine answers the adopted flow's peer there)."""
+    out = ctx.lab.node(node).run(["ip", "-j", "link", "show", ctx.iface(node)], check=True).stdout
+    return str(json.loads(out)[0]["address"])

@@ -110,3 +110,31 @@ def restore(state: RepairState, family: int = socket.AF_INET) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def migration_state(state: RepairState) -> dict[str, object]:
+    """A frozen connection's state as the engine's `adopt` verb takes it (toe_engine.runtime.migrate)."""
+    return {"local": f"{state.local[0]}:{state.local[1]}", "remote": f"{state.remote[0]}:{state.remote[1]}",
+            "snd_nxt": state.send_seq, "rcv_nxt": state.recv_seq, "send_queue": state.send_queue.hex(),
+            "recv_queue": state.recv_queue.hex(), "snd_wnd": state.window[1], "rcv_wnd": state.window[3],
+            "mss": state.mss, "snd_wscale": state.snd_wscale, "rcv_wscale": state.rcv_wscale,
+            "sack": bool(state.options & TCPI_OPT_SACK), "timestamps": bool(state.options & TCPI_OPT_TIMESTAMPS),
+            "tsval": state.timestamp}
+
+
+def repair_state(exported: dict[str, object]) -> RepairState:
+    """The engine's `export` answer as the state `restore` builds a host socket from."""
+    def endpoint(text: object) -> tuple[str, int]:
+        host, _, port = str(text).rpartition(":")
+        return host, int(port)
+
+    rcv_nxt, snd_wnd, rcv_wnd = int(exported["rcv_nxt"]), int(exported["snd_wnd"]), int(exported["rcv_wnd"])
+    options = TCPI_OPT_WSCALE if exported["snd_wscale"] or exported["rcv_wscale"] else 0
+    options |= (TCPI_OPT_SACK if exported["sack"] else 0) | (TCPI_OPT_TIMESTAMPS if exported["timestamps"] else 0)
+    return RepairState(local=endpoint(exported["local"]), remote=endpoint(exported["remote"]),
+                       send_seq=int(exported["snd_nxt"]), recv_seq=rcv_nxt,
+                       send_queue=bytes.fromhex(str(exported["send_queue"])),
+                       recv_queue=bytes.fromhex(str(exported["recv_queue"])),
+                       window=(rcv_nxt, snd_wnd, snd_wnd, rcv_wnd, rcv_nxt), mss=int(exported["mss"]),
+                       snd_wscale=int(exported["snd_wscale"]), rcv_wscale=int(exported["rcv_wscale"]),
+                       options=options, timestamp=int(exported["tsval"]))

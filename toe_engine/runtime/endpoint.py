@@ -45,6 +45,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.migrate import migration_request
 from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
 from toe_engine.tcp import congestion
@@ -408,6 +409,10 @@ def endpoint_handler(runtime: EndpointRuntime) -> Handler:
             answer = sockets.handle(request, now)
             runtime.flush()
             return answer
+        if cmd in ("adopt", "export"):  # connection migration with the host (runtime.migrate)
+            answer = migration_request(runtime.core, request, now)
+            runtime.flush()
+            return answer
         if cmd == "stats":
             return runtime.stats()
         if cmd == "conns":
@@ -424,7 +429,7 @@ def endpoint_handler(runtime: EndpointRuntime) -> Handler:
                 raise ValueError(f"set: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(SETTABLE)}")
             runtime.update({key: request[key] for key in SETTABLE if key in request})
             return {"config": runtime.describe()}
-        raise ValueError(f"unknown cmd {cmd!r}: use stats, conns, config, set or sock")
+        raise ValueError(f"unknown cmd {cmd!r}: use stats, conns, config, set, sock, adopt or export")
 
     return handle
 
