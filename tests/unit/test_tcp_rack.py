@@ -15,7 +15,7 @@ from toe_engine.counters import Counters
 from toe_engine.impair import ImpairmentSpec
 from toe_engine.loss_study import download
 from toe_engine.runtime.endpoint import EndpointSettings, check_runtime_tcp
-from toe_engine.segment import SYN, Segment
+from toe_engine.segment import ACK, SYN, Segment
 from toe_engine.tcp import State, TcpConfig
 from toe_engine.tcp.congestion import Cubic
 from toe_engine.tcp.testing import IP_A, IP_B, BulkTransfer, Harness, Impairment, pumping
@@ -289,3 +289,25 @@ def test_frto_detects_a_spurious_timeout_and_undoes_the_window_cut() -> None:
     assert c["rto_expired"] == 1 and c["spurious_rtos"] == 1
     assert c["tlp_probes"] == 1 and c["retransmits"] == 1  # new data probed; one segment resent, no go-back-N
     assert tcb.recovery == 0 and (tcb.cc.cwnd, tcb.cc.ssthresh) >= before
+
+
+def test_prr_keeps_sending_in_proportion_during_fast_recovery() -> None:
+    """RFC 6937: entering fast recovery with 40 segments out and ssthresh 20, new data leaves for
+    about every second segment the SACKs report delivered, from the start; RFC 6675's cwnd =
+    ssthresh alone would send nothing until the pipe fell below 20 segments."""
+    h, ca, cb, base, mss = sender(TcpConfig(nodelay=True, initial_cwnd_segments=40, rcv_buf=1 << 20, wscale=7))
+    h.drop_if = lambda src, seg: src == "a"  # the flight goes nowhere: the SACKs below are crafted
+    h.a.send(ca, bytes(120 * mss))
+    h.flush()
+    tcb = h.a.connection(ca)
+    assert tcb is not None and tcb.snd_nxt - tcb.snd_una == 40 * mss
+    new_after: list[int] = []
+    for k in range(1, 40):
+        ack = h.forge("b", cb, ACK, tsval_delta=k)
+        ack.options.sack_blocks = (((base + mss) & 0xFFFFFFFF, (base + (k + 1) * mss) & 0xFFFFFFFF),)
+        ack = Segment(ack.src_port, ack.dst_port, ack.seq, base & 0xFFFFFFFF, ACK, 0xFFFF, b"", ack.options)
+        sent = [s for s in h.inject("a", ack) if s.payload]
+        new_after += [k for s in sent if (s.seq - base) & 0xFFFFFFFF >= 40 * mss]
+    assert h.counters_a["fast_retransmits"] == 1 and tcb.recovery == 1
+    assert new_after and new_after[0] <= 6  # proportional sending from the first ACKs of recovery
+    assert 15 <= len(new_after) <= 20  # about ssthresh / RecoverFS = 1/2 of the 36 delivered after entry

@@ -232,24 +232,26 @@ class ReceivePath(Tcb):
         sack_news = 0
         newest = None
         dsack = False
+        q = self.rtxq
+        sacked_before = q.sacked
         if self.frto:
-            self.rtxq.original_low = INF  # F-RTO asks what this ACK delivered
+            q.original_low = INF  # F-RTO asks what this ACK delivered
         blocks = seg.options.sack_blocks
         if blocks and self.sack_ok:
             sack_news, newest, dsack = self._take_sack_blocks(blocks, ack)
         dupack = False
         if ack > snd_una:
             acked = self._ack_new_data(ack, seg.options.timestamp, now)
-            if acked is not None and (newest is None or acked.xmit > newest.xmit):
+            if acked is not None and (newest is None or acked.sent_after(newest)):
                 newest = acked
         elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
               and not seg.flags & (SYN | FIN)
               and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
             dupack = True
             self._duplicate_ack(now, sack_news)
-        q = self.rtxq
         if self.recovery or dsack or self.tlp_end is not None or q.sacked or q.lost or q.retrans:
-            self._on_ack_loss(ack, ack > snd_una, newest, dsack, dupack, sack_news, now)
+            delivered = self.snd_una - snd_una + q.sacked - sacked_before  # RFC 6937 DeliveredData
+            self._on_ack_loss(ack, ack > snd_una, newest, dsack, dupack, sack_news, delivered, now)
 
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
@@ -296,7 +298,7 @@ class ReceivePath(Tcb):
             if una <= start < end <= nxt:
                 n, r = q.sack(start, end)
                 added += n
-                if r is not None and (newest is None or r.xmit > newest.xmit):
+                if r is not None and (newest is None or r.sent_after(newest)):
                     newest = r
         return added, newest, dsack
 

@@ -7,6 +7,7 @@ the windows, the congestion window and Nagle allow (retransmissions first, chose
 from __future__ import annotations
 
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.tcp.recovery import FAST
 from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.tcb import (
     CLOSED, INF, SACK_BLOCK_LEN, SACK_OPTION_OVERHEAD, SENDING_STATES, SYN_SENT, Tcb,
@@ -129,6 +130,8 @@ class SendPath(Tcb):
             self.rtxq.resent(start, end, now)
         else:
             self.rtxq.sent_new(start, end, now)
+        if self.recovery == FAST:  # what PRR has sent (RFC 6937 prr_out)
+            self.prr_out += end - start
         self.last_send = now
         self._emit(start & MASK, flags, payload, now)
 

@@ -71,10 +71,11 @@ class LossRecovery(Tcb):
     # ------------------------------------------------------------------ ACK arrival
 
     def _on_ack_loss(self, ack: int, advanced: bool, newest: Sent | None, dsack: bool, dupack: bool,
-                     sack_news: int, now: float) -> None:
+                     sack_news: int, delivered: int, now: float) -> None:
         """Loss detection on an ACK that is not the plain in-order case (see input._process_ack).
 
-        `advanced`: the ACK moved SND.UNA; `newest`: the most recently sent range it delivered.
+        `advanced`: the ACK moved SND.UNA; `newest`: the most recently sent range it delivered;
+        `delivered`: octets it newly ACKed or SACKed (RFC 6937 DeliveredData).
         """
         if dsack:
             self._on_dsack()
@@ -89,6 +90,24 @@ class LossRecovery(Tcb):
                 self._rack_detect_and_act(now)
         elif self.recovery == FAST and self.sack_ok:
             self._mark_islost()
+        if self.recovery == FAST:
+            self._prr(delivered)
+
+    def _prr(self, delivered: int) -> None:
+        """RFC 6937 Proportional Rate Reduction: in fast recovery, send about ssthresh/RecoverFS
+        of what each ACK delivered while the pipe is above ssthresh (so the ACK clock keeps
+        running and segments sent after a retransmission can reveal its loss to RACK), then
+        grow back towards ssthresh by slow start (PRR-SSRB)."""
+        self.prr_delivered += delivered
+        mss = self.snd_mss
+        ssthresh = self.cc.ssthresh
+        pipe = self._pipe()
+        if pipe > ssthresh:
+            sndcnt = -(-self.prr_delivered * ssthresh // self.prr_recover_fs) - self.prr_out
+        else:
+            bound = self.prr_delivered - self.prr_out
+            sndcnt = min(ssthresh - pipe, (bound if bound > delivered else delivered) + mss)
+        self.cc.cwnd = pipe + (sndcnt if sndcnt > 0 else 0)
 
     def _duplicate_ack(self, now: float, sack_news: int) -> None:
         """RFC 5681 3.2 / RFC 6675 5: DupThresh duplicate ACKs (or IsLost(SND.UNA)) start recovery.
@@ -117,6 +136,8 @@ class LossRecovery(Tcb):
         self.recovery = FAST
         self.recover = nxt
         self.tlp_end = None
+        self.prr_delivered = self.prr_out = 0
+        self.prr_recover_fs = max(nxt - una, 1)
         if not self.rack:
             self.rtxq.mark_range_lost(una, min(una + self.snd_mss, nxt), LOST_BY_RULE)
             if self.sack_ok:

@@ -104,7 +104,7 @@ class Tcb:
         # loss recovery (recovery.py)
         "rtxq", "recovery", "recover", "dupacks", "reno_sacked", "force_rtx", "rack", "rack_order", "rack_end", "rack_rtt",
         "min_rtt", "reo_wnd_mult", "reo_wnd_persist", "dsack_round", "tlp_end", "tlp_retrans",
-        "frto", "frto_prior",
+        "frto", "frto_prior", "prr_delivered", "prr_out", "prr_recover_fs",
         # timers
         "t_rtx", "rtx_kind", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
     )
@@ -195,6 +195,9 @@ class Tcb:
         self.tlp_retrans = False
         self.frto = 0  # F-RTO (RFC 5682): 0 off, 2 or 3 the step that the next new ACK is for
         self.frto_prior = (0, 0)  # cwnd and ssthresh before the timeout, for the undo (RFC 4015)
+        self.prr_delivered = 0  # PRR (RFC 6937): delivered and sent in this fast recovery, and its start flight
+        self.prr_out = 0
+        self.prr_recover_fs = 1
 
         self.t_rtx = INF
         self.rtx_kind = 0  # recovery.RTO
@@ -272,7 +275,7 @@ class Tcb:
         def _arm_rto(self, now: float) -> None: ...
         def _arm_rtx(self, now: float) -> None: ...
         def _on_ack_loss(self, ack: int, advanced: bool, newest: Sent | None, dsack: bool, dupack: bool,
-                         sack_news: int, now: float) -> None: ...
+                         sack_news: int, delivered: int, now: float) -> None: ...
         def _duplicate_ack(self, now: float, sack_news: int) -> None: ...
         def _recovery_point_reached(self, now: float) -> None: ...
         def _newreno_partial_ack(self, ack: int, acked: int) -> None: ...
