@@ -1,0 +1,1 @@
+"""packetdrill scripts over a real wire against any target: see README.md in this folder."""

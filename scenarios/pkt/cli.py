@@ -18,7 +18,7 @@ from lab.errors import LabError, require_root
 
 from .library import label
 from .parse import ScriptError, parse_file
-from .runner import ScriptResult
+from .session import ScriptResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ def run_on(target_name: str, scripts: list, out: Path) -> list[ScriptResult]:
     from scenarios.targets import TargetUnavailable, make
 
     from .agent import agent_for
-    from .runner import Session
+    from .session import Session
 
     target = make(target_name)
     reason = target.unavailable_reason()

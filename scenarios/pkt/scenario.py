@@ -1,7 +1,7 @@
 """`pkt`: toelab's packetdrill scripts as a scenario family, so their verdicts join the report.
 
 One lab (two hosts, TSO off so the peer reads the segments the target cut) and one started
-target serve every script in turn (scenarios.pkt.runner.Session gives each its own ports).
+target serve every script in turn (scenarios.pkt.session.Session gives each its own ports).
 Each script gives one check per requirement it names: pass, fail (with the line, what was
 expected and what came, and the pcap), or skip when it uses a construct the runner does not run.
 """
@@ -16,7 +16,7 @@ from scenarios.framework import Check, Evidence, RunContext, ScenarioParams, Ver
 
 from .agent import agent_for
 from .library import label, load, own_scripts, requirements_of
-from .runner import ScriptResult, Session
+from .session import ScriptResult, Session
 
 DEFAULT_REQUIREMENT = "RFC9293 3.10.7.4"
 

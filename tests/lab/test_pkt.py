@@ -16,7 +16,7 @@ import pytest
 from scenarios.pkt.agent import agent_for
 from scenarios.pkt.library import SCRIPTS
 from scenarios.pkt.parse import parse_file
-from scenarios.pkt.runner import ScriptResult, Session
+from scenarios.pkt.session import ScriptResult, Session
 from scenarios.targets import make
 
 pytestmark = pytest.mark.root

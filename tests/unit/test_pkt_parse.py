@@ -5,7 +5,7 @@ import pytest
 
 from scenarios.pkt.model import Icmp, Packet, Shell, Syscall, TcpOption, Unsupported, When
 from scenarios.pkt.parse import ScriptError, parse
-from scenarios.pkt.runner import unsupported_lines
+from scenarios.pkt.session import unsupported_lines
 
 SCRIPT = """// requirement: MUST-24
 --tolerance_usecs=10000

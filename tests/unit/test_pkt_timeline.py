@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from scenarios.pkt.agent import Agent
 from scenarios.pkt.parse import parse
-from scenarios.pkt.runner import Failed, Timeline
+from scenarios.pkt.timeline import Failed, Timeline
 from scenarios.pkt.syscalls import Endpoints
 
 ISN = 777_000_000
