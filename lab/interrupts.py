@@ -66,7 +66,7 @@ def settle() -> None:
     """The command is done: a signal from now until the process exits changes nothing, so it raises nothing."""
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda signum, frame: None)
+            signal.signal(signum, signal.SIG_IGN)  # SIG_IGN, which Python's own shutdown leaves in place
 
 
 Handlers = dict[int, Any]
