@@ -12,9 +12,11 @@ Two ways to detect loss, chosen by `TcpConfig.loss_detection`:
 
 Either way what is presumed lost is marked in the retransmission queue (`rtx_queue`), and one
 RFC 6675 pipe rule (SACKed octets out of the pipe, in and out of recovery; RFC 3042 Limited
-Transmit falls out of it) decides how much may be sent. The recovery states are Linux's:
-OPEN, FAST (fast recovery, cwnd reduced once) and LOSS (after a timeout, until SND.UNA passes
-the recovery point).
+Transmit falls out of it) decides how much may be sent; in fast recovery PRR (RFC 6937) paces
+it. After a timeout F-RTO (RFC 5682) resends one segment and waits two ACKs before going back
+to SND.UNA, and undoes the window cut if the timeout was spurious. The recovery states are
+Linux's: OPEN, FAST (fast recovery, cwnd reduced once) and LOSS (after a timeout, until
+SND.UNA passes the recovery point).
 """
 from __future__ import annotations
 
