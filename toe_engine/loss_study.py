@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the engine's loss detection (default: TcpConfig's)")
     args = parser.parse_args(argv)
     tcp = LAB_TCP
-    if args.loss_detection is not None and hasattr(tcp, "loss_detection"):
+    if args.loss_detection is not None:
         tcp = replace(tcp, loss_detection=args.loss_detection)
     mib = args.size / MIB
     print(f"{'setting':<20} {'done':>5} {'time s':>8} {'RTOs':>5} {'RTO/MiB':>8} {'RTO wait s':>10} {'wait %':>7}"
