@@ -110,6 +110,7 @@ class Script:
 
     path: str
     options: dict[str, str] = field(default_factory=dict)
+    option_lines: dict[str, int] = field(default_factory=dict)  # where each option was given
     events: list[Event] = field(default_factory=list)
     requirements: list[str] = field(default_factory=list)
     #: Lines outside the timeline the runner cannot honour (a `%{ }%` block, an unknown option), with reasons.

@@ -157,6 +157,7 @@ def _statement(script: Script, line: int, text: str) -> None:
         if name not in KNOWN_OPTIONS:
             script.problems.append((line, f"script option --{name} is not supported"))
         script.options[name] = value
+        script.option_lines[name] = line
         return
     when, rest = _when(text)
     if when is None:

@@ -20,6 +20,9 @@ from .wire import Wire
 if TYPE_CHECKING:
     from lab.lab import Lab
 
+#: The MSS of the lab the runs build (two_hosts at its default MTU of 1500).
+LINK_MSS = 1460
+
 
 @dataclass
 class ScriptResult:
@@ -137,6 +140,10 @@ def unsupported_lines(script: Script) -> list[tuple[int, str]]:
             found.append((event.line, "expecting an ICMP message from the target is not supported"))
     version = script.options.get("ip_version", "ipv4")
     if version != "ipv4":
-        found.append((0, f"--ip_version={version}: the wire side speaks IPv4 only"))
+        found.append((script.option_lines.get("ip_version", 0), f"--ip_version={version}: the wire side speaks IPv4 only"))
+    mss = script.options.get("mss")
+    if mss is not None and mss != str(LINK_MSS):
+        found.append((script.option_lines.get("mss", 0),
+                      f"--mss={mss}: the lab's link gives an MSS of {LINK_MSS}, and a run does not change it"))
     return sorted(found)
 

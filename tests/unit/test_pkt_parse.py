@@ -102,6 +102,14 @@ def test_packets_name_their_connection_and_the_script_counts_them() -> None:
     assert isinstance(event.action, Unsupported) and "connections 1 to 4" in event.action.reason
 
 
+def test_script_options_the_lab_cannot_honour_are_reported() -> None:
+    assert unsupported_lines(parse("--ip_version=ipv6\n--mss=1000\n--local_ip=192.168.0.1\n")) == [
+        (1, "--ip_version=ipv6: the wire side speaks IPv4 only"),
+        (2, "--mss=1000: the lab's link gives an MSS of 1460, and a run does not change it")]
+    assert unsupported_lines(parse("--mss=1460\n--ip_version=ipv4\n--remote_ip=192.0.2.1\n")) == []
+    assert parse("--frobnicate=1\n").problems == [(1, "script option --frobnicate is not supported")]
+
+
 def test_an_unclosed_bracket_is_an_error_naming_file_and_line() -> None:
     with pytest.raises(ScriptError, match=r"x.pkt:2: unbalanced"):
         parse("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 write(3, ..., 10 = 10\n", "x.pkt")
