@@ -410,14 +410,17 @@ class EndpointCore:
         so the window closes when the application stops reading (as a socket's would)."""
         if self.stack.connection(key) is None:
             return  # the application aborted it just now
+        stack = self.stack
         room = app.receive_room()
         while room > 0:
-            data = self.stack.recv(key, room)
+            data = stack.recv(key, room)
             if not data:
                 break
             app.on_data(data)
+            if stack.connection(key) is None:
+                return  # the application closed it with bytes unread: it was reset
             room = app.receive_room()
-        if key in self._eof_pending and not self.stack.readable(key):
+        if key in self._eof_pending and not stack.readable(key):
             self._eof_pending.discard(key)
             app.on_peer_closed()
 

@@ -316,3 +316,21 @@ def test_memory_bounds_and_synfin_are_engine_settings() -> None:
     assert core.stack.config.drop_synfin is False and core.stack.config.min_pmtu == 576
     with pytest.raises(EndpointSettingsError, match="buffer_memory"):
         EndpointSettings.parse({"addresses": ["192.0.2.2"], "buffer_memory": 10})
+
+
+def test_an_application_that_closes_with_bytes_unread_is_reset_without_an_error() -> None:
+    """Found by the fuzzer: HTTP, busy with a large response while pipelined requests fill its
+    header buffer, the rest waits in the receive buffer and the peer's FIN is in; once the
+    response is out it reads on, answers 431 to what is no header and closes with bytes
+    unread. The connection is reset (SHLD-3) and nothing raises out of from_wire."""
+    core = engine()
+    peer = peer_of(core)
+    flow = peer.open(80, 40050, options=TcpOptions(mss=1460, wscale=7))
+    stream = b"GET /1000000 HTTP/1.1\r\n\r\n" + b"GET /1 HTTP/1.1\r\n\r\n" * 820 + b"z" * 20000
+    for i in range(0, len(stream), 1448):
+        peer.send(flow, ACK, stream[i:i + 1448], advance=0.0, window=0)  # reads nothing back yet
+    peer.send(flow, ACK | FIN, window=0)
+    pump(peer, flow, lambda: flow.reset or flow.fin_received)
+    assert core.counters["app_errors"] == 0
+    assert flow.reset and core.stack.connections() == []  # its close with bytes unread reset it, as Linux does
+    assert flow.received.startswith(b"HTTP/1.1 200 OK") and core.counters["app_tx_bytes"] > 1_040_000

@@ -206,13 +206,18 @@ def ipv4_fragment(t: FuzzTarget) -> bytes:
 
 
 def tcp_data_offset(t: FuzzTarget) -> bytes:
-    """A data offset below 5 or past the segment's end."""
+    """A data offset below 5, past the segment's end, or over option bytes placed before the
+    payload (so what the receiver takes as data is still the flow's stream)."""
     made = _live_segment(t)
     if made is None:
         return truncated(t)
     peer, _flow, seg = made
-    tcp = raw_tcp_segment(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window,
-                   b"", bytes(seg.payload), data_offset=t.rng.randrange(16))
+    offset = t.rng.randrange(16)
+    over_options = t.rng.random() < 0.7
+    filler = t.rng.randbytes(max(0, 4 * offset - 20)) if over_options else b""
+    payload = bytes(seg.payload) if over_options or offset <= 5 else b""  # else: the offset runs past the end
+    tcp = raw_tcp_segment(peer.ip, peer.server_ip, seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags,
+                          seg.window, filler, payload, data_offset=offset)
     return _wrap_ip(peer, IPPROTO_TCP, tcp)
 
 

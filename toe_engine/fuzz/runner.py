@@ -27,6 +27,7 @@ from toe_engine.fuzz.invariants import DropTally, check
 from toe_engine.fuzz.peer import MASK, PeerFlow, WirePeer
 from toe_engine.resources import ExhaustionPolicy, ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.tcp.connection import State
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B, device_transmit
 
 IP6_A = bytes.fromhex("20010db8000000000000000000000001")
@@ -215,8 +216,15 @@ class FuzzRun:
         conn = self.target.conn
         for peer in self.peers:  # a flow whose connection died is retired before anything else arrives
             for flow in peer.flows.values():
-                if flow.rcv_nxt is not None and not flow.reset and conn(peer, flow) is None:
+                if flow.rcv_nxt is None or flow.reset:
+                    continue
+                tcb = conn(peer, flow)
+                if tcb is None:
                     flow.reset = True
+                elif flow.checked and tcb.irs & MASK != flow.iss:
+                    # A SYN-cookie answer shifted in seq and ack alike passes the cookie check (in Linux
+                    # too) and starts the stream elsewhere: the flow's bytes can no longer be checked.
+                    flow.checked = False
         for tx in self.core.poll_wire():
             for raw in device_transmit(tx):
                 dst = parse_frame(raw, verify_csum=False).ip_dst
@@ -234,8 +242,17 @@ class FuzzRun:
                 stalled = flow.rcv_nxt is None and flow.synacks == 0 and self.rng.random() < 0.05
                 if dead or stalled:
                     del peer.flows[key]
+                    self._abandon(peer, flow)
             while len(peer.flows) < self.config.flows:
                 self._open(peer)
+
+    def _abandon(self, peer: WirePeer, flow: PeerFlow) -> None:
+        """A peer giving up on a flow resets what the engine still holds of it, as a host would,
+        so forgotten connections do not sit in the table for ever."""
+        conn = self.target.conn(peer, flow)
+        if conn is not None and conn.state is not State.SYN_RECEIVED:
+            rst = Segment(flow.sport, flow.dport, conn.rcv_nxt & MASK, 0, RST, 0)
+            self._deliver(peer.frame(rst), "in_order_traffic")
 
     def _open(self, peer: WirePeer) -> None:
         rng = self.rng
