@@ -63,6 +63,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", "run a scenario (or all) on the kernel, the engine or both, and report", "scenarios.cli",
             "run_scenarios", "run_arguments"),
     Command("bench", "print benchmarks with ratios against references measured in the same run", "toelab.bench"),
+    Command("fuzz", "fuzz the engine in memory: frames/s, exceptions by site with reproducers, invariants, memory",
+            "toelab.fuzz_command"),
     Command("demo", "the main job: a sanity run on router_path, then every scenario on both targets, with a report",
             "toelab.demo"),
     Command("pkt", "run packetdrill scripts against the kernel or the engine over a real wire", "scenarios.pkt.cli"),
