@@ -36,7 +36,7 @@ class TcpConfig:
     user_timeout: float = 0.0  # TCP_USER_TIMEOUT in seconds: abort once data waits this long unacknowledged; 0: off
     congestion: str = "newreno"
     loss_detection: str = "rack-tlp"  # "rack-tlp" (RFC 8985, with SACK) or "dupack" (RFC 5681/6675 only)
-    frto: bool = True  # RFC 5682: tell a spurious retransmission timeout from a real one (as Linux's tcp_frto)
+    frto: bool = True  # RFC 5682 (SACK-enhanced, with SACK only): tell a spurious retransmission timeout from a real one
     initial_cwnd_segments: int = 10
     dupthresh: int = 3
     challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)

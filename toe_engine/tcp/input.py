@@ -233,7 +233,7 @@ class ReceivePath(Tcb):
         newest = None
         dsack = False
         q = self.rtxq
-        sacked_before = q.sacked
+        sacked_before = q.sacked + self.reno_sacked  # without SACK, duplicate ACKs count as delivered
         if self.frto:
             q.original_low = INF  # F-RTO asks what this ACK delivered
         blocks = seg.options.sack_blocks
@@ -250,7 +250,9 @@ class ReceivePath(Tcb):
             dupack = True
             self._duplicate_ack(now, sack_news)
         if self.recovery or dsack or self.tlp_end is not None or q.sacked or q.lost or q.retrans:
-            delivered = self.snd_una - snd_una + q.sacked - sacked_before  # RFC 6937 DeliveredData
+            delivered = self.snd_una - snd_una + q.sacked + self.reno_sacked - sacked_before  # RFC 6937 DeliveredData
+            if delivered < 0:
+                delivered = 0
             self._on_ack_loss(ack, ack > snd_una, newest, dsack, dupack, sack_news, delivered, now)
 
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):

@@ -80,7 +80,7 @@ class Timeouts(Tcb):
             return
         self.rtt.on_timeout()
         flight = self.snd_nxt - self.snd_una
-        frto = self.cfg.frto and self.retries == 1 and not self.recovery
+        frto = self.cfg.frto and self.sack_ok and self.retries == 1 and not self.recovery  # the SACK variant
         if frto:
             self.frto_prior = (self.cc.cwnd, self.cc.ssthresh)
         if self.retries == 1:
