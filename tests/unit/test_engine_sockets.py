@@ -113,6 +113,8 @@ def test_options_reach_the_connection_and_unknown_ones_are_refused() -> None:
     assert peer.core.stack.connection(peer.api.socks[fd].key).cfg.keepalive_idle == 5.0
     assert peer.core.config.tcp.keepalive_idle == 7200.0  # the listener's config is untouched
     assert peer.call("getsockopt", h=fd, level="SOL_SOCKET", name="SO_KEEPALIVE") == {"ret": 0, "value": 0}
+    assert peer.call("setsockopt", h=fd, level="SOL_SOCKET", name="SO_SNDBUF", value=100) == {"ret": 0}
+    assert peer.call("write", h=fd, n=1000) == {"ret": 100}  # the send buffer took what it holds
     assert peer.call("setsockopt", h=fd, level="SOL_TCP", name="TCP_FASTOPEN", value=1) == {
         "ret": -1, "errno": "ENOPROTOOPT"}
     assert peer.call("frobnicate") == {"ret": -1, "errno": "ENOSYS"}

@@ -4,7 +4,8 @@ Requests are {"cmd": "sock", "op": ...} in the protocol of toelab's agents (sock
 listen, accept, connect, read, write, shutdown, close, setsockopt, getsockopt, fcntl, poll,
 reset; see scenarios/pkt/agent.py); answers are {"ret": n} or {"ret": -1, "errno": "NAME"}.
 The engine's loop must never block, so a call on a blocking socket that cannot complete yet
-answers {"retry": true} and the caller asks again.
+answers {"retry": true} and the caller asks again. A write takes what the send buffer has room
+for and says how much (a short count), where a blocking Linux write would wait to take it all.
 
 What a socket needs from TCP it gets from the stack's application interface (TcpStack) and, for
 listening ports and events, from EndpointCore: its `socket_ports` make a port's SYNs the
@@ -439,11 +440,13 @@ class SocketApi:
                                           ("TCP_KEEPCNT", "keepalive_probes")) if name in options}
         if "TCP_USER_TIMEOUT" in options:
             tuned["user_timeout"] = options["TCP_USER_TIMEOUT"] / 1000  # milliseconds, as Linux takes it
+        if options.get("SO_SNDBUF"):
+            tuned["snd_buf"] = max(int(options["SO_SNDBUF"]), 1)  # what send() may queue from now on
         if tuned:
             conn.cfg = replace(conn.cfg, **tuned)  # per connection: the listener's config is shared
         if "TCP_NODELAY" in options:
             stack.set_nodelay(key, bool(options["TCP_NODELAY"]), now)
-        if "SO_KEEPALIVE" in options or set(tuned) - {"user_timeout"}:
+        if "SO_KEEPALIVE" in options or set(tuned) - {"user_timeout", "snd_buf"}:
             stack.set_keepalive(key, bool(options.get("SO_KEEPALIVE", conn.keepalive)), now)  # re-arms the timer
         if "IP_TTL" in options or "IP_TOS" in options:
             self.core.ip_fields[key] = (int(options.get("IP_TTL", 64)), int(options.get("IP_TOS", 0)))
