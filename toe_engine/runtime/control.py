@@ -34,7 +34,8 @@ class ControlServer:
     def __init__(self, path: str, handler: Handler) -> None:
         self.path = path
         self.handler = handler
-        if os.path.exists(path):
+        self._abstract = path.startswith("\0")  # Linux abstract name: no file, gone with its socket
+        if not self._abstract and os.path.exists(path):
             os.unlink(path)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
@@ -107,6 +108,8 @@ class ControlServer:
         if self._loop is not None:
             self._loop.remove_reader(self._listener)
         self._listener.close()
+        if self._abstract:
+            return
         try:
             os.unlink(self.path)
         except FileNotFoundError:

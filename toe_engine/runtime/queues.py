@@ -30,11 +30,9 @@ import ctypes
 import ctypes.util
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,7 +115,6 @@ class QueueSupervisor:
         self.key = check_key(settings.rss_key) if settings.rss_key else default_key()
         self.table = list(settings.rss_table) if settings.rss_table else equal_table(settings.queues or 1)
         self.slots = SharedSlots(settings.capacity, settings.embryonic_limit)
-        self.sockets_dir = tempfile.mkdtemp(prefix="toelab-queues-")
         self.generation = 0
         self.wires: list[AfPacketDriver] = []
         self.taps: list[TapDriver] = []
@@ -149,7 +146,8 @@ class QueueSupervisor:
             attach_program(member, program(self.table, self.key))
 
     def _fork(self, queue: int, cpu: int) -> QueueProcess:
-        path = os.path.join(self.sockets_dir, f"q{self.generation}-{queue}")
+        # an abstract socket name: nothing on disk to leave behind if the supervisor is killed
+        path = f"\0toelab-queue-{os.getpid()}-{self.generation}-{queue}"
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the queue process: never returns into the caller
@@ -219,7 +217,6 @@ class QueueSupervisor:
 
     def close(self) -> None:
         self._stop(keep_tap=False)
-        shutil.rmtree(self.sockets_dir, ignore_errors=True)
 
     # --- the node's control socket ---------------------------------------------------------------
     def ask(self, worker: QueueProcess, request: Mapping[str, Any]) -> dict[str, Any]:
