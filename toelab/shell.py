@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from lab.errors import LabError
+from lab.errors import LabError, require_tools
 from lab.interrupts import note, rearm
 from lab.lab import Lab
 from lab.spec import ETHTOOL_FEATURES
@@ -142,6 +142,7 @@ class LabShell(cmd.Cmd):
             return
 
         def act() -> None:
+            require_tools({"iperf3": "iperf in the shell measures with iperf3"})
             result = iperf(self.lab, args[0], args[1], float(args[2]) if len(args) == 3 else 2.0)
             self.say(f"*** iperf3 {args[0]} -> {args[1]}: {result.gbit_per_s:.2f} Gbit/s, "
                      f"{result.retransmits} retransmits")
@@ -162,6 +163,7 @@ class LabShell(cmd.Cmd):
 
         def act() -> None:
             if action == "start":
+                require_tools({"tcpdump": "capture in the shell records with tcpdump"})
                 self.captures[key] = self.lab.capture(node, iface, filter=" ".join(args[3:]))
                 self.say(f"*** capturing on {key}")
             else:

@@ -188,7 +188,8 @@ def test_node_commands_survive_missing_tools_and_failures(make_lab, monkeypatch:
     assert "not found" in run(shell, "h1 no-such-program") and "exit status 127" in shell.stdout.getvalue()
     monkeypatch.setenv("PATH", "/nonexistent")
     out = run(shell, "capture start h1 eth0")
-    assert out.startswith("*** ") and "tcpdump" in out
+    assert out.startswith("*** capture in the shell records with tcpdump") and "tcpdump is not installed" in out
+    assert "iperf3 is not installed" in run(shell, "iperf h1 h2")
     monkeypatch.undo()
     assert "1 received" in run(shell, "h1 ping -c1 -W2 h2")
 
