@@ -8,8 +8,9 @@ shaper or limit demonstrably acted on it. On `toe` a third flow goes to the serv
 while the engine's table holds nothing (capacity 0, policy fallback), so the engine declines
 it and the host stack carries it: it must be filtered and shaped again.
 
-- TOE-6 netfilter: an nftables input chain on the host drops one port of each kind and
-  counts established packets on another; the counters and the handshakes tell who saw what.
+- TOE-6 netfilter: an nftables input chain on the host drops one port of each kind, logs new
+  connections (NFLOG, read in the node) and counts established packets on another; the
+  counters, the log and the handshakes tell who saw what.
 - TOE-7 QoS: an HTB shaper on the host interface's egress limits downloads; an nftables
   `limit rate over` policer on input limits uploads.
 - TOE-8 the global view: `ss` and /proc/net/tcp against the engine's table, and a
@@ -20,7 +21,8 @@ it and the host stack carries it: it must be filtered and shaped again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +33,13 @@ from lab.audit import MIN_PACKETS, InterfaceAudit, audit_interfaces, engine_conn
 from .cpu_cost import namespace_times
 from .framework import Check, RunContext, ScenarioParams, scenario
 from .host_side import HOST_PORTS, Flow, connects, download, hold_open, host_interface, host_services, setup_rate, upload
+from .nflog import NflogListener
 from .transfer import echo_transfer
 
 NFT_TABLE = "toelab_claims"
+NFLOG_GROUP = 7
+SERVICE_LOG, HOST_LOG = "toelab-service ", "toelab-host "
+LOG_WAIT_S = 1.0  # how long a log message the host-stack flow must have made is awaited
 DROP_TIMEOUT_S = 1.0
 #: A shaped or policed flow may beat the configured rate by this much (bucket bursts, timing).
 RATE_TOLERANCE = 1.25
@@ -114,6 +120,16 @@ def run(ctx: RunContext) -> Iterator[Check]:
         yield from _audit(ctx, hif)
         yield from _declined_echo(ctx)
     server.run(["nft", "delete", "table", "inet", NFT_TABLE])
+
+
+def _await(condition: Callable[[], bool], limit_s: float) -> bool:
+    """Poll `condition` until it holds or `limit_s` passes (log messages arrive a little after their packets)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _toe(ctx: RunContext) -> bool:
@@ -205,8 +221,21 @@ def _setups(ctx: RunContext) -> Iterator[Check]:
 
 # --- TOE-6 ---------------------------------------------------------------------------------
 def _netfilter(ctx: RunContext) -> Iterator[Check]:
+    """Drop, count and log rules; the NFLOG listener binds before the rules load (nft's log takes the group then)."""
+    log = NflogListener(ctx.lab.node(ctx.server), NFLOG_GROUP)
+    try:
+        yield from _netfilter_checks(ctx, log)
+    finally:
+        log.close()
+
+
+def _netfilter_checks(ctx: RunContext, log: NflogListener) -> Iterator[Check]:
     p, client, addr = ctx.params, ctx.lab.node(ctx.client), ctx.address(ctx.server)
-    rules = [("service-drop", f"tcp dport {SERVICE['discard']} counter drop"),
+    rules = [("service-log", f'tcp dport {SERVICE["chargen"]} ct state new log prefix "{SERVICE_LOG}" '
+                             f"group {NFLOG_GROUP}"),
+             ("host-log", f'tcp dport {HOST_PORTS["chargen"]} ct state new log prefix "{HOST_LOG}" '
+                          f"group {NFLOG_GROUP}"),
+             ("service-drop", f"tcp dport {SERVICE['discard']} counter drop"),
              ("host-drop", f"tcp dport {HOST_PORTS['discard']} counter drop"),
              ("service-count", f"tcp dport {SERVICE['chargen']} ct state established counter"),
              ("host-count", f"tcp dport {HOST_PORTS['chargen']} ct state established counter")]
@@ -217,29 +246,35 @@ def _netfilter(ctx: RunContext) -> Iterator[Check]:
     service_refused = not connects(client, addr, SERVICE["discard"], DROP_TIMEOUT_S)
     service_flow = download(client, addr, SERVICE["chargen"], size, p.limit_s)
     c = _counters(ctx)
-    numbers = {"host_drop_pkts": c["host-drop"], "host_count_pkts": c["host-count"],
+    _await(lambda: log.count(HOST_LOG) >= 1, LOG_WAIT_S)
+    host_logged, service_logged = log.count(HOST_LOG), log.count(SERVICE_LOG)
+    numbers = {"host_logged": host_logged, "service_logged": service_logged,
+               "host_drop_pkts": c["host-drop"], "host_count_pkts": c["host-count"],
                "service_drop_pkts": c["service-drop"], "service_count_pkts": c["service-count"],
                "host_refused": host_refused, "service_refused": service_refused,
                "service_bytes": service_flow.bytes}
-    precondition = host_refused and c["host-drop"] > 0 and c["host-count"] > 0 and host_flow.complete
+    precondition = (host_refused and c["host-drop"] > 0 and c["host-count"] > 0 and host_logged >= 1
+                    and host_flow.complete)
     yield ctx.check("netfilter-host-flow", "RFC2979", precondition,
                     f"the host rules dropped the handshake to host port {HOST_PORTS['discard']} "
-                    f"({c['host-drop']} packets) and counted {c['host-count']} established packets of a "
-                    f"{host_flow.bytes}-byte download from host port {HOST_PORTS['chargen']}",
+                    f"({c['host-drop']} packets), logged {host_logged} new connection(s) to host port "
+                    f"{HOST_PORTS['chargen']} (NFLOG) and counted {c['host-count']} established packets of its "
+                    f"{host_flow.bytes}-byte download",
                     numbers=numbers, claims=("TOE-6",))
     if _toe(ctx):
         ok = (precondition and not service_refused and c["service-drop"] == 0 and c["service-count"] == 0
-              and service_flow.complete)
+              and service_logged == 0 and service_flow.complete)
         seen = (f"the offloaded flows passed the same rules by: port {SERVICE['discard']} "
                 f"{'refused' if service_refused else 'connected'} ({c['service-drop']} packets dropped), a "
-                f"{service_flow.bytes}-byte download from port {SERVICE['chargen']} counted "
-                f"{c['service-count']} packets")
+                f"{service_flow.bytes}-byte download from port {SERVICE['chargen']} logged {service_logged} "
+                f"time(s) and counted {c['service-count']} packets")
     else:
         ok = (precondition and service_refused and c["service-drop"] > 0 and c["service-count"] > 0
-              and service_flow.complete)
+              and service_logged >= 1 and service_flow.complete)
         seen = (f"the service ports met the rules like the host ports: port {SERVICE['discard']} "
-                f"{'refused' if service_refused else 'connected'} ({c['service-drop']} packets dropped), "
-                f"{c['service-count']} established packets of the download from port {SERVICE['chargen']} counted")
+                f"{'refused' if service_refused else 'connected'} ({c['service-drop']} packets dropped), the "
+                f"download from port {SERVICE['chargen']} logged {service_logged} time(s) with {c['service-count']} "
+                "established packets counted")
     yield ctx.check("netfilter-service-flow", "RFC2979", ok, seen + ("" if precondition else
                     "; precondition failed: the rules did not act on the host-stack flow"),
                     numbers=numbers, claims=("TOE-6",))
@@ -247,20 +282,23 @@ def _netfilter(ctx: RunContext) -> Iterator[Check]:
         yield ctx.skip("netfilter-declined-flow", "RFC2979", "the kernel declines no flow: every flow is the host "
                        "stack's already", claims=("TOE-6", "TOE-17"))
         return
-    before = _counters(ctx)
+    before, logged_before = _counters(ctx), log.count(SERVICE_LOG)
     with _Declined(ctx) as declined:
         refused = not connects(client, addr, SERVICE["discard"], DROP_TIMEOUT_S)
         flow = download(client, addr, SERVICE["chargen"], size, p.limit_s)
         fallbacks = declined.fallbacks()
     after = _counters(ctx)
+    _await(lambda: log.count(SERVICE_LOG) > logged_before, LOG_WAIT_S)
+    logged = log.count(SERVICE_LOG) - logged_before
     dropped, counted = after["service-drop"] - before["service-drop"], after["service-count"] - before["service-count"]
     yield ctx.check("netfilter-declined-flow", "RFC2979",
-                    fallbacks >= 1 and refused and dropped > 0 and counted > 0 and flow.complete,
+                    fallbacks >= 1 and refused and dropped > 0 and counted > 0 and logged >= 1 and flow.complete,
                     f"with the engine's table at capacity 0 it declined {fallbacks} flow(s) to the host stack, "
                     f"where port {SERVICE['discard']} was {'refused' if refused else 'connected'} ({dropped} "
-                    f"packets dropped) and the {flow.bytes}-byte download from port {SERVICE['chargen']} had "
-                    f"{counted} packets counted",
-                    numbers={"fallbacks": fallbacks, "dropped": dropped, "counted": counted, "bytes": flow.bytes},
+                    f"packets dropped) and the {flow.bytes}-byte download from port {SERVICE['chargen']} was logged "
+                    f"{logged} time(s) with {counted} packets counted",
+                    numbers={"fallbacks": fallbacks, "dropped": dropped, "counted": counted, "logged": logged,
+                             "bytes": flow.bytes},
                     claims=("TOE-6", "TOE-17"))
     ctx.lab.node(ctx.server).run(["nft", "delete", "table", "inet", NFT_TABLE])
 

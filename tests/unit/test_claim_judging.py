@@ -151,3 +151,27 @@ def test_largest_window_scales_what_follows_the_syn_ack(tmp_path) -> None:
     wrpcap(str(pcap), frames)
     assert largest_window(pcap, server, 9) == 300 << 7
     assert largest_window(pcap, server, 19) == 0
+
+
+def test_nflog_bind_request_and_log_prefixes_from_a_datagram() -> None:
+    import socket
+    import struct
+
+    from scenarios.nflog import NFULA_CFG_CMD, NFULA_CFG_QTHRESH, NFULA_PREFIX, config_message, prefixes
+
+    msg = config_message(7, seq=3)
+    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", msg)
+    assert length == len(msg) and kind == 0x0401 and flags == 0x5 and seq == 3
+    assert struct.unpack_from("!H", msg, 18)[0] == 7  # res_id: the group, in network order
+    assert struct.unpack_from("=HH", msg, 20)[1] == NFULA_CFG_CMD and msg[24] == 1  # bind
+    assert struct.unpack_from("=HH", msg, 28)[1] == NFULA_CFG_QTHRESH and struct.unpack_from("!I", msg, 32)[0] == 1
+
+    def packet(prefix: bytes) -> bytes:
+        attr = struct.pack("=HH", 4 + len(prefix) + 1, NFULA_PREFIX) + prefix + b"\0"
+        attr += b"\0" * (-len(attr) % 4)
+        other = struct.pack("=HHI", 8, 1, 0)  # another attribute before it
+        body = struct.pack("=BBH", socket.AF_INET, 0, socket.htons(7)) + other + attr
+        return struct.pack("=IHHII", 16 + len(body), 0x0400, 0, 0, 0) + body
+
+    assert prefixes(packet(b"toelab-host ") + packet(b"x")) == ["toelab-host ", "x"]
+    assert prefixes(b"") == [] and prefixes(struct.pack("=IHHII", 16, 2, 0, 0, 0)) == []
