@@ -43,6 +43,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("loss", "toelab.benches.loss:bench_loss"),
     Bench("rings", "toelab.benches.queues:bench_rings"),
     Bench("coalescing", "toelab.benches.queues:bench_coalescing"),
+    Bench("syn_queues", "toelab.benches.queues:bench_syn_queues"),
 )
 NAMES = tuple(b.name for b in BENCHES)
 
