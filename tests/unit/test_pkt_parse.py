@@ -130,3 +130,21 @@ def test_every_script_of_toelab_parses_runs_nothing_unsupported_and_names_a_requ
         assert script.requirements, f"{path} names no requirement"
         for requirement in script.requirements:
             validate(requirement)
+
+
+def test_the_committed_state_matrix_is_what_its_generator_writes() -> None:
+    import importlib.util
+
+    from scenarios.pkt.library import SCRIPTS
+    spec = importlib.util.spec_from_file_location("generate_states", SCRIPTS / "generate_states.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    written = 0
+    for state in generator.STATES:
+        for kind in ("rst", "syn", "fin", "ack", "data"):
+            for position in generator.POSITIONS:
+                path = SCRIPTS / "states" / state.name / f"{kind}-{position}.pkt"
+                assert path.read_text() == generator.script(state, kind, position), path
+                written += 1
+    assert written == 7 * 5 * 4
