@@ -8,7 +8,7 @@ One small protocol, JSON lines, one request and one answer per line, for every t
     {"op": "accept", "h": H}                             -> {"ret": H2}
     {"op": "connect", "h": H, "ip": "10.0.0.1", "port": P} -> {"ret": 0}
     {"op": "write", "h": H, "n": N, "flags": ["MSG_OOB"]}   -> {"ret": n}       N bytes of zeros
-    {"op": "read", "h": H, "n": N, "flags": []}          -> {"ret": n}         MSG_OOB, MSG_PEEK honoured
+    {"op": "read", "h": H, "n": N, "flags": []}          -> {"ret": n}         MSG_OOB; MSG_PEEK if it can
     {"op": "shutdown", "h": H, "how": "SHUT_WR"}         -> {"ret": 0}
     {"op": "close", "h": H}                              -> {"ret": 0}
     {"op": "setsockopt", "h": H, "level": "SOL_SOCKET", "name": "SO_KEEPALIVE", "value": 1}  -> {"ret": 0}
@@ -20,11 +20,11 @@ One small protocol, JSON lines, one request and one answer per line, for every t
 A failing call answers {"ret": -1, "errno": "ECONNREFUSED"}; a request the agent does not know
 answers {"ret": -1, "errno": "ENOSYS"}; an option it does not know {"ret": -1, "errno": "ENOPROTOOPT"}.
 Values are ints, except SO_LINGER ({"onoff": 1, "linger": 0}) and IP_OPTIONS (a string, one
-character per byte). A call on a blocking socket that
-cannot complete yet either blocks, after a line {"blocking": true} saying so (a process agent does),
-or answers {"retry": true} and is asked again (an agent inside an event loop, such as the engine's,
-must not block). Either way the runner learns that the call blocks, as packetdrill does, without
-guessing from how long it takes.
+character per byte). A call on a blocking socket that cannot complete yet either blocks, after a
+line {"blocking": true} saying so (a process agent does), or answers {"retry": true} and is asked
+again (an agent inside an event loop, such as the engine's, must not block). Either way the runner
+learns that the call blocks, as packetdrill does, without guessing from how long it takes. No
+request has a field "cmd": a control socket may carry its own verb there.
 
 `kernel` is a process in the target's namespace making real socket calls (scenarios.pkt.kernel_agent,
 on stdin/stdout); `toe` is the engine's control socket, where the same requests go as {"cmd": "sock", ...}.
