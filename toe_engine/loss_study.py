@@ -5,7 +5,8 @@ directions go through `Impairer`s with the same loss (random, or Gilbert-Elliott
 the fake clock of the frame harness, so a run is exact and repeatable. What it reports is the
 sender's recovery: how many retransmission timeouts fired, how long the transfer sat idle
 waiting for them (from the sender's last frame out to the timer), and the fast, RACK
-and TLP retransmissions, beside the simulated time to complete.
+and TLP retransmissions, beside the simulated time to complete, and what each data RTO found
+(a lost retransmission, too few segments in flight for duplicate ACKs, or neither).
 
     python -m toe_engine.loss_study            # the standard table, seed 1, 1 MiB
     python -m toe_engine.loss_study --size 3145728 --seed 2 --loss-detection dupack
@@ -13,12 +14,14 @@ and TLP retransmissions, beside the simulated time to complete.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from toe_engine.apps.base import App
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.impair import GilbertElliott, Impairer, ImpairmentSpec
 from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.connection import Connection
+from toe_engine.tcp.recovery import RTO
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B, device_transmit
 
 CHARGEN_PORT = 19
@@ -49,6 +52,7 @@ class StudyResult:
     rack_retransmits: int
     tlp_probes: int
     retransmits: int
+    rto_causes: dict[str, int] = field(default_factory=dict)  # what each data RTO found (see rto_cause)
 
     @property
     def rto_wait_share(self) -> float:
@@ -68,6 +72,19 @@ class _Sink(App):
             self.conn.close()
 
 
+def rto_cause(conn: Connection) -> str:
+    """Why a data RTO was due, read from the sender just before it fires: the oldest outstanding
+    range had been resent already ("lost retransmission"), fewer than DupThresh + 1 segments
+    were out ("few in flight": too few for three duplicate ACKs), or neither ("other": lost
+    ACKs, a lost probe, a whole flight lost)."""
+    head = conn.rtxq.ranges[0] if conn.rtxq.ranges else None
+    if head is not None and head.resent:
+        return "lost retransmission"
+    if conn.snd_nxt - conn.snd_una <= conn.cfg.dupthresh * conn.snd_mss:
+        return "few in flight"
+    return "other"
+
+
 def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfig = LAB_TCP,
              setting: str = "", limit_s: float = 600.0) -> StudyResult:
     """Download `size` bytes from B's chargen to A with `spec` applied in both directions."""
@@ -79,6 +96,7 @@ def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfi
     sink = type("Sink", (_Sink,), {"want": size})
     now = 0.0
     last_activity = 0.0  # when the sender last put a frame on the wire
+    causes: dict[str, int] = {}
     rto_wait = 0.0
     client.connect(IP_A, IP_B, CHARGEN_PORT, sink, now)
 
@@ -111,15 +129,20 @@ def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfi
             break
         now = max(now, min(deadlines))
         client.on_timer(now)
+        due = [conn for conn in map(server.stack.connection, server.stack.connections())
+               if conn is not None and conn.t_rtx <= now and conn.rtx_kind == RTO and conn.snd_nxt > conn.snd_una]
+        causes_now = [rto_cause(conn) for conn in due]
         before = server.counters["rto_expired"]
         server.on_timer(now)
         if server.counters["rto_expired"] > before:
             rto_wait += now - last_activity
+            for cause in causes_now:
+                causes[cause] = causes.get(cause, 0) + 1
         move()
     c = server.counters
     return StudyResult(setting, finished_at is not None, finished_at if finished_at is not None else now,
                        c["rto_expired"], rto_wait, c["fast_retransmits"], c["rack_retransmits"],
-                       c["tlp_probes"], c["retransmits"])
+                       c["tlp_probes"], c["retransmits"], causes)
 
 
 def study(size: int = MIB, seed: int = 1, tcp: TcpConfig = LAB_TCP) -> list[StudyResult]:
@@ -139,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         tcp = replace(tcp, loss_detection=args.loss_detection)
     mib = args.size / MIB
     print(f"{'setting':<20} {'done':>5} {'time s':>8} {'RTOs':>5} {'RTO/MiB':>8} {'RTO wait s':>10} {'wait %':>7}"
-          f" {'fast':>5} {'rack':>5} {'tlp':>5} {'rtx':>5}")
+          f" {'fast':>5} {'rack':>5} {'tlp':>5} {'rtx':>5}  data RTOs by cause")
     for r in study(args.size, args.seed, tcp):
         print(f"{r.setting:<20} {str(r.completed):>5} {r.seconds:8.3f} {r.rtos:5d} {r.rtos / mib:8.2f}"
               f" {r.rto_wait_s:10.3f} {100 * r.rto_wait_share:6.1f}% {r.fast_retransmits:5d}"
-              f" {r.rack_retransmits:5d} {r.tlp_probes:5d} {r.retransmits:5d}")
+              f" {r.rack_retransmits:5d} {r.tlp_probes:5d} {r.retransmits:5d}  "
+              + ", ".join(f"{k} {v}" for k, v in sorted(r.rto_causes.items())))
     return 0
 
 
