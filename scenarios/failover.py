@@ -5,8 +5,9 @@ and eth1) and its address on eth0. On `toe` the scenario puts the engine on t1 w
 standby port (toe_engine.runtime.failover: active-backup, carrier read every `miimon_ms`,
 gratuitous ARP from the new port). The client echoes `transfer_mib` through t1's echo
 service; once `fail_at` of it has come back, the bridge's port to t1's eth0 goes down (a
-cable pulled at the switch). The engine must move its connection to eth1: the transfer
-completes byte-exact and the time without progress is reported.
+cable pulled at the switch), while a second, longer echo connection is in flight. The engine
+must move both connections to eth1: both complete byte-exact, and the main transfer's time
+without progress is reported.
 
 The fair kernel comparison is a bond in active-backup mode over the same two ports; this
 kernel has no bonding driver, so on `kernel` that check is a skip with the reason, and the
@@ -50,6 +51,7 @@ class Transfer:
     received: int
     exact: bool
     failed_at_s: float | None
+    failed_at: float | None  # time.monotonic() of the failure
     stall_s: float
     seconds: float
     error: str
@@ -70,21 +72,28 @@ def run(ctx: RunContext) -> Iterator[Check]:
     node = ctx.lab.node(NODE)
     if ctx.target.name == "toe":
         engine = start_endpoint(ctx.lab, node, {"wire": FAILED_PORT, "standby": ["eth1"], "miimon_ms": p.miimon_ms})
+        second = _Echo(ctx, 2 * p.transfer_mib << 20, p.limit_s)  # a second, longer connection across the failure
         transfer = _transfer(ctx, p.limit_s)
+        second.join(p.limit_s)
         counters = engine.stats()["counters"]
         carrier_lost = _carrier_lost(ctx)
         numbers = {"bytes": transfer.received, "size": transfer.size, "stall_ms": round(transfer.stall_s * 1000, 1),
                    "seconds": round(transfer.seconds, 3), "failovers": counters.get("failovers", 0),
                    "garp_sent": counters.get("garp_sent", 0), "retransmits": counters.get("retransmits", 0),
-                   "standby_rx_dropped": counters.get("standby_rx_dropped", 0)}
-        mid = transfer.failed_at_s is not None and carrier_lost
-        ok = mid and transfer.exact and counters.get("failovers", 0) == 1 and counters.get("garp_sent", 0) >= 1
+                   "standby_rx_dropped": counters.get("standby_rx_dropped", 0), "second_bytes": second.received,
+                   "second_exact": second.exact}
+        second_at_failure = second.received_by(transfer.failed_at)
+        mid = transfer.failed_at is not None and carrier_lost and second_at_failure < second.size
+        ok = (mid and transfer.exact and second.exact and counters.get("failovers", 0) == 1
+              and counters.get("garp_sent", 0) >= 1)
         yield ctx.check("port-failover", "RFC9293 3.8.3", ok,
                         f"{NODE}'s port {FAILED_PORT} lost carrier with {int(p.fail_at * 100)} % of the echo back; "
                         f"the engine failed over {counters.get('failovers', 0)} time(s), sent "
                         f"{counters.get('garp_sent', 0)} gratuitous ARP, and {transfer.received} of {transfer.size} "
                         f"bytes came back {'identical (SHA-256)' if transfer.exact else 'short or different'} with "
-                        f"{transfer.stall_s * 1000:.0f} ms without progress"
+                        f"{transfer.stall_s * 1000:.0f} ms without progress; a second connection, "
+                        f"{second_at_failure} bytes in at the failure, brought back {second.received} "
+                        f"{'identical' if second.exact else 'short or different'}"
                         + ("" if mid else "; precondition failed: the port did not fail mid-transfer")
                         + (f"; {transfer.error}" if transfer.error else ""),
                         numbers=numbers, integrity=True)
@@ -104,6 +113,46 @@ def run(ctx: RunContext) -> Iterator[Check]:
                    "not set); with its address on "
                    f"{FAILED_PORT} alone the kernel's connection stayed on the failed port: {transfer.received} of "
                    f"{transfer.size} bytes within {p.kernel_limit_s:g} s of the failure", numbers=numbers)
+
+
+class _Echo:
+    """A second echo connection through t1, running beside the main transfer in its own thread."""
+
+    def __init__(self, ctx: RunContext, size: int, limit_s: float) -> None:
+        self.size, self.received, self.exact = size, 0, False
+        self.arrivals: list[tuple[float, int]] = []  # (time.monotonic(), bytes back so far)
+        self._data = ctx.rng.randbytes(size)
+        with ctx.lab.node(ctx.client).inside():
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.settimeout(limit_s)
+        self._sock.connect((ctx.address(NODE), ECHO_PORT))
+        self._thread = threading.Thread(target=self._run, name="second-echo", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        digest = hashlib.sha256()
+        threading.Thread(target=_send, args=(self._sock, self._data), daemon=True).start()
+        try:
+            while self.received < self.size:
+                chunk = self._sock.recv(CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                self.received += len(chunk)
+                self.arrivals.append((time.monotonic(), self.received))
+        except OSError:
+            pass
+        self.exact = self.received == self.size and digest.digest() == hashlib.sha256(self._data).digest()
+
+    def join(self, limit_s: float) -> None:
+        self._thread.join(limit_s)
+        self._sock.close()
+
+    def received_by(self, when: float | None) -> int:
+        """Bytes back by time `when` (time.monotonic()); all of them if there was no such time."""
+        if when is None:
+            return self.received
+        return max((n for t, n in self.arrivals if t <= when), default=0)
 
 
 def _carrier_lost(ctx: RunContext) -> bool:
@@ -152,7 +201,7 @@ def _transfer(ctx: RunContext, limit_s: float, after_failure: bool = False) -> T
     end = time.monotonic()
     stall = longest_gap(arrivals, failed_at, arrivals[-1] if got >= size else end) if failed_at else 0.0
     return Transfer(size, got, got == size and digest.digest() == hashlib.sha256(data).digest(),
-                    None if failed_at is None else failed_at - start, stall, end - start, error)
+                    None if failed_at is None else failed_at - start, failed_at, stall, end - start, error)
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
