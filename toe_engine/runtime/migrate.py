@@ -12,6 +12,11 @@ sending (unacknowledged or not yet sent: the new owner sends them, and a peer th
 acknowledges the duplicate), the bytes received but not yet read by the application, the
 peer's window, the negotiated MSS, window scales, SACK and timestamps, and the TSval clock the
 peer last saw, so the new owner's timestamps keep going up (PAWS, RFC 7323 5).
+
+The queues travel hex-encoded inside one control request, and the control socket takes
+requests of up to 64 KiB (toe_engine.runtime.control.MAX_REQUEST): a connection adopts with
+up to about 30 KiB queued. The peer's last TSval is not in what TCP_REPAIR reads; without it
+the adopted connection takes the peer's next one as TS.Recent (RFC 7323 5.5's stale rule).
 """
 from __future__ import annotations
 
