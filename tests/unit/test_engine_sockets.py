@@ -65,6 +65,8 @@ def test_data_in_and_out_through_the_calls() -> None:
     assert peer.call("read", h=fd, n=100) == {"ret": -1, "errno": "EAGAIN"}
     peer.send(ACK | PSH, PEER_ISN + 1, peer.isn + 1, b"x" * 10)
     assert peer.call("poll", fds=[{"h": fd, "events": ["POLLIN"]}]) == {"ret": 1, "revents": [["POLLIN"]]}
+    assert peer.call("read", h=fd, n=4, flags=["MSG_PEEK"]) == {"ret": 4}
+    assert peer.call("read", h=fd, n=100, flags=["MSG_PEEK"]) == {"ret": 10}
     assert peer.call("read", h=fd, n=100) == {"ret": 10}
     assert peer.call("write", h=fd, n=20) == {"ret": 20}
     data = [s for s in peer.out() if s.payload]

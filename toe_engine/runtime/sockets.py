@@ -242,11 +242,13 @@ class SocketApi:
     def op_read(self, request: dict[str, Any], now: float) -> dict[str, Any]:
         sock = self._sock(request)
         flags = request.get("flags", [])
-        if "MSG_PEEK" in flags:
-            raise _Fail("EOPNOTSUPP")
         if sock.key is None:
             raise _Fail("ENOTCONN")
         stack = self.core.stack
+        if "MSG_PEEK" in flags and "MSG_OOB" not in flags:
+            conn = stack.connection(sock.key)
+            if conn is not None and conn.rcv_buf:
+                return {"ret": min(len(conn.rcv_buf), int(request.get("n", 0)))}  # left where it is
         if "MSG_OOB" in flags:
             if self._urgent_octet(sock) is None:
                 raise _Fail("EINVAL")  # no urgent data (or it was read): Linux's answer
