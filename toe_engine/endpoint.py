@@ -160,6 +160,7 @@ class EndpointCore:
         self._reply_to: tuple[bytes, bytes] | None = None  # (IP, MAC) of the frame being handled
         self._touched: set[FourTuple] = set()  # connections whose buffer memory may have changed
         self._memory_waiters: set[FourTuple] = set()  # applications a memory limit cut short
+        self._gone: list[FourTuple] = []  # connections whose next hop goes once their output is out
         #: Ports the socket API (toe_engine.runtime.sockets) listens on -> what serves each accepted connection.
         self.socket_ports: dict[int, Callable[[_AppConnection], App]] = {}
         #: (TTL, TOS) a connection's application asked for (IP_TTL, IP_TOS); others get 64, 0.
@@ -308,6 +309,8 @@ class EndpointCore:
         self._account_touched()
         for local_ip, remote_ip, seg in stack.poll_output():
             self._emit(local_ip, remote_ip, seg, now)
+        while self._gone:  # after their last segments (a RST on abort) have found their way out
+            self._next_hop.pop(self._gone.pop(), None)
 
     # --- buffer memory ----------------------------------------------------------------
     def _account(self, key: FourTuple) -> None:
@@ -336,8 +339,9 @@ class EndpointCore:
         return [Writable(key) for key in ready]
 
     def _forget(self, key: FourTuple) -> None:
-        """A connection is gone: its next hop, its buffer memory, its wait for memory."""
-        self._next_hop.pop(key, None)
+        """A connection is gone: its buffer memory, its wait for memory, and (once its last
+        segments are out) its next hop."""
+        self._gone.append(key)
         self._memory_waiters.discard(key)
         self.buffer_memory.release(key)
 

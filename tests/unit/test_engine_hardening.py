@@ -334,3 +334,18 @@ def test_an_application_that_closes_with_bytes_unread_is_reset_without_an_error(
     assert core.counters["app_errors"] == 0
     assert flow.reset and core.stack.connections() == []  # its close with bytes unread reset it, as Linux does
     assert flow.received.startswith(b"HTTP/1.1 200 OK") and core.counters["app_tx_bytes"] > 1_040_000
+
+
+def test_the_reset_of_an_expired_embryonic_connection_reaches_its_peer() -> None:
+    """The RST a timer sends as it drops a connection goes to the connection's next hop, which is
+    forgotten only after that last segment is out (no ARP request instead of it)."""
+    core = engine(resources=ResourceConfig(embryonic_timeout=5.0))
+    peer = peer_of(core)
+    flow = PeerFlow(40060, 7, 9000)
+    peer.flows[(40060, 7)] = flow
+    peer.deliver(peer.frame(Segment(40060, 7, 9000, 0, SYN, 65535, b"", TcpOptions(mss=1460))))
+    peer.now = 5.0
+    core.on_timer(peer.now)
+    peer.collect()
+    assert flow.reset and core.stack.connections() == []
+    assert core.counters["tx_no_neighbor"] == 0 and core._next_hop == {}
