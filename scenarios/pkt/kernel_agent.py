@@ -53,6 +53,8 @@ class Agent:
             return {"ret": -1, "errno": "EBADF"}
         except OSError as exc:
             return {"ret": -1, "errno": errno.errorcode.get(exc.errno or 0, "EIO")}
+        except (TypeError, ValueError, OverflowError):  # a malformed request, not the stack's doing
+            return {"ret": -1, "errno": "EINVAL"}
 
     def sock(self, req: dict[str, Any]) -> socket.socket:
         return self.socks[int(req["h"])]

@@ -83,5 +83,7 @@ def test_errors_are_errno_names(agent: Talk) -> None:
     s = agent("socket")["ret"]
     assert agent("setsockopt", h=s, level="SOL_TCP", name="TCP_FASTOPEN", value=1) == {"ret": -1, "errno": "ENOPROTOOPT"}
     assert agent("connect", h=s, ip="127.0.0.1", port=1) == {"ret": -1, "errno": "ECONNREFUSED"}
+    assert agent("poll", fds="not a list") == {"ret": -1, "errno": "EINVAL"}
+    assert agent("write", h=s, n="many") == {"ret": -1, "errno": "EINVAL"}
     assert agent("reset") == {"ret": 0}
     assert agent("close", h=s) == {"ret": -1, "errno": "EBADF"}
