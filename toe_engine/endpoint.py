@@ -465,6 +465,10 @@ class EndpointCore:
         self.addresses = frozenset(addresses)
 
     # --- inspection -------------------------------------------------------------------
+    def next_hops(self) -> int:
+        """How many connections have a next hop remembered (never more than are alive)."""
+        return len(self._next_hop)
+
     def connections(self) -> list[dict[str, object]]:
         """The connection table as the control socket shows it."""
         out = []

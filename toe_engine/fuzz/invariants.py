@@ -67,6 +67,8 @@ def check(core: EndpointCore, peers: list[WirePeer], drops: DropTally) -> list[s
         broken.append(f"buffer memory {memory.total} over the engine bound {memory.total_limit}")
     if len(memory) > len(keys):
         broken.append(f"buffer memory accounts {len(memory)} connections, {len(keys)} are alive")
+    if core.next_hops() > len(keys):
+        broken.append(f"{core.next_hops()} next hops remembered for {len(keys)} connections")
     occupancy = core.resources.table.occupancy
     admitted = sum(1 for k in keys if stack.connection(k).admitted)
     if occupancy != admitted:
