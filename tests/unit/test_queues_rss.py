@@ -175,3 +175,29 @@ def test_a_topology_with_a_bad_rss_table_is_refused_at_spec_time() -> None:
     with pytest.raises(SpecError, match=r"rss_table entry 2 is not a queue of 0\.\.1") as raised:
         parse_spec(text, "bad_queues.yaml")
     assert "line 8" in str(raised.value)
+
+
+def test_send_batch_sends_in_order_in_one_call_and_skips_what_is_refused() -> None:
+    import socket
+
+    from toe_engine.io.sendmmsg import SendBatch
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # a datagram past it is refused (EMSGSIZE)
+        batch = SendBatch(a.fileno(), slots=4, arena=1 << 17)
+        assert batch.queue(b"h1", b"first") and batch.queue(b"", b"second")
+        assert not batch.queue(b"", bytes(1 << 17))  # larger than the arena: the caller flushes first
+        assert batch.queue(b"", bytes(100_000)) and batch.queue(b"h4", b"fourth")
+        assert not batch.queue(b"", b"fifth")  # four slots
+        sent, dropped, sent_bytes = batch.flush()
+        b.setblocking(False)
+        got = []
+        while True:
+            try:
+                got.append(b.recv(1 << 17))
+            except BlockingIOError:
+                break
+    assert (sent, dropped, batch.refused, batch.count) == (3, 1, 1, 0)
+    assert got == [b"h1first", b"second", b"h4fourth"]
+    assert sent_bytes == sum(map(len, got))

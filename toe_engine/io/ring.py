@@ -106,6 +106,11 @@ class RingSettings:
     def ring_bytes(self) -> int:
         return self.blocks * self.block_bytes
 
+    def geometry(self) -> dict[str, int]:
+        """The TPACKET_V3 layout behind the ethtool-style settings, as `config` shows it."""
+        return {"blocks": self.blocks, "block_bytes": self.block_bytes, "block_timeout_ms": self.timeout_ms,
+                "ring_bytes": self.ring_bytes}
+
 
 class PacketRingDriver(AfPacketDriver):
     """An AF_PACKET socket with a vnet header, a TPACKET_V3 receive ring and sendmmsg batches.

@@ -31,6 +31,7 @@ from toe_engine.apps import APPS
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
 from toe_engine.io.afpacket import AfPacketDriver
 from toe_engine.io.driver import FrameDriver
+from toe_engine.io.ring import PacketRingDriver
 from toe_engine.io.vnet import (
     PLAIN_VNET_BYTES,
     VNET_BYTE_ORDER,
@@ -370,7 +371,8 @@ class EndpointRuntime:
                 "tap_offloads": self.settings.tap_offloads, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
                 "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)},
                 "queues": 1, "rx_ring": self.settings.rx_ring, "rx_frames": self.settings.rx_frames,
-                "rx_usecs": self.settings.rx_usecs}
+                "rx_usecs": self.settings.rx_usecs,
+                **({"ring": self.wire.ring.geometry()} if isinstance(self.wire, PacketRingDriver) else {})}
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Change capacity, policy, services, addresses or TCP limits at run time; all are checked before any applies."""

@@ -93,8 +93,7 @@ def describe_ring(settings: EndpointSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"rx_ring": settings.rx_ring, "rx_frames": settings.rx_frames,
                            "rx_usecs": settings.rx_usecs}
     if ring is not None:
-        out["ring"] = {"blocks": ring.blocks, "block_bytes": ring.block_bytes, "block_timeout_ms": ring.timeout_ms,
-                       "ring_bytes": ring.ring_bytes}
+        out["ring"] = ring.geometry()
     return out
 
 
