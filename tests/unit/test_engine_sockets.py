@@ -99,11 +99,14 @@ def test_the_user_timeout_aborts_with_etimedout() -> None:
     """MUST-21: TCP_USER_TIMEOUT set by the application ends the connection, which the next call reports."""
     peer = Peer()
     fd = peer.established()
-    assert peer.call("setsockopt", h=fd, level="IPPROTO_TCP", name="TCP_USER_TIMEOUT", value=1000) == {"ret": 0}
+    assert peer.call("setsockopt", h=fd, level="IPPROTO_TCP", name="TCP_USER_TIMEOUT", value=1500) == {"ret": 0}
+    assert peer.call("fcntl", h=fd, command="F_SETFL", flags=["O_NONBLOCK"]) == {"ret": 0}
     assert peer.call("write", h=fd, n=10) == {"ret": 10}
-    for _ in range(40):
-        peer.wait(0.1)
+    sent = peer.now
+    while peer.call("read", h=fd, n=10) == {"ret": -1, "errno": "EAGAIN"} and peer.now - sent < 5:
+        peer.wait(0.01)
     assert peer.call("read", h=fd, n=10) == {"ret": -1, "errno": "ETIMEDOUT"}
+    assert 1.5 <= peer.now - sent <= 1.52  # at the limit, not at the next backed-off RTO (3 s)
 
 
 def test_options_reach_the_connection_and_unknown_ones_are_refused() -> None:

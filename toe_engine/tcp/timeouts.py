@@ -71,6 +71,7 @@ class Timeouts(Tcb):
             self.counters.inc("retransmits")
             self._send_syn(now, with_ack=state is SYN_RECEIVED)
             self._arm_rto(now)
+            self._clamp_to_user_timeout()
             return
         if self.retries > self.cfg.retries2 or timed_out:
             self._events.append(Error(self.key, "user timeout" if timed_out else "retransmission timeout", fatal=True))
@@ -92,6 +93,12 @@ class Timeouts(Tcb):
         else:
             self._loss_after_timeout(now)
         self._arm_rto(now)
+        self._clamp_to_user_timeout()
+
+    def _clamp_to_user_timeout(self) -> None:
+        """The next timeout comes no later than the user timeout, which then ends the connection on time."""
+        if self.cfg.user_timeout:
+            self.t_rtx = min(self.t_rtx, self.rtx_since + self.cfg.user_timeout)
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 3.8.6.1: probe a zero window (MUST-36), or beat sender SWS avoidance."""
