@@ -311,3 +311,23 @@ def test_prr_keeps_sending_in_proportion_during_fast_recovery() -> None:
     assert h.counters_a["fast_retransmits"] == 1 and tcb.recovery == 1
     assert new_after and new_after[0] <= 6  # proportional sending from the first ACKs of recovery
     assert 15 <= len(new_after) <= 20  # about ssthresh / RecoverFS = 1/2 of the 36 delivered after entry
+
+
+def test_dsack_widens_the_reordering_window_once_per_round() -> None:
+    """RFC 8985 6.2 step 4 with RFC 2883: a D-SACK (a block below the cumulative ACK) shows a
+    spurious retransmission: reo_wnd_mult grows by one, at most once per round trip of data."""
+    h, ca, cb, base, mss = sender(TcpConfig(nodelay=True))
+    h.a.send(ca, bytes(4 * mss))
+    h.run(duration=1)
+    tcb = h.a.connection(ca)
+    assert tcb is not None and tcb.snd_una == tcb.snd_nxt and tcb.reo_wnd_mult == 1
+    h.drop_if = lambda src, seg: src == "a"
+    h.a.send(ca, bytes(2 * mss))
+    h.flush()
+    for k in (1, 2):
+        dsack = h.forge("b", cb, ACK, tsval_delta=k)
+        dsack.options.sack_blocks = (((base + mss) & 0xFFFFFFFF, (base + 2 * mss) & 0xFFFFFFFF),)
+        h.inject("a", dsack)
+    assert tcb.reo_wnd_mult == 2 and tcb.dsack_round == tcb.snd_nxt
+    assert tcb.reo_wnd_persist == 16
+    assert tcb._reo_wnd() == pytest.approx(min(2 * tcb.min_rtt / 4, tcb.rtt.srtt))  # type: ignore[operator]
