@@ -148,12 +148,13 @@ class QueueSupervisor:
         # an abstract socket name: nothing on disk to leave behind if the supervisor is killed
         path = f"\0toelab-queue-{os.getpid()}-{self.generation}-{queue}"
         ready_r, ready_w = os.pipe()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the queue process: never returns into the caller
             code = 1
             try:
                 os.close(ready_r)
-                code = self._run_queue(queue, cpu, path, ready_w)
+                code = self._run_queue(queue, cpu, path, ready_w, supervisor)
             except BaseException:
                 traceback.print_exc(file=sys.stderr)
             finally:
@@ -169,11 +170,13 @@ class QueueSupervisor:
             raise OSError(f"queue {queue} did not start (see the node's log)")
         return QueueProcess(queue, pid, cpu, path)
 
-    def _run_queue(self, queue: int, cpu: int, path: str, ready_w: int) -> int:
+    def _run_queue(self, queue: int, cpu: int, path: str, ready_w: int, supervisor: int) -> int:
         loop = EventLoop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: loop.stop())
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # the queue ends with the supervisor
+        if os.getppid() != supervisor:  # it ended before the line above took effect
+            return 1
         os.sched_setaffinity(0, {cpu})
         wire, tap = self.wires[queue], self.taps[queue]
         for other in (*self.wires, *self.taps):
