@@ -76,9 +76,8 @@ def stream_offset(flow: PeerFlow, seq32: int) -> int:
 
 def _window_edges(t: FuzzTarget, flow: PeerFlow, conn: Connection | None) -> list[int]:
     """Sequence numbers at and around the engine's receive window."""
-    rcv = flow.rcv_nxt if conn is None else conn.rcv_nxt & MASK
+    rcv_nxt = flow.snd_nxt if conn is None else conn.rcv_nxt & MASK
     wnd = 65535 if conn is None else max(0, conn.rcv_adv - conn.rcv_nxt)
-    rcv_nxt = flow.snd_nxt if conn is None else rcv
     return [rcv_nxt, rcv_nxt - 1, rcv_nxt + 1, rcv_nxt + wnd - 1, rcv_nxt + wnd, rcv_nxt + wnd + 1,
             rcv_nxt + (1 << 31), rcv_nxt - (1 << 31), 0, MASK, flow.iss, flow.iss + 1,
             rcv_nxt + t.rng.randrange(max(wnd, 1))]
