@@ -3,6 +3,7 @@
     toe stats [NODE]              counters of every engine node, or of one
     toe conns [NODE]              connection tables (a middlebox keeps none)
     toe set NODE key=value ...    e.g. `toe set mb loss=5 direction=a_to_b`, `toe set mb gemodel.p=2`
+    toe rss NODE                  an engine node's RSS table and key, as `ethtool -x` shows a NIC's
 
 Tables are drawn with rich into the shell's own output, so `onecmd` captures them.
 """
@@ -18,11 +19,13 @@ from toe_engine.impair import ImpairmentSpec
 
 from lab.engine_nodes import EngineHandle
 
+from .shell_rss import toe_rss
+
 if TYPE_CHECKING:
     from .shell import LabShell
 
 IMPAIRMENT_DEFAULTS = ImpairmentSpec().model_dump(mode="json")
-USAGE = "usage: toe stats [NODE] | toe conns [NODE] | toe set NODE key=value ..."
+USAGE = "usage: toe stats [NODE] | toe conns [NODE] | toe set NODE key=value ... | toe rss NODE"
 
 
 def parse_value(text: str) -> Any:
@@ -104,7 +107,7 @@ def toe_set(shell: LabShell, args: list[str]) -> None:
         shell.say(f"{args[0]}: {json.dumps(config)}")
 
 
-SUBCOMMANDS = {"stats": toe_stats, "conns": toe_conns, "set": toe_set}
+SUBCOMMANDS = {"stats": toe_stats, "conns": toe_conns, "set": toe_set, "rss": toe_rss}
 
 
 def toe(shell: LabShell, args: list[str]) -> None:

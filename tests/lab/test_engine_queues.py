@@ -300,3 +300,30 @@ def test_queue_processes_end_with_their_engine(make_lab: MakeLab) -> None:
         for fd in fds:
             os.close(fd)
     wait_until(lambda: not tap_exists(lab.node("t1")), "the TAP to go with the engine")
+
+
+# --- the shell -------------------------------------------------------------------------------------
+
+def test_shell_shows_the_rss_table_like_ethtool_and_sets_it(make_lab: MakeLab) -> None:
+    import io
+
+    from toelab.shell import LabShell
+
+    lab = make_lab("toe_pair", queues=2)
+    shell = LabShell(lab, stdout=io.StringIO())
+
+    def said(line: str) -> str:
+        start = shell.stdout.tell()
+        shell.onecmd(line)
+        shell.stdout.seek(start)
+        return shell.stdout.read()
+
+    shown = said("toe rss t1")
+    assert "RX flow hash indirection table for eth0 of t1 with 2 RX ring(s):" in shown
+    assert "    0:     0     1     0     1     0     1     0     1" in shown
+    assert "  120:     0     1" in shown and "6d:5a:6d:5a:6d:5a:6d:5a" in shown
+    said("toe set t1 rss_weights=[0,1]")
+    assert "    0:     1     1     1     1     1     1     1     1" in said("toe rss t1")
+    said("toe set t1 queues=1")
+    assert "with 1 RX ring(s)" in said("toe rss t1")
+    assert "rx_queue_1_frames" not in said("toe rss t1")

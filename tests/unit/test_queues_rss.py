@@ -201,3 +201,16 @@ def test_send_batch_sends_in_order_in_one_call_and_skips_what_is_refused() -> No
     assert (sent, dropped, batch.refused, batch.count) == (3, 1, 1, 0)
     assert got == [b"h1first", b"second", b"h4fourth"]
     assert sent_bytes == sum(map(len, got))
+
+
+def test_rss_view_lays_the_table_out_like_ethtool() -> None:
+    from toelab.shell_rss import rss_text
+
+    config = {"wire": "eth0", "queues": 2, "rss": {"table": rss.equal_table(2, 16), "key": "6d:5a:6d:5a:6d:5a:6d:5a",
+                                                   "hfunc": rss.HASH_FUNCTION}}
+    text = rss_text("t1", config, {"rx_queue_0_frames": 5, "rx_queue_1_frames": 7}).splitlines()
+    assert text[0] == "RX flow hash indirection table for eth0 of t1 with 2 RX ring(s):"
+    assert text[1] == "    0:     0     1     0     1     0     1     0     1"
+    assert text[2] == "    8:     0     1     0     1     0     1     0     1"
+    assert text[-2:] == ["    rx_queue_0_frames: 5", "    rx_queue_1_frames: 7"]
+    assert "no RSS" in rss_text("t1", {"queues": 1}, {})
