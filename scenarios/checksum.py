@@ -113,7 +113,8 @@ def _bad_data_dropped(ctx: RunContext, variant: str) -> Iterator[Check]:
             peer.send_data(first, seq=start)
             repaired = peer.expect("A", ack=seq_add(start, len(first) + len(second)))[TCP].ack
         except PeerTimeout as exc:
-            yield ctx.check(f"bad-csum-data-dropped[{variant}]", "MUST-3", False, f"the target stopped answering: {exc}", integrity=True)
+            yield ctx.check(f"bad-csum-data-dropped[{variant}]", "MUST-3", False, f"the target stopped answering: {exc}",
+                            integrity=True)
             return
         finally:
             peer.abort()

@@ -301,7 +301,8 @@ class RunContext:
         the verdict to another part of the lab than the target (the `middlebox` whose counters it judges).
         """
         return Check(id=id, requirement=requirement, claims=self._claims(claims),
-                     target=subject or self.target.name, verdict=Verdict.PASS if ok else Verdict.FAIL, sentence=sentence,
+                     target=subject or self.target.name, verdict=Verdict.PASS if ok else Verdict.FAIL,
+                     sentence=sentence,
                      evidence=Evidence(pcaps=[str(p) for p in pcaps], plots=[str(p) for p in plots],
                                        counters=dict(counters or {}), numbers=dict(numbers or {})),
                      integrity=integrity)

@@ -582,7 +582,8 @@ def _ack_delays(ctx: RunContext, session: _Session) -> Iterator[Check]:
     yield ctx.check("delayed-acks", "SHLD-18", acks_delayed(delays, n),
                     f"{len(delayed)} of {len(delays)} acknowledged isolated segments (of {n} sent) waited at least "
                     f"{DELAYED_ACK_MIN_S * 1000:.0f} ms for their ACK by the capture's timestamps (at least "
-                    f"{DELAYED_ACK_SHARE:.0%} needed; median {_ms(sorted(delays)[len(delays) // 2] if delays else None)})",
+                    f"{DELAYED_ACK_SHARE:.0%} needed; median "
+                    f"{_ms(sorted(delays)[len(delays) // 2] if delays else None)})",
                     pcaps=[pcap], numbers={"delayed": len(delayed), "acked": len(delays), "sent": n})
 
 

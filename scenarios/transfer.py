@@ -97,8 +97,8 @@ class EchoConversation:
     """One long-lived echo connection from a node, driven message by message."""
 
     def __init__(self, lab: Lab, node: str, address: str, port: int) -> None:
-        self.proc = lab.node(node).popen([sys.executable, "-m", "scenarios.clients", "conversation", address, str(port)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        argv = [sys.executable, "-m", "scenarios.clients", "conversation", address, str(port)]
+        self.proc = lab.node(node).popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         wait_for_line(self.proc, "connected", what="echo client")
 
     def send(self, size: int) -> None:

@@ -358,7 +358,8 @@ def test_context_checks_carry_their_subject_and_integrity(tmp_path: Path) -> Non
     from types import SimpleNamespace
 
     from scenarios.framework import RunContext
-    ctx = RunContext(scenarios.get("unit_demo"), lab=None, target=SimpleNamespace(name="toe"), params=None,  # type: ignore[arg-type]
+    target = SimpleNamespace(name="toe")
+    ctx = RunContext(scenarios.get("unit_demo"), lab=None, target=target, params=None,  # type: ignore[arg-type]
                      seed=1, outdir=tmp_path / "out")
     mine = ctx.check("a", "MUST-3", True, "seen.")
     theirs = ctx.check("b", "RFC1191 4", False, "merged.", subject="middlebox")

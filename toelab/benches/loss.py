@@ -122,6 +122,10 @@ def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None)
     return [dataclasses.replace(r, endpoint=label) for r in runs]
 
 
+def _of(runs: list[Run], kind: str, setting: str, endpoint: str) -> list[Run]:
+    return [r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, endpoint)]
+
+
 def _median_run(runs: list[Run]) -> Run:
     """The run with the median time (an odd count of repeats has one)."""
     ordered = sorted(runs, key=lambda r: r.seconds)
@@ -133,8 +137,7 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     out = []
     for kind in ("download", "echo"):
         for setting, _ in SETTINGS:
-            kernel, reno, engine = (_median_run([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, e)])
-                                    for e in ("kernel", "kernel-reno", "toe"))
+            kernel, reno, engine = (_median_run(_of(runs, kind, setting, e)) for e in ("kernel", "kernel-reno", "toe"))
             mib = max(engine.moved, 1) / MIB
             row: dict[str, Any] = {
                 "bench": BENCH, "measurement": f"{kind}, {setting}", "unit": "Mbit/s",
@@ -144,7 +147,7 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
                 "reno_ratio": round(engine.mbit_per_s / reno.mbit_per_s, 3) if reno.mbit_per_s else None,
                 "kernel_seconds": round(kernel.seconds, 3), "engine_seconds": round(engine.seconds, 3),
                 "kernel_complete": kernel.complete, "engine_complete": engine.complete,
-                "repeats": len([r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, "toe")])}
+                "repeats": len(_of(runs, kind, setting, "toe"))}
             for figure, name in ENGINE_COUNTERS.items():
                 row[f"engine_{figure}_per_mib"] = round(engine.counters[name] / mib, 2)
             out.append(row)
