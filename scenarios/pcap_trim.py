@@ -95,5 +95,7 @@ def relink(checks: Iterable[Any], renamed: dict[Path, Path]) -> None:
         pcaps = check.evidence.pcaps
         for i, pcap in enumerate(pcaps):
             new = renamed.get(Path(pcap).resolve())
+            if new is None and not Path(pcap).exists() and Path(pcap + ".gz").exists():
+                new = Path(pcap + ".gz")  # trimmed earlier (by another report of the same results)
             if new is not None:
                 pcaps[i] = str(Path(pcap).with_name(new.name))

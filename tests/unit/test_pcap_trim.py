@@ -38,3 +38,7 @@ def test_trim_gzips_keeps_wire_lengths_and_relinks_evidence(tmp_path: Path) -> N
     assert all(len(data) == 14 + 20 + 32 + PAYLOAD_BYTES and wire == len(frames[0]) for data, wire in records)
     assert records[7][0] == bytes(frames[7])[:len(records[7][0])]  # the bytes kept are the packet's own
     assert (run / "bulk.pcap.gz").stat().st_size < 50 * 100
+    again = Check(id="x", requirement="MUST-1", target="toe", verdict=Verdict.PASS, sentence="s",
+                  evidence=Evidence(pcaps=[str(run / "bulk.pcap")]))
+    relink([again], trim_pcaps(tmp_path))  # nothing left to trim: the evidence still finds its file
+    assert again.evidence.pcaps == [str(run / "bulk.pcap.gz")]
