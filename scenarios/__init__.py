@@ -24,6 +24,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "handshake",
     "host_bypass",
     "host_cpu",
+    "host_view",
     "icmp_errors",
     "loss",
     "lro_router",

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from scenarios.host_bypass import bypassed, limited, listed_ports, rule_counters, ruleset
+from scenarios.host_bypass import bypassed, limited, rule_counters, ruleset
+from scenarios.host_view import listed_ports
 from scenarios.host_side import Flow
 
 
@@ -139,7 +140,7 @@ def test_largest_window_scales_what_follows_the_syn_ack(tmp_path) -> None:
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap
 
-    from scenarios.host_bypass import largest_window
+    from scenarios.host_view import largest_window
 
     server, client = "10.0.0.2", "10.0.0.1"
     frames = [Ether() / IP(src=client, dst=server) / TCP(sport=4000, dport=9, flags="S", window=64240),
