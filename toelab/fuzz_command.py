@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory for reproducer files (default ./fuzz-reproducers)")
     p.add_argument("--json", type=Path, help="also write the reports as JSON to this file")
     p.add_argument("--all-counters", action="store_true", help="print zero counters too")
+    p.add_argument("--transfers", type=int, metavar="N",
+                   help="instead: N echo transfers engine to engine through wires that mutate live frames")
     p.add_argument("--guided", action="store_true",
                    help="coverage-guided instead (atheris/libFuzzer): --frames is its number of inputs, crashes go to --out")
 
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     policies = POLICIES if args.policy == "all" else (args.policy,)
     if args.guided:
         return _guided(args, policies)
+    if args.transfers is not None:
+        return _transfers(args)
     reports = []
     for policy in policies:
         try:
@@ -67,6 +71,29 @@ def _guided(args: argparse.Namespace, policies: tuple[str, ...]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     guided.main([f"-runs={args.frames}", f"-seed={args.seed or 1}", f"-artifact_prefix={args.out}/"], policies[0])
     return 0  # libFuzzer exits the process itself; this is reached only if it returns
+
+
+def _transfers(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from toe_engine.fuzz.mutation import mutated_echo
+
+    if args.transfers < 1:
+        raise LabError(f"--transfers must be at least 1, got {args.transfers}")
+    outcomes: Counter[str] = Counter()
+    exceptions: Counter[str] = Counter()
+    leftovers: list[str] = []
+    for seed in range(args.seed, args.seed + args.transfers):
+        result = mutated_echo(seed, size=200_000, rate=0.05)
+        outcomes["whole" if result.intact else "a prefix" if result.prefix else "CORRUPT"] += 1
+        exceptions.update(result.exceptions)
+        leftovers += [f"seed {seed}: {line}" for line in result.leftovers]
+    console.print(f"[bold]{args.transfers} mutated echo transfers[/bold] (200 kB, 5% of frames mutated), seeds "
+                  f"{args.seed}..{args.seed + args.transfers - 1}: came back " +
+                  ", ".join(f"{name} {n}" for name, n in outcomes.most_common()))
+    console.print(f"exceptions: {dict(exceptions) or 'none'}")
+    console.print(f"leftovers: {leftovers[:10] or 'none'}")
+    return 1 if exceptions or leftovers or outcomes["CORRUPT"] else 0
 
 
 def _progress(report: FuzzReport) -> None:

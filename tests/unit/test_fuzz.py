@@ -101,3 +101,15 @@ def test_coverage_guided_inputs_play_on_a_fresh_engine() -> None:
         run_input(rng.randbytes(size))
     for policy in POLICIES:
         run_input(bytes(range(256)) * 4, policy)
+
+
+def test_engines_echo_through_mutating_wires_whole_or_as_a_prefix_and_leak_nothing() -> None:
+    from toe_engine.fuzz.mutation import MUTATIONS, mutated_echo
+
+    results = [mutated_echo(seed, size=100_000, rate=0.05) for seed in range(60)]
+    assert [r.exceptions for r in results if r.exceptions] == []
+    assert [r.leftovers for r in results if r.leftovers] == []
+    assert all(r.prefix for r in results)
+    # preconditions: the mutations happened, some transfers survived them and some did not
+    assert set().union(*(r.mutations for r in results)) == set(MUTATIONS)
+    assert 10 < sum(r.intact for r in results) < 60

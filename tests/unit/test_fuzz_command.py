@@ -29,3 +29,9 @@ def test_fuzz_refuses_bad_arguments_in_one_sentence(argv: list[str], says: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fuzz", *argv]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_fuzz_transfers_reports_how_the_echoes_came_back(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--transfers", "4", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 mutated echo transfers" in printed and "exceptions: none" in printed and "leftovers: none" in printed
