@@ -16,7 +16,6 @@ frame may carry a checksum that is neither correct nor such a partial seed.
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -27,23 +26,13 @@ from .framework import Check, RunContext, ScenarioParams, scenario
 from .peer import Peer, PeerTimeout, seq_add
 from .plots import time_sequence
 from .targets import delta, reading
+from .transfer import download, wait_for_capture
 from .wire import ChecksumState, tcp_frames
 
-CLIENT_SCRIPT = """
-import socket, sys
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-want, got = int(sys.argv[3]), 0
-while got < want:
-    chunk = sock.recv(1 << 16)
-    if not chunk:
-        break
-    got += len(chunk)
-sock.close()
-print(got)
-"""
 #: Fewer audited frames than this say too little to pass. tcpdump drops frames under load at
 #: random, not by checksum state, so the audit samples the stream; its coverage is reported.
 MIN_AUDITED_FRAMES = 8
+DOWNLOAD_LIMIT_S = 20.0
 
 
 class ChecksumParams(ScenarioParams):
@@ -139,12 +128,13 @@ def _output_checksums(ctx: RunContext, offloaded: bool) -> Check:
     before = ctx.target.counters()
     capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {port}", name=f"chargen-{variant}.pcap")
     try:
-        result = ctx.lab.node(ctx.client).run([sys.executable, "-c", CLIENT_SCRIPT, ctx.address(ctx.server),
-                                               str(port), str(nbytes)], timeout=60)
+        received = download(ctx.lab, ctx.client, ctx.address(ctx.server), port, nbytes, DOWNLOAD_LIMIT_S).bytes
+        # Audit what arrived, not what tcpdump had read when it was stopped.
+        wait_for_capture(capture.path, lambda frames: sum(f.payload_len for f in frames if f.sport == port) >= received,
+                         3.0)
     finally:
         pcap = capture.stop()
     out_segs = delta(before, ctx.target.counters(), ctx.target.standard_counters["out_segments"])
-    received = int(result.stdout.strip() or 0)
     data = [f for f in tcp_frames(pcap) if f.sport == port and f.payload_len > 0]
     states = Counter(f.checksum.value for f in data)
     mss = ctx.params.mtu - 40

@@ -150,6 +150,8 @@ def _transfers(ctx: RunContext, variant: str, downloads: dict[str, DownloadResul
     capture = ctx.capture(ctx.server, ctx.iface(ctx.server), f"tcp port {port}", name=f"chargen-{_slug(variant)}.pcap")
     try:
         download = chargen_download(ctx, p.download_kib * 1024, p.limit_s)
+        wait_for_capture(capture.path, lambda frames: sum(f.payload_len for f in frames if f.sport == port)
+                         >= download.bytes, 3.0)
     finally:
         pcap = capture.stop()
     dropped = mb.stats()["directions"]["b_to_a"]["impair_dropped"] - mb_before["impair_dropped"]
