@@ -40,6 +40,9 @@ ECHO, DISCARD = 7, 9
 #: frames besides the burst a node may see while it runs (ARP, a stray IPv6 ND): slack in the accounting
 BACKGROUND_FRAMES = 50
 COUNT_WAIT_S = 15.0
+#: Bulk CPU per Gbit/s with coalescing may exceed the no-ring figure by this much (CPU-time noise on a
+#: shared machine); measured here, it was 3 to 8 % lower.
+BULK_CPU_TOLERANCE = 1.2
 
 
 def client(lab: Lab, node: str, *args: object, timeout: float = 300) -> Any:
@@ -331,7 +334,8 @@ def coalescing(ctx: RunContext) -> Iterator[Check]:
                     f"{slowest.small_cpu_s_per_exchange_us:.0f} µs at rx-usecs {slowest.rx_usecs}: one frame per "
                     "wake-up either way", numbers=table)
     yield ctx.check("bulk-cpu-per-gbit", "RFC9293 3.7.4",
-                    slowest.bulk_cpu_per_gbit_s <= 1.1 * plain.bulk_cpu_per_gbit_s and slowest.bulk_gbit_s > 0,
+                    slowest.bulk_cpu_per_gbit_s <= BULK_CPU_TOLERANCE * plain.bulk_cpu_per_gbit_s and slowest.bulk_gbit_s > 0,
                     f"bulk: {plain.bulk_cpu_per_gbit_s:.2f} core per Gbit/s without a ring, "
-                    f"{slowest.bulk_cpu_per_gbit_s:.2f} at rx-usecs {slowest.rx_usecs} (CPU time, same run)",
+                    f"{slowest.bulk_cpu_per_gbit_s:.2f} at rx-usecs {slowest.rx_usecs} (CPU time, same run; no more "
+                    f"than {BULK_CPU_TOLERANCE}x)",
                     numbers=table)
