@@ -49,12 +49,16 @@ def test_shell_commands_on_router_path(make_lab) -> None:
     assert shell.onecmd("exit") is True
 
 
+def spawn_shell(target: str, tmp_path: Path) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, ["-m", "toelab", "shell", target], cwd=str(REPO), encoding="utf-8",
+                         env={"TOELAB_HISTORY": str(tmp_path / "history"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                         timeout=30)
+
+
 @contextmanager
 def shell_terminal(target: str, tmp_path: Path) -> Iterator[pexpect.spawn]:
     """`toelab shell TARGET` on a real pty; the block ends by typing `exit`, which must exit 0."""
-    child = pexpect.spawn(sys.executable, ["-m", "toelab", "shell", target], cwd=str(REPO), encoding="utf-8",
-                          env={"TOELAB_HISTORY": str(tmp_path / "history"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                          timeout=30)
+    child = spawn_shell(target, tmp_path)
     try:
         yield child
         child.sendline("exit")
@@ -202,3 +206,28 @@ def test_substitution_is_for_whole_words_in_address_positions(make_lab) -> None:
     assert shell.substitute("tcpdump -i h2 -w /tmp/h2.pcap") == "tcpdump -i h2 -w /tmp/h2.pcap"
     assert shell.substitute("ip route get h2 dev eth0") == "ip route get 10.0.2.2 dev eth0"
     assert shell.substitute("echo h1 r1 h2x") == "echo 10.0.1.2 10.0.1.1 h2x"
+
+
+def test_terminal_shell_ends_on_sigterm_mid_command_and_on_ctrl_c_at_the_prompt(tmp_path: Path) -> None:
+    """SIGTERM while a node command holds the terminal in raw mode: 143, lab removed; Ctrl-C at the prompt: 130."""
+    import signal
+
+    from lab.netns import list_names
+
+    for how, code in (("sigterm", 143), ("ctrl-c", 130)):
+        child = spawn_shell("two_hosts", tmp_path)
+        try:
+            child.expect(r"toelab shell on lab (tl[0-9a-f]{4})")
+            lab_id = child.match.group(1)
+            child.expect_exact("toelab(two_hosts)> ")
+            if how == "sigterm":
+                child.sendline("h1 echo holding; exec sleep 30")
+                child.expect_exact("holding\r\n")
+                child.kill(signal.SIGTERM)
+            else:
+                child.sendintr()
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        assert child.exitstatus == code, (how, child.exitstatus, child.signalstatus)
+        assert not [n for n in list_names() if n.startswith(f"{lab_id}-")], how
