@@ -137,3 +137,16 @@ def test_document_must_be_a_mapping() -> None:
 
 def test_missing_nodes() -> None:
     assert "nodes: Field required" in str(error_of("name: t\n"))
+
+
+def test_node_kinds_table_and_the_spec_agree() -> None:
+    """Every kind a template may name has an entry in lab.kinds (and no entry is unreachable)."""
+    from typing import get_args
+
+    from lab.kinds import NODE_KINDS
+    from lab.spec import NodeKind
+
+    assert set(get_args(NodeKind)) == set(NODE_KINDS)
+    for kind in NODE_KINDS.values():  # every named function imports and is callable
+        for function in (kind.validator(), kind.starter()):
+            assert function is None or callable(function)
