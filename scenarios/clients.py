@@ -1,7 +1,7 @@
 """The kernel-socket clients scenarios and benchmarks run inside a lab node: one echo client, one chargen reader.
 
-Run as `python -m scenarios.clients MODE ...` in the client's node, so the sockets are that
-node's kernel's:
+Run as a script (`python .../scenarios/clients.py MODE ...`, standard library only, so it starts
+in a few milliseconds) in the client's node, so the sockets are that node's kernel's:
 
 - `echo ADDRESS PORT SIZE SEED LIMIT_S`: send SIZE seeded random bytes and read them back within
   LIMIT_S; prints one JSON line {bytes, seconds, sent_sha256, got_sha256}.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.tools import wait_for_line
 
+from . import clients
 from .wire import TcpFrame, tcp_frames
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .framework import RunContext
 
 SEQ_MOD = 1 << 32
+#: The client, run as a script: it needs only the standard library, so it starts without loading toelab.
+CLIENT = (sys.executable, clients.__file__)
 CAPTURE_POLL_S = 0.02
 
 
@@ -61,7 +64,7 @@ class DownloadResult:
 
 def _client(lab: Lab, node: str, args: list[Any], limit_s: float) -> dict[str, Any]:
     """Run `scenarios.clients` in `node` and return the JSON line it printed."""
-    result = lab.node(node).run([sys.executable, "-m", "scenarios.clients", *map(str, args)], timeout=limit_s + 15)
+    result = lab.node(node).run([*CLIENT, *map(str, args)], timeout=limit_s + 15)
     if not result.stdout.strip():
         raise RuntimeError(f"the client on {node} reported nothing: {result.stderr.strip()[-300:]}")
     answer: dict[str, Any] = json.loads(result.stdout)
@@ -97,7 +100,7 @@ class EchoConversation:
     """One long-lived echo connection from a node, driven message by message."""
 
     def __init__(self, lab: Lab, node: str, address: str, port: int) -> None:
-        argv = [sys.executable, "-m", "scenarios.clients", "conversation", address, str(port)]
+        argv = [*CLIENT, "conversation", address, str(port)]
         self.proc = lab.node(node).popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         wait_for_line(self.proc, "connected", what="echo client")
 
