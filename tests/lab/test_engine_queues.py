@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,7 +155,30 @@ for sport in range(int(sys.argv[2]), int(sys.argv[2]) + int(sys.argv[3])):
 """
 
 
-def test_fanout_program_steers_ipv4_ipv6_and_fragments_as_predicted(make_lab: MakeLab) -> None:
+# ICMP errors from h1 quoting a UDP datagram h2:9 -> h1:SPORT, i.e. the flow h1:SPORT -> h2:9 reversed
+ICMP_ERRORS = r"""
+import socket, struct, sys
+sys.path.insert(0, sys.argv[4])
+from toe_engine.checksum import internet_checksum
+h1, h2, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+six = ":" in h1
+with socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_RAW,
+                   socket.IPPROTO_ICMPV6 if six else socket.IPPROTO_ICMP) as s:
+    for sport in range(first, first + 16):
+        udp = struct.pack("!HHHH", 9, sport, 8, 0)
+        if six:
+            quoted = struct.pack("!IHBB16s16s", 6 << 28, 8, 17, 64, socket.inet_pton(socket.AF_INET6, h2),
+                                 socket.inet_pton(socket.AF_INET6, h1)) + udp
+            s.sendto(struct.pack("!BBHI", 2, 0, 0, 1280) + quoted, (h2, 0))  # packet too big
+        else:
+            quoted = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, socket.inet_aton(h2),
+                                 socket.inet_aton(h1)) + udp
+            body = struct.pack("!BBHHH", 3, 4, 0, 0, 1400) + quoted  # fragmentation needed
+            s.sendto(body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:], (h2, 0))
+"""
+
+
+def test_fanout_program_steers_ipv4_ipv6_fragments_and_icmp_errors_as_predicted(make_lab: MakeLab) -> None:
     lab = make_lab("two_hosts")
     h2 = lab.node("h2")
     members = [PacketRingDriver("eth0", h2.netns, ring=RingSettings(frames=1024)) for _ in range(2)]
@@ -172,6 +196,12 @@ def test_fanout_program_steers_ipv4_ipv6_and_fragments_as_predicted(make_lab: Ma
             expected |= {(version, p): flow_queue(src, dst, p, 9, table, key) for p in range(first, first + 16)}
         # a datagram in three fragments: no ports in the later ones, so all hash on the addresses alone
         lab.node("h1").run([sys.executable, "-c", UDP_SENDER, lab.address("h2"), "44000", "1", "4000"], check=True)
+        # ICMP errors quoting flows h1:P -> h2:9 (reversed) must land where those flows do
+        repo = str(Path(__file__).resolve().parents[2])
+        for version, first in ((4, 45000), (6, 46000)):
+            src, dst = lab.address("h1", version), lab.address("h2", version)
+            lab.node("h1").run([sys.executable, "-c", ICMP_ERRORS, src, dst, str(first), repo], check=True, timeout=30)
+            expected |= {(version + 10, p): flow_queue(src, dst, p, 9, table, key) for p in range(first, first + 16)}
         fragments_queue = flow_queue(lab.address("h1"), lab.address("h2"), 0, 0, table, key)
         landed: dict[tuple[int, int], int] = {}
         fragments: list[int] = []
@@ -185,8 +215,12 @@ def test_fanout_program_steers_ipv4_ipv6_and_fragments_as_predicted(make_lab: Ma
                             fragments.append(queue)
                         elif int.from_bytes(frame[34:36], "big") < 44000:
                             landed[(4, int.from_bytes(frame[34:36], "big"))] = queue
+                    elif frame[12:14] == b"\x08\x00" and frame[23] == 1 and frame[34] == 3:  # quoted UDP at 62
+                        landed[(14, int.from_bytes(frame[64:66], "big"))] = queue
                     elif frame[12:14] == b"\x86\xdd" and frame[20] == 17:
                         landed[(6, int.from_bytes(frame[54:56], "big"))] = queue
+                    elif frame[12:14] == b"\x86\xdd" and frame[20] == 58 and frame[54] == 2:  # quoted UDP at 102
+                        landed[(16, int.from_bytes(frame[104:106], "big"))] = queue
             return len(landed) == len(expected) and len(fragments) == 3
         wait_until(collect, "every datagram at one of the two members")
     finally:
@@ -194,6 +228,7 @@ def test_fanout_program_steers_ipv4_ipv6_and_fragments_as_predicted(make_lab: Ma
             member.close()
     assert landed == expected
     assert set(landed.values()) == {0, 1}
+    assert {q for (kind, _), q in landed.items() if kind >= 10} == {0, 1}  # errors follow their flows, not their addresses
     assert fragments == [fragments_queue] * 3
 
 

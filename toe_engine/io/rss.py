@@ -11,8 +11,10 @@ replaced at any time (PACKET_FANOUT_DATA). This module computes, in that program
     h = (h * 0x85EBCA6B) ^ ((h * 0x85EBCA6B) >> 16)
     queue = table[h % len(table)]
 
-over the IP addresses and, for unfragmented TCP and UDP, the ports. Both directions of a flow
-give the same h (XOR is symmetric), like ethtool's `xor` hash function, and `flow_queue` in
+over the IP addresses and, for unfragmented TCP and UDP, the ports; an ICMP or ICMPv6 error
+hashes on the header it quotes. Both directions of a flow give the same h (XOR is symmetric),
+like ethtool's `xor` hash function, so an error quoting one of our segments reaches the queue
+of its connection; and `flow_queue` in
 Python gives the same answer the kernel's program does, so a test or a scenario can say where
 a flow must land. The table and the 8-byte key are settable like `ethtool -X ... weight` /
 `hkey`: a real Toeplitz key is 40 bytes and needs bit-serial work that classic BPF can do only
@@ -42,12 +44,14 @@ _MASK = 0xFFFFFFFF
 
 # classic BPF opcodes (linux/filter.h)
 _LD_W_ABS, _LD_H_ABS, _LD_B_ABS = 0x20, 0x28, 0x30
-_LD_H_IND = 0x48
+_LD_W_IND, _LD_H_IND, _LD_B_IND = 0x40, 0x48, 0x50
+_LD_IMM = 0x00
 _LDX_B_MSH = 0xB1
 _LD_MEM, _ST, _LDX_MEM = 0x60, 0x02, 0x61
 _TAX = 0x07
 _ALU_XOR_K, _ALU_XOR_X = 0xA4, 0xAC
 _ALU_MUL_K, _ALU_RSH_K, _ALU_MOD_K = 0x24, 0x74, 0x94
+_ALU_AND_K, _ALU_LSH_K, _ALU_ADD_X = 0x54, 0x64, 0x0C
 _JEQ_K, _JSET_K, _JA = 0x15, 0x45, 0x05
 _RET_K = 0x06
 _SKF_AD_PROTOCOL = -0x1000 + 0
@@ -118,88 +122,151 @@ def flow_queue(src: str, dst: str, sport: int, dport: int, table: Sequence[int],
     return table[flow_hash(src, dst, sport, dport, key) % len(table)]
 
 
+class _Assembler:
+    """Classic BPF with named jump targets, resolved to the forward offsets BPF wants."""
+
+    def __init__(self) -> None:
+        self.code: list[Instruction] = []
+        self.labels: dict[str, int] = {}
+        self.jumps: list[tuple[int, str | None, str | None]] = []
+
+    def op(self, code: int, k: int = 0) -> None:
+        self.code.append((code, 0, 0, k & _MASK))
+
+    def jump(self, code: int, k: int, true: str | None = None, false: str | None = None) -> None:
+        """A conditional jump: to `true`/`false` (a label), or on to the next instruction (None)."""
+        self.jumps.append((len(self.code), true, false))
+        self.op(code, k)
+
+    def goto(self, label: str) -> None:
+        self.jumps.append((len(self.code), label, None))
+        self.op(_JA)
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def assemble(self) -> list[Instruction]:
+        code = list(self.code)
+        for at, true, false in self.jumps:
+            op, _, _, k = code[at]
+            offsets = [self.labels[t] - at - 1 if t else 0 for t in (true, false)]
+            if any(o < 0 for o in offsets) or (op != _JA and any(o > 255 for o in offsets)):
+                raise AssertionError(f"BPF jump at {at} cannot reach its target")
+            code[at] = (op, 0, 0, offsets[0]) if op == _JA else (op, offsets[0], offsets[1], k)
+        return code
+
+
 def program(table: Sequence[int], key: bytes) -> list[Instruction]:
-    """The classic BPF program: frame -> member index, as `flow_queue` computes it."""
+    """The classic BPF program: frame -> member index, as `flow_queue` computes it.
+
+    An ICMP error (destination unreachable, packet too big, time exceeded, parameter problem)
+    hashes on the header it quotes: that is the flow's own, in the other direction, which the
+    symmetric hash maps to the same queue, so PMTUD and friends reach the connection's queue.
+    """
     k0, k1 = struct.unpack(">II", key)
-    p: list[Instruction] = []
+    a = _Assembler()
 
-    def emit(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> int:
-        p.append((code, jt, jf, k & _MASK))
-        return len(p) - 1
+    def fold(offsets: range, indexed: bool = False) -> None:
+        """M[0] = the 32-bit words at `offsets` (from the network header, plus X if `indexed`) XORed."""
+        load = _LD_W_IND if indexed else _LD_W_ABS
+        a.op(load, _NET + offsets[0])
+        for off in offsets[1:]:
+            a.op(_ST, 3)
+            a.op(load, _NET + off)
+            a.op(_LDX_MEM, 3)
+            a.op(_ALU_XOR_X)
+            if indexed:  # X was borrowed: the outer header length again
+                a.op(_LDX_B_MSH, _NET + 0)
+        a.op(_ST, 0)
 
-    # M[0]: address words folded; M[1]: ports folded (0 when there are none)
-    emit(_LD_H_ABS, _SKF_AD_PROTOCOL)
-    to_v4 = emit(_JEQ_K, 0x0800)
-    to_v6 = emit(_JEQ_K, 0x86DD)
-    emit(_RET_K, table[0])  # not IP: the first entry's queue
-    portless: list[int] = []  # jumps to "no ports" (jf patched below)
+    def protocol(offset: int, ports: str, icmp: tuple[int, str] | None = None, indexed: bool = False) -> None:
+        a.op(_LD_B_IND if indexed else _LD_B_ABS, _NET + offset)
+        a.jump(_JEQ_K, socket.IPPROTO_TCP, true=ports)
+        a.jump(_JEQ_K, socket.IPPROTO_UDP, true=ports)
+        if icmp is not None:
+            a.jump(_JEQ_K, icmp[0], true=icmp[1])
+        a.goto("no_ports")
 
-    def fold_addresses_then_check_protocol(words: range, protocol_at: int) -> None:
-        """M[0] = the address words XORed; then fall through for TCP or UDP, else to no_ports."""
-        emit(_LD_W_ABS, _NET + words[0])
-        for off in words[1:]:
-            emit(_TAX)
-            emit(_LD_W_ABS, _NET + off)
-            emit(_ALU_XOR_X)
-        emit(_ST, 0)
-        emit(_LD_B_ABS, _NET + protocol_at)
-        emit(_JEQ_K, socket.IPPROTO_TCP, 1, 0)
-        portless.append(emit(_JEQ_K, socket.IPPROTO_UDP))
+    def ports(sport: int, indexed: bool) -> None:
+        """M[1] = source port XOR destination port, then on to the hash."""
+        load = _LD_H_IND if indexed else _LD_H_ABS
+        a.op(load, _NET + sport)
+        a.op(_ST, 1)
+        a.op(load, _NET + sport + 2)
+        a.op(_LDX_MEM, 1)
+        a.op(_ALU_XOR_X)
+        a.goto("hashing")
 
-    # IPv4: source and destination, ports behind a variable header unless it is a fragment
-    v4 = len(p)
-    fold_addresses_then_check_protocol(range(12, 20, 4), 9)
-    emit(_LD_H_ABS, _NET + 6)
-    fragment = emit(_JSET_K, 0x3FFF)  # MF or an offset: a fragment, no ports (jt patched below)
-    emit(_LDX_B_MSH, _NET + 0)
-    emit(_LD_H_IND, _NET + 0)
-    emit(_ST, 1)
-    emit(_LD_H_IND, _NET + 2)
-    emit(_LDX_MEM, 1)
-    emit(_ALU_XOR_X)
-    to_hash_v4 = emit(_JA)
-    # IPv6: eight address words, then ports if the next header is TCP or UDP
-    v6 = len(p)
-    fold_addresses_then_check_protocol(range(8, 40, 4), 6)
-    emit(_LD_H_ABS, _NET + 40)
-    emit(_ST, 1)
-    emit(_LD_H_ABS, _NET + 42)
-    emit(_LDX_MEM, 1)
-    emit(_ALU_XOR_X)
-    to_hash_v6 = emit(_JA)
-    no_ports = len(p)
-    emit(0x00, 0)  # ld #0 (BPF_LD|BPF_IMM)
-    hashing = len(p)
-    emit(_ST, 1)
-    emit(_LD_MEM, 0)
-    emit(_ALU_XOR_K, k0)
-    emit(_ALU_MUL_K, MUL1)
-    emit(_LDX_MEM, 1)
-    emit(_ALU_XOR_X)
-    emit(_ALU_XOR_K, k1)
-    emit(_ALU_MUL_K, MUL2)
-    emit(_ST, 2)
-    emit(_ALU_RSH_K, 16)
-    emit(_LDX_MEM, 2)
-    emit(_ALU_XOR_X)
-    emit(_ALU_MOD_K, len(table))
+    def errors_quoting_a_header(types: tuple[int, ...], inner: str) -> None:
+        for icmp_type in types:
+            a.jump(_JEQ_K, icmp_type, true=inner)
+        a.goto("no_ports")
+
+    a.op(_LD_H_ABS, _SKF_AD_PROTOCOL)
+    a.jump(_JEQ_K, 0x0800, true="v4")
+    a.jump(_JEQ_K, 0x86DD, true="v6")
+    a.op(_RET_K, table[0])  # not IP: the first entry's queue
+    # IPv4: ports behind a variable-length header, none in a fragment (MF or an offset)
+    a.label("v4")
+    fold(range(12, 20, 4))
+    protocol(9, "ports4", (socket.IPPROTO_ICMP, "icmp4"))
+    a.label("ports4")
+    a.op(_LD_H_ABS, _NET + 6)
+    a.jump(_JSET_K, 0x3FFF, true="no_ports")
+    a.op(_LDX_B_MSH, _NET + 0)
+    ports(0, indexed=True)
+    a.label("icmp4")  # X = the outer header's length; the quoted header starts 8 bytes into the ICMP message
+    a.op(_LD_H_ABS, _NET + 6)
+    a.jump(_JSET_K, 0x3FFF, true="no_ports")
+    a.op(_LDX_B_MSH, _NET + 0)
+    a.op(_LD_B_IND, _NET + 0)
+    errors_quoting_a_header((3, 4, 11, 12), "inner4")
+    a.label("inner4")
+    fold(range(8 + 12, 8 + 20, 4), indexed=True)
+    protocol(8 + 9, "inner_ports4", indexed=True)
+    a.label("inner_ports4")
+    a.op(_LD_B_IND, _NET + 8)
+    a.op(_ALU_AND_K, 0x0F)
+    a.op(_ALU_LSH_K, 2)
+    a.op(_ALU_ADD_X)
+    a.op(_TAX)  # X = outer + quoted header lengths
+    ports(8, indexed=True)
+    # IPv6: eight address words, ports if the next header is TCP or UDP (no extension headers)
+    a.label("v6")
+    fold(range(8, 40, 4))
+    protocol(6, "ports6", (socket.IPPROTO_ICMPV6, "icmp6"))
+    a.label("ports6")
+    ports(40, indexed=False)
+    a.label("icmp6")
+    a.op(_LD_B_ABS, _NET + 40)
+    errors_quoting_a_header((1, 2, 3, 4), "inner6")
+    a.label("inner6")  # the quoted IPv6 header at 48
+    fold(range(48 + 8, 48 + 40, 4))
+    protocol(48 + 6, "inner_ports6")
+    a.label("inner_ports6")
+    ports(88, indexed=False)
+    a.label("no_ports")
+    a.op(_LD_IMM, 0)
+    a.label("hashing")
+    a.op(_ST, 1)
+    a.op(_LD_MEM, 0)
+    a.op(_ALU_XOR_K, k0)
+    a.op(_ALU_MUL_K, MUL1)
+    a.op(_LDX_MEM, 1)
+    a.op(_ALU_XOR_X)
+    a.op(_ALU_XOR_K, k1)
+    a.op(_ALU_MUL_K, MUL2)
+    a.op(_ST, 2)
+    a.op(_ALU_RSH_K, 16)
+    a.op(_LDX_MEM, 2)
+    a.op(_ALU_XOR_X)
+    a.op(_ALU_MOD_K, len(table))
     for index, queue in enumerate(table):
-        emit(_JEQ_K, index, 0, 1)
-        emit(_RET_K, queue)
-    emit(_RET_K, table[0])
-
-    def patch(at: int, *, jt: int | None = None, jf: int | None = None, k: int | None = None) -> None:
-        code, old_jt, old_jf, old_k = p[at]
-        p[at] = (code, old_jt if jt is None else jt, old_jf if jf is None else jf, old_k if k is None else k)
-
-    patch(to_v4, jt=v4 - to_v4 - 1, jf=0)
-    patch(to_v6, jt=v6 - to_v6 - 1, jf=0)
-    patch(to_hash_v4, k=hashing - to_hash_v4 - 1)
-    patch(to_hash_v6, k=hashing - to_hash_v6 - 1)
-    for at in portless:
-        patch(at, jt=0, jf=no_ports - at - 1)
-    patch(fragment, jt=no_ports - fragment - 1, jf=0)
-    return p
+        a.jump(_JEQ_K, index, false=f"entry{index + 1}")
+        a.op(_RET_K, queue)
+        a.label(f"entry{index + 1}")
+    a.op(_RET_K, table[0])
+    return a.assemble()
 
 
 class _SockFilter(ctypes.Structure):
