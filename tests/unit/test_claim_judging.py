@@ -90,8 +90,8 @@ def test_the_engine_takes_its_congestion_control_at_run_time_by_name() -> None:
 
     current = TcpConfig(mss=1460, tso_segments=1, **{k: v for k, v in DEFAULT_TCP.items() if k != "tso_segments"})
     assert check_runtime_tcp(current, {"congestion": "cubic"}) == {"congestion": "cubic"}
-    with pytest.raises(ValueError, match="tcp.congestion must be one of cubic, newreno"):
-        check_runtime_tcp(current, {"congestion": "bbr"})
+    with pytest.raises(ValueError, match="tcp.congestion must be one of .*cubic.*newreno"):
+        check_runtime_tcp(current, {"congestion": "no-such-algorithm"})
 
 
 def test_nmap_fingerprints_parse_into_fields_and_differences_skip_volatile_ones() -> None:
