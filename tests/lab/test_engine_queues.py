@@ -362,3 +362,51 @@ def test_shell_shows_the_rss_table_like_ethtool_and_sets_it(make_lab: MakeLab) -
     said("toe set t1 queues=1")
     assert "with 1 RX ring(s)" in said("toe rss t1")
     assert "rx_queue_1_frames" not in said("toe rss t1")
+
+
+FRAG_NEEDED = r"""
+import socket, struct, sys
+sys.path.insert(0, sys.argv[5])
+from toe_engine.checksum import internet_checksum
+engine, client, sport, seq = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+quoted = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 0, 0x4000, 64, 6, 0, socket.inet_aton(engine),
+                     socket.inet_aton(client)) + struct.pack("!HHI", 7, sport, seq)
+body = struct.pack("!BBHHH", 3, 4, 0, 0, 1200) + quoted  # fragmentation needed, next-hop MTU 1200
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+    s.sendto(body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:], (engine, 0))
+"""
+
+
+def test_frag_needed_reaches_the_connection_on_its_queue(make_lab: MakeLab) -> None:
+    """PMTUD with RSS: an ICMP error quoting a flow's segment lands on that flow's queue and lowers its MSS."""
+    lab = make_lab("toe_pair", offloads=False, queues=2)
+    engine = lab.engine("t1")
+    sports = ports_for(engine.config(), [0, 1], 2, first=47000)
+    with AfPacketDriver("eth0", lab.node("h1").netns) as tap_h1:
+        proc = echo_flows(lab, sports, 256 << 10, hold=True)
+        try:
+            assert all(r["ok"] for r in flow_results(proc))
+            snd_nxt: dict[int, int] = {}  # the engine's next sequence number per flow, from what h1 received
+            while (received := tap_h1.recv()) is not None:
+                frame = bytes(received[1])
+                if frame[12:14] == b"\x08\x00" and frame[23] == 6 and frame[34:36] == ECHO.to_bytes(2, "big"):
+                    ihl, doff = (frame[14] & 0xF) * 4, (frame[14 + 20 + 12] >> 4) * 4
+                    length = int.from_bytes(frame[16:18], "big") - ihl - doff + (frame[14 + 20 + 13] & 1)
+                    sport, seq = int.from_bytes(frame[36:38], "big"), int.from_bytes(frame[38:42], "big")
+                    snd_nxt[sport] = max(snd_nxt.get(sport, 0), seq + length) & 0xFFFFFFFF
+            before = {row["remote"]: row["snd_mss"] for row in engine.request({"cmd": "conns"})["connections"]}
+            repo = str(Path(__file__).resolve().parents[2])
+            targets = [sports[1], sports[2]]  # one flow on each queue
+            for sport in targets:
+                lab.node("h1").run([sys.executable, "-c", FRAG_NEEDED, ENGINE_IP, CLIENT_IP, str(sport),
+                                    str(snd_nxt[sport]), repo], check=True, timeout=30)
+
+            def mss() -> dict[int, int]:
+                rows = engine.request({"cmd": "conns"})["connections"]
+                return {int(r["remote"].rsplit(":", 1)[1]): r["snd_mss"] for r in rows if r["offloaded"]}
+            wait_until(lambda: all(mss()[s] < 1200 for s in targets), "both flows to take the lower path MTU")
+            after = mss()
+        finally:
+            finish(proc)
+    assert len(set(before.values())) == 1 and min(before.values()) > 1400  # MTU 1500 before the errors
+    assert {s: after[s] < 1200 for s in sports} == {s: s in targets for s in sports}  # only the quoted flows
