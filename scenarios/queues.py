@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lab.audit import audit_engine, engine_sockets
 from lab.engine_nodes import EngineHandle
@@ -104,9 +104,18 @@ class RingDropsParams(ScenarioParams):
     rings: str = Field("64,1024,16384", description="ring sizes to try, frames (ethtool -G rx N), smallest first")
     burst: int = Field(60000, ge=1000, le=1_000_000, description="frames per burst, sent back to back")
 
+    @field_validator("rings")
+    @classmethod
+    def _rings(cls, value: str) -> str:
+        _sizes(value)
+        return value
+
 
 def _sizes(text: str) -> list[int]:
-    sizes = [int(v) for v in text.split(",") if v.strip()]
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        sizes = []
     if len(sizes) < 2 or sizes != sorted(sizes) or sizes[0] < 64:
         raise ValueError(f"rings must be two or more ring sizes of 64 frames or more, smallest first, got {text!r}")
     return sizes
@@ -307,6 +316,22 @@ class CoalescingParams(ScenarioParams):
     size: int = Field(64, ge=1, le=65536, description="bytes per request and per response (small packets)")
     bulk_s: float = Field(2.0, gt=0, le=60, description="seconds of bulk transfer per setting")
 
+    @field_validator("usecs")
+    @classmethod
+    def _usecs(cls, value: str) -> str:
+        _timeouts(value)
+        return value
+
+
+def _timeouts(text: str) -> list[int]:
+    try:
+        settings = sorted(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        settings = []
+    if not settings or settings[0] != 0 or settings[-1] < 1000 or settings[-1] > 1_000_000:
+        raise ValueError(f"usecs must list 0 (no ring) and a block timeout of 1000 to 1000000 µs, got {text!r}")
+    return settings
+
 
 @scenario("coalescing", purpose="Request-response latency and CPU per Gbit/s of small and bulk transfers at several "
           "receive-ring block timeouts: coalescing trades latency for CPU, and small packets gain nothing.",
@@ -315,11 +340,8 @@ class CoalescingParams(ScenarioParams):
 def coalescing(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     engine: EngineHandle = ctx.target.engine  # type: ignore[attr-defined]
-    settings = [int(v) for v in p.usecs.split(",") if v.strip()]
-    if 0 not in settings or max(settings) < 1000:
-        raise ValueError(f"usecs must include 0 (no ring) and a timeout of 1000 µs or more, got {p.usecs!r}")
     rows = [coalescing_row(ctx.lab, engine, ctx.client, ctx.server, ctx.address(ctx.server), u, p.exchanges, p.size,
-                           p.bulk_s) for u in sorted(settings)]
+                           p.bulk_s) for u in _timeouts(p.usecs)]
     table = flat([asdict(r) for r in rows], "rx_usecs")
     ctx.artifact("coalescing.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
     plain, slowest = rows[0], rows[-1]
