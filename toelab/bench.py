@@ -1,8 +1,10 @@
 """`toelab bench [NAME...]`: measured figures, always next to a reference measured in the same run.
 
 Every benchmark is one line in BENCHES: its name, `module:function` (a function of the
-parsed arguments returning a rich Table), and whether it needs root. Modules are imported
-only for the benchmarks being run.
+parsed arguments returning `Measured(table, rows)`, toelab.benches.rows), and whether it needs
+root. Modules are imported only for the benchmarks being run. The tables go to the terminal;
+with `--json FILE` the rows of every benchmark run go to FILE as one list (also the rows of
+those that finished when a later one fails or is interrupted).
 """
 from __future__ import annotations
 
@@ -12,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rich.table import Table
-
 from lab.errors import LabError, require_root
 
+from .benches.rows import Measured, Row, check_row, write_rows
 from .output import console
 
-BenchFunction = Callable[[argparse.Namespace], Table]
+BenchFunction = Callable[[argparse.Namespace], Measured]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=[], help=f"which benchmarks (default: all): {', '.join(NAMES)}")
     p.add_argument("--repeats", type=int, default=5, help="repeats per measurement (medians are shown)")
     p.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the rows of benchmarks that keep them (loss) to FILE")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write every row measured to FILE (a JSON list)")
+    p.add_argument("--core-mib", type=float, default=16.0, help="MiB echoed per in-memory bulk transfer (core)")
+    p.add_argument("--core-connections", type=_counts, default=(1, 1000, 64000), metavar="N,N,...",
+                   help="connections open for the per-frame cost (core)")
+    p.add_argument("--core-frames", type=int, default=20000, help="data frames timed per connection count (core)")
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every connection count must be at least 1")
+    return counts
+
+
+def _check_output(path: Path | None) -> None:
+    """Refuse a --json FILE that cannot be written before anything is measured."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise LabError(f"--json {path}: is a directory; give a file name")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise LabError(f"--json {path}: {parent} is not a directory")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +89,19 @@ def run(args: argparse.Namespace) -> int:
     for bench in BENCHES:
         if bench.name in chosen and bench.needs_root:
             require_root(f"toelab bench {bench.name}")
-    for bench in BENCHES:
-        if bench.name in chosen:
-            console.print(bench.load()(args))
+    if args.core_mib <= 0 or args.core_frames < 1:
+        raise LabError("--core-mib and --core-frames must be positive")
+    path: Path | None = getattr(args, "json", None)
+    _check_output(path)
+    rows: list[Row] = []
+    try:
+        for bench in BENCHES:
+            if bench.name in chosen:
+                measured = bench.load()(args)
+                console.print(measured.table)
+                rows += [check_row(r, bench.name) for r in measured.rows]
+    finally:
+        if path is not None:
+            write_rows(path, rows)
+            console.print(f"{len(rows)} rows written to {path}")
     return 0

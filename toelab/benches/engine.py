@@ -20,6 +20,8 @@ from toe_engine.segment import ACK, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.testing import IP_B, MAC_A, MAC_B, FrameHarness
 
+from .rows import Measured, Row, row
+
 DISCARD = 9
 BUF = 4 * 1024 * 1024
 
@@ -75,19 +77,37 @@ def per_frame_cost_us(open_connections: int, frames: int = 20000) -> float:
     return elapsed / frames * 1e6
 
 
-def bench_core(args: argparse.Namespace) -> Table:
+CORE_BULK = (("MSS frames, software checksums", 1, False, False),
+             ("MSS frames, checksum offload", 1, False, True),
+             ("64 KiB super-frames (TSO+GSO)", 44, True, True))
+
+
+def core_rows(bulk: list[tuple[str, float, int]], per_frame: list[tuple[int, float]], frames: int) -> list[Row]:
+    """Rows of `bench core`: bulk (label, MB/CPU-s, frames carried) with no reference, and the per-frame
+    cost at each count of open connections against the cost with the fewest open (flat = ratio 1)."""
+    out = [row("core", f"bulk echo, {label}", "MB/CPU-s", None, round(rate, 2), frames=carried)
+           for label, rate, carried in bulk]
+    fewest = per_frame[0][1] if per_frame else None
+    for index, (n, cost) in enumerate(per_frame):
+        out.append(row("core", f"in-order 1448 B data frame, {n} connections open", "µs/frame",
+                       None if index == 0 else round(fewest, 2), round(cost, 2), connections=n, frames=frames))
+    return out
+
+
+def bench_core(args: argparse.Namespace) -> Measured:
+    size = int(getattr(args, "core_mib", 16.0) * 1024 * 1024)
+    frames = getattr(args, "core_frames", 20000)
+    counts = getattr(args, "core_connections", (1, 1000, 64000))
+    bulk = [(label, *bulk_mb_per_cpu_s(size, tso, whole, offload)) for label, tso, whole, offload in CORE_BULK]
+    rows = core_rows(bulk, [(n, per_frame_cost_us(n, frames)) for n in counts], frames)
     table = Table(title="engine core in memory (no I/O): bulk echo and per-frame cost")
     for column in ("measurement", "result", "frames"):
         table.add_column(column, justify="right")
-    size = 16 * 1024 * 1024
-    for label, tso, whole, offload in (("MSS frames, software checksums", 1, False, False),
-                                       ("MSS frames, checksum offload", 1, False, True),
-                                       ("64 KiB super-frames (TSO+GSO)", 44, True, True)):
-        rate, frames = bulk_mb_per_cpu_s(size, tso, whole, offload)
-        table.add_row(f"bulk echo, {label}", f"{rate:.1f} MB/CPU-s ({rate * 8 / 1000:.2f} Gbit/CPU-s)", str(frames))
-    for n in (1, 1000, 64000):
-        table.add_row(f"in-order 1448 B data frame, {n} connections open", f"{per_frame_cost_us(n):.1f} µs/frame", "20000")
-    return table
+    for r in rows:
+        result = (f"{r['engine']:.1f} MB/CPU-s ({r['engine'] * 8 / 1000:.2f} Gbit/CPU-s)" if r["unit"] == "MB/CPU-s"
+                  else f"{r['engine']:.1f} µs/frame")
+        table.add_row(r["measurement"], result, str(r["frames"]))
+    return Measured(table, rows)
 
 
 
@@ -100,19 +120,28 @@ def _forwarding_gbit(params: dict[str, str], seconds: float) -> float:
         return iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s
 
 
-def bench_middlebox(args: argparse.Namespace) -> Table:
+MIDDLEBOX_MODES = (("engine, router mode", {"mode": "router"}),
+                   ("engine, bridge mode", {"mode": "bridge"}),
+                   ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}))
+
+
+def middlebox_rows(kernel_gbit: float, engine_gbit: list[tuple[str, float]]) -> list[Row]:
+    """Rows of `bench middlebox`: each engine mode's forwarding rate against the kernel router's."""
+    return [row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {label} (reference: kernel router, GRO off)",
+                "Gbit/s", round(kernel_gbit, 3), round(rate, 3)) for label, rate in engine_gbit]
+
+
+def bench_middlebox(args: argparse.Namespace) -> Measured:
     """Forwarding throughput of the engine middlebox next to a kernel router, same run."""
+    kernel = _forwarding_gbit({"mb_kind": "router"}, args.seconds)
+    measured = [(label, _forwarding_gbit(params, args.seconds)) for label, params in MIDDLEBOX_MODES]
     table = Table(title="forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run")
     for column in ("forwarding node", "Gbit/s", "ratio to kernel"):
         table.add_column(column, justify="right")
-    kernel = _forwarding_gbit({"mb_kind": "router"}, args.seconds)
     table.add_row("kernel router (GRO off)", f"{kernel:.2f}", "1.00")
-    for label, params in (("engine, router mode", {"mode": "router"}),
-                          ("engine, bridge mode", {"mode": "bridge"}),
-                          ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"})):
-        rate = _forwarding_gbit(params, args.seconds)
+    for label, rate in measured:
         table.add_row(label, f"{rate:.2f}", f"{rate / kernel:.2f}")
-    return table
+    return Measured(table, middlebox_rows(kernel, measured))
 
 
 
@@ -186,14 +215,27 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
         return out
 
 
-def bench_engine(args: argparse.Namespace) -> Table:
+def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float]) -> list[Row]:
+    """Rows of `bench engine` for one offload setting, from `_kernel_side` and `_engine_side` results."""
+    label = "offloads on" if offloads else "offloads off"
+    rows = [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
+                iperf3_gbit_s=round(kernel["iperf_gbit"], 3)),
+            row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
+                round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
+    if offloads:
+        rows.append(row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel["conn_s"]),
+                        round(engine["conn_s"]), failures=engine["conn_failures"]))
+    return rows
+
+
+def bench_engine(args: argparse.Namespace) -> Measured:
     """The engine endpoint against the kernel, measured in the same run with the same client."""
-    from toelab.benches.queues import queue_scaling_rows, row, write_rows
+    from toelab.benches.queues import queue_scaling_rows
 
     table = Table(title="engine endpoint vs kernel: same client (Python), same run")
     for column in ("measurement", "kernel", "engine", "engine / kernel"):
         table.add_column(column, justify="right")
-    rows = []
+    rows: list[Row] = []
     for offloads in (True, False):
         label = "offloads on" if offloads else "offloads off"
         kernel, engine = _kernel_side(offloads, args.seconds), _engine_side(offloads, args.seconds)
@@ -202,19 +244,13 @@ def bench_engine(args: argparse.Namespace) -> Table:
                       f"{engine['gbit'] / kernel['gbit']:.2f} ({engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
         table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
                       f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
-        rows += [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
-                     iperf3_gbit_s=round(kernel["iperf_gbit"], 3)),
-                 row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
-                     round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
+        rows += endpoint_rows(offloads, kernel, engine)
         if offloads:
             table.add_row("HTTP connection setups (connect, GET, close)", f"{kernel['conn_s']:,.0f}/s",
                           f"{engine['conn_s']:,.0f}/s ({engine['conn_failures']:.0f} failed)",
                           f"{engine['conn_s'] / kernel['conn_s']:.2f}")
-            rows.append(row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel["conn_s"]),
-                            round(engine["conn_s"]), failures=engine["conn_failures"]))
     for scaling in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
         table.add_row(scaling["measurement"], f"{scaling['reference']:.2f} {scaling['unit']}",
                       f"{scaling['engine']:.2f} {scaling['unit']}", f"{scaling['ratio']:.2f} (2 queues / 1)")
         rows.append(scaling)
-    write_rows(args, rows)
-    return table
+    return Measured(table, rows)

@@ -19,6 +19,8 @@ from lab.render import load_topology
 
 from scenarios import flood
 
+from .rows import Measured, Row, row
+
 SPOOF = "10.99.0.0/16"
 UNPACED = 5_000_000
 
@@ -46,10 +48,15 @@ def _sendp_rate(lab: Lab, seconds: float) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def bench_flood(args: argparse.Namespace) -> Table:
-    table = Table(title="SYN flood generator (unpaced) vs Scapy on an open L2 socket, same lab, same run")
-    for column in ("sender", "SYN/s sent", "ratio to Scapy"):
-        table.add_column(column, justify="right")
+def flood_rows(scapy_rate: float, rates: list[tuple[int, float]]) -> list[Row]:
+    """Rows of `bench flood`: SYN/s of the generator with each count of worker processes, against Scapy's."""
+    return [row("flood", f"SYN/s sent unpaced, toelab flood with {workers} process{'es' if workers > 1 else ''} "
+                "(reference: scapy L2socket.send)", "SYN/s", round(scapy_rate), round(rate), workers=workers)
+            for workers, rate in rates]
+
+
+def bench_flood(args: argparse.Namespace) -> Measured:
+    rates = []
     with Lab.up(load_topology("syn_flood")) as lab:
         reference = _sendp_rate(lab, min(args.seconds, 2.0))
         for workers in (1, 2):
@@ -58,9 +65,12 @@ def bench_flood(args: argparse.Namespace) -> Table:
                               duration_s=args.seconds, max_count=UNPACED * 10, workers=workers)
             proc = lab.node("attacker").popen(argv, stdout=subprocess.PIPE, text=True)
             out, _ = proc.communicate(timeout=args.seconds + 30)
-            stats = flood.parse_result(out)
-            table.add_row(f"toelab flood, {workers} process{'es' if workers > 1 else ''}", f"{stats.rate:,.0f}",
-                          f"{stats.rate / reference:.0f}x")
-        table.add_row("scapy L2socket.send", f"{reference:,.0f}", "1x")
-    return table
-
+            rates.append((workers, flood.parse_result(out).rate))
+    table = Table(title="SYN flood generator (unpaced) vs Scapy on an open L2 socket, same lab, same run")
+    for column in ("sender", "SYN/s sent", "ratio to Scapy"):
+        table.add_column(column, justify="right")
+    for workers, rate in rates:
+        table.add_row(f"toelab flood, {workers} process{'es' if workers > 1 else ''}", f"{rate:,.0f}",
+                      f"{rate / reference:.0f}x")
+    table.add_row("scapy L2socket.send", f"{reference:,.0f}", "1x")
+    return Measured(table, flood_rows(reference, rates))

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -34,6 +32,8 @@ from lab.render import load_topology
 from scenarios.loss import impair_middlebox
 from scenarios.targets import Target, UnknownCounter, delta, make
 from scenarios.transfer import download, echo_bytes
+
+from .rows import Measured, Row, row
 
 BENCH = "loss"
 MIB = 1 << 20
@@ -132,25 +132,23 @@ def _median_run(runs: list[Run]) -> Run:
     return ordered[len(ordered) // 2]
 
 
-def rows(runs: list[Run]) -> list[dict[str, Any]]:
+def rows(runs: list[Run]) -> list[Row]:
     """One benchmark row per (transfer, setting): the kernel is the reference, the engine is measured."""
     out = []
     for kind in ("download", "echo"):
         for setting, _ in SETTINGS:
             kernel, reno, engine = (_median_run(_of(runs, kind, setting, e)) for e in ("kernel", "kernel-reno", "toe"))
             mib = max(engine.moved, 1) / MIB
-            row: dict[str, Any] = {
-                "bench": BENCH, "measurement": f"{kind}, {setting}", "unit": "Mbit/s",
-                "reference": round(kernel.mbit_per_s, 2), "engine": round(engine.mbit_per_s, 2),
-                "ratio": round(engine.mbit_per_s / kernel.mbit_per_s, 3) if kernel.mbit_per_s else None,
-                "reno_reference": round(reno.mbit_per_s, 2),
-                "reno_ratio": round(engine.mbit_per_s / reno.mbit_per_s, 3) if reno.mbit_per_s else None,
-                "kernel_seconds": round(kernel.seconds, 3), "engine_seconds": round(engine.seconds, 3),
-                "kernel_complete": kernel.complete, "engine_complete": engine.complete,
-                "repeats": len(_of(runs, kind, setting, "toe"))}
+            data = row(
+                BENCH, f"{kind}, {setting}", "Mbit/s", round(kernel.mbit_per_s, 2), round(engine.mbit_per_s, 2),
+                reno_reference=round(reno.mbit_per_s, 2),
+                reno_ratio=round(engine.mbit_per_s / reno.mbit_per_s, 3) if reno.mbit_per_s else None,
+                kernel_seconds=round(kernel.seconds, 3), engine_seconds=round(engine.seconds, 3),
+                kernel_complete=kernel.complete, engine_complete=engine.complete,
+                repeats=len(_of(runs, kind, setting, "toe")))
             for figure, name in ENGINE_COUNTERS.items():
-                row[f"engine_{figure}_per_mib"] = round(engine.counters[name] / mib, 2)
-            out.append(row)
+                data[f"engine_{figure}_per_mib"] = round(engine.counters[name] / mib, 2)
+            out.append(data)
     return out
 
 
@@ -171,7 +169,7 @@ def table(data: list[dict[str, Any]]) -> Table:
     return t
 
 
-def bench_loss(args: argparse.Namespace) -> Table:
+def bench_loss(args: argparse.Namespace) -> Measured:
     repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
     runs = measure_endpoint("kernel", repeats) + measure_endpoint("kernel", repeats, congestion="reno")
     try:
@@ -179,8 +177,4 @@ def bench_loss(args: argparse.Namespace) -> Table:
     except UnknownCounter as exc:
         raise MissingCounter(f"bench loss cannot measure the engine's loss recovery: {exc}") from None
     data = rows(runs)
-    path: Path | None = getattr(args, "json", None)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
-    return table(data)
+    return Measured(table(data), data)

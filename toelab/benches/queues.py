@@ -18,15 +18,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
-
-from rich.table import Table
 
 from lab.lab import Lab
 from lab.render import load_topology
 from scenarios.cpu_cost import namespace_times
-from scenarios.queues import DISCARD, ENGINE_PROCESS, coalescing_row, ports_for, ring_burst
+from scenarios.queues import DISCARD, ENGINE_PROCESS, BurstRow, CoalescingRow, coalescing_row, ports_for, ring_burst
+
+from .rows import Measured, Row, row, table_of
 
 RING_SIZES = (64, 256, 1024, 4096, 16384)
 BURST = 60000
@@ -34,46 +32,24 @@ COALESCING_USECS = (0, 1000, 2000, 4000)
 FLOWS = 4
 
 
-def row(bench: str, measurement: str, unit: str, reference: float | None, engine: float, **extra: Any) -> dict[str, Any]:
-    return {"bench": bench, "measurement": measurement, "unit": unit, "reference": reference, "engine": engine,
-            "ratio": round(engine / reference, 3) if reference else None, **extra}
+def ring_rows(bursts: list[BurstRow]) -> list[Row]:
+    """Rows of `bench rings`: frames missed per ring size, against the frames of the burst."""
+    return [row("rings", f"frames missed of a {burst.sent}-frame burst, rx ring {burst.rx_ring} "
+                f"({burst.ring_bytes // 1024} KiB)", "frames", burst.sent, burst.missed,
+                rx_ring=burst.rx_ring, ring_bytes=burst.ring_bytes, read=burst.read) for burst in bursts]
 
 
-def write_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    path: Path | None = getattr(args, "json", None)
-    if path is not None:
-        path.write_text(json.dumps(rows, indent=2) + "\n")
-
-
-def table_of(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title)
-    for column in ("measurement", "reference", "engine", "ratio"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        ref = "" if r["reference"] is None else f"{r['reference']:,} {r['unit']}"
-        table.add_row(r["measurement"], ref, f"{r['engine']:,} {r['unit']}", "" if r["ratio"] is None else f"{r['ratio']:.3f}")
-    return table
-
-
-def bench_rings(args: argparse.Namespace) -> Table:
-    rows = []
+def bench_rings(args: argparse.Namespace) -> Measured:
     with Lab.up(load_topology("toe_pair", {"offloads": "false", "queues": "1", "rx_ring": str(RING_SIZES[0])})) as lab:
         engine = lab.engine("t1")
-        for size in RING_SIZES:
-            burst = ring_burst(lab, engine, "h1", "t1", "eth0", size, BURST)
-            rows.append(row("rings", f"frames missed of a {burst.sent}-frame burst, rx ring {size} "
-                            f"({burst.ring_bytes // 1024} KiB)", "frames", burst.sent, burst.missed,
-                            rx_ring=size, ring_bytes=burst.ring_bytes, read=burst.read))
-    write_rows(args, rows)
-    return table_of("receive ring size vs rx_missed_errors under one burst (TOE-13); reference: frames sent", rows)
+        rows = ring_rows([ring_burst(lab, engine, "h1", "t1", "eth0", size, BURST) for size in RING_SIZES])
+    return Measured(table_of("receive ring size vs rx_missed_errors under one burst (TOE-13); reference: frames sent",
+                             rows), rows)
 
 
-def bench_coalescing(args: argparse.Namespace) -> Table:
-    rows = []
-    with Lab.up(load_topology("toe_pair", {"offloads": "false", "queues": "1"})) as lab:
-        engine = lab.engine("t1")
-        measured = [coalescing_row(lab, engine, "h1", "t1", lab.address("t1"), usecs, 2000, 64, args.seconds)
-                    for usecs in COALESCING_USECS]
+def coalescing_rows(measured: list[CoalescingRow]) -> list[Row]:
+    """Rows of `bench coalescing`: each setting's latency and CPU against the first setting's (no ring)."""
+    rows: list[Row] = []
     plain = measured[0]
     for m in measured:
         label = "no ring" if not m.rx_usecs else f"rx-usecs {m.rx_usecs}"
@@ -83,8 +59,16 @@ def bench_coalescing(args: argparse.Namespace) -> Table:
                      m.small_cpu_s_per_exchange_us),
                  row("coalescing", f"bulk engine CPU per Gbit/s, offloads off, {label}", "core·s/Gbit",
                      plain.bulk_cpu_per_gbit_s, m.bulk_cpu_per_gbit_s, gbit_s=m.bulk_gbit_s)]
-    write_rows(args, rows)
-    return table_of("interrupt coalescing (TOE-15): latency and CPU against no ring, same run", rows)
+    return rows
+
+
+def bench_coalescing(args: argparse.Namespace) -> Measured:
+    with Lab.up(load_topology("toe_pair", {"offloads": "false", "queues": "1"})) as lab:
+        engine = lab.engine("t1")
+        measured = [coalescing_row(lab, engine, "h1", "t1", lab.address("t1"), usecs, 2000, 64, args.seconds)
+                    for usecs in COALESCING_USECS]
+    rows = coalescing_rows(measured)
+    return Measured(table_of("interrupt coalescing (TOE-15): latency and CPU against no ring, same run", rows), rows)
 
 
 def multi_flow_bulk(queues: int, flows: int, seconds: float) -> dict[str, float]:
@@ -114,9 +98,13 @@ def multi_flow_bulk(queues: int, flows: int, seconds: float) -> dict[str, float]
     return {"gbit": gbit, "cores": cpu / elapsed, **{k: float(v) for k, v in spread.items()}}
 
 
-def queue_scaling_rows(seconds: float) -> list[dict[str, Any]]:
+def queue_scaling_rows(seconds: float) -> list[Row]:
     """The 2-queue/4-flow row of `toelab bench engine` (and its CPU row), against one queue in the same run."""
-    one, two = multi_flow_bulk(1, FLOWS, seconds), multi_flow_bulk(2, FLOWS, seconds)
+    return scaling_rows(multi_flow_bulk(1, FLOWS, seconds), multi_flow_bulk(2, FLOWS, seconds))
+
+
+def scaling_rows(one: dict[str, float], two: dict[str, float]) -> list[Row]:
+    """The queue-scaling rows from `multi_flow_bulk` with 1 queue and with 2."""
     return [row("engine", f"bulk to discard, offloads off, {FLOWS} flows: 2 queues (reference: 1 queue)", "Gbit/s",
                 round(one["gbit"], 3), round(two["gbit"], 3),
                 rx_queue_0_frames=two.get("rx_queue_0_frames", 0), rx_queue_1_frames=two.get("rx_queue_1_frames", 0)),
@@ -150,11 +138,17 @@ def syn_flood_answered(queues: int, rate: int, seconds: float) -> dict[str, floa
             "missed": counters.get("rx_missed_errors", 0)}
 
 
-def bench_syn_queues(args: argparse.Namespace) -> Table:
+def bench_syn_queues(args: argparse.Namespace) -> Measured:
     """Spoofed SYNs answered with cookies per second of flood, 1 queue against 2 (same run)."""
     rate = 200_000
     one, two = syn_flood_answered(1, rate, args.seconds), syn_flood_answered(2, rate, args.seconds)
-    rows = []
+    rows = syn_queue_rows(rate, one, two)
+    return Measured(table_of("SYN flood at a full table (syncookie): the flood path, 1 queue vs 2", rows), rows)
+
+
+def syn_queue_rows(rate: int, one: dict[str, float], two: dict[str, float]) -> list[Row]:
+    """Rows of `bench syn_queues` from `syn_flood_answered` with 1 queue and with 2."""
+    rows: list[Row] = []
     for label, key in (("SYNs answered with a cookie per second of flood", "answered"),
                        ("SYNs missed (rx_missed_errors) per second of flood", "missed")):
         rows.append(row("syn_queues", f"{label}, {rate:,} SYN/s offered: 2 queues (reference: 1 queue)", "1/s",
@@ -162,5 +156,4 @@ def bench_syn_queues(args: argparse.Namespace) -> Table:
                         sent_1q=one["sent"], sent_2q=two["sent"]))
     accounted = all(r["answered"] + r["missed"] >= r["sent"] for r in (one, two))
     rows.append(row("syn_queues", "every SYN that reached the wire answered or counted (1 = yes)", "", 1, int(accounted)))
-    write_rows(args, rows)
-    return table_of("SYN flood at a full table (syncookie): the flood path, 1 queue vs 2", rows)
+    return rows
