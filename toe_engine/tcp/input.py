@@ -254,6 +254,8 @@ class ReceivePath(Tcb):
             if delivered < 0:
                 delivered = 0
             self._on_ack_loss(ack, ack > snd_una, newest, dsack, dupack, sack_news, delivered, now)
+        if self.cc.rate_based:  # BBR: a delivery-rate sample from every ACK, after loss detection
+            self._rate_sample(newest, now)
 
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
@@ -277,6 +279,15 @@ class ReceivePath(Tcb):
                 self._enter_time_wait(now)
             elif state is LAST_ACK:
                 self._terminate()
+
+    def _rate_sample(self, newest: Sent | None, now: float) -> None:
+        """Linux's tcp_rate_gen() then cong_control(): the sample, with the pipe and recovery state."""
+        q = self.rtxq
+        rs = q.rate_sample(newest, now, self.min_rtt if self.min_rtt < INF else 0.0)
+        rs.in_flight = self._pipe()
+        rs.recovery = self.recovery
+        rs.srtt = self.rtt.srtt
+        self.cc.on_rate_sample(rs, q, now)
 
     def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> tuple[int, Sent | None, bool]:
         """SACK blocks into the retransmission queue: octets newly SACKed, the most recently sent

@@ -49,6 +49,8 @@ class SendPath(Tcb):
         una = self.snd_una
         if self.snd_nxt == una and now - self.last_send > self.rtt.rto:
             cc.on_idle(now)  # RFC 5681 4.1: restart from at most the initial window after an RTO idle
+        if cc.pacing_rate:
+            return self._transmit_paced(now)
         q = self.rtxq
         if not (q.lost or self.force_rtx):
             pipe = self.snd_nxt - una - q.sacked + q.retrans - self.reno_sacked  # RFC 6675 pipe, no loss
@@ -56,6 +58,38 @@ class SendPath(Tcb):
         room, sent = self._retransmit_lost(now, cc.cwnd - self._pipe())
         if room > 0 and self._send_new(now, room):
             sent = True
+        return sent
+
+    def _transmit_paced(self, now: float) -> bool:
+        """Pacing, for a rate-based congestion control (BBR): one send quantum now, the next no
+        earlier than this one takes at the pacing rate, less half of any lateness (Linux's
+        tcp_update_skb_after_send); `t_pace` wakes the connection then. Running out of data
+        with cwnd to spare marks the delivery-rate samples app-limited (tcp_rate_check_app_limited)."""
+        if now < self.pace_next:
+            self.t_pace = self.pace_next
+            return False
+        cc = self.cc
+        q = self.rtxq
+        room = cc.cwnd - self._pipe()
+        quantum = cc.send_quantum
+        budget = left = room if room < quantum else quantum
+        sent = False
+        if q.lost or self.force_rtx:
+            left, sent = self._retransmit_lost(now, budget)
+        nxt = self.snd_nxt
+        if left > 0 and self._send_new(now, left):
+            sent = True
+        n = budget - left + self.snd_nxt - nxt
+        if n > 0:
+            prior = self.pace_next
+            gap = n / cc.pacing_rate
+            if now > prior:
+                gap -= min(gap / 2, now - prior)
+                prior = now
+            self.pace_next = self.t_pace = prior + gap
+        pipe = self._pipe()
+        if self.snd_buf_seq + len(self.snd_buf) - self.snd_nxt < self.snd_mss and pipe < cc.cwnd and not q.lost:
+            q.mark_app_limited(pipe)
         return sent
 
     def _send_new(self, now: float, room: int) -> bool:

@@ -92,7 +92,7 @@ class LossRecovery(Tcb):
                 self._rack_detect_and_act(now)
         elif self.recovery == FAST and self.sack_ok:
             self._mark_islost()
-        if self.recovery == FAST:
+        if self.recovery == FAST and not self.cc.rate_based:  # BBR sets its own window in recovery
             self._prr(delivered)
 
     def _prr(self, delivered: int) -> None:

@@ -13,6 +13,11 @@ The byte totals kept alongside make RFC 6675's pipe one subtraction:
     in flight = (SND.NXT - SND.UNA) - SACKed - lost + retransmitted
 where `lost` counts un-SACKed octets presumed lost (whether or not resent) and `retrans`
 the octets whose retransmission is still in flight (a lost retransmission drops out of it).
+
+Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation, Linux tcp_rate.c) lives
+here too, because it needs exactly these two moments: each transmission snapshots how much had
+been delivered and when (`delivered`, `delivered_time`, `first_sent`), and each delivery adds
+to `delivered`; `rate_sample()` turns the newest delivered range into a `RateSample`.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ LOST_BY_RACK = 2  # RFC 8985 time-based detection
 class Sent:
     """One range of sequence space, sent (last) at `xmit`."""
 
-    __slots__ = ("start", "end", "xmit", "order", "sacked", "lost", "retrans", "resent")
+    __slots__ = ("start", "end", "xmit", "order", "sacked", "lost", "retrans", "resent",
+                 "delivered", "delivered_time", "first_sent", "app_limited")
 
     def __init__(self, start: int, end: int, xmit: float, order: int) -> None:
         self.start = start
@@ -39,13 +45,25 @@ class Sent:
         self.lost = 0
         self.retrans = False  # a retransmission of it is in flight
         self.resent = False  # ever retransmitted: its ACK is ambiguous for RTT (Karn)
+        # the delivery-rate snapshot taken when it (last) left: RetransmitQueue.delivered and
+        # delivered_time then, the send time of the range whose delivery began this sending
+        # interval (first_sent), and whether the sender was application-limited
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent = 0.0
+        self.app_limited = False
 
     def split(self, at: int) -> Sent:
         """Cut at `at`; self keeps [start, at), the returned range is [at, end)."""
         tail = Sent(at, self.end, self.xmit, self.order)
         tail.sacked, tail.lost, tail.retrans, tail.resent = self.sacked, self.lost, self.retrans, self.resent
+        tail.copy_rate_snapshot(self)
         self.end = at
         return tail
+
+    def copy_rate_snapshot(self, other: Sent) -> None:
+        self.delivered, self.delivered_time = other.delivered, other.delivered_time
+        self.first_sent, self.app_limited = other.first_sent, other.app_limited
 
     def sent_after(self, other: Sent) -> bool:
         """RFC 8985 RACK_sent_after(): self left later than `other`."""
@@ -59,7 +77,8 @@ class Sent:
 class RetransmitQueue:
     """Ranges in flight, in sequence order, with SACKed / lost / retransmitted byte totals."""
 
-    __slots__ = ("ranges", "_starts_cache", "_order", "sacked", "lost", "retrans", "fack", "reordered", "original_low")
+    __slots__ = ("ranges", "_starts_cache", "_order", "sacked", "lost", "retrans", "fack", "reordered", "original_low",
+                 "delivered", "delivered_time", "first_sent", "app_limited_until", "lost_total", "_sampled")
 
     def __init__(self) -> None:
         self.ranges: list[Sent] = []
@@ -71,6 +90,12 @@ class RetransmitQueue:
         self.fack = 0  # the highest end of a range delivered (ACKed or SACKed) never resent
         self.reordered = False  # a never-resent range was delivered below `fack` (RFC 8985 step 3)
         self.original_low = INF  # the lowest never-resent octet delivered since the caller last reset it (F-RTO)
+        self.delivered = 0  # octets ever ACKed or SACKed (the draft's C.delivered) ...
+        self.delivered_time = 0.0  # ... and when that last grew (C.delivered_time; kept by rate_sample())
+        self.first_sent = 0.0  # C.first_sent_time: when the newest range delivered so far had left
+        self.app_limited_until = 0  # C.app_limited: samples are app-limited until `delivered` passes this (0: not)
+        self.lost_total = 0  # octets ever presumed lost (a lost retransmission counts again)
+        self._sampled = (0, 0)  # delivered and lost_total at the previous rate_sample()
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -95,12 +120,16 @@ class RetransmitQueue:
         order = self._order
         if ranges:
             last = ranges[-1]
-            if (last.order == order and last.end == start and last.xmit == now
+            if (last.order == order and last.end == start and last.xmit == now and last.delivered == self.delivered
                     and not (last.sacked or last.lost or last.resent)):
-                last.end = end  # the same burst: nothing left in between
+                last.end = end  # the same burst: nothing left or arrived in between
                 return
+        else:
+            self.first_sent = self.delivered_time = now  # nothing in flight: a sending interval starts
         self._order = order = order + 1
-        ranges.append(Sent(start, end, now, order))
+        r = Sent(start, end, now, order)
+        self._stamp(r)
+        ranges.append(r)
         self._starts_cache = None
 
     def resent(self, start: int, end: int, now: float) -> list[Sent]:
@@ -111,6 +140,7 @@ class RetransmitQueue:
             r.xmit = now
             r.order = order
             r.resent = True
+            self._stamp(r)
             if not r.sacked and not r.retrans:
                 r.retrans = True
                 self.retrans += r.end - r.start
@@ -131,6 +161,7 @@ class RetransmitQueue:
                 self._forget(r, r.start, una)
                 delivered = Sent(r.start, una, r.xmit, r.order)
                 delivered.resent = r.resent
+                delivered.copy_rate_snapshot(r)
                 r.start = una
                 if not r.sacked:
                     newest = self._delivered(delivered, newest)
@@ -182,6 +213,7 @@ class RetransmitQueue:
             self._starts_cache = None
 
     def _delivered(self, r: Sent, newest: Sent | None) -> Sent:
+        self.delivered += r.end - r.start
         if not r.resent:
             if r.start < self.original_low:
                 self.original_low = r.start
@@ -210,6 +242,7 @@ class RetransmitQueue:
         size = r.end - r.start
         if not r.lost:
             self.lost += size
+        self.lost_total += size
         r.lost = why
         if r.retrans:
             r.retrans = False
@@ -263,6 +296,47 @@ class RetransmitQueue:
                     out.append((r.start, r.end))
         return out
 
+    # ------------------------------------------------------------------ delivery rate
+
+    def _stamp(self, r: Sent) -> None:
+        """The draft's UpdateRateSample at send time: what `r` will compare its delivery with."""
+        r.delivered = self.delivered
+        r.delivered_time = self.delivered_time
+        r.first_sent = self.first_sent
+        r.app_limited = self.app_limited_until != 0
+
+    def mark_app_limited(self, in_flight: int) -> None:
+        """The sender has nothing more to send (or BBR's PROBE_RTT holds it back): samples until
+        what is in flight now is delivered show the application's rate, not the path's."""
+        self.app_limited_until = (self.delivered + in_flight) or 1
+
+    def rate_sample(self, newest: Sent | None, now: float, min_rtt: float) -> RateSample:
+        """GenerateRateSample() for one ACK; `newest` is the most recently sent range it
+        delivered (None: it delivered nothing). Like Linux, an interval shorter than the
+        minimum RTT is no valid sample (ACK compression would inflate the rate)."""
+        rs = RateSample()
+        delivered_before, lost_before = self._sampled
+        rs.acked_sacked = self.delivered - delivered_before
+        rs.losses = self.lost_total - lost_before
+        self._sampled = (self.delivered, self.lost_total)
+        if self.app_limited_until and self.delivered > self.app_limited_until:
+            self.app_limited_until = 0
+        if rs.acked_sacked:
+            self.delivered_time = now
+        if newest is None:
+            return rs
+        rs.prior_delivered = newest.delivered
+        rs.is_app_limited = newest.app_limited
+        rs.rtt = -1.0 if newest.resent else now - newest.xmit
+        send_elapsed = newest.xmit - newest.first_sent
+        ack_elapsed = now - newest.delivered_time
+        self.first_sent = newest.xmit
+        interval = send_elapsed if send_elapsed > ack_elapsed else ack_elapsed
+        rs.delivered = self.delivered - newest.delivered
+        if interval >= min_rtt and interval > 0:
+            rs.interval = interval
+        return rs
+
     # ------------------------------------------------------------------ internals
 
     def _starts(self) -> list[int]:
@@ -295,3 +369,34 @@ class RetransmitQueue:
             out.append(r)
             i += 1
         return out
+
+
+class RateSample:
+    """What one ACK says about the delivery rate (the draft's rs, Linux's struct rate_sample).
+
+    `delivered` octets arrived over `interval` seconds (rate = delivered / interval; interval 0:
+    no valid sample); `prior_delivered` is RetransmitQueue.delivered when the newest range
+    delivered left (it marks round trips); `acked_sacked` and `losses` are the octets this ACK
+    newly delivered and newly presumed lost; `rtt` is its RTT sample (-1: none). The connection
+    fills in `in_flight` (the pipe after the ACK), `recovery` (its recovery state) and `srtt`.
+    """
+
+    __slots__ = ("delivered", "interval", "prior_delivered", "is_app_limited", "acked_sacked", "losses", "rtt",
+                 "in_flight", "recovery", "srtt")
+
+    def __init__(self) -> None:
+        self.delivered = -1
+        self.interval = 0.0
+        self.prior_delivered = 0
+        self.is_app_limited = False
+        self.acked_sacked = 0
+        self.losses = 0
+        self.rtt = -1.0
+        self.in_flight = 0
+        self.recovery = 0
+        self.srtt: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Octets per second, 0 if the sample is not valid."""
+        return self.delivered / self.interval if self.interval > 0 and self.delivered > 0 else 0.0

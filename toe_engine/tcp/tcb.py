@@ -107,6 +107,8 @@ class Tcb:
         "frto", "frto_prior", "prr_delivered", "prr_out", "prr_recover_fs",
         # timers
         "t_rtx", "rtx_kind", "t_delack", "t_persist", "t_keepalive", "t_close", "scheduled",
+        # pacing (output.py, for a rate-based congestion control): when the next send may start
+        "pace_next", "t_pace",
     )
 
     def __init__(self, key: FourTuple, cfg: TcpConfig, host: ConnectionHost, iss: int,
@@ -206,6 +208,8 @@ class Tcb:
         self.t_keepalive = INF
         self.t_close = INF
         self.scheduled = INF
+        self.pace_next = 0.0
+        self.t_pace = INF
 
     def _negotiate(self, opts: TcpOptions) -> None:
         """Settle MSS, window scale, SACK and timestamps from the peer's SYN options."""
@@ -250,13 +254,13 @@ class Tcb:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
-        self.t_rtx = self.t_persist = self.t_keepalive = INF
+        self.t_rtx = self.t_persist = self.t_keepalive = self.t_pace = INF
         self.t_close = now + self.cfg.time_wait  # MUST-13
 
     def _terminate(self) -> None:
         """Enter CLOSED; the stack reaps the TCB and reports Closed if the application knew it."""
         self.state = CLOSED
-        self.t_rtx = self.t_delack = self.t_persist = self.t_keepalive = self.t_close = INF
+        self.t_rtx = self.t_delack = self.t_persist = self.t_keepalive = self.t_close = self.t_pace = INF
 
     if TYPE_CHECKING:  # implemented by the paths that Connection joins
         def output(self, now: float) -> None: ...
@@ -272,6 +276,7 @@ class Tcb:
         def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None: ...
         def _receive_fin(self, now: float) -> None: ...
         def _pipe(self) -> int: ...
+        def _transmit_paced(self, now: float) -> bool: ...
         def _arm_rto(self, now: float) -> None: ...
         def _arm_rtx(self, now: float) -> None: ...
         def _on_ack_loss(self, ack: int, advanced: bool, newest: Sent | None, dsack: bool, dupack: bool,

@@ -19,7 +19,7 @@ class Timeouts(Tcb):
     __slots__ = ()
 
     def deadline(self) -> float:
-        return min(self.t_rtx, self.t_delack, self.t_persist, self.t_keepalive, self.t_close)
+        return min(self.t_rtx, self.t_delack, self.t_persist, self.t_keepalive, self.t_close, self.t_pace)
 
     def on_timer(self, now: float) -> None:
         if self.t_close <= now:
@@ -42,6 +42,8 @@ class Timeouts(Tcb):
         if self.t_delack <= now:
             self.t_delack = INF
             self.ack_now = True
+        if self.t_pace <= now:
+            self.t_pace = INF  # the pacing gap is over: output() below sends the next quantum
         if self.t_keepalive <= now:
             self.t_keepalive = INF
             self._on_keepalive(now)

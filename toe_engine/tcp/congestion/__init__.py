@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from toe_engine.tcp.congestion.base import CongestionControl
+from toe_engine.tcp.congestion.bbr import Bbr
 from toe_engine.tcp.congestion.cubic import Cubic
 from toe_engine.tcp.congestion.newreno import NewReno
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {NewReno.name: NewReno, Cubic.name: Cubic}
+ALGORITHMS: dict[str, type[CongestionControl]] = {NewReno.name: NewReno, Cubic.name: Cubic, Bbr.name: Bbr}
 
 
 def create(name: str, mss: int, initial_window_segments: int) -> CongestionControl:
@@ -17,4 +18,4 @@ def create(name: str, mss: int, initial_window_segments: int) -> CongestionContr
     return cls(mss, initial_window_segments)
 
 
-__all__ = ["ALGORITHMS", "CongestionControl", "Cubic", "NewReno", "create"]
+__all__ = ["ALGORITHMS", "Bbr", "CongestionControl", "Cubic", "NewReno", "create"]

@@ -3,11 +3,19 @@
 The connection owns loss detection and the recovery procedure (RFC 6582 / RFC 6675, with
 pipe-based sending); an algorithm only decides how big cwnd and ssthresh are: how the window
 grows on new ACKs, and how far it falls on a fast retransmit or a timeout.
+
+A model-based algorithm (BBR) sets `rate_based`: it then gets a delivery-rate sample on every
+ACK (`on_rate_sample`), sets cwnd itself in and out of recovery (the connection's PRR stands
+aside, as Linux's does for a `cong_control` module), and paces: with `pacing_rate` non-zero
+the send path sends at most `send_quantum` octets at a time, spaced at that rate.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from toe_engine.tcp.rtx_queue import RateSample, RetransmitQueue
 
 INFINITE_SSTHRESH = 1 << 62
 
@@ -17,6 +25,9 @@ class CongestionControl(ABC):
 
     __slots__ = ("mss", "cwnd", "ssthresh", "_acked_in_ca", "initial_segments")
     name: ClassVar[str]
+    rate_based: ClassVar[bool] = False
+    pacing_rate: float = 0.0  # octets per second; 0: not paced
+    send_quantum: int = 0  # octets sent at once when paced
 
     def __init__(self, mss: int, initial_window_segments: int) -> None:
         self.mss = mss
@@ -55,6 +66,10 @@ class CongestionControl(ABC):
         if self.cwnd > restart:
             self.ssthresh = max(self.ssthresh if self.ssthresh < INFINITE_SSTHRESH else 0, self.cwnd * 3 // 4)
             self.cwnd = restart
+
+    def on_rate_sample(self, rs: RateSample, rates: RetransmitQueue, now: float) -> None:
+        """A delivery-rate sample from an ACK (only for `rate_based` algorithms); `rates` takes
+        `mark_app_limited()`."""
 
     def on_recovery_end(self, now: float) -> None:
         """Full ACK of the recovery point: deflate to ssthresh (RFC 6582 step 3)."""
