@@ -33,6 +33,7 @@ class PeerFlow:
     fin_received: bool = False
     reset: bool = False
     synacks: int = 0
+    server_iss: int | None = None  # the engine's ISN, from its first SYN-ACK
     checked: bool = False  # what arrives must be `WirePeer.expect` (an echo of the flow's stream)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,7 @@ class WirePeer:
             flow.synacks += 1
             if flow.rcv_nxt is None:
                 flow.rcv_nxt = (seg.seq + 1) & MASK
+                flow.server_iss = seg.seq
             return True
         if flow.rcv_nxt is None:
             return True

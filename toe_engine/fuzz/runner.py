@@ -221,9 +221,10 @@ class FuzzRun:
                 tcb = conn(peer, flow)
                 if tcb is None:
                     flow.reset = True
-                elif flow.checked and tcb.irs & MASK != flow.iss:
-                    # A SYN-cookie answer shifted in seq and ack alike passes the cookie check (in Linux
-                    # too) and starts the stream elsewhere: the flow's bytes can no longer be checked.
+                elif flow.checked and (tcb.irs & MASK != flow.iss or tcb.iss & MASK != flow.server_iss):
+                    # A forged SYN-cookie answer off by a little in seq or ack passes the cookie check
+                    # (in Linux too: the low bits only index the MSS table) and starts a stream elsewhere
+                    # than this flow's: its bytes can no longer be checked.
                     flow.checked = False
         for tx in self.core.poll_wire():
             for raw in device_transmit(tx):
