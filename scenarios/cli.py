@@ -126,7 +126,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
                 results.append(result)
                 if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
                     relink(result.checks, trim_pcaps(root / s.name / target))
-                console.print(f"{label}: {_outcome(result)}", highlight=False)
+                console.print(f"{label}: {outcome(result)}", highlight=False)
     except BaseException:  # interrupted or broken: still the report of what finished
         _write_outputs(results, args, root)
         raise
@@ -151,7 +151,8 @@ def _counts(checks: list) -> dict[str, int]:
     return {v: sum(c.verdict.value == v for c in checks) for v in ("pass", "fail", "skip")}
 
 
-def _outcome(result: Any) -> str:
+def outcome(result: Any) -> str:
+    """A scenario run in one line: its counts, time, and its error or skip reason."""
     counts = _counts(result.checks)
     text = f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped in {result.duration_s:.1f} s"
     if result.error:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .framework import Check, RunContext, Scenario, ScenarioResult, Verdict
 from .targets import TargetUnavailable, make
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
 
 Progress = Callable[[str], None]
 
@@ -36,8 +40,12 @@ def unjudged(scenario: Scenario, target: str, reason: str, made: list[Check]) ->
 
 def run_scenario(scenario: Scenario, target_name: str, *, params: Any = None, seed: int = 1,
                  outdir: Path, progress: Progress | None = None,
-                 on_check: Callable[[Check], None] | None = None) -> ScenarioResult:
-    """Run one scenario on one target and return its result (never raises for a scenario's failure)."""
+                 on_check: Callable[[Check], None] | None = None, lab: Lab | None = None) -> ScenarioResult:
+    """Run one scenario on one target and return its result (never raises for a scenario's failure).
+
+    With `lab` (a lab of the scenario's topology, as the lab shell has) the scenario runs there
+    and the lab stays up; otherwise it builds a lab of its own and tears it down.
+    """
     from lab.lab import Lab
     from lab.render import load_topology
 
@@ -54,9 +62,13 @@ def run_scenario(scenario: Scenario, target_name: str, *, params: Any = None, se
         result.checks = skip_all(scenario, target_name, reason)
         return result
     started = time.monotonic()
-    say(f"building {scenario.topology}")
-    spec = load_topology(scenario.topology, {k: str(v) for k, v in scenario.topology_params(params).items()})
-    with Lab.up(spec) as lab:
+    if lab is None:
+        say(f"building {scenario.topology}")
+        spec = load_topology(scenario.topology, {k: str(v) for k, v in scenario.topology_params(params).items()})
+        running: AbstractContextManager[Lab] = Lab.up(spec)
+    else:
+        running = nullcontext(lab)  # the caller's lab: it stays up
+    with running as lab:
         def produce() -> Iterable[Check]:
             say(f"starting {target_name} on {scenario.server}")
             services = target.start(lab, scenario.server)

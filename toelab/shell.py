@@ -5,8 +5,8 @@ through, Ctrl-C stops the command and not the shell), with whole words that name
 replaced by its first IPv4 address (`h1 ping -c1 h2`; never inside `h1-eth0` or after
 `dev`); `sh`, `py`, `source FILE`, `time`, `nodes`, `net`, `links`, `intfs`, `dump`,
 `link A B up|down`, `pingall`, `pingpair`, `iperf a b`, `capture start|stop`, `features`,
-`toe`, history and tab completion. It is a `cmd.Cmd`, so tests drive it through `onecmd()`
-with a captured stdout.
+`toe`, `scenario NAME` (a scenario run on this lab, its checks printed), history and tab
+completion. It is a `cmd.Cmd`, so tests drive it through `onecmd()` with a captured stdout.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from lab.spec import ETHTOOL_FEATURES
 from lab.tools import iperf, ping, set_link_state
 
 from .shell_engine import toe
+from .shell_scenario import scenario
 from .terminal import run_on_pty
 
 HISTORY = Path(os.environ.get("TOELAB_HISTORY", str(Path.home() / ".toelab_history")))
@@ -34,7 +35,7 @@ NOT_AN_ADDRESS_AFTER = frozenset({"dev", "-i", "-I", "--interface", "iif", "oif"
 MAX_SOURCE_DEPTH = 10
 ShellCommand = Callable[["LabShell", list[str]], None]
 #: Shell commands implemented in other modules, name -> handler.
-EXTENSIONS: dict[str, ShellCommand] = {"toe": toe}
+EXTENSIONS: dict[str, ShellCommand] = {"toe": toe, "scenario": scenario}
 
 
 class LabShell(cmd.Cmd):

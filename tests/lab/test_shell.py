@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from lab.pytest_plugin import host_state, leftovers_since
 from toelab.shell import LabShell
 
 pytestmark = pytest.mark.root
@@ -231,3 +233,55 @@ def test_terminal_shell_ends_on_sigterm_mid_command_and_on_ctrl_c_at_the_prompt(
             child.close(force=True)
         assert child.exitstatus == code, (how, child.exitstatus, child.signalstatus)
         assert not [n for n in list_names() if n.startswith(f"{lab_id}-")], how
+
+
+# --- scenario NAME: a scenario run on the shell's own lab, its checks printed, the lab left up ---------
+SCENARIO_TOTALS = re.compile(
+    r"^\*\*\* handshake on kernel: (\d+) passed, (\d+) failed, (\d+) skipped in [\d.]+ s; files in (\S+)$")
+CHECK_LINE = re.compile(r"^\s*(pass|fail|skip)  (\S+)  \[([^\]]+)\]  \S")
+
+
+def test_scenario_runs_on_the_shells_lab_and_prints_its_checks(make_lab) -> None:
+    lab = make_lab("two_hosts", tso="false")  # the lab handshake builds: its MSS checks need TSO off
+    shell = LabShell(lab, stdout=io.StringIO())
+    before = host_state()
+    lines = run(shell, "scenario handshake --seed 3").splitlines()
+    assert lines[0] == "*** handshake on kernel (host h2 serves, h1 is the client)"
+    totals = SCENARIO_TOTALS.match(lines[-1])
+    assert totals, lines[-1]
+    checks = [CHECK_LINE.match(line) for line in lines[1:-1]]
+    assert checks and all(checks), lines[1:-1]
+    verdicts = [m.group(1) for m in checks if m]
+    assert [verdicts.count(v) for v in ("pass", "fail", "skip")] == [int(totals.group(i)) for i in (1, 2, 3)]
+    assert verdicts.count("pass") >= 1 and all(m.group(3) for m in checks if m)
+    assert Path(totals.group(4)).is_dir() and lab.id in totals.group(4)
+    assert leftovers_since(before) == [], "no lab of its own, and the target's processes stopped"
+    assert "1 received" in run(shell, "h1 ping -c1 -W2 h2"), "the shell's lab is still up and usable"
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("scenario nosuch", "*** no scenario 'nosuch' (there are: "),
+    ("scenario loss", "*** scenario loss runs on topology middlebox_chain with mb_kind=middlebox, tso=True, and this "
+                      "lab is two_hosts: open `toelab shell middlebox_chain -p mb_kind=middlebox -p tso=True` for it\n"),
+    ("scenario handshake", "*** scenario handshake runs on topology two_hosts with mtu=1500, tso=false, and this lab "
+                           "is two_hosts built otherwise: open `toelab shell two_hosts -p mtu=1500 -p tso=false` for "
+                           "it, or add --as-is to judge this lab\n"),
+    ("scenario handshake --target both", "*** argument --target: invalid choice: 'both'"),
+    ("scenario", "*** the following arguments are required: name; usage: scenario NAME"),
+    ("scenario handshake -p nosuch=1", "nosuch"),
+])
+def test_a_bad_scenario_command_is_one_line_and_the_shell_goes_on(make_lab, line: str, said: str) -> None:
+    lab = make_lab("two_hosts")
+    shell = LabShell(lab, stdout=io.StringIO())
+    out = run(shell, line)
+    assert out.startswith("***") and said in out and out.count("\n") == 1, out
+    assert "available nodes are:" in run(shell, "nodes")
+
+
+def test_as_is_runs_on_a_lab_built_otherwise_and_says_so(make_lab) -> None:
+    lab = make_lab("two_hosts")  # TSO on: not the lab handshake builds
+    shell = LabShell(lab, stdout=io.StringIO())
+    lines = run(shell, "scenario handshake --as-is").splitlines()
+    assert lines[1] == ("*** as is: scenario handshake runs on topology two_hosts with mtu=1500, tso=false, and "
+                        "this lab is two_hosts built otherwise; the verdicts judge this lab")
+    assert SCENARIO_TOTALS.match(lines[-1]) and all(CHECK_LINE.match(line) for line in lines[2:-1])
