@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 from rich.table import Table
@@ -66,6 +67,11 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
 
 def test_every_benchmark_has_a_recorded_measurement_here() -> None:
     assert sorted(RECORDED) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("bench", BENCHES, ids=NAMES)
+def test_every_benchmark_function_returns_a_table_and_rows(bench: Bench) -> None:
+    assert get_type_hints(bench.load())["return"] is Measured
 
 
 @pytest.mark.parametrize("name", NAMES)
