@@ -412,15 +412,13 @@ class EndpointCore:
     def _feed(self, key: FourTuple, app: App) -> None:
         """Give the application what it has room for; the rest stays in the receive buffer,
         so the window closes when the application stops reading (as a socket's would)."""
-        if self.stack.connection(key) is None:
-            return  # the application aborted it just now
         stack = self.stack
+        conn = stack.connection(key)
+        if conn is None:
+            return  # the application aborted it just now
         room = app.receive_room()
-        while room > 0:
-            data = stack.recv(key, room)
-            if not data:
-                break
-            app.on_data(data)
+        while room > 0 and conn.rcv_buf:  # an empty buffer needs no recv
+            app.on_data(stack.recv(key, room))
             if stack.connection(key) is None:
                 return  # the application closed it with bytes unread: it was reset
             room = app.receive_room()

@@ -92,8 +92,12 @@ class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
         n = min(max_bytes, len(buf))
         if not n:
             return b""
-        data = bytes(buf[:n])
-        del buf[:n]
+        if n == len(buf):
+            data = bytes(buf)  # all of it, the usual case: one copy, not a slice and then bytes()
+            buf.clear()
+        else:
+            data = bytes(memoryview(buf)[:n])
+            del buf[:n]
         if self.state in RECEIVING_STATES and self._window_opened():
             self.ack_now = True
             self.output(now)
