@@ -120,15 +120,16 @@ class RetransmitQueue:
         order = self._order
         if ranges:
             last = ranges[-1]
-            if (last.order == order and last.end == start and last.xmit == now and last.delivered == self.delivered
+            if (last.order == order and last.end == start and last.xmit == now
                     and not (last.sacked or last.lost or last.resent)):
-                last.end = end  # the same burst: nothing left or arrived in between
+                last.end = end  # the same burst: nothing left in between (its rate snapshot is the burst's first)
                 return
         else:
             self.first_sent = self.delivered_time = now  # nothing in flight: a sending interval starts
         self._order = order = order + 1
         r = Sent(start, end, now, order)
-        self._stamp(r)
+        r.delivered, r.delivered_time, r.first_sent = self.delivered, self.delivered_time, self.first_sent  # _stamp(),
+        r.app_limited = self.app_limited_until != 0  # inline on the per-segment path
         ranges.append(r)
         self._starts_cache = None
 
