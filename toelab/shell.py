@@ -25,7 +25,7 @@ from lab.spec import ETHTOOL_FEATURES
 from lab.tools import iperf, ping, set_link_state
 
 from .shell_engine import toe
-from .shell_scenario import scenario
+from .shell_scenario import scenario, scenario_names
 from .terminal import run_on_pty
 
 HISTORY = Path(os.environ.get("TOELAB_HISTORY", str(Path.home() / ".toelab_history")))
@@ -321,6 +321,8 @@ class LabShell(cmd.Cmd):
             n for n in list(self.lab.spec.nodes) + list(EXTENSIONS) if n.startswith(text)]
 
     def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        if line.split()[:1] == ["scenario"] and len(line[:begidx].split()) == 1:
+            return [name for name in scenario_names() if name.startswith(text)]
         return [n for n in self.lab.spec.nodes if n.startswith(text)]
 
     # --- history ----------------------------------------------------------------------

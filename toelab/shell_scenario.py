@@ -96,3 +96,9 @@ def scenario(shell: LabShell, argv: list[str]) -> None:
                           on_check=lambda check: shell.say(check_line(check)))
     shell.say(f"*** {chosen.name} on {args.target}: {outcome(result)}; files in {outdir}")
 
+
+def scenario_names() -> list[str]:
+    """Every scenario's name, for completion after `scenario `."""
+    import scenarios
+
+    return [s.name for s in scenarios.all()]

@@ -257,6 +257,8 @@ def test_scenario_runs_on_the_shells_lab_and_prints_its_checks(make_lab) -> None
     assert Path(totals.group(4)).is_dir() and lab.id in totals.group(4)
     assert leftovers_since(before) == [], "no lab of its own, and the target's processes stopped"
     assert "1 received" in run(shell, "h1 ping -c1 -W2 h2"), "the shell's lab is still up and usable"
+    assert shell.completedefault("hand", "scenario hand", 9, 13) == ["handshake"]
+    assert shell.completedefault("h", "scenario handshake -p h", 22, 23) == ["h1", "h2"], "names only as the first word"
 
 
 @pytest.mark.parametrize(("line", "said"), [
