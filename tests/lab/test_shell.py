@@ -244,6 +244,7 @@ CHECK_LINE = re.compile(r"^\s*(pass|fail|skip)  (\S+)  \[([^\]]+)\]  \S")
 def test_scenario_runs_on_the_shells_lab_and_prints_its_checks(make_lab) -> None:
     lab = make_lab("two_hosts", tso="false")  # the lab handshake builds: its MSS checks need TSO off
     shell = LabShell(lab, stdout=io.StringIO())
+    own = lab.node("h1").popen(["sleep", "60"])  # the lab's own process: the run must leave it alone
     before, processes = host_state(), {p.pid for p in lab.record.processes}
     lines = run(shell, "scenario handshake --seed 3").splitlines()
     assert lines[0] == "*** handshake on kernel (host h2 serves, h1 is the client)"
@@ -258,6 +259,7 @@ def test_scenario_runs_on_the_shells_lab_and_prints_its_checks(make_lab) -> None
     assert leftovers_since(before) == [], "no lab of its own"
     started = [p.pid for p in lab.record.processes if p.pid not in processes]
     assert started and not [pid for pid in started if Path(f"/proc/{pid}").exists()], "the target's services stopped"
+    assert own.poll() is None, "the lab's own process still runs"
     assert "1 received" in run(shell, "h1 ping -c1 -W2 h2"), "the shell's lab is still up and usable"
     assert shell.completedefault("hand", "scenario hand", 9, 13) == ["handshake"]
     assert shell.completedefault("h", "scenario handshake -p h", 22, 23) == ["h1", "h2"], "names only as the first word"
