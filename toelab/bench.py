@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.errors import LabError, require_root
+from toe_engine.tcp import congestion
 
 from .benches.rows import Measured, Row, check_row, write_rows
 from .output import console
@@ -58,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core-connections", type=_counts, default=(1, 1000, 64000), metavar="N,N,...",
                    help="connections open for the per-frame cost (core)")
     p.add_argument("--core-frames", type=int, default=20000, help="data frames timed per connection count (core)")
+    p.add_argument("--engine-cc", choices=sorted(congestion.ALGORITHMS), default=None,
+                   help="the engine endpoint's congestion control (loss; default: the engine's own, newreno)")
 
 
 def _counts(text: str) -> tuple[int, ...]:

@@ -48,7 +48,7 @@ def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: py
 
     import toelab.benches.loss as bench
 
-    def measure(endpoint: str, repeats: int, congestion: str | None = None) -> list[Run]:
+    def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
         if endpoint == "toe":
             delta({}, {"rto_expired": 1}, *ENGINE_COUNTERS.values())
         return []
@@ -56,3 +56,23 @@ def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: py
     with pytest.raises(bench.MissingCounter, match="no counter 'fast_retransmits', 'rack_retransmits'") as info:
         bench.bench_loss(argparse.Namespace(repeats=1, json=None))
     assert info.value.exit_code == 1 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("engine_cc", [None, "bbr"])
+def test_the_engine_runs_the_congestion_control_asked_for_and_each_row_names_it(
+        monkeypatch: pytest.MonkeyPatch, engine_cc: str | None) -> None:
+    import argparse
+
+    import toelab.benches.loss as bench
+
+    asked: list[str | None] = []
+
+    def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
+        if endpoint == "toe":
+            asked.append(engine_cc)
+        label = endpoint if congestion is None else f"{endpoint}-{congestion}"
+        return [r for r in runs() if r.endpoint == label]
+    monkeypatch.setattr(bench, "measure_endpoint", measure)
+    measured = bench.bench_loss(argparse.Namespace(repeats=1, json=None, engine_cc=engine_cc))
+    assert asked == [engine_cc]
+    assert {r["engine_cc"] for r in measured.rows} == {engine_cc or "newreno"}

@@ -31,7 +31,9 @@ from lab.lab import Lab
 from lab.render import load_topology
 from scenarios.loss import impair_middlebox
 from scenarios.targets import Target, UnknownCounter, delta, make
+from scenarios.toe_target import ToeTarget
 from scenarios.transfer import download, echo_bytes
+from toe_engine.tcp.config import TcpConfig
 
 from .rows import Measured, Row, row
 
@@ -97,11 +99,12 @@ def _transfers(target: Target, lab: Lab, services: dict[str, int], setting: str,
         yield Run(kind, setting, target.name, size, moved, seconds, complete, counters)
 
 
-def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None) -> list[Run]:
+def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None,
+                     engine_cc: str | None = None) -> list[Run]:
     """Every setting, `repeats` times, with `endpoint` serving on h2 behind the seeded middlebox.
 
     `congestion` sets the server namespace's net.ipv4.tcp_congestion_control (the kernel's choice);
-    its runs are labelled `kernel-<congestion>`.
+    its runs are labelled `kernel-<congestion>`. `engine_cc` is the engine endpoint's own choice.
     """
     spec = load_topology("middlebox_chain", {"mb_kind": "middlebox", "tso": "true"})
     counter_names = tuple(ENGINE_COUNTERS.values()) if endpoint == "toe" else ()
@@ -112,6 +115,8 @@ def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None)
             lab.node("h2").write_sysctls({"net.ipv4.tcp_congestion_control": congestion})
         try:
             services = target.start(lab, "h2")
+            if engine_cc is not None and isinstance(target, ToeTarget):
+                target.engine.set(tcp={"congestion": engine_cc})  # for every connection from now on
             for index, (setting, impairments) in enumerate(SETTINGS):
                 for repeat in range(repeats):
                     impair_middlebox(lab, impairments, seed=SEED + 100 * index + repeat)
@@ -173,8 +178,10 @@ def bench_loss(args: argparse.Namespace) -> Measured:
     repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
     runs = measure_endpoint("kernel", repeats) + measure_endpoint("kernel", repeats, congestion="reno")
     try:
-        runs += measure_endpoint("toe", repeats)
+        runs += measure_endpoint("toe", repeats, engine_cc=getattr(args, "engine_cc", None))
     except UnknownCounter as exc:
         raise MissingCounter(f"bench loss cannot measure the engine's loss recovery: {exc}") from None
     data = rows(runs)
+    for each in data:
+        each["engine_cc"] = getattr(args, "engine_cc", None) or TcpConfig().congestion
     return Measured(table(data), data)
