@@ -4,12 +4,14 @@ Every benchmark is one line in BENCHES: its name, `module:function` (a function 
 parsed arguments returning `Measured(table, rows)`, toelab.benches.rows), and whether it needs
 root. Modules are imported only for the benchmarks being run. The tables go to the terminal;
 with `--json FILE` the rows of every benchmark run go to FILE as one list (also the rows of
-those that finished when a later one fails or is interrupted).
+those that finished when a later one fails or is interrupted), each with `load_before`, the
+machine's 1-minute load average when its benchmark began.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -100,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for bench in BENCHES:
             if bench.name in chosen:
+                load_before = round(os.getloadavg()[0], 2)  # a busy machine's figures are noisier: say how busy
                 measured = bench.load()(args)
                 console.print(measured.table)
-                rows += [check_row(r, bench.name) for r in measured.rows]
+                rows += [check_row(r, bench.name) | {"load_before": load_before} for r in measured.rows]
     finally:
         if path is not None:
             write_rows(path, rows)

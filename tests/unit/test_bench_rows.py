@@ -154,6 +154,7 @@ def test_all_benchmarks_write_one_file_even_when_a_later_one_fails(tmp_path: Pat
     written = json.loads(args.json.read_text())
     assert [(r["bench"], r["measurement"], r["ratio"]) for r in written] == [
         ("first", "a", 0.5), ("first", "b", None), ("second", "c", 0.5)]
+    assert all(isinstance(r["load_before"], float) and r["load_before"] >= 0 for r in written)
     args = _args(tmp_path)
     with pytest.raises(RuntimeError, match="would not build"):
         bench_command.run(args)
@@ -184,6 +185,7 @@ def test_bench_core_runs_and_writes_its_rows(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     for r in rows:
         check_row(r, "core")
+    assert len({r["load_before"] for r in rows}) == 1, "one load reading per benchmark"
     assert [r["measurement"] for r in rows] == [f"bulk echo, {label}" for label, *_ in engine.CORE_BULK] + [
         "in-order 1448 B data frame, 1 connections open", "in-order 1448 B data frame, 64 connections open"]
     bulk, (one, many) = rows[:3], rows[3:]
