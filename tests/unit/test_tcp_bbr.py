@@ -308,6 +308,19 @@ def test_probe_rtt_after_ten_seconds_without_a_new_min_rtt_holds_four_segments_f
     assert cc.min_rtt_stamp == r.now  # and the next PROBE_RTT is 10 s away
 
 
+def test_a_long_transfer_visits_probe_rtt_ten_seconds_in_for_200_ms_and_a_round_trip() -> None:
+    _, conn, x, _, steps = bulk_through_bottleneck("bbr", 11.0)
+    modes = [(t, mode, cwnd) for t, _, mode, cwnd in steps]
+    begin = next(i for i, (_, mode, _) in enumerate(modes) if mode == Mode.PROBE_RTT)
+    end = next(i for i in range(begin, len(modes)) if modes[i][1] != Mode.PROBE_RTT)
+    start, stop = modes[begin][0], modes[end][0]
+    assert 10.0 < start < 10.2  # RTprop (from the first round trips) expired
+    assert 0.2 <= stop - start < 0.2 + 4 * RTT  # 200 ms once in flight is down, and a round trip
+    assert max(cwnd for _, _, cwnd in modes[begin:end]) == CWND_MIN_SEGMENTS * MSS
+    assert modes[end][1] == Mode.PROBE_BW and conn.cc.min_rtt_stamp >= stop
+    assert len(x.received) > 0.9 * 10.5 * BDP_RATE  # the dip costs little
+
+
 def test_fast_recovery_conserves_packets_for_a_round_then_restores_the_window() -> None:
     cc, r = in_probe_bw()
     before = cc.cwnd
