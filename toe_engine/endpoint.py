@@ -187,6 +187,7 @@ class EndpointCore:
         """
         counters = self.counters
         counters.inc("rx_frames")
+        self._reply_to = None  # never a MAC left from an earlier frame
         parsed = parse_frame(frame, verify_csum=not csum_ok)
         if parsed.drop_reason is not None:
             return self._rejected(parsed)
@@ -281,6 +282,7 @@ class EndpointCore:
 
     # --- time -------------------------------------------------------------------------
     def on_timer(self, now: float) -> None:
+        self._reply_to = None  # what a timer sends answers no frame
         self.stack.on_timer(now)
         for key in self.resources.expire(now):
             if self.stack.connection(key) is not None:
