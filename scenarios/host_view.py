@@ -209,8 +209,10 @@ def _audit(ctx: RunContext, hif: str) -> Iterator[Check]:
         return next((a for a in audit_interfaces(ctx.lab.record) if a.node == ctx.server and a.iface == wire), None)
 
     before = row()
-    flow = download(ctx.lab.node(ctx.client), ctx.address(ctx.server), SERVICE["chargen"],
-                    ctx.params.transfer_kib * 1024, ctx.params.limit_s)
+    # With TSO a kernel server sends ~48 KiB per frame: the download must be long enough that
+    # the audit's own rule (at least MIN_PACKETS frames) judges it, or the check fails unmeasured.
+    size = max(ctx.params.transfer_kib * 1024, 2 * MIN_PACKETS * 65536)
+    flow = download(ctx.lab.node(ctx.client), ctx.address(ctx.server), SERVICE["chargen"], size, ctx.params.limit_s)
     after = row()
     if before is None or after is None:
         yield ctx.check("audit-offload-happened", "RFC9293 3.7.4", False,

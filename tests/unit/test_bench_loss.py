@@ -21,7 +21,7 @@ def runs(engine_seconds: float = 1.0) -> list[Run]:
 def test_one_row_per_transfer_and_setting_with_the_kernel_as_reference() -> None:
     data = rows(runs())
     assert [r["measurement"] for r in data][:5] == ["download, loss=0%", "download, loss=1%", "download, loss=5%",
-                                                    "download, loss=10%", "download, gemodel=1/50"]
+                                                    "download, loss=10%", "download, gemodel=1/50/50"]
     assert len(data) == 2 * len(SETTINGS)
     row = data[3]
     assert {k: row[k] for k in ("bench", "unit", "reference", "engine", "ratio")} == {

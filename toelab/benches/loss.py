@@ -45,7 +45,7 @@ SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("loss=1%", {"loss": 1, "gemodel": None}),
     ("loss=5%", {"loss": 5, "gemodel": None}),
     ("loss=10%", {"loss": 10, "gemodel": None}),
-    ("gemodel=1/50", {"loss": 0, "gemodel": {"p": 1.0, "r": 50.0}}),
+    ("gemodel=1/50/50", {"loss": 0, "gemodel": {"p": 1.0, "r": 50.0, "one_minus_h": 50.0}}),
 )
 #: What each engine figure is, by the engine's counter name (a name the engine lacks is an error).
 ENGINE_COUNTERS = {"rto": "rto_expired", "fast": "fast_retransmits", "rack": "rack_retransmits",
