@@ -46,10 +46,25 @@ def parse_ipv4(
     `truncated_ok` is for the copy of a datagram quoted inside an ICMP error, which is cut short
     on purpose: only the header itself must be whole.
     """
-    available = len(buf) - offset
-    if available < IPV4_HLEN:
+    if len(buf) - offset < IPV4_HLEN:
         return DropReason.IPV4_TRUNCATED
     ver_ihl, tos, total_len, ident, frag, ttl, proto, csum, src, dst = IPV4_HEADER.unpack_from(buf, offset)
+    lengths = ipv4_lengths(buf, offset, ver_ihl, total_len, verify_csum, truncated_ok)
+    if isinstance(lengths, DropReason):
+        return lengths
+    header_len, total_len = lengths
+    return Ipv4Header(
+        header_len, tos, total_len, ident, bool(frag & IP_DF), bool(frag & IP_MF),
+        (frag & IP_OFFMASK) * 8, ttl, proto, csum, src, dst,
+    )
+
+
+def ipv4_lengths(
+    buf: memoryview, offset: int, ver_ihl: int, total_len: int, verify_csum: bool, truncated_ok: bool = False
+) -> tuple[int, int] | DropReason:
+    """(header length, total length) of the unpacked header at `offset`, checked against the bytes
+    present (and its checksum if asked), or why it is refused."""
+    available = len(buf) - offset
     if ver_ihl >> 4 != 4:
         return DropReason.IPV4_BAD_VERSION
     header_len = (ver_ihl & 0x0F) * 4
@@ -61,10 +76,7 @@ def parse_ipv4(
         return DropReason.IPV4_BAD_TOTAL_LEN
     if verify_csum and ones_sum(buf[offset:offset + header_len]) != 0xFFFF:
         return DropReason.IPV4_BAD_CHECKSUM
-    return Ipv4Header(
-        header_len, tos, total_len, ident, bool(frag & IP_DF), bool(frag & IP_MF),
-        (frag & IP_OFFMASK) * 8, ttl, proto, csum, bytes(src), bytes(dst),
-    )
+    return header_len, total_len
 
 
 def build_ipv4_header(
