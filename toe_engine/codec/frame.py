@@ -310,11 +310,23 @@ def build_tcp_frame(
     flow_label: int = 0,
 ) -> bytearray:
     """A complete TCP frame with IP and TCP checksums filled in."""
+    if len(src_ip) == 4:
+        frame = build_tcp_segment(segment, src_ip, dst_ip, headroom=_ETH_IPV4_LEN)
+        _put_eth_ipv4(frame, eth_src, eth_dst, src_ip, dst_ip, ttl, tos, ip_id, df)
+        return frame
     tcp = build_tcp_segment(segment, src_ip, dst_ip)
     return build_ip_frame(
         eth_src, eth_dst, src_ip, dst_ip, IPPROTO_TCP, tcp,
         ttl=ttl, tos=tos, ip_id=ip_id, df=df, flow_label=flow_label,
     )
+
+
+def _put_eth_ipv4(frame: bytearray, eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: bytes,
+                  ttl: int, tos: int, ip_id: int, df: bool) -> None:
+    """Write the Ethernet and IPv4 headers of a TCP frame into its first 34 bytes (its headroom)."""
+    frame[:ETH_HLEN] = build_ethernet(eth_dst, eth_src, ETHERTYPE_IPV4)
+    frame[ETH_HLEN:_ETH_IPV4_LEN] = build_ipv4_header(src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN,
+                                                      ttl=ttl, tos=tos, ident=ip_id, df=df)
 
 
 def build_tcp_frame_partial(
@@ -332,6 +344,10 @@ def build_tcp_frame_partial(
 ) -> PartialCsumFrame:
     """Like `build_tcp_frame` but with the TCP checksum left to the device (the field holds
     the pseudo-header sum, as Linux CHECKSUM_PARTIAL does)."""
+    if len(src_ip) == 4:
+        frame = build_tcp_segment(segment, src_ip, dst_ip, checksum=False, headroom=_ETH_IPV4_LEN)
+        _put_eth_ipv4(frame, eth_src, eth_dst, src_ip, dst_ip, ttl, tos, ip_id, df)
+        return PartialCsumFrame(frame, _ETH_IPV4_LEN, TCP_CSUM_OFFSET)
     tcp = build_tcp_segment(segment, src_ip, dst_ip, checksum=False)
     data = build_ip_frame(
         eth_src, eth_dst, src_ip, dst_ip, IPPROTO_TCP, tcp,

@@ -126,22 +126,28 @@ def _options_bytes(opts: TcpOptions) -> bytes:
     return build_options(opts)
 
 
-def build_tcp_segment(seg: Segment, src_ip: bytes, dst_ip: bytes, *, checksum: bool = True) -> bytearray:
+def build_tcp_segment(seg: Segment, src_ip: bytes, dst_ip: bytes, *, checksum: bool = True,
+                      headroom: int = 0) -> bytearray:
     """Header, options and payload; with `checksum` False the field holds the folded
-    pseudo-header sum, as a device completing CHECKSUM_PARTIAL expects."""
+    pseudo-header sum, as a device completing CHECKSUM_PARTIAL expects.
+
+    `headroom` zero bytes come first, for the link and IP headers a caller writes there: a
+    whole frame in one buffer, its payload copied once.
+    """
     options = _options_bytes(seg.options)
     header_len = TCP_HLEN + len(options)
     payload = seg.payload
-    out = bytearray(header_len + len(payload))
+    out = bytearray(headroom + header_len + len(payload))
     TCP_HEADER.pack_into(
-        out, 0, seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
+        out, headroom, seg.src_port, seg.dst_port, seg.seq & 0xFFFFFFFF, seg.ack & 0xFFFFFFFF,
         (header_len // 4) << 4, seg.flags & 0xFF, seg.window, 0, seg.urg_ptr,
     )
-    out[TCP_HLEN:header_len] = options
-    out[header_len:] = payload
-    pseudo = pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, len(out))
+    out[headroom + TCP_HLEN:headroom + header_len] = options
+    out[headroom + header_len:] = payload
+    pseudo = pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, len(out) - headroom)
     if checksum:
-        _U16.pack_into(out, TCP_CSUM_OFFSET, internet_checksum(out, pseudo))
+        csum = internet_checksum(memoryview(out)[headroom:] if headroom else out, pseudo)
+        _U16.pack_into(out, headroom + TCP_CSUM_OFFSET, csum)
     else:
-        _U16.pack_into(out, TCP_CSUM_OFFSET, pseudo)
+        _U16.pack_into(out, headroom + TCP_CSUM_OFFSET, pseudo)
     return out
