@@ -211,8 +211,8 @@ class EndpointCore:
         if seg.payload:
             if known and not self.buffer_memory.admits(key, len(seg.payload)):
                 seg.payload, seg.flags = b"", seg.flags & ~FIN  # over a memory limit: keep only the ACK
-            else:
-                seg.payload = bytes(seg.payload)  # the driver reuses its buffer
+            elif not isinstance(frame, bytes):
+                seg.payload = bytes(seg.payload)  # the driver reuses its buffer; a bytes frame cannot change
         self._reply_to = (key.remote_ip, parsed.eth_src)
         if known:
             self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
@@ -370,6 +370,11 @@ class EndpointCore:
         self.stack.abort(key, now)
 
     def _deliver(self, event: object, key: FourTuple) -> None:
+        if type(event) is DataReceived:  # the event of nearly every frame, first
+            app = self.apps.get(key)
+            if app is not None:
+                self._feed(key, app)  # which returns at once if the connection went earlier in this batch
+            return
         if isinstance(event, (Accepted, Connected)):
             factory = self._pending_apps.pop(key, None)
             if factory is None and key.local_port in self.config.services and key not in self.apps:
