@@ -14,14 +14,23 @@ IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
 
 _MOD = 0xFFFF
+_FOLD_ABOVE_BITS = 1024  # a longer sum is folded in halves before the modulo
 _Buffer = bytes | bytearray | memoryview
 
 
 def ones_sum(data: _Buffer, initial: int = 0) -> int:
     """One's-complement sum of `data` (odd length padded with a zero byte) plus `initial`."""
     value = int.from_bytes(data, "big")
-    if len(data) & 1:
+    bits = len(data) * 8
+    if bits & 8:
         value <<= 8
+        bits += 8
+    while bits > _FOLD_ABOVE_BITS:
+        # Add the high half to the low half, split at a multiple of 16 bits (2**16 == 1 mod
+        # 0xFFFF, so the sum is unchanged mod 0xFFFF): shifts and masks cost less than a long division.
+        half = (bits >> 5) << 4
+        value = (value >> half) + (value & ((1 << half) - 1))
+        bits = bits - half + 1
     total = value + initial
     folded = total % _MOD
     if folded == 0 and total:
