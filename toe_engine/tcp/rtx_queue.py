@@ -16,7 +16,7 @@ the octets whose retransmission is still in flight (a lost retransmission drops 
 
 Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation, Linux tcp_rate.c) lives
 here too, because it needs exactly these two moments: each transmission snapshots how much had
-been delivered and when (`delivered`, `delivered_time`, `first_sent`), and each delivery adds
+been delivered and when (`Sent.rate`), and each delivery adds
 to `delivered`; `rate_sample()` turns the newest delivered range into a `RateSample`.
 """
 from __future__ import annotations
@@ -24,6 +24,10 @@ from __future__ import annotations
 from bisect import bisect_right
 
 INF = float("inf")
+
+#: `Sent.rate`: (delivered, delivered_time, first_sent, app_limited) when the range left.
+RateSnapshot = tuple[int, float, float, bool]
+NO_SNAPSHOT: RateSnapshot = (0, 0.0, 0.0, False)
 
 #: `Sent.lost` values: why a range is presumed lost (0: it is not).
 LOST_BY_RULE = 1  # RFC 6675 IsLost(), a NewReno partial ACK, a timeout or a PMTU drop
@@ -34,7 +38,7 @@ class Sent:
     """One range of sequence space, sent (last) at `xmit`."""
 
     __slots__ = ("start", "end", "xmit", "order", "sacked", "lost", "retrans", "resent",
-                 "delivered", "delivered_time", "first_sent", "app_limited")
+                 "rate")
 
     def __init__(self, start: int, end: int, xmit: float, order: int) -> None:
         self.start = start
@@ -45,25 +49,19 @@ class Sent:
         self.lost = 0
         self.retrans = False  # a retransmission of it is in flight
         self.resent = False  # ever retransmitted: its ACK is ambiguous for RTT (Karn)
-        # the delivery-rate snapshot taken when it (last) left: RetransmitQueue.delivered and
-        # delivered_time then, the send time of the range whose delivery began this sending
-        # interval (first_sent), and whether the sender was application-limited
-        self.delivered = 0
-        self.delivered_time = 0.0
-        self.first_sent = 0.0
-        self.app_limited = False
+        # the delivery-rate snapshot taken when it (last) left (one tuple: it is copied on every
+        # partial ACK): RetransmitQueue.delivered and delivered_time then, the send time of the
+        # range whose delivery began this sending interval (first_sent), and whether the sender
+        # was application-limited
+        self.rate: RateSnapshot = NO_SNAPSHOT
 
     def split(self, at: int) -> Sent:
         """Cut at `at`; self keeps [start, at), the returned range is [at, end)."""
         tail = Sent(at, self.end, self.xmit, self.order)
         tail.sacked, tail.lost, tail.retrans, tail.resent = self.sacked, self.lost, self.retrans, self.resent
-        tail.copy_rate_snapshot(self)
+        tail.rate = self.rate
         self.end = at
         return tail
-
-    def copy_rate_snapshot(self, other: Sent) -> None:
-        self.delivered, self.delivered_time = other.delivered, other.delivered_time
-        self.first_sent, self.app_limited = other.first_sent, other.app_limited
 
     def sent_after(self, other: Sent) -> bool:
         """RFC 8985 RACK_sent_after(): self left later than `other`."""
@@ -128,8 +126,7 @@ class RetransmitQueue:
             self.first_sent = self.delivered_time = now  # nothing in flight: a sending interval starts
         self._order = order = order + 1
         r = Sent(start, end, now, order)
-        r.delivered, r.delivered_time, r.first_sent = self.delivered, self.delivered_time, self.first_sent  # _stamp(),
-        r.app_limited = self.app_limited_until != 0  # inline on the per-segment path
+        r.rate = (self.delivered, self.delivered_time, self.first_sent, self.app_limited_until != 0)  # _stamp(), inline
         ranges.append(r)
         self._starts_cache = None
 
@@ -162,7 +159,7 @@ class RetransmitQueue:
                 self._forget(r, r.start, una)
                 delivered = Sent(r.start, una, r.xmit, r.order)
                 delivered.resent = r.resent
-                delivered.copy_rate_snapshot(r)
+                delivered.rate = r.rate
                 r.start = una
                 if not r.sacked:
                     newest = self._delivered(delivered, newest)
@@ -301,10 +298,7 @@ class RetransmitQueue:
 
     def _stamp(self, r: Sent) -> None:
         """The draft's UpdateRateSample at send time: what `r` will compare its delivery with."""
-        r.delivered = self.delivered
-        r.delivered_time = self.delivered_time
-        r.first_sent = self.first_sent
-        r.app_limited = self.app_limited_until != 0
+        r.rate = (self.delivered, self.delivered_time, self.first_sent, self.app_limited_until != 0)
 
     def mark_app_limited(self, in_flight: int) -> None:
         """The sender has nothing more to send (or BBR's PROBE_RTT holds it back): samples until
@@ -326,14 +320,15 @@ class RetransmitQueue:
             self.delivered_time = now
         if newest is None:
             return rs
-        rs.prior_delivered = newest.delivered
-        rs.is_app_limited = newest.app_limited
+        prior_delivered, prior_time, first_sent, app_limited = newest.rate
+        rs.prior_delivered = prior_delivered
+        rs.is_app_limited = app_limited
         rs.rtt = -1.0 if newest.resent else now - newest.xmit
-        send_elapsed = newest.xmit - newest.first_sent
-        ack_elapsed = now - newest.delivered_time
+        send_elapsed = newest.xmit - first_sent
+        ack_elapsed = now - prior_time
         self.first_sent = newest.xmit
         interval = send_elapsed if send_elapsed > ack_elapsed else ack_elapsed
-        rs.delivered = self.delivered - newest.delivered
+        rs.delivered = self.delivered - prior_delivered
         if interval >= min_rtt and interval > 0:
             rs.interval = interval
         return rs
