@@ -39,7 +39,10 @@ Piece = tuple[int, int]  # [start, end) offsets in the stream
 class ReorderingParams(ScenarioParams):
     segments: int = Field(10, ge=5, le=40, description="pieces per train")
     segment_bytes: int = Field(400, ge=16, le=1400, description="bytes per piece")
-    immediate_ms: float = Field(20.0, gt=0, le=200, description="an ACK within this is immediate (delayed ACKs wait 40-500 ms)")
+    # Both targets' delayed-ACK timers wait at least 40 ms (Linux's TCP_DELACK_MIN, the engine's
+    # tcp.delayed_ack), so an ACK within 30 ms was not delayed; 20 ms left too little room for
+    # a Python engine's scheduling on a loaded 2-core machine (22-24 ms seen once in five runs).
+    immediate_ms: float = Field(30.0, gt=0, le=200, description="an ACK within this is immediate (delayed ACKs wait 40-500 ms)")
     bulk_kib: int = Field(2048, ge=64, le=65536, description="KiB echoed through the reordering middlebox")
     reorder_percent: float = Field(25.0, gt=0, le=100, description="middlebox reorder probability")
 
