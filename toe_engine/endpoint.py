@@ -454,11 +454,12 @@ class EndpointCore:
             return
         built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id,
                                         ttl=ttl, tos=tos)
-        conn = self.stack.connection(key)
+        plen = len(seg.payload)
+        conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload: no lookup for an ACK
         mss = conn.snd_mss if conn is not None else 0
-        gso = mss if mss and len(seg.payload) > mss else 0
+        gso = mss if mss and plen > mss else 0
         # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
-        self.counters.inc("tx_segments", -(-len(seg.payload) // gso) if gso else 1)
+        self.counters.inc("tx_segments", -(-plen // gso) if gso else 1)
         if gso:
             self.counters.inc("tso_super_frames")
         self.tx.append(TxFrame(built.data, gso, built.csum_start, built.csum_offset))

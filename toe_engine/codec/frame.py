@@ -37,6 +37,7 @@ from toe_engine.codec.ipv4 import (
     build_ipv4_header,
     ipv4_lengths,
     parse_ipv4,
+    put_ipv4_header,
 )
 from toe_engine.codec.ipv6 import IPV6_HLEN, Ipv6Fragment, build_ipv6_header, parse_ipv6
 from toe_engine.codec.tcp import TCP_CSUM_OFFSET, build_tcp_segment, parse_tcp
@@ -324,9 +325,8 @@ def build_tcp_frame(
 def _put_eth_ipv4(frame: bytearray, eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: bytes,
                   ttl: int, tos: int, ip_id: int, df: bool) -> None:
     """Write the Ethernet and IPv4 headers of a TCP frame into its first 34 bytes (its headroom)."""
-    frame[:ETH_HLEN] = build_ethernet(eth_dst, eth_src, ETHERTYPE_IPV4)
-    frame[ETH_HLEN:_ETH_IPV4_LEN] = build_ipv4_header(src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN,
-                                                      ttl=ttl, tos=tos, ident=ip_id, df=df)
+    ETH_HEADER.pack_into(frame, 0, eth_dst, eth_src, ETHERTYPE_IPV4)
+    put_ipv4_header(frame, ETH_HLEN, src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN, ttl, tos, ip_id, df)
 
 
 def build_tcp_frame_partial(

@@ -99,19 +99,28 @@ def build_ipv4_header(
     """
     if len(options) % 4 or len(options) > 40:
         raise ValueError("IPv4 options must be padded to a multiple of 4 bytes, at most 40")
-    header_len = IPV4_HLEN + len(options)
+    header = bytearray(IPV4_HLEN + len(options))
+    header[IPV4_HLEN:] = options
+    put_ipv4_header(header, 0, src, dst, proto, payload_len, ttl, tos, ident, df, mf, frag_offset, len(header))
+    return header
+
+
+def put_ipv4_header(
+    buf: bytearray, offset: int, src: bytes, dst: bytes, proto: int, payload_len: int,
+    ttl: int = 64, tos: int = 0, ident: int = 0, df: bool = True, mf: bool = False, frag_offset: int = 0,
+    header_len: int = IPV4_HLEN,
+) -> None:
+    """Write the header's fixed 20 bytes and its checksum at `offset` of a frame being built, so the
+    frame needs no copy of a header made apart; options, if any, must already follow (`header_len`)."""
     frag = (IP_DF if df else 0) | (IP_MF if mf else 0) | (frag_offset // 8)
     total_len = header_len + payload_len
     if total_len > 0xFFFF:
         total_len = 0
-    header = bytearray(header_len)
     IPV4_HEADER.pack_into(
-        header, 0, 0x40 | header_len // 4, tos, total_len, ident & 0xFFFF,
+        buf, offset, 0x40 | header_len // 4, tos, total_len, ident & 0xFFFF,
         frag, ttl, proto, 0, src, dst,
     )
-    header[IPV4_HLEN:] = options
-    _U16.pack_into(header, IPV4_CSUM_OFFSET, internet_checksum(header))
-    return header
+    _U16.pack_into(buf, offset + IPV4_CSUM_OFFSET, internet_checksum(buf[offset:offset + header_len]))
 
 
 def set_ipv4_checksum(buf: bytearray | memoryview, offset: int, header_len: int) -> None:
