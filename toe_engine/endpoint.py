@@ -308,7 +308,8 @@ class EndpointCore:
                 break
             for event in events:
                 self._dispatch(event, now)
-        self._account_touched()
+        if self._touched:
+            self._account_touched()
         for local_ip, remote_ip, seg in stack.poll_output():
             self._emit(local_ip, remote_ip, seg, now)
         while self._gone:  # after their last segments (a RST on abort) have found their way out
@@ -323,7 +324,9 @@ class EndpointCore:
             return
         ooo = conn.ooo
         app = self.apps.get(key)
-        held = len(conn.snd_buf) + len(conn.rcv_buf) + ooo.bytes_held + OOO_BLOCK_COST * len(ooo)
+        held = len(conn.snd_buf) + len(conn.rcv_buf)
+        if ooo.bytes_held:  # every block holds a byte at least: no bytes, no blocks to count
+            held += ooo.bytes_held + OOO_BLOCK_COST * len(ooo)
         self.buffer_memory.set(key, held + (app.buffered_bytes() if app is not None else 0))
 
     def _account_touched(self) -> None:
