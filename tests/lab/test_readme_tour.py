@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 from test_readme import LAB_PLACEHOLDER, readme_commands  # noqa: E402
 
-LONG = {"run", "bench", "demo"}
+LONG = {"run", "bench", "demo", "pkt", "fuzz"}  # parsed by tests/unit/test_readme.py, run by their own tests
 
 
 def toelab(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
