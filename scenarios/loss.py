@@ -69,7 +69,11 @@ class LossParams(ScenarioParams):
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
     limit_s: float = Field(30.0, gt=0, le=300, description="time limit of each transfer, seconds")
     backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
-    min_share: float = Field(0.01, gt=0, le=1,
+    # The lossless rate is CPU-bound (it grows on a quiet machine) while a lossy one is bound by
+    # loss recovery, so the share falls as the machine gets quieter: the engine keeps 0.9-1.1 % at
+    # 10 % loss on an idle machine, 2-5 % on a busy one; before RACK-TLP it kept 0.4 % and did not
+    # complete. Half a percent keeps that regression visible with room for the machine's state.
+    min_share: float = Field(0.005, gt=0, le=1,
                              description="share of the lossless download rate each lossy download must keep")
 
 
@@ -107,7 +111,7 @@ def _throughput_by_loss(ctx: RunContext, baseline: DownloadResult, downloads: di
                      f"({'complete' if baseline.complete else 'INCOMPLETE'}); with random loss "
                      + ", ".join(f"{k} {v.mbit_per_s:.1f} ({share[k]:.0%}{'' if v.complete else ', incomplete'})"
                                  for k, v in downloads.items())
-                     + f" (each must keep {p.min_share:.0%} of the lossless rate)",
+                     + f" (each must keep {p.min_share:.1%} of the lossless rate)",
                      numbers={"mbit_per_s[loss=0]": round(baseline.mbit_per_s, 2),
                               **{f"mbit_per_s[{k}]": round(v.mbit_per_s, 2) for k, v in downloads.items()},
                               **{f"share[{k}]": round(v, 4) for k, v in share.items()}})
