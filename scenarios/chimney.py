@@ -25,6 +25,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import Field
 
@@ -52,12 +53,7 @@ class ChimneyParams(ScenarioParams):
           claims=("TOE-19",))
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
-    server_node, client_node = ctx.lab.node(ctx.server), ctx.lab.node(ctx.client)
-    addr = ctx.address(ctx.server)
-    with server_node.inside():
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with client_node.inside():
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server_node = ctx.lab.node(ctx.server)
     chunk = p.chunk_kib * 1024
     data = ctx.rng.randbytes(chunk * (2 * p.chunks + 1))
     sent_digest, got_digest = hashlib.sha256(data).hexdigest(), hashlib.sha256()
@@ -66,14 +62,7 @@ def run(ctx: RunContext) -> Iterator[Check]:
     stalled_s = None
     capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {PORT}", name="chimney.pcap")
     try:
-        with listener, client:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((addr, PORT))
-            listener.listen(1)
-            client.settimeout(p.limit_s)
-            client.connect((addr, PORT))
-            server, _ = listener.accept()
-            server.settimeout(p.limit_s)
+        with _connection(ctx, PORT, p.limit_s) as (client, server):
             pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
             for piece in pieces[:p.chunks - 1]:
                 received += _echo(client, server, piece, got_digest)
@@ -132,6 +121,25 @@ def run(ctx: RunContext) -> Iterator[Check]:
                        "the kernel target has no offload engine to hand a connection to")
 
 
+@contextmanager
+def _connection(ctx: RunContext, port: int, limit_s: float) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A host-stack connection from the client node to the server node's `port`: (client, accepted server)."""
+    addr = ctx.address(ctx.server)
+    with ctx.lab.node(ctx.server).inside():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with ctx.lab.node(ctx.client).inside():
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with listener, client:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((addr, port))
+        listener.listen(1)
+        client.settimeout(limit_s)
+        client.connect((addr, port))
+        server, _ = listener.accept()
+        server.settimeout(limit_s)
+        yield client, server
+
+
 def _echo(client: socket.socket, server: socket.socket, piece: bytes, digest: hashlib._Hash) -> int:
     client.sendall(piece)
     server.sendall(_read(server, len(piece)))
@@ -181,12 +189,7 @@ def _engine_round_trip(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     port = PORT + 1
     engine = ctx.target.engine  # type: ignore[attr-defined]
-    server_node, client_node = ctx.lab.node(ctx.server), ctx.lab.node(ctx.client)
-    addr = ctx.address(ctx.server)
-    with server_node.inside():
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with client_node.inside():
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server_node, addr = ctx.lab.node(ctx.server), ctx.address(ctx.server)
     chunk = p.chunk_kib * 1024
     pieces = [ctx.rng.randbytes(chunk) for _ in range(3 * p.chunks)]
     pieces[p.chunks - 1] = pieces[p.chunks - 1][:ADOPT_UNREAD]
@@ -197,14 +200,7 @@ def _engine_round_trip(ctx: RunContext) -> Iterator[Check]:
     error = ""
     capture = ctx.capture(ctx.client, ctx.iface(ctx.client), f"tcp port {port}", name="chimney-engine.pcap")
     try:
-        with listener, client:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((addr, port))
-            listener.listen(1)
-            client.settimeout(p.limit_s)
-            client.connect((addr, port))
-            server, _ = listener.accept()
-            server.settimeout(p.limit_s)
+        with _connection(ctx, port, p.limit_s) as (client, server):
             for piece in pieces[:p.chunks - 1]:  # the host stack serves
                 received += _echo(client, server, piece, digest)
             unread = pieces[p.chunks - 1][:ADOPT_UNREAD]
