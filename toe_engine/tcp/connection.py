@@ -12,19 +12,17 @@ from toe_engine.segment import Segment, TcpOptions
 from toe_engine.tcp.events import Error
 from toe_engine.tcp.icmp import HARD_ERRORS, IcmpError
 from toe_engine.tcp.input import ReceivePath
-from toe_engine.tcp.output import SendPath
-from toe_engine.tcp.recovery import LOSS, LossRecovery
+from toe_engine.tcp.recovery import LOSS
 from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.tcb import (
     CLOSE_WAIT, CLOSED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, MIN_SND_MSS, RECEIVING_STATES, SENDING_STATES,
     SYN_RECEIVED, SYN_SENT, SYNCHRONIZED, TIME_WAIT, ConnectionHost, Counter, State, TcpError,
 )
-from toe_engine.tcp.timeouts import Timeouts
 
 __all__ = ["CLOSED", "SYN_RECEIVED", "TIME_WAIT", "Connection", "ConnectionHost", "Counter", "State", "TcpError"]
 
 
-class Connection(ReceivePath, SendPath, LossRecovery, Timeouts):
+class Connection(ReceivePath):
     """The TCB. Application calls come through TcpStack, which also reaps CLOSED TCBs."""
 
     __slots__ = ()

@@ -12,11 +12,12 @@ from toe_engine.tcp.rtx_queue import Sent
 from toe_engine.tcp.seqnum import HALF, MASK, seq_diff
 from toe_engine.tcp.tcb import (
     CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, INF, LAST_ACK, PAWS_IDLE_LIMIT,
-    RECEIVING_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, State, Tcb,
+    RECEIVING_STATES, SYN_RECEIVED, SYN_SENT, TIME_WAIT, State,
 )
+from toe_engine.tcp.output import SendPath
 
 
-class ReceivePath(Tcb):
+class ReceivePath(SendPath):
     """Segment arrival for every state after LISTEN (the stack handles LISTEN and CLOSED)."""
 
     __slots__ = ()

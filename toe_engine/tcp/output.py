@@ -10,11 +10,12 @@ from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.tcp.recovery import FAST
 from toe_engine.tcp.seqnum import MASK
 from toe_engine.tcp.tcb import (
-    CLOSED, INF, SACK_BLOCK_LEN, SACK_OPTION_OVERHEAD, SENDING_STATES, SYN_SENT, Tcb,
+    CLOSED, INF, SACK_BLOCK_LEN, SACK_OPTION_OVERHEAD, SENDING_STATES, SYN_SENT,
 )
+from toe_engine.tcp.timeouts import Timeouts
 
 
-class SendPath(Tcb):
+class SendPath(Timeouts):
     """Transmission: new data, pure ACKs, SYNs and RSTs."""
 
     __slots__ = ()

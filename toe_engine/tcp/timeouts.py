@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from toe_engine.segment import ACK
 from toe_engine.tcp.events import Error
-from toe_engine.tcp.recovery import PTO, RTO
+from toe_engine.tcp.recovery import PTO, RTO, LossRecovery
 from toe_engine.tcp.seqnum import MASK
-from toe_engine.tcp.tcb import CLOSED, ESTABLISHED, INF, SENDING_STATES, SYN_RECEIVED, SYN_SENT, Tcb
+from toe_engine.tcp.tcb import CLOSED, ESTABLISHED, INF, SENDING_STATES, SYN_RECEIVED, SYN_SENT
 
 
-class Timeouts(Tcb):
+class Timeouts(LossRecovery):
     """Timer expiry: `deadline()` for the stack's timer heap, `on_timer()` when it is due."""
 
     __slots__ = ()
