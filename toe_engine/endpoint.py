@@ -379,7 +379,7 @@ class EndpointCore:
                 self._feed(key, app)  # which returns at once if the connection went earlier in this batch
             return
         if isinstance(event, (Accepted, Connected)):
-            factory = self._pending_apps.pop(key, None)
+            factory: Callable[[_AppConnection], App] | None = self._pending_apps.pop(key, None)
             if factory is None and key.local_port in self.config.services and key not in self.apps:
                 self.resources.established(key)
                 factory = _app_class(self.config.services[key.local_port])

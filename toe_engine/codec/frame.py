@@ -283,6 +283,7 @@ def build_ip_frame(
     flow_label: int = 0,
 ) -> bytearray:
     """Ethernet + IPv4 or IPv6 (chosen by address length) around a ready transport message."""
+    ip: bytes | bytearray
     if len(src_ip) == 4:
         eth = build_ethernet(eth_dst, eth_src, ETHERTYPE_IPV4)
         ip = build_ipv4_header(src_ip, dst_ip, proto, len(l4), ttl=ttl, tos=tos, ident=ip_id, df=df)

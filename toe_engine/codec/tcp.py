@@ -86,11 +86,12 @@ def parse_tcp(buf: memoryview, offset: int, length: int) -> tuple[Segment, int] 
     if header_len < TCP_HLEN or header_len > length:
         return DropReason.TCP_BAD_DATA_OFFSET
     if header_len == TCP_HLEN:
-        opts: TcpOptions | DropReason = TcpOptions()
+        opts = TcpOptions()
     else:
-        opts = parse_options(buf, offset + TCP_HLEN, offset + header_len)
-        if isinstance(opts, DropReason):
-            return opts
+        parsed = parse_options(buf, offset + TCP_HLEN, offset + header_len)
+        if isinstance(parsed, DropReason):
+            return parsed
+        opts = parsed
     payload = buf[offset + header_len:offset + length]
     return Segment(sport, dport, seq, ack, flags, window, payload, opts, urg), header_len
 

@@ -170,7 +170,7 @@ class SynCookies:
         return int(now // self.period)
 
     @staticmethod
-    def _digest(template: hashlib._Hash, four_tuple: FourTuple, count: int) -> int:
+    def _digest(template: hashlib.blake2s, four_tuple: FourTuple, count: int) -> int:
         hasher = template.copy()
         hasher.update(four_tuple.local_ip)
         hasher.update(four_tuple.remote_ip)
