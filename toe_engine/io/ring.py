@@ -115,8 +115,9 @@ class RingSettings:
 class PacketRingDriver(AfPacketDriver):
     """An AF_PACKET socket with a vnet header, a TPACKET_V3 receive ring and sendmmsg batches.
 
-    `frames(budget)` yields views straight into the ring (header first); a view stays valid
-    until the generator moves past its block, which is handed back to the kernel then. The
+    `frames(budget)` yields views straight into the ring (header first), `batches(budget)` one
+    list of them per block; a view stays valid until the generator moves past its block, which
+    is handed back to the kernel then. The
     engine copies what it keeps, as with any driver. `kernel_statistics` also reports
     `freezes` (times the ring was full and the kernel froze it) through `ring_freezes`.
     """
@@ -150,6 +151,12 @@ class PacketRingDriver(AfPacketDriver):
     # --- receive --------------------------------------------------------------------------
     def frames(self, budget: int) -> Iterator[memoryview]:
         """Frames of every block the kernel has handed over, whole blocks until `budget` is reached."""
+        for batch in self.batches(budget):
+            yield from batch
+
+    def batches(self, budget: int) -> Iterator[list[memoryview]]:
+        """One list of frames per block the kernel has handed over, until `budget` frames; a block goes
+        back to the kernel when the caller asks for the next, so its views are valid until then."""
         view, block_bytes, blocks = self._view, self.ring.block_bytes, self.ring.blocks
         unpack_u32, unpack_block, unpack_frame = _U32.unpack_from, _BLOCK.unpack_from, _FRAME.unpack_from
         counters = self.counters
@@ -161,15 +168,17 @@ class PacketRingDriver(AfPacketDriver):
             count, offset = unpack_block(view, base + 12)
             offset += base
             nbytes = truncated = 0
+            batch: list[memoryview] = []
             try:
                 for _ in range(count):
                     next_offset, snaplen, length, mac = unpack_frame(view, offset)
                     if snaplen == length:
                         nbytes += snaplen
-                        yield view[offset + mac - VNET_HDR_LEN:offset + mac + snaplen]
+                        batch.append(view[offset + mac - VNET_HDR_LEN:offset + mac + snaplen])
                     else:
                         truncated += 1
                     offset += next_offset
+                yield batch
             finally:
                 _U32.pack_into(view, base + 8, TP_STATUS_KERNEL)
                 self._block = (self._block + 1) % blocks

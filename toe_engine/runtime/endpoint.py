@@ -42,6 +42,7 @@ from toe_engine.io.vnet import (
     VNET_GSO_TCPV6,
     VNET_HDR_LEN,
 )
+from toe_engine.offload.rx_gro import Aggregate, Delivered, RxGro
 from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
@@ -59,7 +60,7 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
                                "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
-SETTABLE = ("capacity", "policy", "services", "addresses", "tcp")
+SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro")
 #: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
 #: and the congestion control new connections start with (an offload NIC's firmware choice).
 RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion", "loss_detection"})
@@ -94,6 +95,7 @@ class EndpointSettings(BaseModel):
     policy: str = "fallback"
     tx_offload: bool = True
     tap_offloads: bool = True
+    gro: bool = True  # receive coalescing of each batch's in-order segments (ethtool -K gro; offload.rx_gro)
     mtu: int | None = Field(None, ge=576, le=65535)
     tcp: dict[str, Any] = {}
     secret: str | None = None
@@ -205,6 +207,15 @@ def check_services(value: Mapping[int | str, str]) -> dict[int, str]:
     return out
 
 
+def check_on_off(name: str, value: object) -> bool:
+    """An ethtool-style feature switch: on/off (or true/false)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("on", "off"):
+        return value == "on"
+    raise ValueError(f"{name} must be on or off, got {value!r}")
+
+
 def check_addresses(value: object) -> tuple[bytes, ...]:
     """A non-empty list of IP addresses (strings), packed."""
     if not isinstance(value, list) or not value:
@@ -258,6 +269,7 @@ class EndpointRuntime:
         self.wire_kernel_drops = 0
         self.queue = 0  # which of the node's queues this is (runtime.queues), for its counters
         self.clock: Callable[[], float] = time.monotonic
+        self.gro: RxGro | None = RxGro(core.counters) if settings.gro else None
 
     def attach(self, loop: EventLoop) -> None:
         self.clock = loop.clock
@@ -272,6 +284,8 @@ class EndpointRuntime:
         A ring driver hands over a whole block per wake-up; replies queue up and leave in one
         batch at the end (`commit_tx`), a plain driver has sent each already.
         """
+        if self.gro is not None:
+            return self._pump_coalesced(now, self.gro)
         core, wire = self.core, self.wire
         from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
         count = 0
@@ -292,6 +306,44 @@ class EndpointRuntime:
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
+        wire.commit_tx()
+        return count
+
+    def _pump_coalesced(self, now: float, gro: RxGro) -> int:
+        """`pump_wire` with receive GRO: each batch's segments coalesced per flow (offload.rx_gro),
+        every aggregate handed to the engine once, and all of the batch handled before the next."""
+        core, wire, counters = self.core, self.wire, self.core.counters
+        from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
+        receive = gro.receive
+        out: list[Delivered] = []
+        count = 0
+        for batch in wire.batches(self.budget):
+            count += len(batch)
+            for wire_frame in batch:
+                receive(wire_frame, out)
+            gro.flush(out)
+            for item in out:
+                frame: bytes | memoryview
+                if isinstance(item, Aggregate):
+                    frame, trusted = item.frame, True
+                    counters.inc("rx_frames", len(item.originals) - 1)  # wire frames, as without GRO
+                else:
+                    frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
+                try:
+                    consumed = from_wire(frame, now, trusted)
+                except Exception:  # one frame that trips the engine must not stop the node
+                    self._engine_error(memoryview(frame))
+                    consumed = True
+                if not consumed:  # the host gets the wire's frames, never an aggregate
+                    try:
+                        for original in item.originals if isinstance(item, Aggregate) else (item,):
+                            to_host(original)
+                    except OSError:
+                        counters.inc("host_tx_errors")
+                if core.tx:
+                    flush(commit=False)
+                    now = self.clock()
+            out.clear()
         wire.commit_tx()
         return count
 
@@ -368,14 +420,14 @@ class EndpointRuntime:
                 "services": {str(port): app for port, app in core.config.services.items()},
                 "capacity": core.resources.table.capacity, "embryonic_limit": core.resources.table.embryonic_limit,
                 "policy": policy_text, "tx_offload": core.config.tx_offload,
-                "tap_offloads": self.settings.tap_offloads, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
+                "tap_offloads": self.settings.tap_offloads, "gro": self.gro is not None, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
                 "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)},
                 "queues": 1, "rx_ring": self.settings.rx_ring, "rx_frames": self.settings.rx_frames,
                 "rx_usecs": self.settings.rx_usecs,
                 **({"ring": self.wire.ring.geometry()} if isinstance(self.wire, PacketRingDriver) else {})}
 
     def update(self, changes: Mapping[str, Any]) -> None:
-        """Change capacity, policy, services, addresses or TCP limits at run time; all are checked before any applies."""
+        """Change capacity, policy, services, addresses, TCP limits or GRO at run time; all are checked before any applies."""
         capacity = changes.get("capacity")
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
             raise ValueError(f"capacity must be a non-negative integer, got {capacity!r}")
@@ -383,7 +435,10 @@ class EndpointRuntime:
         services = check_services(changes["services"]) if "services" in changes else None
         addresses = check_addresses(changes["addresses"]) if "addresses" in changes else None
         tcp = check_runtime_tcp(self.core.config.tcp, changes["tcp"]) if "tcp" in changes else None
+        gro = check_on_off("gro", changes["gro"]) if "gro" in changes else None
         core = self.core
+        if gro is not None and gro != (self.gro is not None):  # between batches: nothing is held
+            self.gro = RxGro(core.counters) if gro else None
         if capacity is not None:
             core.resources.set_capacity(capacity)
         if policy is not None:

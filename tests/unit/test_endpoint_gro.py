@@ -1,0 +1,152 @@
+"""The endpoint runtime with receive GRO on and off, over socket pairs standing in for the wire and
+the TAP (no root): the same bytes reach the application, fewer segments reach TCP, wire frames
+are counted as without GRO, and flows the engine does not take reach the host frame by frame."""
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from toe_engine.apps.base import App, AppConnection
+from toe_engine.codec import build_tcp_frame, parse_frame
+from toe_engine.endpoint import EndpointConfig, EndpointCore
+from toe_engine.io.driver import DEFAULT_RX_BUFFER, FrameDriver
+from toe_engine.io.vnet import VNET_F_DATA_VALID
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
+from toe_engine.segment import ACK, SYN, Segment, TcpOptions
+from toe_engine.tcp.config import TcpConfig
+
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+IP_A, IP_B = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+PORT, CLIENT_PORT, ISN = 9, 40000, 1000
+MSS = 1460
+SEGMENTS = 40
+VNET_VALID = struct.pack("<BBHHHH", VNET_F_DATA_VALID, 0, 0, 0, 0, 0)
+
+
+class Recorder(App):
+    """Keeps every byte it is given."""
+
+    data = bytearray()
+
+    def __init__(self, conn: AppConnection) -> None:
+        super().__init__(conn)
+        Recorder.data = bytearray()
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        super().on_data(data)
+        Recorder.data += data
+
+
+class Pipe:
+    """One end for the runtime's driver, the other for the test."""
+
+    def __init__(self, name: str) -> None:
+        self.peer, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for sock in (self.peer, ours):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.setblocking(False)
+        self._ours = ours
+        self.driver = FrameDriver(ours.fileno(), name, None, DEFAULT_RX_BUFFER)
+
+    def put(self, frame: bytes) -> None:
+        self.peer.send(frame)
+
+    def taken(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                out.append(self.peer.recv(1 << 17))
+            except BlockingIOError:
+                return out
+
+    def close(self) -> None:
+        self.peer.close()
+        self._ours.close()
+
+
+def tcp(seg: Segment, ip_id: int = 0) -> bytes:
+    return VNET_VALID + bytes(build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, seg, ip_id=ip_id))
+
+
+@pytest.fixture
+def pipes() -> Iterator[tuple[Pipe, Pipe]]:
+    wire, host = Pipe("eth0"), Pipe("toe0")
+    yield wire, host
+    wire.close()
+    host.close()
+
+
+def runtime_with(wire: Pipe, host: Pipe, gro: bool) -> EndpointRuntime:
+    core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={PORT: Recorder}, secret=b"gro-test",
+                                       tcp=TcpConfig(rcv_buf=1 << 22, wscale=8, delayed_ack=0.04)))
+    core.neighbors.learn(IP_A, MAC_A)
+    runtime = EndpointRuntime(core, wire.driver, host.driver, EndpointSettings(addresses=["192.0.2.2"], gro=gro))
+    runtime.clock = lambda: 1.0  # what EventLoop.attach would set: the test's clock, not the machine's
+    return runtime
+
+
+def connect(runtime: EndpointRuntime, wire: Pipe) -> int:
+    """Handshake from the test's side; returns the engine's next sequence number."""
+    wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN, 0, SYN, 65535, b"", TcpOptions(mss=MSS, wscale=8))))
+    runtime.pump_wire(1.0)
+    synack = parse_frame(wire.taken()[-1][10:], verify_csum=False).tcp
+    assert synack is not None and synack.flags == SYN | ACK
+    wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1, synack.seq + 1, ACK, 1024)))
+    runtime.pump_wire(1.0)
+    return synack.seq + 1
+
+
+def stream(n: int) -> bytes:
+    return bytes(i * 13 % 251 for i in range(n))
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["gro-on", "gro-off"])
+def test_a_burst_reaches_the_application_byte_exact(pipes: tuple[Pipe, Pipe], gro: bool) -> None:
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro)
+    ack = connect(runtime, wire)
+    data = stream(SEGMENTS * MSS)
+    for k in range(SEGMENTS):
+        wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1 + k * MSS, ack, ACK, 1024, data[k * MSS:(k + 1) * MSS]), k))
+    assert runtime.pump_wire(1.0) == SEGMENTS  # one wake-up, one batch
+    counters = runtime.core.counters
+    assert bytes(Recorder.data) == data
+    assert counters["rx_frames"] == 2 + SEGMENTS  # wire frames, with or without GRO
+    acks = wire.taken()
+    if gro:
+        assert counters["gro_merged"] == SEGMENTS - 1 and counters["gro_flushed"] == 1
+        assert len(acks) == 1  # one aggregate of 40 segments: one ACK, as Linux sends after GRO
+    else:
+        assert counters["gro_merged"] == 0
+        assert len(acks) >= SEGMENTS // 2 - 1  # every second full-sized segment (SHLD-19)
+    runtime.on_due(1.1)  # a delayed ACK, if one is due, leaves now
+    acks += wire.taken()
+    last = parse_frame(acks[-1][10:], verify_csum=False).tcp
+    assert last is not None and last.ack == ISN + 1 + len(data)
+    assert host.taken() == []
+
+
+def test_flows_the_engine_does_not_take_reach_the_host_as_they_came(pipes: tuple[Pipe, Pipe]) -> None:
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro=True)
+    frames = [tcp(Segment(CLIENT_PORT, 5555, ISN + k * MSS, 1, ACK, 1024, stream(MSS)), k) for k in range(5)]
+    for frame in frames:
+        wire.put(frame)
+    runtime.pump_wire(1.0)
+    assert runtime.core.counters["gro_merged"] == 4  # merged, then declined: the host gets the originals
+    assert host.taken() == frames
+
+
+def test_gro_is_an_ethtool_style_setting(pipes: tuple[Pipe, Pipe]) -> None:
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro=True)
+    handle = endpoint_handler(runtime)
+    assert handle({"cmd": "config"}, 1.0)["config"]["gro"] is True
+    assert handle({"cmd": "set", "gro": "off"}, 1.0)["config"]["gro"] is False and runtime.gro is None
+    assert handle({"cmd": "set", "gro": True}, 1.0)["config"]["gro"] is True and runtime.gro is not None
+    with pytest.raises(ValueError, match="gro must be on or off, got 'maybe'"):
+        handle({"cmd": "set", "gro": "maybe", "capacity": 3}, 1.0)
+    assert runtime.core.resources.table.capacity != 3  # nothing applied
