@@ -58,7 +58,7 @@ class IcmpMessage(NamedTuple):
     rest: int  # the 32-bit "rest of header" word
     mtu: int | None  # next-hop MTU of frag-needed, MTU of packet-too-big
     quoted: QuotedDatagram | None
-    body: memoryview  # bytes after the 8-byte header
+    body: "memoryview"  # bytes after the 8-byte header (quoted, or mypyc looks the name up as a global)
 
     @property
     def echo_ident(self) -> int:

@@ -87,7 +87,7 @@ class RetransmitQueue:
         self.retrans = 0
         self.fack = 0  # the highest end of a range delivered (ACKed or SACKed) never resent
         self.reordered = False  # a never-resent range was delivered below `fack` (RFC 8985 step 3)
-        self.original_low = INF  # the lowest never-resent octet delivered since the caller last reset it (F-RTO)
+        self.original_low: int | float = INF  # the lowest never-resent octet delivered since the caller last reset it (F-RTO)
         self.delivered = 0  # octets ever ACKed or SACKed (the draft's C.delivered) ...
         self.delivered_time = 0.0  # ... and when that last grew (C.delivered_time; kept by rate_sample())
         self.first_sent = 0.0  # C.first_sent_time: when the newest range delivered so far had left
