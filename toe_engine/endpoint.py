@@ -21,6 +21,7 @@ from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request
 from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
 from toe_engine.segment import ACK, FIN, RST, SYN, FourTuple, Segment
+from toe_engine.synpath import FLAGS_OFFSET, SYN_HEADERS, SYN_ONLY, SYN_ONLY_MASK, SynFastPath
 from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, PeerClosed, Reset, Writable
@@ -168,7 +169,9 @@ class EndpointCore:
         self._pending_apps: dict[FourTuple, type[App]] = {}
         self._eof_pending: set[FourTuple] = set()  # FIN seen, data still to hand over
         self.tx: list[TxFrame] = []
-        self._ip_id = 0
+        self.ip_id = 0  # of the last IPv4 frame sent; the SYN fast path advances it too
+        #: Bare SYNs the policy answers or drops go here first (None: every frame takes the general path).
+        self.syn_path: SynFastPath | None = SynFastPath(self, TxFrame)
 
     # --- applications on the engine's own active opens ----------------------------------
     def connect(self, local_ip: bytes, remote_ip: bytes, remote_port: int, app: type[App], now: float) -> FourTuple:
@@ -188,6 +191,11 @@ class EndpointCore:
         counters = self.counters
         counters.inc("rx_frames")
         self._reply_to = None  # never a MAC left from an earlier frame
+        syn_path = self.syn_path
+        if syn_path is not None and len(frame) >= SYN_HEADERS and frame[FLAGS_OFFSET] & SYN_ONLY_MASK == SYN_ONLY:
+            decided = syn_path.on_syn(frame, now, csum_ok)  # a flood's SYN, perhaps: decided without a TCB
+            if decided is not None:
+                return decided
         parsed = parse_frame(frame, verify_csum=not csum_ok)
         if parsed.drop_reason is not None:
             return self._rejected(parsed)
@@ -447,15 +455,15 @@ class EndpointCore:
                 self.neighbors.asked(remote_ip)
                 self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
             return
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        self.ip_id = (self.ip_id + 1) & 0xFFFF
         self.counters.inc("tx_frames")
         ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         if not self.config.tx_offload:
             self.counters.inc("tx_segments")
-            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id,
+            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self.ip_id,
                                                    ttl=ttl, tos=tos)))
             return
-        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self._ip_id,
+        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self.ip_id,
                                         ttl=ttl, tos=tos)
         plen = len(seg.payload)
         conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload: no lookup for an ACK

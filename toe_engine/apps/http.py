@@ -16,6 +16,12 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_HEADER = 16 * 1024
 MAX_BODY_DIGITS = len(str(MAX_BODY))
 _FILL = memoryview(b"x" * 65536)
+#: A body up to this size goes into the send buffer with its head, in one send.
+INLINE_BODY = 1024
+_INLINE_FILL = b"x" * INLINE_BODY
+#: Response heads by (status, length, close), built once: a connection-rate load asks for few.
+_HEADS: dict[tuple[bytes, int, bool], bytes] = {}
+_HEADS_LIMIT = 1024
 
 
 class HttpResponder(App):
@@ -70,7 +76,6 @@ class HttpResponder(App):
     def respond(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
         parts = lines[0].split()
-        headers = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(b":") for line in lines[1:])}
         self.requests += 1
         if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
             self._start(b"400 Bad Request", 0, False, close=True)
@@ -80,15 +85,24 @@ class HttpResponder(App):
             length = MAX_BODY if len(path.lstrip(b"0")) > MAX_BODY_DIGITS else min(int(path), MAX_BODY)
         else:
             length = DEFAULT_BODY
-        connection = headers.get(b"connection")
+        connection = _connection_header(lines)
         keep = connection == b"keep-alive" if parts[2] == b"HTTP/1.0" else connection != b"close"
         self._start(b"200 OK", length, parts[0] == b"GET", close=not keep)
 
     def _start(self, status: bytes, length: int, send_body: bool, *, close: bool) -> None:
         self.close_after = close
-        self.head = (b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(length).encode()
-                     + b"\r\nServer: toelab\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-        self.body_left = length if send_body else 0
+        head = _HEADS.get((status, length, close))
+        if head is None:
+            head = (b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(length).encode()
+                    + b"\r\nServer: toelab\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+            if len(_HEADS) < _HEADS_LIMIT:
+                _HEADS[(status, length, close)] = head
+        if send_body and length <= INLINE_BODY:
+            self.head = head + _INLINE_FILL[:length]  # one send, so head and body leave in one segment
+            self.body_left = 0
+        else:
+            self.head = head
+            self.body_left = length if send_body else 0
 
     def _send_response(self) -> bool:
         """Move the current response into the send buffer; False when the buffer is full first."""
@@ -103,3 +117,13 @@ class HttpResponder(App):
                 return False
             self.body_left -= sent
         return True
+
+
+def _connection_header(lines: list[bytes]) -> bytes | None:
+    """The value of the last Connection header among a request's header lines, lower case."""
+    value = None
+    for line in lines[1:]:
+        name, sep, rest = line.partition(b":")
+        if sep and name.strip().lower() == b"connection":
+            value = rest.strip().lower()
+    return value

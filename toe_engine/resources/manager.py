@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..counters import Counters
-from ..segment import FourTuple, Segment
+from ..segment import SYN, FourTuple, Segment
 from .bufpool import DEFAULT_BUFFER_SIZE, BufferPool
 from .memory import BufferMemory
 from .policy import Admission, ExhaustionPolicy, PassedFlows, PortFilter
@@ -92,9 +92,28 @@ class ResourceManager:
         if self._take_slot(four_tuple, now, embryonic=True):
             self.counters.inc("conn_offloaded")
             return Admission.ACCEPT
+        return self._exhausted(four_tuple, self.policy.on_exhaustion(), now)
+
+    def decide_syn(self, key: tuple[bytes, int, bytes, int], now: float) -> Admission | None:
+        """What `admit` answers a SYN for `key` (local side first) when it needs no slot: PASS for a passed
+        flow, or the policy's PASS, DROP or COOKIE, counted as `admit` counts them; None where only `admit`
+        can say (the flow is in the table, its port is not offloaded, a slot is free, the policy resets)."""
+        passed = self.passed
+        if key in passed and passed.see(FourTuple(*key), SYN, now):
+            return Admission.PASS
+        if key in self.table or not self.port_filter.offloads(key[1]):
+            return None
+        if self.table.has_room(embryonic=True) and self.pool.can_reserve(key, self.conn_buffer_bytes):
+            return None
         decision = self.policy.on_exhaustion()
+        if decision is Admission.RESET:
+            return None
+        return self._exhausted(key, decision, now)
+
+    def _exhausted(self, key: tuple[bytes, int, bytes, int], decision: Admission, now: float) -> Admission:
+        """Count the policy's `decision` for a SYN that found no room; a passed flow is remembered."""
         if decision is Admission.PASS:
-            self.passed.add(four_tuple, now)
+            self.passed.add(FourTuple(*key), now)
             self.counters.inc("conn_fallback")
         elif decision is not Admission.COOKIE:
             self.counters.inc("conn_denied")

@@ -9,6 +9,10 @@ bits of our TSval carry window scale, SACK-permitted and ECN, and come back in T
 Cookie layout, as in Linux:
 
     ISN = H0(4-tuple) + peer_ISN + (count << 24) + ((H1(4-tuple, count) + mss_index) mod 2^24)
+
+The hashes read the 4-tuple as bytes (`flow_bytes`: our address, the peer's, our port, the
+peer's), which the SYN fast path (toe_engine.synpath) builds from a frame's header fields
+without a FourTuple.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ TS_ECN = 1 << 5
 MAX_WSCALE = 14  # RFC 7323 section 2.3
 
 _U32 = 0xFFFFFFFF
+PORTS = struct.Struct("!HH")  # our port, the peer's: the end of `flow_bytes`
+_NO_COUNT = bytes(4)  # H0 hashes the 4-tuple with a count of zero
 
 
 class CounterSink(Protocol):
@@ -111,18 +117,21 @@ class SynCookies:
         `wscale` is the peer's announced shift (None if absent); `ts_clock` is the engine's
         current TSval clock, defaulting to `now` at `ts_hz`. The TSval is never ahead of it.
         """
-        count = self._count(now)
-        data = mss_index(mss)
-        base = self._digest(self._hash0, four_tuple, 0)
-        keyed = (self._digest(self._hash1, four_tuple, count) + data) & COOKIE_MASK
-        isn = (base + syn_seq + ((count & COUNT_MASK) << COOKIE_BITS) + keyed) & _U32
+        isn = self.flow_isn(flow_bytes(four_tuple), syn_seq, mss, now)
         tsval = None
         if ts:
             clock = int(now * self.ts_hz) if ts_clock is None else ts_clock
-            tsval = _option_timestamp(clock & _U32, wscale, sack, ecn)
+            tsval = option_timestamp(clock & _U32, wscale, sack, ecn)
         if self._counters is not None:
             self._counters.inc("syncookies_sent")
         return isn, tsval
+
+    def flow_isn(self, flow: bytes, syn_seq: int, mss: int, now: float) -> int:
+        """The cookie ISN for a SYN whose 4-tuple is `flow` (see `flow_bytes`); counts nothing."""
+        count = self._count(now)
+        base = _keyed(self._hash0, flow + _NO_COUNT)
+        keyed = (_keyed(self._hash1, flow + _count_bytes(count)) + mss_index(mss)) & COOKIE_MASK
+        return (base + syn_seq + ((count & COUNT_MASK) << COOKIE_BITS) + keyed) & _U32
 
     def check_cookie(self, four_tuple: FourTuple, ack_segment: Segment, now: float) -> DecodedCookie | None:
         """Decode the cookie in a third-handshake ACK, or None if it is forged, stale or for another flow.
@@ -142,11 +151,12 @@ class SynCookies:
         iss = (seg.ack - 1) & _U32
         irs = (seg.seq - 1) & _U32
         count = self._count(now)
-        stripped = (iss - self._digest(self._hash0, four_tuple, 0) - irs) & _U32
+        flow = flow_bytes(four_tuple)
+        stripped = (iss - _keyed(self._hash0, flow + _NO_COUNT) - irs) & _U32
         age = (count - (stripped >> COOKIE_BITS)) & COUNT_MASK
         if age >= self.max_age:
             return None
-        data = (stripped - self._digest(self._hash1, four_tuple, count - age)) & COOKIE_MASK
+        data = (stripped - _keyed(self._hash1, flow + _count_bytes(count - age))) & COOKIE_MASK
         if data >= len(MSS_TABLE):
             return None
         timestamp = seg.options.timestamp
@@ -171,14 +181,26 @@ class SynCookies:
 
     @staticmethod
     def _digest(template: hashlib.blake2s, four_tuple: FourTuple, count: int) -> int:
-        hasher = template.copy()
-        hasher.update(four_tuple.local_ip)
-        hasher.update(four_tuple.remote_ip)
-        hasher.update(struct.pack("!HHI", four_tuple.local_port, four_tuple.remote_port, count & _U32))
-        return int.from_bytes(hasher.digest(), "big")
+        """H0 (with `_hash0` and count 0) or H1 (with `_hash1`) of a 4-tuple, as the cookie uses it."""
+        return _keyed(template, flow_bytes(four_tuple) + _count_bytes(count))
 
 
-def _option_timestamp(clock: int, wscale: int | None, sack: bool, ecn: bool) -> int:
+def flow_bytes(four_tuple: FourTuple) -> bytes:
+    """The bytes the cookie hashes for a 4-tuple: our address, the peer's, our port, the peer's."""
+    return four_tuple.local_ip + four_tuple.remote_ip + PORTS.pack(four_tuple.local_port, four_tuple.remote_port)
+
+
+def _keyed(template: hashlib.blake2s, data: bytes) -> int:
+    hasher = template.copy()
+    hasher.update(data)
+    return int.from_bytes(hasher.digest(), "big")
+
+
+def _count_bytes(count: int) -> bytes:
+    return (count & _U32).to_bytes(4, "big")
+
+
+def option_timestamp(clock: int, wscale: int | None, sack: bool, ecn: bool) -> int:
     """Linux's cookie_init_timestamp: the clock with its low bits replaced, never ahead of it."""
     options = TS_WSCALE_MASK if wscale is None else min(wscale, MAX_WSCALE)
     if sack:

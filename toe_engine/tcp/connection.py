@@ -71,8 +71,11 @@ class Connection(ReceivePath):
         self._established(now)
         self.on_segment(ack_seg, now)
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
-        """Queue as much of `data` as the send buffer holds; returns the count taken."""
+    def send(self, data: bytes | bytearray | memoryview, now: float, push: bool = True) -> int:
+        """Queue as much of `data` as the send buffer holds; returns the count taken.
+
+        `push` False only queues: the owner calls output() once the application is done (cork).
+        """
         if self.fin_queued or self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             raise TcpError(f"connection {self.key} cannot send in state {self.state.name}")
         room = self.cfg.snd_buf - len(self.snd_buf)
@@ -81,11 +84,16 @@ class Connection(ReceivePath):
             self.want_writable = True
         if n:
             self.snd_buf += data[:n] if n < len(data) else data
-            self.output(now)
+            if push:
+                self.output(now)
         return n
 
-    def recv(self, max_bytes: int, now: float) -> bytes:
-        """Take up to `max_bytes` in-order bytes; b"" if none are waiting."""
+    def recv(self, max_bytes: int, now: float, push: bool = True) -> bytes:
+        """Take up to `max_bytes` in-order bytes; b"" if none are waiting.
+
+        A window update the read makes owed goes at once, or with `push` False on the owner's
+        next output() (by then it may ride on the application's answer).
+        """
         buf = self.rcv_buf
         n = min(max_bytes, len(buf))
         if not n:
@@ -98,7 +106,8 @@ class Connection(ReceivePath):
             del buf[:n]
         if self.state in RECEIVING_STATES and self._window_opened():
             self.ack_now = True
-            self.output(now)
+            if push:
+                self.output(now)
         return data
 
     def readable_bytes(self) -> int:

@@ -199,6 +199,14 @@ class TcpStack:
     def connections(self) -> list[FourTuple]:
         return [c.key for c in self._conns.values()]
 
+    def has_connection(self, key: tuple[bytes, int, bytes, int]) -> bool:
+        """Whether a TCB exists for (local_ip, local_port, remote_ip, remote_port): the SYN fast path asks."""
+        return key in self._conns
+
+    def listener(self, local_ip: bytes, port: int) -> Listener | None:
+        """The listener a SYN to (local_ip, port) reaches, or None."""
+        return self._listener_for(local_ip, port)
+
     def __len__(self) -> int:
         return len(self._conns)
 

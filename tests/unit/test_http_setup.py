@@ -1,0 +1,133 @@
+"""One HTTP connection's life on the engine, frame by frame: what goes on the wire and what is freed.
+
+The client's frames are the ones the lab's Linux client sends (SYN, the handshake's ACK, the
+GET with `Connection: close`, the RST of its abortive close); the engine must answer with a
+SYN-ACK and then one segment carrying the ACK of the GET, the whole response and the FIN,
+and forget the connection when the RST comes.
+"""
+from __future__ import annotations
+
+import pytest
+
+from toe_engine.apps.http import INLINE_BODY
+from toe_engine.codec import build_tcp_frame, parse_frame
+from toe_engine.endpoint import EndpointConfig, EndpointCore
+from toe_engine.resources import ResourceConfig
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.tcp.events import Closed
+from toe_engine.tcp.testing import IP_A as STACK_A, IP_B as STACK_B, Harness
+from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
+from toelab.benches.http_setup import in_memory_cost
+from toelab.benches.loadgen import REQUEST, complete_response
+
+PORT, SPORT, ISN, TSVAL = 80, 40000, 5000, 777
+
+
+def engine() -> EndpointCore:
+    core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={PORT: "http"}, resources=ResourceConfig(capacity=8),
+                                       secret=b"http"))
+    core.neighbors.learn(IP_A, MAC_A)
+    return core
+
+
+def send(core: EndpointCore, seq: int, ack: int, flags: int, payload: bytes = b"",
+         opts: TcpOptions | None = None) -> list[Segment]:
+    """One client frame in; the segments the engine sent back."""
+    frame = build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(SPORT, PORT, seq, ack, flags, 83, payload,
+                                                             opts or TcpOptions(timestamp=(TSVAL, 0))))
+    assert core.from_wire(bytes(frame), 1.0) is True
+    return [parse_frame(bytes(tx.frame), verify_csum=False).tcp for tx in core.poll_wire()]
+
+
+def handshake(core: EndpointCore) -> tuple[int, int]:
+    (synack,) = send(core, ISN, 0, SYN, opts=TcpOptions(mss=1460, sack_permitted=True, wscale=9,
+                                                        timestamp=(TSVAL, 0)))
+    assert synack.flags == SYN | ACK
+    seq, ack = ISN + 1, synack.seq + 1
+    assert send(core, seq, ack, ACK) == []  # nothing to say yet: the request has not come
+    return seq, ack
+
+
+def test_a_get_with_connection_close_is_answered_in_one_segment_with_its_ack_and_fin() -> None:
+    core = engine()
+    seq, ack = handshake(core)
+    (answer,) = send(core, seq, ack, ACK | PSH, REQUEST)
+    assert answer.flags == FIN | PSH | ACK
+    assert answer.seq == ack and answer.ack == seq + len(REQUEST)  # the GET's ACK rides on the response
+    assert complete_response(bytes(answer.payload))
+    assert bytes(answer.payload).endswith(b"\r\n\r\n" + b"x" * 64)
+
+
+def test_the_rst_of_the_clients_abortive_close_frees_every_trace_of_the_connection() -> None:
+    core = engine()
+    seq, ack = handshake(core)
+    assert core.resources.table.occupancy == 1
+    (answer,) = send(core, seq, ack, ACK | PSH, REQUEST)
+    assert send(core, seq + len(REQUEST), ack + len(answer.payload) + 1, RST | ACK) == []
+    assert len(core.stack) == 0 and core.resources.table.occupancy == 0
+    assert core.apps == {} and core.next_hops() == 0 and core.buffer_memory.total == 0
+    assert core.counters["conn_closed"] == 1 and core.counters["app_tx_bytes"] == len(answer.payload)
+
+
+def test_a_body_larger_than_the_inline_limit_still_streams_whole() -> None:
+    core = engine()
+    seq, ack = handshake(core)
+    size = 4 * INLINE_BODY + 3
+    request = REQUEST.replace(b"/64", b"/%d" % size)
+    answers = send(core, seq, ack, ACK | PSH, request)
+    data = b"".join(bytes(seg.payload) for seg in answers)
+    assert complete_response(data, body=size)
+    assert answers[-1].flags & FIN and all(not seg.flags & FIN for seg in answers[:-1])
+
+
+def test_corked_sends_leave_as_one_segment_and_carry_the_owed_ack() -> None:
+    h = Harness()
+    key, server = h.establish(7)
+    h.a.send(key, b"request", now=h.now)
+    h.run(0.015)  # delivered after the channel's 10 ms; b's delayed ACK (40 ms) is not due yet
+    h.flush()
+    assert h.b.readable(server) == 7
+    before = len(h.trace)
+    h.b.cork()
+    assert h.b.recv(server, now=h.now) == b"request"
+    h.b.send(server, b"head ", now=h.now)
+    h.b.send(server, b"body", now=h.now)
+    h.flush()
+    assert len(h.trace) == before  # nothing leaves while corked
+    h.b.uncork(h.now)
+    h.flush()
+    (sent,) = h.trace[before:]
+    assert sent.src == "b" and bytes(sent.seg.payload) == b"head body" and sent.seg.flags & ACK
+    assert sent.seg.ack == h.b.connection(server).rcv_nxt & 0xFFFFFFFF
+
+
+def test_uncork_skips_a_connection_aborted_while_corked() -> None:
+    h = Harness()
+    _, server = h.establish(7)
+    h.flush()
+    h.events_b.clear()
+    before = len(h.trace)
+    h.b.cork()
+    h.b.send(server, b"never sent", now=h.now)
+    h.b.abort(server, now=h.now)
+    h.b.uncork(h.now)
+    h.flush()
+    assert [type(e) for e in h.events_b].count(Closed) == 1
+    assert [sent.seg.flags for sent in h.trace[before:]] == [RST]  # the abort's RST, no data after it
+
+
+def test_the_in_memory_bench_sees_two_frames_out_per_connection() -> None:
+    cost = in_memory_cost(50)
+    assert cost.frames_in == 4 and cost.frames_out == 2
+    assert 0 < cost.cpu_us < 100_000
+
+
+@pytest.mark.parametrize("response, ok", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64, True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 63, False),
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 64, False),
+    (b"", False),
+])
+def test_the_client_counts_only_whole_responses(response: bytes, ok: bool) -> None:
+    assert complete_response(response) is ok

@@ -1,0 +1,217 @@
+"""The SYN fast path: a flood's SYNs answered or counted with no connection state, as a NIC's parser would.
+
+A SYN flood is bare SYNs (no ACK, RST or FIN) in untagged Ethernet/IPv4 frames to a
+listening port. Once the table has no room, the exhaustion policy decides each one, and the
+general path (parse into a ParsedFrame and a Segment, TcpStack, a cookie SYN-ACK Segment, the
+frame builder) spends most of its time on objects the answer does not need. Here one
+unpack reads the headers, the policy decides (ResourceManager.decide_syn), and:
+
+- syncookie: the SYN-ACK is packed in one call from a template per listener and option shape
+  (window scale, SACK, timestamps as the SYN asked and the listener offers); its IPv4
+  checksum and its TCP checksum (or, with transmit checksum offload, the pseudo-header sum
+  the device completes) are the template's constant sum plus the words that change;
+- deny (drop): counted as conn_denied and consumed;
+- fallback: remembered as a passed flow and handed to the host.
+
+Everything else returns None and takes the general path: a SYN the table has room for, a
+flow already known or passed, IPv6, VLAN tags, IP options, options the codec refuses, a bad
+checksum or source, deny with RST. So the fast path never decides differently, and the
+SYN-ACK it sends is byte for byte the general path's (tests/unit/test_syn_fastpath.py).
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from toe_engine.checksum import fold
+from toe_engine.resources.policy import Admission
+from toe_engine.resources.syncookie import PORTS, option_timestamp
+
+if TYPE_CHECKING:
+    from toe_engine.endpoint import EndpointCore, TxFrame
+    from toe_engine.tcp.config import TcpConfig
+
+#: Ethernet, IPv4 without options, the TCP fixed header: what a flood SYN is checked by.
+_SYN = struct.Struct("!6x6sHBxH2xHxB2x4s4sHHI4xBB6x")
+SYN_HEADERS = _SYN.size  # 54: a frame shorter than this is no fast-path SYN
+#: The SYN-ACK's Ethernet, IPv4 and TCP fixed headers (the IPv4 version/IHL and TOS, TTL and protocol as words).
+_HEADERS = struct.Struct("!6s6sHHHHHHH4s4sHHIIBBHHH")
+FLAGS_OFFSET = 47  # the TCP flags byte of such a frame
+#: TCP flags a connection request has among SYN, ACK, RST, FIN: SYN alone.
+SYN_ONLY_MASK, SYN_ONLY = 0x17, 0x02
+_ETH_IPV4 = 34  # where the TCP header starts
+_TCP_CSUM_OFFSET = 16
+_MASK = 0xFFFFFFFF
+_SYN_ACK = 0x12
+_DF = 0x4000
+_TTL_PROTO = (64 << 8) | 6  # the general path's defaults for a frame of no connection (TTL 64, TOS 0)
+_MSS_ONLY = b"\x02\x04"
+
+
+class SynAckTemplate:
+    """One listener address and port's cookie SYN-ACK for one option shape: its packer and constant sums."""
+
+    __slots__ = ("options", "ts_options", "head", "tail", "total_len", "data_offset", "window", "ip_sum", "tcp_sum")
+
+    def __init__(self, local_ip: bytes, local_port: int, cfg: TcpConfig, wscale: bool, sack: bool,
+                 timestamps: bool, partial: bool) -> None:
+        # The options as codec.tcp.build_options lays them out: MSS, [SACK-permitted +] timestamps, NOP + WS.
+        head = struct.pack("!BBH", 2, 4, cfg.mss)
+        if timestamps:
+            head += (b"\x04\x02" if sack else b"\x01\x01") + b"\x08\x0a"
+        elif sack:
+            head += b"\x01\x01\x04\x02"
+        tail = bytes((1, 3, 3, cfg.wscale)) if wscale and cfg.wscale is not None else b""
+        self.head, self.tail, self.options = head, tail, head + tail
+        #: With timestamps the options are packed per SYN (TSval, TSecr between head and tail).
+        self.ts_options = struct.Struct(f"!{len(head)}sII{len(tail)}s") if timestamps else None
+        tcp_len = 20 + len(head) + (8 if timestamps else 0) + len(tail)
+        self.total_len = 20 + tcp_len
+        self.data_offset = (tcp_len // 4) << 4
+        self.window = min(cfg.rcv_buf, 0xFFFF)
+        # Sums mod 0xFFFF of the words that never change; 2**16 == 1 (mod 0xFFFF), so a 32-bit field
+        # adds in as one integer, and so do option bytes of even length. The peer's address, port,
+        # the sequence numbers and timestamps are added per SYN.
+        local = int.from_bytes(local_ip, "big")
+        self.ip_sum = 0x4500 + self.total_len + _DF + _TTL_PROTO + local
+        pseudo = local + 6 + tcp_len
+        # With checksum offload the field holds the pseudo-header sum (not complemented) for the device.
+        self.tcp_sum = pseudo if partial else (pseudo + local_port + ((self.data_offset << 8) | _SYN_ACK)
+                                               + self.window + int.from_bytes(head + tail, "big"))
+
+
+class SynFastPath:
+    """Bare SYNs to a listener the table has no room for, decided without a TCB (see the module doc)."""
+
+    def __init__(self, core: EndpointCore, tx_frame: type[TxFrame]) -> None:
+        self.core = core
+        self.tx_frame = tx_frame  # the endpoint's frame-for-the-wire type (passed in: no import back up)
+        self.counters = core.counters
+        self.stack = core.stack
+        self.resources = core.resources
+        self.neighbors = core.neighbors
+        #: (address, port, MSS, window shift or -1, receive buffer, SACK, timestamps, checksum offload) -> template
+        self.templates: dict[tuple[bytes, int, int, int, int, bool, bool, bool], SynAckTemplate] = {}
+        # The options of the SYN being handled (a reused record, not an object per SYN).
+        self.mss = 0
+        self.wscale = -1
+        self.sack = False
+        self.tsval = -1
+
+    def on_syn(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool) -> bool | None:
+        """Decide a frame that may be a bare SYN: True consumed, False for the host, None: the general path."""
+        if len(frame) < SYN_HEADERS:
+            return None
+        eth_src, ethertype, ver_ihl, total_len, frag, proto, src, dst, sport, dport, seq, offset, flags = \
+            _SYN.unpack_from(frame)
+        if ethertype != 0x0800 or ver_ihl != 0x45 or proto != 6 or frag & 0x3FFF or flags & SYN_ONLY_MASK != SYN_ONLY:
+            return None
+        core = self.core
+        header_len = (offset >> 4) << 2
+        if dst not in core.addresses or header_len < 20 or header_len > total_len - 20 or total_len > len(frame) - 14:
+            return None
+        if not csum_ok and not _checksums_ok(frame, total_len, src, dst):
+            return None
+        first = src[0]
+        if first >= 224 or first == 0 or first == 127 or src in core.config.subnet_broadcasts:
+            return None
+        if dport not in core.config.services and dport not in core.socket_ports:
+            return None
+        stack = self.stack
+        listener = stack.listener(dst, dport)
+        key = (dst, dport, src, sport)
+        if listener is None or stack.has_connection(key) or not self._options(frame, _ETH_IPV4 + header_len):
+            return None
+        decision = self.resources.decide_syn(key, now)
+        if decision is None:
+            return None
+        counters = self.counters
+        if decision is Admission.PASS:
+            counters.inc("rx_to_host")
+            return False
+        counters.inc("rx_segments")
+        if decision is Admission.COOKIE:
+            self._answer(frame, eth_src, src, dst, sport, dport, seq, listener.config, now)
+        return True
+
+    def _options(self, frame: bytes | bytearray | memoryview, end: int) -> bool:
+        """Read the SYN's options into the record as codec.tcp.parse_options would; False where it refuses them."""
+        self.mss, self.wscale, self.sack, self.tsval = 0, -1, False, -1
+        i = _ETH_IPV4 + 20
+        if end == i + 4 and frame[i:i + 2] == _MSS_ONLY:  # what a flood's SYN carries
+            self.mss = (frame[i + 2] << 8) | frame[i + 3]
+            return True
+        while i < end:
+            kind = frame[i]
+            if kind == 0:
+                break
+            if kind == 1:
+                i += 1
+                continue
+            if i + 1 >= end:
+                return False
+            length = frame[i + 1]
+            if length < 2 or i + length > end:
+                return False
+            if kind == 8 and length == 10:
+                self.tsval = int.from_bytes(frame[i + 2:i + 6], "big")
+            elif kind == 2 and length == 4:
+                self.mss = (frame[i + 2] << 8) | frame[i + 3]
+            elif kind == 3 and length == 3:
+                self.wscale = frame[i + 2]
+            elif kind == 4 and length == 2:
+                self.sack = True
+            i += length
+        return True
+
+    def _answer(self, frame: bytes | bytearray | memoryview, eth_src: bytes, src: bytes, dst: bytes, sport: int,
+                dport: int, seq: int, cfg: TcpConfig, now: float) -> None:
+        """The cookie SYN-ACK, as TcpStack._cookie_syn_ack and EndpointCore._emit would make it."""
+        core = self.core
+        wscale = self.wscale >= 0 and cfg.wscale is not None
+        sack = cfg.sack and self.sack
+        timestamps = cfg.timestamps and self.tsval >= 0
+        partial = core.config.tx_offload
+        shape = (dst, dport, cfg.mss, cfg.wscale if wscale and cfg.wscale is not None else -1, cfg.rcv_buf,
+                 sack, timestamps, partial)
+        template = self.templates.get(shape)
+        if template is None:
+            template = self.templates[shape] = SynAckTemplate(dst, dport, cfg, wscale, sack, timestamps, partial)
+        isn = self.resources.syncookies.flow_isn(dst + src + PORTS.pack(dport, sport), seq, self.mss or 536, now)
+        ack = (seq + 1) & _MASK
+        core.ip_id = ip_id = (core.ip_id + 1) & 0xFFFF
+        peer = int.from_bytes(src, "big")
+        ip_csum = ~fold(template.ip_sum + ip_id + peer) & 0xFFFF
+        mac = self.neighbors.lookup(src) or eth_src
+        counters = self.counters
+        counters.inc("syncookies_sent")
+        counters.inc("tx_frames")
+        counters.inc("tx_segments")
+        ts_options = template.ts_options
+        if ts_options is None:
+            options, words = template.options, 0
+        else:
+            tsval = option_timestamp(self.stack.ts_clock(now), self.wscale if self.wscale >= 0 else None, self.sack,
+                                     False)
+            options, words = ts_options.pack(template.head, tsval, self.tsval, template.tail), tsval + self.tsval
+        if partial:
+            tcp_csum = fold(template.tcp_sum + peer)
+        else:
+            tcp_csum = ~fold(template.tcp_sum + peer + sport + isn + ack + words) & 0xFFFF
+        out = _HEADERS.pack(mac, core.config.mac, 0x0800, 0x4500, template.total_len, ip_id, _DF, _TTL_PROTO, ip_csum,
+                            dst, src, dport, sport, isn, ack, template.data_offset, _SYN_ACK, template.window,
+                            tcp_csum, 0) + options
+        core.tx.append(self.tx_frame(out, 0, _ETH_IPV4, _TCP_CSUM_OFFSET) if partial else self.tx_frame(out))
+
+
+def _checksums_ok(frame: bytes | bytearray | memoryview, total_len: int, src: bytes, dst: bytes) -> bool:
+    """The IPv4 header and TCP checksums of a SYN frame, as the codec verifies them."""
+    ip_sum = int.from_bytes(frame[14:34], "big") % 0xFFFF
+    if ip_sum:  # a one's-complement sum of all ones is 0 mod 0xFFFF
+        return False
+    end = 14 + total_len
+    tcp = frame[_ETH_IPV4:end]
+    value = int.from_bytes(tcp, "big")
+    if (end - _ETH_IPV4) & 1:
+        value <<= 8
+    return (value + int.from_bytes(src, "big") + int.from_bytes(dst, "big") + 6 + end - _ETH_IPV4) % 0xFFFF == 0

@@ -1,0 +1,210 @@
+"""HTTP connection set-ups (connect, GET, close): what one connection costs the engine, and the
+rate one client gets from the engine and from the kernel.
+
+In memory, the engine core is fed the frames the lab's kernel client sends for one connection
+(SYN, the handshake's ACK, the GET, the RST of its abortive close) and only the engine's CPU
+is timed. In a lab, the same sequential client (toelab.benches.loadgen) runs against the
+kernel (lab.services on a plain host) and against the engine endpoint in alternating rounds,
+so a neighbour's load weighs on both sides alike; each side reports its segments per
+connection and the client's and the engine's CPU per connection, which say where the time goes.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from toe_engine.codec import build_tcp_frame, parse_frame
+from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
+from toe_engine.resources import ResourceConfig
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
+
+from .engine import _cpu_seconds, _engine_pid
+from .loadgen import REQUEST, complete_response
+from .rows import Row, row
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
+HTTP_PORT = 80
+CLIENT_MSS, CLIENT_WSCALE = 1460, 9  # what the lab's Linux client puts in its SYN (tcpdump of a bench run)
+CLIENT_WINDOW = 83  # 42,340 bytes at window scale 9, its first ACK's window field
+MASK = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    """One connection's life in the engine core: CPU and frames each way, per connection."""
+
+    cpu_us: float
+    frames_in: float
+    frames_out: float
+
+
+def _segments(out: list[TxFrame]) -> list[Segment]:
+    """The TCP segments of frames the engine sent (parsed outside the timing)."""
+    return [seg for seg in (parse_frame(bytes(tx.frame), verify_csum=False).tcp for tx in out) if seg is not None]
+
+
+def in_memory_cost(connections: int = 5000) -> MemoryCost:
+    """CPU time the engine core spends per HTTP connection, client frames built outside the timing.
+
+    Raises RuntimeError if a connection is not answered with one SYN-ACK and then the whole
+    response with its FIN, or if the table is not empty at the end: a figure for a
+    connection life that went wrong would mean nothing.
+    """
+    core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={HTTP_PORT: "http"},
+                                       resources=ResourceConfig(capacity=65536), secret=b"bench"))
+    core.neighbors.learn(IP_A, MAC_A)
+    clock = time.process_time
+    from_wire, poll = core.from_wire, core.poll_wire
+    cpu = 0.0
+    frames_out = 0
+    now = 1.0
+    for i in range(connections):
+        port, isn, tsval = 1024 + i % 60000, (i * 7919) & MASK, 1000 + i
+
+        def frame(seq: int, ack: int, flags: int, payload: bytes = b"", window: int = CLIENT_WINDOW,
+                  opts: TcpOptions | None = None) -> bytearray:
+            return build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(
+                port, HTTP_PORT, seq & MASK, ack & MASK, flags, window, payload, opts or TcpOptions(timestamp=(tsval, 0))))
+
+        syn = frame(isn, 0, SYN, window=42340, opts=TcpOptions(mss=CLIENT_MSS, wscale=CLIENT_WSCALE, sack_permitted=True,
+                                                    timestamp=(tsval, 0)))
+        start = clock()
+        from_wire(syn, now, csum_ok=True)
+        out = poll()
+        cpu += clock() - start
+        replies = _segments(out)
+        if [seg.flags for seg in replies] != [SYN | ACK]:
+            raise RuntimeError(f"connection {i}: the SYN was not answered with one SYN-ACK")
+        seq, ack = isn + 1, replies[0].seq + 1
+        handshake, get = frame(seq, ack, ACK), frame(seq, ack, ACK | PSH, REQUEST)
+        start = clock()
+        from_wire(handshake, now, csum_ok=True)
+        out = poll()
+        from_wire(get, now, csum_ok=True)
+        out += poll()
+        cpu += clock() - start
+        replies = _segments(out)
+        response = b"".join(bytes(seg.payload) for seg in replies)
+        if not complete_response(response) or not replies or not replies[-1].flags & FIN:
+            raise RuntimeError(f"connection {i}: the GET was not answered with the whole response and a FIN")
+        rst = frame(seq + len(REQUEST), ack + len(response) + 1, RST | ACK)
+        start = clock()
+        from_wire(rst, now, csum_ok=True)
+        out += poll()
+        core.on_timer(now)
+        cpu += clock() - start
+        frames_out += 1 + len(out)
+        now += 0.0001
+    if len(core.stack) or core.resources.table.occupancy:
+        raise RuntimeError(f"{len(core.stack)} connections left in the engine after every client reset its own")
+    return MemoryCost(cpu / connections * 1e6, 4.0, frames_out / connections)
+
+
+# --- in a lab ----------------------------------------------------------------------------------------
+
+@dataclass
+class SideTotals:
+    """One target's figures summed over the rounds."""
+
+    connections: int = 0
+    failures: int = 0
+    bad_responses: int = 0
+    seconds: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0  # the engine process (kernel side: the Python services process)
+    segments_in: int = 0  # TCP segments the server side received / sent
+    segments_out: int = 0
+    rates: list[float] = field(default_factory=list)
+
+    def add(self, result: dict[str, float], server_cpu: float, segments: tuple[int, int]) -> None:
+        self.connections += int(result["connections"])
+        self.failures += int(result["failures"])
+        self.bad_responses += int(result.get("bad_responses", 0))
+        self.seconds += result["seconds"]
+        self.client_cpu += result.get("cpu_seconds", 0.0)
+        self.server_cpu += server_cpu
+        self.segments_in += segments[0]
+        self.segments_out += segments[1]
+        self.rates.append(result["connections"] / result["seconds"])
+
+    @property
+    def rate(self) -> float:
+        return self.connections / self.seconds if self.seconds else 0.0
+
+    def per_connection(self, amount: float) -> float:
+        return amount / self.connections if self.connections else 0.0
+
+
+def _kernel_segments(lab: "Lab", node: str) -> tuple[int, int]:
+    """The node's kernel TCP InSegs and OutSegs (/proc/net/snmp inside its namespace)."""
+    lines = [line.split() for line in lab.node(node).run(["cat", "/proc/net/snmp"], check=True).stdout.splitlines()
+             if line.startswith("Tcp:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("InSegs")]), int(values[names.index("OutSegs")])
+
+
+def _engine_segments(lab: "Lab", node: str) -> tuple[int, int]:
+    counters = lab.engine(node).stats()["counters"]
+    return int(counters.get("rx_segments", 0)), int(counters.get("tx_segments", 0))
+
+
+def _client_round(lab: "Lab", addr: str, seconds: float) -> dict[str, float]:
+    done = lab.node("h1").run([sys.executable, "-m", "toelab.benches.loadgen", "http", addr, str(HTTP_PORT),
+                               str(seconds)], timeout=seconds + 60, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: Callable[["Lab", str], tuple[int, int]],
+                    totals: SideTotals) -> None:
+    seg0, cpu0 = segments(lab, node), _cpu_seconds(pid)
+    result = _client_round(lab, lab.address(node), seconds)
+    cpu, seg1 = _cpu_seconds(pid) - cpu0, segments(lab, node)
+    totals.add(result, cpu, (seg1[0] - seg0[0], seg1[1] - seg0[1]))
+
+
+def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals]:
+    """Kernel and engine HTTP set-ups with the same client, `rounds` alternating runs of
+    `seconds / rounds` each, both labs up side by side; (kernel, engine)."""
+    from lab.lab import Lab
+    from lab.render import load_topology
+    from lab.tools import wait_for_line
+
+    kernel, engine = SideTotals(), SideTotals()
+    each = seconds / rounds
+    with Lab.up(load_topology("two_hosts")) as klab, \
+            Lab.up(load_topology("toe_pair", {"capacity": "65536"})) as elab:
+        server = klab.node("h2").popen([sys.executable, "-m", "lab.services", f"http={HTTP_PORT}"],
+                                       stdout=subprocess.PIPE)
+        wait_for_line(server, "ready", "kernel-side HTTP service")
+        engine_pid = _engine_pid(elab, "t1")
+        for _ in range(rounds):
+            _measured_round(klab, "h2", server.pid, each, _kernel_segments, kernel)
+            _measured_round(elab, "t1", engine_pid, each, _engine_segments, engine)
+    return kernel, engine
+
+
+def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None = None) -> list[Row]:
+    """The HTTP set-up row (engine against kernel, same client, same run) and the in-memory
+    per-connection cost row when it was measured."""
+    rows = [row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel.rate),
+                round(engine.rate), failures=engine.failures + engine.bad_responses,
+                kernel_failures=kernel.failures + kernel.bad_responses,
+                engine_cpu_us_per_conn=round(engine.per_connection(engine.server_cpu) * 1e6, 1),
+                client_cpu_us_per_conn=round(engine.per_connection(engine.client_cpu) * 1e6, 1),
+                kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
+                engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
+                kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
+                rounds=len(engine.rates))]
+    if memory is not None:
+        rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
+                        round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2)))
+    return rows
