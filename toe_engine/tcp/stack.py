@@ -83,6 +83,7 @@ class TcpStack:
         self._synack_repeated: dict[FourTuple, float] = {}  # when a duplicate SYN last drew a SYN-ACK
         self._next_port = EPHEMERAL_FIRST
         self._now = 0.0
+        self._corked: dict[FourTuple, Connection] | None = None  # between cork() and uncork()
 
     # ------------------------------------------------------------------ host services
 
@@ -132,9 +133,32 @@ class TcpStack:
         self._after(conn)
         return key
 
+    def cork(self) -> None:
+        """Hold what sends and reads would transmit until uncork(), as TCP_CORK does: a response
+        an event handler writes in pieces leaves as one segment, and the ACK (or window update)
+        the request is owed rides on it instead of going alone first."""
+        if self._corked is None:
+            self._corked = {}
+
+    def uncork(self, now: float | None = None) -> None:
+        """Transmit what cork() held, once per connection (a close or shutdown sent it already)."""
+        corked, self._corked = self._corked, None
+        if not corked:
+            return
+        now = self._clock(now)
+        conns = self._conns
+        for key, c in corked.items():
+            if conns.get(key) is c:  # not reaped meanwhile
+                c.output(now)
+                self._after(c)
+
     def send(self, conn: FourTuple, data: bytes | bytearray | memoryview, now: float | None = None) -> int:
         """Queue data; returns how many bytes the send buffer took (a Writable event follows a short count)."""
         c = self._conn(conn)
+        corked = self._corked
+        if corked is not None:
+            corked[conn] = c
+            return c.send(data, self._clock(now), push=False)
         n = c.send(data, self._clock(now))
         self._after(c)
         return n
@@ -142,6 +166,10 @@ class TcpStack:
     def recv(self, conn: FourTuple, max_bytes: int = 1 << 30, now: float | None = None) -> bytes:
         """Up to `max_bytes` received bytes; b"" if none are waiting (see at_eof)."""
         c = self._conn(conn)
+        corked = self._corked
+        if corked is not None:
+            corked[conn] = c
+            return c.recv(max_bytes, self._clock(now), push=False)
         data = c.recv(max_bytes, self._clock(now))
         self._after(c)
         return data
