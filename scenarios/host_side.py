@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.tools import wait_for_line
@@ -150,14 +151,38 @@ def hold_open(node: Node, address: str, port: int, timeout_s: float = 3.0) -> so
     return sock
 
 
-def setup_rate(node: Node, address: str, port: int, count: int, timeout_s: float) -> tuple[int, float]:
-    """Sequential connect-and-close to a port: how many completed and how many per second."""
+@dataclass(frozen=True)
+class SetupBatch:
+    """Sequential connect-and-close to one port: how many completed, in what time, at what CPU to this thread."""
+
+    ok: int
+    seconds: float
+    client_cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.ok / max(self.seconds, 1e-9)
+
+
+def setup_batch(node: Node, address: str, port: int, count: int, timeout_s: float) -> SetupBatch:
+    """`count` sequential connect-and-close from `node`; the CPU is the calling thread's, to the nanosecond,
+    which includes the kernel work done in its context (its own TCP, and over loopback the peer's too)."""
     ok = 0
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.thread_time()
     for _ in range(count):
         ok += connects(node, address, port, timeout_s)
-    elapsed = time.monotonic() - start
-    return ok, ok / max(elapsed, 1e-9)
+    return SetupBatch(ok, time.monotonic() - start, time.thread_time() - cpu)
+
+
+def rx_packets(node: Node, iface: str) -> int:
+    """Frames `iface` of `node` has received (its /proc/net/dev row, read from inside the node)."""
+    with node.inside():
+        text = Path("/proc/thread-self/net/dev").read_text()
+    for line in text.splitlines():
+        name, _, fields = line.partition(":")
+        if name.strip() == iface:
+            return int(fields.split()[1])
+    raise RuntimeError(f"node {node.name} has no interface {iface}")
 
 
 @dataclass(frozen=True)
