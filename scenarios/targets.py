@@ -23,7 +23,7 @@ SERVICE_PORTS: dict[str, int] = {"echo": 7, "discard": 9, "chargen": 19, "http":
 
 #: Counters every target reports, under these names or mapped by `Target.standard_counters`.
 STANDARD_COUNTERS = ("rx_csum_errors", "out_segments", "in_segments", "retransmits", "resets_sent",
-                     "syncookies_sent", "syncookies_ok", "syncookies_failed", "listen_drops")
+                     "syncookies_sent", "syncookies_ok", "syncookies_failed", "listen_drops", "timeouts")
 
 
 class TargetUnavailable(Exception):
@@ -93,7 +93,8 @@ class KernelTarget(Target):
     standard_counters = {"rx_csum_errors": "TcpInCsumErrors", "out_segments": "TcpOutSegs",
                          "in_segments": "TcpInSegs", "retransmits": "TcpRetransSegs", "resets_sent": "TcpOutRsts",
                          "syncookies_sent": "TcpExtSyncookiesSent", "syncookies_ok": "TcpExtSyncookiesRecv",
-                         "syncookies_failed": "TcpExtSyncookiesFailed", "listen_drops": "TcpExtListenDrops"}
+                         "syncookies_failed": "TcpExtSyncookiesFailed", "listen_drops": "TcpExtListenDrops",
+                         "timeouts": "TcpExtTCPTimeouts"}
 
     #: Policies as values of net.ipv4.tcp_syncookies in the server's namespace.
     SYNCOOKIE_POLICIES: ClassVar[dict[str, int]] = {"syncookie": 1, "deny": 0, "syncookie-always": 2}

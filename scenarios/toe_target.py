@@ -56,7 +56,8 @@ class ToeTarget(Target):
     standard_counters: ClassVar[dict[str, str]] = {
         "rx_csum_errors": "rx_csum_errors", "out_segments": "tx_segments", "in_segments": "rx_segments",
         "retransmits": "retransmits", "resets_sent": "rst_sent", "syncookies_sent": "syncookies_sent",
-        "syncookies_ok": "syncookies_ok", "syncookies_failed": "syncookies_failed", "listen_drops": "conn_denied"}
+        "syncookies_ok": "syncookies_ok", "syncookies_failed": "syncookies_failed", "listen_drops": "conn_denied",
+        "timeouts": "rto_expired"}
     #: The engine's exhaustion policies (lab.endpoint's `policy` setting) by toelab's policy names.
     POLICIES: ClassVar[dict[str, str]] = {"fallback": "fallback", "deny": "deny:drop", "syncookie": "syncookie"}
 

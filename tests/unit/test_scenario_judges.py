@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scenarios.loss import throughput_kept
+from scenarios.host_view import Setups, setups_judged
+from scenarios.loss import LossyDownload, recovery_judged, rto_bound_per_mib
 from scenarios.lro_router import lro_collapsed, lro_oversize_dropped
 from scenarios.pmtud import PathRun, Transfer, clamped, receiver_carried, segments_fit, send_mss_from_path, stalled
 from scenarios.rfc9293 import ack_delay_bounded, ack_delays, acked_every_second, acks_delayed
@@ -166,15 +167,59 @@ def test_lro_collapse_needs_the_same_path_to_work_with_gro() -> None:
 
 
 # --- loss ---------------------------------------------------------------------------------------------
-def test_throughput_by_loss_is_judged_against_the_lossless_rate() -> None:
+def test_throughput_by_loss_fails_on_an_rto_storm_a_stall_or_nothing_measured() -> None:
     size = 3 << 20
     base = DownloadResult(size, size, 0.1)  # 250 Mbit/s
-    good = {"loss=1%": DownloadResult(size, size, 0.2), "loss=10%": DownloadResult(size, size, 1.0)}
-    assert throughput_kept(base, good, 0.05)
-    assert not throughput_kept(base, {"loss=10%": DownloadResult(size, size, 10.0)}, 0.05), "RTO-bound: 1 %"
-    assert not throughput_kept(base, {}, 0.05), "nothing measured under loss"
-    assert not throughput_kept(DownloadResult(size, 0, 20.0), good, 0.05), "no lossless reference"
-    assert not throughput_kept(base, {"loss=1%": DownloadResult(size, size // 2, 20.0)}, 0.0001), "incomplete"
+
+    def lossy(seconds: float, rtos: int, got: int = size) -> LossyDownload:
+        return LossyDownload(DownloadResult(size, got, seconds), rtos)
+
+    good = {1.0: lossy(0.2, 0), 5.0: lossy(1.5, 2), 10.0: lossy(7.5, 15)}
+    assert recovery_judged(base, 0, good, 0.005) == (True, "")
+    ok, why = recovery_judged(base, 0, {**good, 10.0: lossy(7.5, 93)}, 0.005)
+    assert not ok and "loss=10% took 31.00 RTOs per MiB (at most 14.48)" in why, "collapsed into timeouts"
+    assert not recovery_judged(base, 0, {5.0: lossy(1.5, 12)}, 0.005)[0], "4 per MiB at 5 %: more than 3.62"
+    assert not recovery_judged(base, 0, {1.0: lossy(0.3, 6)}, 0.005)[0], "2 per MiB at 1 %: more than 1"
+    assert not recovery_judged(base, 0, {1.0: lossy(60.0, 0)}, 0.005)[0], "no RTO, yet no progress either"
+    assert not recovery_judged(base, 0, {}, 0.005)[0], "nothing measured under loss"
+    assert not recovery_judged(DownloadResult(size, 0, 20.0), 0, good, 0.005)[0], "no lossless reference"
+    assert not recovery_judged(base, 2, good, 0.005)[0], "timeouts without loss: the path is broken"
+    assert not recovery_judged(base, 0, {1.0: lossy(20.0, 0, size // 2)}, 0.0001)[0], "incomplete"
+    assert not recovery_judged(base, 0, {10.0: lossy(7.5, 15, 0)}, 0.005)[0], "nothing moved: no RTO per MiB to read"
+    assert rto_bound_per_mib(0.5) == 1.0 and round(rto_bound_per_mib(10), 2) == 14.48
+
+
+# --- host_view (TOE-2) --------------------------------------------------------------------------
+def setups(attempts: int = 800, ok: int | None = None, cpu_us: float = 40.0, wire: int = 3200, loopback: int = 0,
+           passed: int | None = None) -> Setups:
+    done = attempts if ok is None else ok
+    return Setups(attempts, done, 0.5, done * cpu_us / 1e6, 2000.0, wire, loopback, passed)
+
+
+def test_setup_rate_compares_the_engine_with_the_host_stack_off_its_path() -> None:
+    engine, host = setups(cpu_us=220), setups(cpu_us=30, wire=0, loopback=4800, passed=0)
+    assert setups_judged(True, engine, host, engine_served=800) == (True, "")
+    assert not setups_judged(True, setups(cpu_us=25), host, engine_served=800)[0], "the engine was no costlier"
+    ok, why = setups_judged(True, engine, setups(cpu_us=30, wire=3200, loopback=0, passed=3200), engine_served=800)
+    assert not ok and "did not go over loopback" in why and "in the reference's path" in why, "a reference behind the engine"
+    ok, why = setups_judged(True, engine, host, engine_served=10)
+    assert not ok and "the engine served 10 of 800" in why, "the host stack served them on the engine's fallback"
+    assert not setups_judged(True, engine, host, engine_served=None)[0]
+    assert not setups_judged(True, setups(wire=100), host, engine_served=800)[0], "nothing crossed the wire"
+    assert not setups_judged(True, setups(ok=700, cpu_us=220), host, engine_served=800)[0], "setups failed"
+
+
+def test_setup_rate_fails_on_nothing_measured() -> None:
+    empty = setups(attempts=0, wire=0)
+    assert not setups_judged(False, empty, empty, None)[0]
+    assert not setups_judged(True, empty, empty, 0)[0]
+    assert not setups_judged(False, setups(cpu_us=0), setups(wire=0, loopback=4800), None)[0], "no CPU time read"
+
+
+def test_setup_rate_on_one_stack_needs_the_wire_and_loopback_alike() -> None:
+    host = setups(cpu_us=45, wire=0, loopback=4800)
+    assert setups_judged(False, setups(cpu_us=40), host, None) == (True, "")
+    assert not setups_judged(False, setups(cpu_us=400), host, None)[0], "tenfold on one stack"
 
 
 def test_segment_size_checks_fail_on_a_burst_too_small_to_show_anything() -> None:
