@@ -1,35 +1,70 @@
 """`toelab bench loss` without root: its rows follow the benchmark convention, from runs measured elsewhere."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+import toelab.benches.loss as bench
 from scenarios.targets import UnknownCounter, delta
-from toelab.benches.loss import ENGINE_COUNTERS, MIB, SETTINGS, Run, rows, table
+from toelab.benches.loss import ENGINE_COUNTERS, KERNEL_CC, MIB, SETTINGS, Run, rows, table
+
+#: Kernel runs by label: (seconds per transfer, congestion control it ran).
+KERNEL = {"kernel": (0.1, "bbr"), "kernel-reno": (0.2, "reno"), "kernel-cubic": (0.4, "cubic"),
+          "kernel-bbr": (0.1, "bbr")}
 
 
-def runs(engine_seconds: float = 1.0) -> list[Run]:
+def runs(engine_seconds: float = 1.0, kernels: tuple[str, ...] = ("kernel", "kernel-reno"),
+         engine_cc: str = "newreno") -> list[Run]:
     out = []
     for setting, _ in SETTINGS:
         for kind, size in (("download", 3 * MIB), ("echo", MIB)):
-            out.append(Run(kind, setting, "kernel", size, size, 0.1, True, {}))
-            out.append(Run(kind, setting, "kernel-reno", size, size, 0.2, True, {}))
+            for label in kernels:
+                seconds, cc = KERNEL[label]
+                out.append(Run(kind, setting, label, size, size, seconds, True, {}, cc))
             counters = {name: 0 for name in ENGINE_COUNTERS.values()} | {"rto_expired": 3, "tlp_probes": 6}
-            out.append(Run(kind, setting, "toe", size, size, engine_seconds, engine_seconds < 30, counters))
+            out.append(Run(kind, setting, "toe", size, size, engine_seconds, engine_seconds < 30, counters, engine_cc))
     return out
 
 
-def test_one_row_per_transfer_and_setting_with_the_kernel_as_reference() -> None:
+def test_one_row_per_transfer_and_setting_with_the_like_for_like_kernel_as_reference() -> None:
     data = rows(runs())
     assert [r["measurement"] for r in data][:5] == ["download, loss=0%", "download, loss=1%", "download, loss=5%",
                                                     "download, loss=10%", "download, gemodel=1/50/50"]
     assert len(data) == 2 * len(SETTINGS)
     row = data[3]
-    assert {k: row[k] for k in ("bench", "unit", "reference", "engine", "ratio")} == {
-        "bench": "loss", "unit": "Mbit/s", "reference": 251.66, "engine": 25.17, "ratio": 0.1}
-    assert (row["reno_reference"], row["reno_ratio"]) == (125.83, 0.2)
+    assert {k: row[k] for k in ("bench", "unit", "reference", "engine", "ratio", "kernel_cc")} == {
+        "bench": "loss", "unit": "Mbit/s", "reference": 125.83, "engine": 25.17, "ratio": 0.2, "kernel_cc": "reno"}
+    assert (row["default_reference"], row["default_ratio"], row["kernel_default_cc"]) == (251.66, 0.1, "bbr")
+    assert row["kernel_seconds"] == 0.2 and row["default_seconds"] == 0.1, "the reference's time is the like one's"
     assert row["engine_rto_per_mib"] == 1.0 and row["engine_tlp_per_mib"] == 2.0, "per MiB of the 3 MiB moved"
     assert data[5]["engine_rto_per_mib"] == 3.0, "the echo moved 1 MiB"
-    assert "download, loss=10%" in str(table(data).columns[0]._cells)
+
+
+@pytest.mark.parametrize("engine_cc", sorted(KERNEL_CC))
+def test_the_reference_is_the_kernel_running_the_engines_algorithm(engine_cc: str) -> None:
+    like = f"kernel-{KERNEL_CC[engine_cc]}"
+    data = rows(runs(kernels=(like, "kernel"), engine_cc=engine_cc), engine_cc)
+    seconds = KERNEL[like][0]
+    assert data[0]["reference"] == round(3 * MIB * 8 / seconds / 1e6, 2)
+    assert data[0]["kernel_cc"] == KERNEL_CC[engine_cc] and data[0]["kernel_default_cc"] == "bbr"
+
+
+def test_where_the_default_is_the_matching_algorithm_both_columns_are_that_run() -> None:
+    data = rows(runs(kernels=("kernel-bbr",), engine_cc="bbr"), "bbr")
+    assert data[0]["reference"] == data[0]["default_reference"] and data[0]["ratio"] == data[0]["default_ratio"]
+    assert data[0]["kernel_default_cc"] == "bbr"
+
+
+def test_the_table_says_which_kernel_is_which() -> None:
+    data = rows(runs())
+    for each in data:
+        each["engine_cc"] = "newreno"
+    t = table(data)
+    headers = [str(c.header) for c in t.columns]
+    assert headers[1] == "kernel reno Mbit/s" and headers[4] == "kernel bbr" and headers[3] == "engine/kernel"
+    assert "like for like" in str(t.title) and "newreno" in str(t.title)
+    assert "download, loss=10%" in str(t.columns[0]._cells)
 
 
 def test_an_incomplete_engine_transfer_is_shown_so() -> None:
@@ -44,10 +79,6 @@ def test_a_counter_the_engine_lacks_is_an_error_not_zero() -> None:
 
 
 def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
-
-    import toelab.benches.loss as bench
-
     def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
         if endpoint == "toe":
             delta({}, {"rto_expired": 1}, *ENGINE_COUNTERS.values())
@@ -58,21 +89,20 @@ def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: py
     assert info.value.exit_code == 1 and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("engine_cc", [None, "bbr"])
-def test_the_engine_runs_the_congestion_control_asked_for_and_each_row_names_it(
-        monkeypatch: pytest.MonkeyPatch, engine_cc: str | None) -> None:
-    import argparse
-
-    import toelab.benches.loss as bench
-
-    asked: list[str | None] = []
+@pytest.mark.parametrize(("engine_cc", "kernels"), [(None, ["reno", None]), ("cubic", ["cubic", None]),
+                                                    ("bbr", ["bbr"])])
+def test_the_kernel_runs_the_engines_algorithm_and_its_default_once(
+        monkeypatch: pytest.MonkeyPatch, engine_cc: str | None, kernels: list[str | None]) -> None:
+    asked: dict[str, list[str | None]] = {"kernel": [], "toe": []}
+    cc = engine_cc or "newreno"
 
     def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
-        if endpoint == "toe":
-            asked.append(engine_cc)
+        asked[endpoint].append(congestion if endpoint == "kernel" else engine_cc)
         label = endpoint if congestion is None else f"{endpoint}-{congestion}"
-        return [r for r in runs() if r.endpoint == label]
+        return [r for r in runs(kernels=tuple(KERNEL), engine_cc=cc) if r.endpoint == label]
     monkeypatch.setattr(bench, "measure_endpoint", measure)
+    monkeypatch.setattr(bench, "_default_cc", lambda: "bbr")
     measured = bench.bench_loss(argparse.Namespace(repeats=1, json=None, engine_cc=engine_cc))
-    assert asked == [engine_cc]
-    assert {r["engine_cc"] for r in measured.rows} == {engine_cc or "newreno"}
+    assert asked == {"kernel": kernels, "toe": [engine_cc]}
+    assert {r["engine_cc"] for r in measured.rows} == {cc}
+    assert {r["kernel_cc"] for r in measured.rows} == {KERNEL_CC[cc]}

@@ -8,10 +8,12 @@ h2, once with h2's kernel serving and once with the engine endpoint serving (eac
 its own, built the same way, in the same run). Per row: goodput of each, engine/kernel, time
 to complete, and the engine's RTOs and fast, RACK and TLP retransmissions per MiB moved.
 
-The kernel here runs bbr, which does not cut its window on random loss; the engine runs a
-loss-based congestion control (NewReno by default). So each row also has the kernel with
-`reno` in the server's namespace (`reno_reference`, `reno_ratio`): like for like, the cost of
-the engine's loss recovery apart from the choice of congestion control.
+The reference is like for like: the kernel server runs the congestion control that matches
+the engine's (`--engine-cc`: newreno -> reno, cubic -> cubic, bbr -> bbr; `kernel_cc`), so the
+ratio is the cost of the engine's loss recovery apart from the choice of algorithm. Each row
+also has the kernel with its namespace's default (bbr on this machine, which does not cut its
+window on random loss: `default_reference`, `default_ratio`, `kernel_default_cc`); where the
+default is the matching algorithm the kernel is measured once and both columns are that run.
 
 A counter the engine does not report is an error, not a zero: a loss benchmark that cannot
 see the engine's loss recovery measures nothing about it.
@@ -22,6 +24,7 @@ import argparse
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -55,6 +58,9 @@ ECHO_BYTES = 1 * MIB
 LIMIT_S = 30.0
 SEED = 1
 MAX_REPEATS = 3
+#: The kernel's name for each engine congestion control: the like-for-like reference.
+KERNEL_CC = {"newreno": "reno", "cubic": "cubic", "bbr": "bbr"}
+CC_SYSCTL = "net.ipv4.tcp_congestion_control"
 
 
 class MissingCounter(LabError):
@@ -75,6 +81,7 @@ class Run:
     seconds: float
     complete: bool
     counters: dict[str, int]
+    congestion: str = ""  # the congestion control the serving stack ran
 
     @property
     def mbit_per_s(self) -> float:
@@ -112,7 +119,8 @@ def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None,
     with Lab.up(spec) as lab:
         target = make(endpoint)
         if congestion is not None:
-            lab.node("h2").write_sysctls({"net.ipv4.tcp_congestion_control": congestion})
+            lab.node("h2").write_sysctls({CC_SYSCTL: congestion})
+        ran = (engine_cc or TcpConfig().congestion) if endpoint == "toe" else _kernel_cc(lab)
         try:
             services = target.start(lab, "h2")
             if engine_cc is not None and isinstance(target, ToeTarget):
@@ -124,7 +132,12 @@ def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None,
         finally:
             target.stop()
     label = endpoint if congestion is None else f"{endpoint}-{congestion}"
-    return [dataclasses.replace(r, endpoint=label) for r in runs]
+    return [dataclasses.replace(r, endpoint=label, congestion=ran) for r in runs]
+
+
+def _kernel_cc(lab: Lab) -> str:
+    """The congestion control h2's kernel runs (its namespace's setting)."""
+    return lab.node("h2").run(["sysctl", "-n", CC_SYSCTL], check=True).stdout.strip()
 
 
 def _of(runs: list[Run], kind: str, setting: str, endpoint: str) -> list[Run]:
@@ -137,18 +150,25 @@ def _median_run(runs: list[Run]) -> Run:
     return ordered[len(ordered) // 2]
 
 
-def rows(runs: list[Run]) -> list[Row]:
-    """One benchmark row per (transfer, setting): the kernel is the reference, the engine is measured."""
+def rows(runs: list[Run], engine_cc: str = TcpConfig().congestion) -> list[Row]:
+    """One benchmark row per (transfer, setting): the kernel running the engine's congestion control is the
+    reference; the kernel's default (runs labelled plain `kernel`, or the like-for-like ones where the
+    default is that algorithm) is a second column."""
+    like = f"kernel-{KERNEL_CC[engine_cc]}"
+    default = "kernel" if any(r.endpoint == "kernel" for r in runs) else like
     out = []
     for kind in ("download", "echo"):
         for setting, _ in SETTINGS:
-            kernel, reno, engine = (_median_run(_of(runs, kind, setting, e)) for e in ("kernel", "kernel-reno", "toe"))
+            kernel, usual, engine = (_median_run(_of(runs, kind, setting, e)) for e in (like, default, "toe"))
             mib = max(engine.moved, 1) / MIB
             data = row(
                 BENCH, f"{kind}, {setting}", "Mbit/s", round(kernel.mbit_per_s, 2), round(engine.mbit_per_s, 2),
-                reno_reference=round(reno.mbit_per_s, 2),
-                reno_ratio=round(engine.mbit_per_s / reno.mbit_per_s, 3) if reno.mbit_per_s else None,
-                kernel_seconds=round(kernel.seconds, 3), engine_seconds=round(engine.seconds, 3),
+                kernel_cc=KERNEL_CC[engine_cc],
+                default_reference=round(usual.mbit_per_s, 2),
+                default_ratio=round(engine.mbit_per_s / usual.mbit_per_s, 3) if usual.mbit_per_s else None,
+                kernel_default_cc=usual.congestion or None,
+                kernel_seconds=round(kernel.seconds, 3), default_seconds=round(usual.seconds, 3),
+                engine_seconds=round(engine.seconds, 3),
                 kernel_complete=kernel.complete, engine_complete=engine.complete,
                 repeats=len(_of(runs, kind, setting, "toe")))
             for figure, name in ENGINE_COUNTERS.items():
@@ -158,17 +178,20 @@ def rows(runs: list[Run]) -> list[Row]:
 
 
 def table(data: list[dict[str, Any]]) -> Table:
-    t = Table(title="loss: kernel (bbr, and reno) vs engine endpoint, same client, same seeded middlebox, same run "
-                    "(median)")
-    for column in ("measurement", "kernel Mbit/s", "engine Mbit/s", "engine/kernel", "kernel reno",
-                   "engine/reno", "kernel s", "engine s", "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
+    first = data[0] if data else {}
+    like, usual = first.get("kernel_cc", "?"), first.get("kernel_default_cc") or "default"
+    t = Table(title=f"loss: engine endpoint ({first.get('engine_cc') or 'its default'}) vs the kernel running {like} "
+                    f"(like for like: engine/kernel) and its default {usual} (engine/default); same client, same "
+                    "seeded middlebox, same run (median)")
+    for column in ("measurement", f"kernel {like} Mbit/s", "engine Mbit/s", "engine/kernel", f"kernel {usual}",
+                   "engine/default", "kernel s", "engine s", "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
         t.add_column(column, justify="right")
     for row in data:
         late = "" if row["engine_complete"] else " (incomplete)"
         t.add_row(row["measurement"], f"{row['reference']:.1f}", f"{row['engine']:.1f}{late}",
-                  "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['reno_reference']:.1f}",
-                  "-" if row["reno_ratio"] is None else f"{row['reno_ratio']:.2f}", f"{row['kernel_seconds']:.2f}",
-                  f"{row['engine_seconds']:.2f}", f"{row['engine_rto_per_mib']:.2f}",
+                  "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['default_reference']:.1f}",
+                  "-" if row["default_ratio"] is None else f"{row['default_ratio']:.2f}",
+                  f"{row['kernel_seconds']:.2f}", f"{row['engine_seconds']:.2f}", f"{row['engine_rto_per_mib']:.2f}",
                   f"{row['engine_fast_per_mib']:.2f}", f"{row['engine_rack_per_mib']:.2f}",
                   f"{row['engine_tlp_per_mib']:.2f}")
     return t
@@ -176,12 +199,20 @@ def table(data: list[dict[str, Any]]) -> Table:
 
 def bench_loss(args: argparse.Namespace) -> Measured:
     repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
-    runs = measure_endpoint("kernel", repeats) + measure_endpoint("kernel", repeats, congestion="reno")
+    engine_cc = getattr(args, "engine_cc", None) or TcpConfig().congestion
+    runs = measure_endpoint("kernel", repeats, congestion=KERNEL_CC[engine_cc])
+    if runs and runs[0].congestion != _default_cc():
+        runs += measure_endpoint("kernel", repeats)  # the namespace's own default, as a second column
     try:
         runs += measure_endpoint("toe", repeats, engine_cc=getattr(args, "engine_cc", None))
     except UnknownCounter as exc:
         raise MissingCounter(f"bench loss cannot measure the engine's loss recovery: {exc}") from None
-    data = rows(runs)
+    data = rows(runs, engine_cc)
     for each in data:
-        each["engine_cc"] = getattr(args, "engine_cc", None) or TcpConfig().congestion
+        each["engine_cc"] = engine_cc
     return Measured(table(data), data)
+
+
+def _default_cc() -> str:
+    """The congestion control a new namespace starts with: the machine's (a namespace inherits it)."""
+    return Path(f"/proc/sys/{CC_SYSCTL.replace('.', '/')}").read_text().strip()
