@@ -6,25 +6,35 @@ where an independent reading matters (ICMP errors, ARP requests).
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from toe_engine.checksum import ones_sum
 from toe_engine.codec.frame import build_tcp_frame, build_tcp_frame_partial, parse_frame
 from toe_engine.counters import Counters
 from toe_engine.impair import ImpairmentSpec
+from toe_engine.io.driver import FrameDriver
 from toe_engine.io.vnet import (
     PLAIN_VNET_HEADER,
     VNET_F_NEEDS_CSUM,
     VNET_GSO_NONE,
     VNET_GSO_TCPV4,
+    VNET_GSO_TCPV6,
+    VNET_HDR_LEN,
     VnetHeader,
 )
 from toe_engine.offload.csum import complete_partial_checksum
-from toe_engine.runtime.middlebox import DirectionConfig, MiddleboxConfigError, update_direction
+from toe_engine.runtime.middlebox import (
+    DirectionConfig,
+    Middlebox,
+    MiddleboxConfig,
+    MiddleboxConfigError,
+    update_direction,
+)
 from toe_engine.runtime.router import Port, Router, RouterStage, decrease_ttl
 from toe_engine.runtime.stages import GroStage, ImpairStage, Item, LroStage, Pipeline, TsoStage
 from toe_engine.segment import ACK, PSH, Segment
@@ -330,3 +340,176 @@ def test_frames_for_the_node_or_other_macs_are_not_forwarded() -> None:
     assert router.counters[0]["no_route"] == 1 and wire.sent == []
     tcp = Ether(bytes(router.forward(0, *tcp_frame(0, 100), 0.0)[0][1]))[TCP]
     assert tcp.dport == 5201
+
+
+# --- the router's in-place path -----------------------------------------------------------------
+
+RX_BUFFER = 256 * 1024
+
+
+def received(header: VnetHeader, frame: bytes) -> tuple[bytearray, int]:
+    """A driver's receive buffer after reading (header, frame): header first, room to spare."""
+    raw = header.pack() + frame
+    buf = bytearray(RX_BUFFER)
+    buf[:len(raw)] = raw
+    return buf, len(raw)
+
+
+def v6_super_frame(length: int, gso_size: int = MSS) -> tuple[VnetHeader, bytes]:
+    header, frame = tcp_frame(0, length, src=H1_6, dst=H2_6, partial=True)
+    return header._replace(gso_type=VNET_GSO_TCPV6, gso_size=gso_size, hdr_len=74), frame
+
+
+COMMON_FRAMES = {
+    "ipv4": lambda: tcp_frame(0, 1000),
+    "ipv4 partial checksum": lambda: tcp_frame(0, 1000, partial=True),
+    "ipv4 pure ACK": lambda: tcp_frame(0, 0),
+    "ipv4 super-frame": lambda: super_frame(40 * 1348, gso_size=1348),
+    "ipv6": lambda: tcp_frame(0, 1000, src=H1_6, dst=H2_6),
+    "ipv6 super-frame": lambda: v6_super_frame(40 * 1328, gso_size=1328),
+}
+
+
+@pytest.mark.parametrize("kind", COMMON_FRAMES)
+def test_in_place_path_writes_the_bytes_forward_writes(kind: str) -> None:
+    router, wire = make_router(1400)
+    header, frame = COMMON_FRAMES[kind]()
+    (slow_header, slow), = router.forward(0, header, frame, 0.0)
+    buf, n = received(header, frame)
+    assert RouterStage(router, 0).forward_in_place(buf, n)
+    assert buf[:VNET_HDR_LEN] == slow_header.pack() == header.pack()
+    assert buf[VNET_HDR_LEN:n] == slow and buf[n:] == bytes(RX_BUFFER - n)
+    assert wire.sent == [] and not any(router.counters[0].snapshot().values())
+
+
+def test_in_place_ttl_update_matches_forward_for_every_checksum() -> None:
+    router, _ = make_router()
+    stage = RouterStage(router, 0)
+    for ip_id in range(0, 65536, 37):
+        header, frame = tcp_frame(0, 20, ttl=2 + ip_id % 250, ip_id=ip_id)
+        buf, n = received(header, frame)
+        assert stage.forward_in_place(buf, n)
+        assert buf[VNET_HDR_LEN:n] == router.forward(0, header, frame, 0.0)[0][1]
+        assert checksums_ok(buf[VNET_HDR_LEN:n])
+
+
+ARP_REQUEST_FRAME = bytes(Ether(src=H1_MAC.hex(":"), dst="ff:ff:ff:ff:ff:ff") /
+                          ARP(op=1, hwsrc=H1_MAC.hex(":"), psrc="10.0.1.2", pdst="10.0.1.1"))
+ND_SOLICIT_FRAME = bytes(Ether(src=H1_MAC.hex(":"), dst=MB0_MAC.hex(":")) / IPv6(src="fd00:1::2", dst="fd00:2::2") /
+                         ICMPv6ND_NS(tgt="fd00:2::2"))
+DECLINED = {
+    "TTL 1": lambda: tcp_frame(0, 100, ttl=1),
+    "over the egress MTU": lambda: tcp_frame(0, 1448),
+    "super-frame of segments over the MTU": lambda: super_frame(40 * MSS),
+    "for the node": lambda: tcp_frame(0, 100, dst=MB1),
+    "no route": lambda: tcp_frame(0, 100, dst=ipaddress.ip_address("192.0.2.1").packed),
+    "back where it came from": lambda: tcp_frame(0, 100, dst=ipaddress.ip_address("10.0.1.9").packed),
+    "another MAC": lambda: tcp_frame(0, 100, dst_mac=H2_MAC),
+    "multicast": lambda: tcp_frame(0, 100, dst=ipaddress.ip_address("224.0.0.5").packed),
+    "next hop unknown": lambda: tcp_frame(0, 100, dst=ipaddress.ip_address("10.0.2.7").packed),
+    "ipv6 link-local": lambda: tcp_frame(0, 100, src=H1_6, dst=ipaddress.ip_address("fe80::1").packed),
+    "ipv6 neighbour discovery": lambda: (PLAIN_VNET_HEADER, ND_SOLICIT_FRAME),
+    "ARP": lambda: (PLAIN_VNET_HEADER, ARP_REQUEST_FRAME),
+    "truncated": lambda: (PLAIN_VNET_HEADER, tcp_frame(0, 100)[1][:30]),
+    "csum_start past the end": lambda: (super_frame(4 * MSS)[0]._replace(csum_start=60000), super_frame(4 * MSS)[1]),
+}
+
+
+@pytest.mark.parametrize("kind", DECLINED)
+def test_in_place_path_leaves_to_forward_what_needs_judging(kind: str) -> None:
+    router, _ = make_router(1400)
+    header, frame = DECLINED[kind]()
+    buf, n = received(header, frame)
+    before = bytes(buf)
+    assert not RouterStage(router, 0).forward_in_place(buf, n)
+    assert buf == before
+
+
+def test_in_place_path_follows_neighbour_changes() -> None:
+    router, _ = make_router(resolved=False)
+    stage = RouterStage(router, 0)
+    header, frame = tcp_frame(0, 100)
+    buf, n = received(header, frame)
+    assert not stage.forward_in_place(buf, n)
+    for mac in (H2_MAC, bytes([2, 0, 0, 0, 0, 9])):
+        router.learn(H2, mac)
+        buf, n = received(header, frame)
+        assert stage.forward_in_place(buf, n) and buf[VNET_HDR_LEN:VNET_HDR_LEN + 12] == mac + MB1_MAC
+
+
+class SocketPort:
+    """A FrameDriver on one end of a datagram socket pair; the test holds the other end (the wire)."""
+
+    def __init__(self, name: str) -> None:
+        self._ours, self.wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._ours.setblocking(False)
+        self.wire.setblocking(False)
+        self.driver = FrameDriver(self._ours.fileno(), name, None, RX_BUFFER)
+
+    def put(self, item: tuple[VnetHeader, bytes]) -> None:
+        self.wire.send(item[0].pack() + item[1])
+
+    def taken(self) -> list[tuple[VnetHeader, bytes]]:
+        out = []
+        while True:
+            try:
+                raw = self.wire.recv(RX_BUFFER)
+            except BlockingIOError:
+                return out
+            out.append((VnetHeader.unpack(raw), raw[VNET_HDR_LEN:]))
+
+
+def router_middlebox(egress_mtu: int = 1400) -> tuple[Middlebox, SocketPort, SocketPort]:
+    a, b = SocketPort("eth0"), SocketPort("eth1")
+    router, _ = make_router(egress_mtu, resolved=False)
+    box = Middlebox(MiddleboxConfig(mode="router"), a.driver, b.driver, (router.ports[0], router.ports[1]))
+    assert box.router is not None
+    for address, mac in ((H2, H2_MAC), (H2_6, H2_MAC), (H1, H1_MAC)):
+        box.router.learn(address, mac)
+    return box, a, b
+
+
+def test_router_middlebox_forwards_common_frames_in_place_and_the_rest_through_the_router() -> None:
+    box, a, b = router_middlebox()
+    assert box.router is not None
+    reference, _ = make_router(1400)
+    frames = [super_frame(40 * 1348, gso_size=1348), tcp_frame(0, 0), tcp_frame(0, 100, ttl=1),
+              tcp_frame(0, 500, src=H1_6, dst=H2_6)]
+    for item in frames:
+        a.put(item)
+    box.forwarder.a_to_b.pump(0.0)
+    expected = [out for item in frames for out in reference.forward(0, *item, 0.0)]
+    assert b.taken() == [(h, bytes(f)) for h, f in expected]
+    (_, icmp), = a.taken()
+    assert (Ether(icmp)[ICMP].type, Ether(icmp)[IP].dst) == (11, "10.0.1.2")
+    counters = box.stats()["directions"]["a_to_b"]
+    assert (counters["fwd_frames"], counters["fwd_in_place"], counters["ttl_expired"]) == (3, 3, 1)
+
+
+def test_in_place_path_behind_gro_only_while_gro_holds_nothing() -> None:
+    box, a, b = router_middlebox(1500)
+    box.update("a_to_b", {"coalesce": "gro"}, 0.0)
+    first = super_frame(20 * MSS)
+    held = [tcp_frame(i * MSS, MSS, ip_id=10 + i) for i in range(3)]
+    behind = super_frame(20 * MSS)
+    for item in (first, *held, behind):
+        a.put(item)
+    box.forwarder.a_to_b.pump(0.0)
+    out = b.taken()
+    assert [h.gso_size for h, _ in out] == [MSS, MSS, MSS]  # the held segments leave as one GRO aggregate
+    assert [tcp_payload(f) for _, f in out] == [payload(0, 20 * MSS), payload(0, 3 * MSS), payload(0, 20 * MSS)]
+    assert all(f[0:6] == H2_MAC and f[14 + 8] == 63 for _, f in out)
+    counters = box.stats()["directions"]["a_to_b"]
+    assert counters["fwd_in_place"] == 1 and counters["gro_merged"] == 2
+
+
+def test_a_stage_after_the_router_turns_the_in_place_path_off() -> None:
+    box, a, b = router_middlebox(1500)
+    box.update("a_to_b", {"tso": True}, 0.0)
+    a.put(super_frame(10 * MSS))
+    box.forwarder.a_to_b.pump(0.0)
+    assert len(b.taken()) == 10 and box.stats()["directions"]["a_to_b"]["fwd_in_place"] == 0
+    box.update("a_to_b", {"tso": False}, 0.0)
+    a.put(super_frame(10 * MSS))
+    box.forwarder.a_to_b.pump(0.0)
+    assert len(b.taken()) == 1 and box.stats()["directions"]["a_to_b"]["fwd_in_place"] == 1

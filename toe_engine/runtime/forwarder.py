@@ -11,10 +11,15 @@ that sees a private copy of each frame and returns what to send, possibly nothin
 dropped) or several frames. A stage that holds frames for later (delay, a GRO flush timer)
 also offers `next_deadline() -> float | None` and `poll(now) -> [(vnet_header, frame), ...]`;
 the forwarder gives those to the event loop as a deadline source.
+
+A direction may also have an in-place path, `in_place(buffer, length) -> bool`, tried on each
+frame before the stage: it sees the driver's receive buffer (virtio-net header, then frame),
+may patch it there, and says True when the frame is to go out as it now is. That is the
+router's way for the common frame: no copy, no header object, no stage dispatch.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from toe_engine.io.driver import FrameDriver
@@ -23,18 +28,19 @@ from toe_engine.runtime.loop import EventLoop
 
 _Buffer = bytes | bytearray | memoryview
 OutFrame = tuple[VnetHeader | _Buffer, _Buffer]
-Stage = Callable[[VnetHeader, bytes, float], list[OutFrame]]
+Stage = Callable[[VnetHeader, bytes, float], Sequence[OutFrame]]
+InPlace = Callable[[bytearray, int], bool]
 
 
 @runtime_checkable
 class TimedStage(Protocol):
     """A stage that can hold frames and release them when its deadline passes."""
 
-    def __call__(self, header: VnetHeader, frame: bytes, now: float) -> list[OutFrame]: ...
+    def __call__(self, header: VnetHeader, frame: bytes, now: float) -> Sequence[OutFrame]: ...
 
     def next_deadline(self) -> float | None: ...
 
-    def poll(self, now: float) -> list[OutFrame]: ...
+    def poll(self, now: float) -> Sequence[OutFrame]: ...
 
 
 class _Direction:
@@ -44,31 +50,42 @@ class _Direction:
         self, source: FrameDriver, sink: FrameDriver, stage: Stage | None, budget: int
     ) -> None:
         self.source, self.sink, self.stage, self.budget = source, sink, stage, budget
+        self.in_place: InPlace | None = None
+        self.in_place_frames = 0  # frames that took `in_place`, added up once per pump
 
-    def pump(self, now: float) -> int:
-        """Forward what is waiting on `source`, at most `budget` frames; returns the count."""
+    def pump(self, now: float) -> None:
+        """Forward what is waiting on `source`, at most `budget` frames."""
         read_raw = self.source.read_raw
         rx_view = self.source.rx_view
+        write_raw = self.sink.write_raw
         stage = self.stage
+        budget = self.budget
         count = 0
         if stage is None:
-            write_raw = self.sink.write_raw
-            while count < self.budget:
+            while count < budget:
                 n = read_raw()
                 if n == 0:
                     break
                 write_raw(rx_view[:n])
                 count += 1
-            return count
+            return
         rx_buffer = self.source.rx_buffer
-        while count < self.budget:
-            n = read_raw()
-            if n == 0:
-                break
-            header = VnetHeader.unpack(rx_buffer)
-            self.emit(stage(header, bytes(rx_view[VNET_HDR_LEN:n]), now))
-            count += 1
-        return count
+        in_place = self.in_place
+        patched = 0
+        try:
+            while count < budget:
+                n = read_raw()
+                if n == 0:
+                    break
+                count += 1
+                if in_place is not None and in_place(rx_buffer, n):
+                    write_raw(rx_view[:n])
+                    patched += 1
+                else:
+                    header = VnetHeader.unpack(rx_buffer)
+                    self.emit(stage(header, bytes(rx_view[VNET_HDR_LEN:n]), now))
+        finally:
+            self.in_place_frames += patched
 
     def emit(self, frames: Iterable[OutFrame]) -> None:
         send = self.sink.send

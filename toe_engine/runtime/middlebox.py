@@ -9,8 +9,14 @@ netem sees it). A direction without any stage forwards straight from the receive
 Configuration, counters and run-time changes (`update`) are plain data, so the control
 socket and tests drive the same object. Counters per direction are those of `ethtool -S`
 style: fwd_frames/fwd_bytes (frames sent on the egress port other than ones the middlebox
-made itself), router drops and ICMP, gro_merged, lro_merged, tso_segments, and the
-impairment statistics prefixed `impair_`.
+made itself), fwd_in_place (of those, the frames the router patched where they were read),
+router drops and ICMP, gro_merged, lro_merged, tso_segments, and the impairment statistics
+prefixed `impair_`.
+
+A router-mode direction whose pipeline is the router alone, or GRO then the router, forwards
+the common frame in place in the receive buffer (`RouterStage.forward_in_place`; behind GRO
+only a super-frame while GRO holds nothing, which GRO would hand on as it came) and gives
+the pipeline only the rest.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from toe_engine.impair import ImpairmentSpec, ImpairmentSpecError
 from toe_engine.io.driver import FrameDriver
 from toe_engine.io.netns_enter import in_netns
 from toe_engine.io.vnet import PLAIN_VNET_BYTES
-from toe_engine.runtime.forwarder import Forwarder
+from toe_engine.runtime.forwarder import Forwarder, InPlace
 from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.router import ROUTER_COUNTERS, Port, Route, Router, RouterStage
 from toe_engine.runtime.stages import (
@@ -41,7 +47,7 @@ from toe_engine.runtime.stages import (
 )
 
 DIRECTIONS = ("a_to_b", "b_to_a")
-MIDDLEBOX_COUNTERS = ("fwd_frames", "fwd_bytes", *ROUTER_COUNTERS, "gro_merged", "lro_merged", "tso_segments")
+MIDDLEBOX_COUNTERS = ("fwd_frames", "fwd_bytes", "fwd_in_place", *ROUTER_COUNTERS, "gro_merged", "lro_merged", "tso_segments")
 KERNEL_FORWARDING_SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
 _NO_IMPAIRMENT = ImpairmentSpec()
 
@@ -237,6 +243,7 @@ class Middlebox:
         self._direction_configs[direction] = config
         forwarding = self._directions[direction]
         forwarding.stage = pipeline if pipeline else None
+        forwarding.in_place = _in_place_path(stages, self._router_stages.get(direction))
         if released:
             forwarding.emit(released)
 
@@ -254,6 +261,7 @@ class Middlebox:
             tx = self.drivers[egress].counters
             values["fwd_frames"] = tx.tx_frames - self._originated[egress][0]
             values["fwd_bytes"] = tx.tx_bytes - self._originated[egress][1]
+            values["fwd_in_place"] = self._directions[direction].in_place_frames
             impair = self._impair[direction]
             impairment_stats = impair.stats() if impair is not None else {}
             impairments[direction] = impairment_stats
@@ -283,6 +291,29 @@ class Middlebox:
                 for p in self.ports
             ]
         return data
+
+
+class _PastGro:
+    """The router's in-place path behind GRO, for the frames GRO hands on untouched."""
+
+    def __init__(self, gro: GroStage, router: RouterStage) -> None:
+        self.gro = gro
+        self.router = router
+
+    def __call__(self, buf: bytearray, n: int) -> bool:
+        return self.gro.passes_untouched(buf) and self.router.forward_in_place(buf, n)
+
+
+def _in_place_path(stages: list[PipelineStage], router: RouterStage | None) -> InPlace | None:
+    """The in-place path of a direction whose stages are the router alone, or GRO then the router
+    (GRO hands a super-frame on as it came while it holds nothing); None for any other pipeline."""
+    if router is None or not stages or stages[-1] is not router:
+        return None
+    if len(stages) == 1:
+        return router.forward_in_place
+    if len(stages) == 2 and isinstance(stages[0], GroStage):
+        return _PastGro(stages[0], router)
+    return None
 
 
 def _static_route(route: StaticRoute, ports: tuple[Port, Port]) -> Route:

@@ -20,6 +20,12 @@ not forward; this router does, the way Linux's ip_forward/ip6_forward do:
   on either port; while unknown, a few frames wait and a request goes out (at most one a
   second per next hop).
 
+The common frame (unicast IPv4 or IPv6 to our MAC, TTL left, a route and a known next hop,
+within the egress MTU) takes `RouterStage.forward_in_place`: the same decision from one
+unpack and a cached (MTU, MACs) per destination, the frame patched where the driver read it,
+no copy and no header object. Everything else takes `forward`, which does the counting and
+the ICMP; both give the same bytes for a frame both accept.
+
 Control-plane frames the router makes (ICMP errors, ARP requests, neighbour solicitations)
 leave at once through `transmit(port, frame)`; data frames released by neighbour resolution
 come out of the egress direction's `poll`, so they still pass the later stages.
@@ -45,8 +51,8 @@ from toe_engine.codec.icmp import (
     build_time_exceeded,
 )
 from toe_engine.counters import Counters
-from toe_engine.io.vnet import VnetHeader
-from toe_engine.runtime.stages import Frame, Item, tcp_payload_offset
+from toe_engine.io.vnet import VNET_BYTE_ORDER, VNET_GSO_ECN, VNET_HDR_LEN, VnetHeader
+from toe_engine.runtime.stages import TCP_DOFF_OFFSET, Frame, Item, tcp_payload_offset
 
 Transmit = Callable[[int, bytes], None]
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -64,6 +70,14 @@ ND_OPT_SOURCE_LL = 1
 ND_OPT_TARGET_LL = 2
 
 _U16 = struct.Struct("!H")
+# From the Ethernet header on: destination MAC, ethertype, then for IPv4 version/IHL, total
+# length, TTL, header checksum, destination; for IPv6 version, payload length, next header,
+# hop limit, destination.
+_FAST_V4 = struct.Struct("!6s6xHBxH4xBxH4x4s")
+_FAST_V6 = struct.Struct("!6s6xHB3xHBB16x16s")
+# From the virtio-net header: gso_type, gso_size, csum_start (the host's byte order).
+_FAST_VNET = struct.Struct(VNET_BYTE_ORDER + "xB2xHH")
+FAST_CACHE_LIMIT = 4096
 _V4 = ETHERTYPE_IPV4.to_bytes(2, "big")
 _V6 = ETHERTYPE_IPV6.to_bytes(2, "big")
 _ARP = ETHERTYPE_ARP.to_bytes(2, "big")
@@ -132,8 +146,29 @@ class Router:
         self._pending: dict[bytes, tuple[int, list[Item]]] = {}
         self._asked: dict[bytes, float] = {}
         self.released: list[list[Item]] = [[] for _ in ports]
+        # Per ingress port: destination -> (egress MTU, next hop MAC + egress MAC), or None
+        # where the frame needs `forward`; emptied whenever a neighbour changes.
+        self.fast_paths: list[dict[bytes, tuple[int, bytes] | None]] = [{} for _ in ports]
         self._ip_id = 0
         self.counters = list(counters) if counters is not None else [Counters(ROUTER_COUNTERS) for _ in ports]
+
+    def fast_path(self, ingress: int, dst: bytes) -> tuple[int, bytes] | None:
+        """(egress MTU, MACs to write) for a unicast frame from `ingress` to `dst` that needs
+        nothing but a TTL and a MAC rewrite, or None; cached until a neighbour changes."""
+        cache = self.fast_paths[ingress]
+        if dst in cache:
+            return cache[dst]
+        found: tuple[int, bytes] | None = None
+        route = None if dst in self.local or _not_unicast(dst) else self.route_for(dst)
+        if route is not None and route[0] != ingress:
+            mac = self.neighbours.get(route[1])
+            if mac is not None:
+                egress = self.ports[route[0]]
+                found = (egress.mtu, mac + egress.mac)
+        if len(cache) >= FAST_CACHE_LIMIT:
+            cache.clear()
+        cache[dst] = found
+        return found
 
     def route_for(self, dst: bytes) -> tuple[int, bytes] | None:
         """(egress port, next-hop address) for a destination, or None."""
@@ -255,6 +290,9 @@ class Router:
         """Record a neighbour; frames waiting for it move to `released` of their egress port."""
         if mac == BROADCAST or not any(mac):
             return
+        if self.neighbours.get(address) != mac:
+            for cache in self.fast_paths:
+                cache.clear()
         self.neighbours[address] = mac
         pending = self._pending.pop(address, None)
         self._asked.pop(address, None)
@@ -352,6 +390,16 @@ class Router:
         self.transmit(ingress, bytes(reply))
 
 
+def _not_unicast(dst: bytes) -> bool:
+    """Multicast or broadcast IPv4 (224/3 and up), IPv6 multicast or link-local."""
+    if len(dst) == 4:
+        return dst[0] >= 224
+    return dst[0] == 0xFF or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80)
+
+
+_UNSEEN = (0, b"")
+
+
 class RouterStage:
     """The router as one direction's pipeline stage (ingress port `ingress`)."""
 
@@ -359,9 +407,61 @@ class RouterStage:
         self.router = router
         self.ingress = ingress
         self.egress = 1 - ingress
+        self.mac = router.ports[ingress].mac
+        self.fast_paths = router.fast_paths[ingress]
 
     def process(self, header: VnetHeader, frame: Frame, now: float) -> list[Item]:
         return self.router.forward(self.ingress, header, frame, now)
+
+    def forward_in_place(self, buf: bytearray, n: int) -> bool:
+        """Route the common frame in `buf[:n]` (virtio-net header, then the frame) where it lies.
+
+        True: TTL and checksum updated, MACs rewritten, ready to send as it is. False: `buf`
+        is untouched and the frame needs `process` (not ours, expiring, oversize, ARP, ND,
+        no route or next hop yet, too short to judge).
+        """
+        eth = VNET_HDR_LEN
+        if n < eth + _FAST_V4.size:
+            return False
+        mac, ethertype, version, length, ttl, check, dst = _FAST_V4.unpack_from(buf, eth)
+        if mac != self.mac:
+            return False
+        if ethertype == ETHERTYPE_IPV4:
+            if version >> 4 != 4 or ttl <= 1:
+                return False
+            l3 = eth + 14
+        elif ethertype == ETHERTYPE_IPV6 and n >= eth + _FAST_V6.size:
+            mac, ethertype, version, length, next_header, ttl, dst = _FAST_V6.unpack_from(buf, eth)
+            if version >> 4 != 6 or ttl <= 1 or next_header == IPPROTO_ICMPV6:
+                return False
+            l3 = eth + 14
+            length += 40
+        else:
+            return False
+        path = self.fast_paths.get(dst, _UNSEEN)
+        if path is _UNSEEN:
+            path = self.router.fast_path(self.ingress, dst)
+        if path is None:
+            return False
+        mtu, macs = path
+        gso_type, gso_size, csum_start = _FAST_VNET.unpack_from(buf, 0)
+        if gso_type & ~VNET_GSO_ECN:
+            doff = eth + csum_start + TCP_DOFF_OFFSET
+            if doff >= n:
+                return False
+            length = csum_start + ((buf[doff] >> 4) << 2) - ETH_HLEN + gso_size
+        if length > mtu:
+            return False
+        if ethertype == ETHERTYPE_IPV4:
+            check += 0x0100  # ip_decrease_ttl, as `decrease_ttl`
+            check = (check + (check >= 0xFFFF)) & 0xFFFF
+            buf[l3 + 10] = check >> 8
+            buf[l3 + 11] = check & 0xFF
+            buf[l3 + 8] = ttl - 1
+        else:
+            buf[l3 + 7] = ttl - 1
+        buf[eth:eth + 12] = macs
+        return True
 
     def next_deadline(self) -> float | None:
         return 0.0 if self.router.released[self.egress] else None

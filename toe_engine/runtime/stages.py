@@ -29,6 +29,7 @@ from toe_engine.io.vnet import (
     PLAIN_VNET_HEADER,
     VNET_F_DATA_VALID,
     VNET_F_NEEDS_CSUM,
+    VNET_GSO_ECN,
     VNET_GSO_TCPV4,
     VNET_GSO_TCPV6,
     VnetHeader,
@@ -41,7 +42,8 @@ from toe_engine.offload.tso import segment_frame
 Frame = bytes | bytearray
 Item = tuple[VnetHeader, Frame]
 
-_TCP_DOFF_OFFSET = 12
+TCP_DOFF_OFFSET = 12
+_VNET_GSO_TYPE = 1  # the byte of the virtio-net header that holds gso_type
 
 
 class PipelineStage(Protocol):
@@ -78,7 +80,7 @@ def tcp_payload_offset(header: VnetHeader, frame: Frame) -> int:
     header length, so it cannot be trusted for this.
     """
     start = header.csum_start
-    return start + ((frame[start + _TCP_DOFF_OFFSET] >> 4) << 2)
+    return start + ((frame[start + TCP_DOFF_OFFSET] >> 4) << 2)
 
 
 def gso_segments(header: VnetHeader, frame: Frame) -> int:
@@ -239,6 +241,11 @@ class GroStage(_CoalescingStage):
 
     def _super_frame(self, header: VnetHeader, frame: Frame) -> Item:
         return (header, frame)
+
+    def passes_untouched(self, buf: bytearray) -> bool:
+        """Whether the frame in `buf` (virtio-net header first) would leave `process` exactly
+        as it came, alone: a GSO super-frame while no flow is held."""
+        return bool(buf[_VNET_GSO_TYPE] & ~VNET_GSO_ECN) and not self.coalescer.held_flows
 
 
 class LroStage(_CoalescingStage):
