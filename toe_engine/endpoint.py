@@ -314,8 +314,10 @@ class EndpointCore:
             events = stack.poll_events() or self._memory_freed()
             if not events:
                 break
+            stack.cork()  # what the applications write in answer leaves in as few segments as it can
             for event in events:
                 self._dispatch(event, now)
+            stack.uncork(now)
         if self._touched:
             self._account_touched()
         for local_ip, remote_ip, seg in stack.poll_output():

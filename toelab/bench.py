@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core-connections", type=_counts, default=(1, 1000, 64000), metavar="N,N,...",
                    help="connections open for the per-frame cost (core)")
     p.add_argument("--core-frames", type=int, default=20000, help="data frames timed per connection count (core)")
+    p.add_argument("--http-only", action="store_true",
+                   help="engine: only the HTTP connection set-ups (kernel and engine in alternating rounds, and in memory)")
     p.add_argument("--engine-cc", choices=sorted(congestion.ALGORITHMS), default=None,
                    help="the engine endpoint's congestion control (loss; default: the engine's own, newreno)")
 

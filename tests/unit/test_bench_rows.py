@@ -20,7 +20,7 @@ from rich.table import Table
 import toelab.bench as bench_command
 from scenarios.queues import BurstRow, CoalescingRow
 from toelab.bench import BENCHES, NAMES, Bench
-from toelab.benches import engine, flood, lab, loss, queues
+from toelab.benches import engine, flood, http_setup, lab, loss, queues
 from toelab.benches.rows import BadRow, Measured, Row, check_row, row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,11 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
     "core": lambda: engine.core_rows([("MSS frames, software checksums", 27.4, 23210),
                                       ("64 KiB super-frames (TSO+GSO)", 412.0, 600)],
                                      [(1, 14.2), (1000, 14.6), (64000, 15.9)], 20000),
-    "engine": lambda: (engine.endpoint_rows(True, {"gbit": 28.07, "iperf_gbit": 30.1, "conn_s": 7510.0},
-                                            {"gbit": 12.58, "cores": 1.0, "conn_s": 4997.0, "conn_failures": 0.0})
+    "engine": lambda: (engine.endpoint_rows(True, {"gbit": 28.07, "iperf_gbit": 30.1},
+                                            {"gbit": 12.58, "cores": 1.0})
+                       + http_setup.http_rows(http_setup.SideTotals(33_801, 0, 0, 3.0, 0.87, 0.92, 152_105, 152_104),
+                                              http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000),
+                                              http_setup.MemoryCost(114.9, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},
                                               {"gbit": 0.43, "cores": 1.0})
                        + queues.scaling_rows({"gbit": 0.5, "cores": 1.0},
@@ -91,11 +94,13 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     core = RECORDED["core"]()
     assert [r["reference"] for r in core] == [None, None, None, 14.2, 14.2], "per-frame cost against 1 connection"
     assert core[4]["ratio"] == 1.12 and core[4]["connections"] == 64000
-    bulk_off = RECORDED["engine"]()[3]
-    assert (bulk_off["measurement"], bulk_off["reference"], bulk_off["engine"], bulk_off["ratio"]) == (
-        "bulk to discard, offloads off", 7.55, 0.43, 0.057)
-    http = RECORDED["engine"]()[2]
-    assert (http["unit"], http["reference"], http["engine"], http["ratio"]) == ("1/s", 7510, 4997, 0.665)
+    engine_rows = {r["measurement"]: r for r in RECORDED["engine"]()}
+    bulk_off = engine_rows["bulk to discard, offloads off"]
+    assert (bulk_off["reference"], bulk_off["engine"], bulk_off["ratio"]) == (7.55, 0.43, 0.057)
+    http = engine_rows["HTTP connection setups (connect, GET, close)"]
+    assert (http["unit"], http["reference"], http["engine"], http["ratio"]) == ("1/s", 11267, 4500, 0.399)
+    assert (http["engine_segments_per_conn"], http["kernel_segments_per_conn"]) == (6.0, 9.0)
+    assert http["engine_cpu_us_per_conn"] == 148.9 and http["client_cpu_us_per_conn"] == 43.0
     assert [r["ratio"] for r in RECORDED["middlebox"]()] == [0.53, 0.779]
     assert [(r["workers"], r["ratio"]) for r in RECORDED["flood"]()] == [(1, 27.582), (2, 44.176)]
     incomplete = RECORDED["loss"]()[0]

@@ -175,7 +175,7 @@ def _engine_pid(lab: "Lab", node: str) -> int:
 
 
 def _engine_side(offloads: bool, seconds: float) -> dict[str, float]:
-    """Bulk to the engine's discard service and HTTP setups against it, with the engine's CPU."""
+    """Bulk to the engine's discard service, with the engine's CPU."""
     from lab.lab import Lab
     from lab.render import load_topology
 
@@ -185,12 +185,7 @@ def _engine_side(offloads: bool, seconds: float) -> dict[str, float]:
         cpu0 = _cpu_seconds(pid)
         bulk = _loadgen(lab, "bulk", addr, 9, seconds)
         cpu = _cpu_seconds(pid) - cpu0
-        out = {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"]}
-        if offloads:
-            http = _loadgen(lab, "http", addr, 80, seconds)
-            out["conn_s"] = http["connections"] / http["seconds"]
-            out["conn_failures"] = http["failures"]
-        return out
+        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"]}
 
 
 def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
@@ -206,36 +201,32 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
         if not offloads:
             for node in ("h1", "h2"):
                 lab.set_features(node, "eth0", tso=False, gso=False, tx_csum=False)
-        server = lab.node("h2").popen([_sys.executable, "-m", "lab.services", "discard=9", "http=80"],
-                                      stdout=subprocess.PIPE)
+        server = lab.node("h2").popen([_sys.executable, "-m", "lab.services", "discard=9"], stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side services")
         addr = lab.address("h2")
         bulk = _loadgen(lab, "bulk", addr, 9, seconds)
-        out = {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9,
-               "iperf_gbit": iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s}
-        if offloads:
-            http = _loadgen(lab, "http", addr, 80, seconds)
-            out["conn_s"] = http["connections"] / http["seconds"]
-        return out
+        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9,
+                "iperf_gbit": iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s}
 
 
 def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float]) -> list[Row]:
     """Rows of `bench engine` for one offload setting, from `_kernel_side` and `_engine_side` results."""
     label = "offloads on" if offloads else "offloads off"
-    rows = [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
+    return [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
                 iperf3_gbit_s=round(kernel["iperf_gbit"], 3)),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
-    if offloads:
-        rows.append(row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel["conn_s"]),
-                        round(engine["conn_s"]), failures=engine["conn_failures"]))
-    return rows
 
 
 def bench_engine(args: argparse.Namespace) -> Measured:
-    """The engine endpoint against the kernel, measured in the same run with the same client."""
+    """The engine endpoint against the kernel, measured in the same run with the same client;
+    `--http-only` measures the HTTP connection set-ups alone."""
+    from toelab.benches.http_setup import http_rows, in_memory_cost, lab_setups, setups_cells, setups_table
     from toelab.benches.queues import queue_scaling_rows
 
+    http = http_rows(*lab_setups(args.seconds), in_memory_cost())
+    if getattr(args, "http_only", False):
+        return Measured(setups_table(http), http)
     table = Table(title="engine endpoint vs kernel: same client (Python), same run")
     for column in ("measurement", "kernel", "engine", "engine / kernel"):
         table.add_column(column, justify="right")
@@ -249,10 +240,9 @@ def bench_engine(args: argparse.Namespace) -> Measured:
         table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
                       f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
         rows += endpoint_rows(offloads, kernel, engine)
-        if offloads:
-            table.add_row("HTTP connection setups (connect, GET, close)", f"{kernel['conn_s']:,.0f}/s",
-                          f"{engine['conn_s']:,.0f}/s ({engine['conn_failures']:.0f} failed)",
-                          f"{engine['conn_s'] / kernel['conn_s']:.2f}")
+    for setups in http:
+        table.add_row(*setups_cells(setups))
+    rows += http
     for scaling in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
         table.add_row(scaling["measurement"], f"{scaling['reference']:.2f} {scaling['unit']}",
                       f"{scaling['engine']:.2f} {scaling['unit']}", f"{scaling['ratio']:.2f} (2 queues / 1)")

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rich.table import Table
+
 from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
 from toe_engine.resources import ResourceConfig
@@ -208,3 +210,23 @@ def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None 
         rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
                         round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2)))
     return rows
+
+
+def setups_cells(r: Row) -> tuple[str, str, str, str]:
+    """One row of `http_rows` as the cells (measurement, kernel, engine, engine / kernel) of a table."""
+    if r["unit"] == "1/s":
+        engine = (f"{r['engine']:,}/s ({r['failures']} failed; {r['engine_cpu_us_per_conn']:.0f} µs engine CPU, "
+                  f"{r['engine_segments_per_conn']:.1f} segments per connection)")
+        kernel = f"{r['reference']:,}/s ({r['kernel_segments_per_conn']:.1f} segments)"
+        return r["measurement"], kernel, engine, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
+    return (r["measurement"], "", f"{r['engine']:.1f} µs per connection, {r['frames_out']:.1f} frames out "
+            f"for {r['frames_in']:.0f} in", "")
+
+
+def setups_table(rows: list[Row]) -> Table:
+    table = Table(title="HTTP connection set-ups: same client (Python, sequential), kernel and engine in alternating rounds")
+    for column in ("measurement", "kernel", "engine", "engine / kernel"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(*setups_cells(r))
+    return table
