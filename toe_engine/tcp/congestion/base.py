@@ -27,7 +27,6 @@ class CongestionControl(ABC):
     name: ClassVar[str]
     rate_based: ClassVar[bool] = False
     pacing_rate: float = 0.0  # octets per second; 0: not paced
-    send_quantum: int = 0  # octets sent at once when paced
 
     def __init__(self, mss: int, initial_window_segments: int) -> None:
         self.mss = mss
@@ -35,6 +34,12 @@ class CongestionControl(ABC):
         self.cwnd = initial_window_segments * mss
         self.ssthresh = INFINITE_SSTHRESH
         self._acked_in_ca = 0
+
+    @property
+    def send_quantum(self) -> int:
+        """Octets sent at once when paced; a property here so a rate-based algorithm's property
+        overrides it in the compiled build too (there an attribute would shadow it)."""
+        return 0
 
     def set_mss(self, mss: int) -> None:
         """Keep the window's segment count when the MSS changes (PMTU discovery)."""

@@ -151,7 +151,7 @@ class Bbr(CongestionControl):
     # ------------------------------------------------------------------ the plug-in interface
 
     @property
-    def send_quantum(self) -> int:  # type: ignore[override]
+    def send_quantum(self) -> int:
         """bbr_tso_segs_goal(): about 1 ms of the pacing rate, whole segments, at least two."""
         mss = self.mss
         size = min(int(self.pacing_rate) >> PACING_SHIFT, MAX_QUANTUM)
