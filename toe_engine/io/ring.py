@@ -117,10 +117,15 @@ class PacketRingDriver(AfPacketDriver):
 
     `frames(budget)` yields views straight into the ring (header first), `batches(budget)` one
     list of them per block; a view stays valid until the generator moves past its block, which
-    is handed back to the kernel then. The
-    engine copies what it keeps, as with any driver. `kernel_statistics` also reports
-    `freezes` (times the ring was full and the kernel froze it) through `ring_freezes`.
+    is handed back to the kernel then. The engine copies what it keeps, as with any driver.
+    `kernel_statistics` also reports `freezes` (times the ring was full and the kernel froze it)
+    through `ring_freezes`.
     """
+
+    _view: memoryview
+    _block: int
+    _batch: SendBatch
+    ring_freezes: int
 
     def __init__(self, ifname: str, netns: str | int | None = None, *, ring: RingSettings | None = None,
                  ignore_outgoing: bool = True, tx_slots: int = 64) -> None:

@@ -11,12 +11,11 @@ routes, and keeping the kernel off the wire, is the caller's part (see lab/endpo
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from toe_engine.io import AfPacketDriver
 from toe_engine.io.driver import FrameDriver
 from toe_engine.runtime.failover import Carrier, PortFailover
+from toe_engine.runtime.control import Handler
 from toe_engine.runtime.endpoint import EndpointSettings, EndpointSettingsError, endpoint_handler
 from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.process import run_engine_process
@@ -26,7 +25,7 @@ __all__ = ["build", "interface_identity", "main"]
 
 
 def build(settings: EndpointSettings, netns: str | None, loop: EventLoop,
-          drivers: list[FrameDriver]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+          drivers: list[FrameDriver]) -> Handler:
     """One queue in this process, or (with `queues` set) queue processes under this one (runtime.queues)."""
     if settings.queues is not None:
         from toe_engine.runtime.queues import QueueSupervisor

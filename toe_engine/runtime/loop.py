@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-Callback = Callable[[float], None]
+Callback = Callable[[float], object]  # what a callback returns (a reader's frame count, say) is not used
 
 
 class HasFileno(Protocol):

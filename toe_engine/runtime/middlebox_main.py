@@ -9,12 +9,10 @@ toe_engine.runtime.process's.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from toe_engine.io import AfPacketDriver
 from toe_engine.io.driver import FrameDriver
-from toe_engine.runtime.control import middlebox_handler
+from toe_engine.runtime.control import Handler, middlebox_handler
 from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.process import run_engine_process
 from toe_engine.runtime.middlebox import (
@@ -27,7 +25,7 @@ from toe_engine.runtime.middlebox import (
 
 
 def build(config: MiddleboxConfig, netns: str | None, loop: EventLoop,
-          drivers: list[FrameDriver]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+          drivers: list[FrameDriver]) -> Handler:
     for ifname in (config.a, config.b):
         drivers.append(AfPacketDriver(ifname, netns))
     ports = None

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from toe_engine.io import IoSetupError
 from toe_engine.io.driver import FrameDriver
-from toe_engine.runtime.control import ControlServer
+from toe_engine.runtime.control import ControlServer, Handler
 from toe_engine.runtime.loop import EventLoop
 
 Config = TypeVar("Config")
 #: build(config, netns, loop, drivers) -> the control socket's request handler; every driver
 #: it opens goes into `drivers` so it is closed whatever happens.
-Build = Callable[[Config, "str | None", EventLoop, list[FrameDriver]], Callable[[dict[str, Any]], dict[str, Any]]]
+Build = Callable[[Config, "str | None", EventLoop, list[FrameDriver]], Handler]
 
 
 def run_engine_process(prog: str, description: str, argv: list[str] | None, load: Callable[[str], Config],
@@ -34,9 +34,11 @@ def run_engine_process(prog: str, description: str, argv: list[str] | None, load
     parser.add_argument("--config", default="{}", help="JSON configuration, or the path of a JSON file")
     parser.add_argument("--control", required=True, help="path of the control socket to create")
     args = parser.parse_args(argv)
+    refused: tuple[type[Exception], ...] = (*config_errors, OSError)
+    failed: tuple[type[Exception], ...] = (IoSetupError, *refused)
     try:
         config = load(args.config)
-    except (*config_errors, OSError) as exc:
+    except refused as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     loop = EventLoop()
@@ -49,7 +51,7 @@ def run_engine_process(prog: str, description: str, argv: list[str] | None, load
         _stop_on_signals(loop)
         print("ready", flush=True)
         loop.run()
-    except (IoSetupError, *config_errors, OSError) as exc:
+    except failed as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     finally:
