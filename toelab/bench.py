@@ -42,7 +42,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("lab", "toelab.benches.lab:bench_lab"),
     Bench("core", "toelab.benches.engine:bench_core", needs_root=False),
     Bench("engine", "toelab.benches.engine:bench_engine"),
-    Bench("middlebox", "toelab.benches.engine:bench_middlebox"),
+    Bench("middlebox", "toelab.benches.middlebox:bench_middlebox"),
     Bench("flood", "toelab.benches.flood:bench_flood"),
     Bench("loss", "toelab.benches.loss:bench_loss"),
     Bench("rings", "toelab.benches.queues:bench_rings"),

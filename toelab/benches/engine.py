@@ -115,40 +115,6 @@ def bench_core(args: argparse.Namespace) -> Measured:
 
 
 
-def _forwarding_gbit(params: dict[str, str], seconds: float) -> float:
-    from lab.lab import Lab
-    from lab.render import load_topology
-    from lab.tools import iperf
-
-    with Lab.up(load_topology("middlebox_chain", params)) as lab:
-        return iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s
-
-
-MIDDLEBOX_MODES = (("engine, router mode", {"mode": "router"}),
-                   ("engine, bridge mode", {"mode": "bridge"}),
-                   ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}))
-
-
-def middlebox_rows(kernel_gbit: float, engine_gbit: list[tuple[str, float]]) -> list[Row]:
-    """Rows of `bench middlebox`: each engine mode's forwarding rate against the kernel router's."""
-    return [row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {label} (reference: kernel router, GRO off)",
-                "Gbit/s", round(kernel_gbit, 3), round(rate, 3)) for label, rate in engine_gbit]
-
-
-def bench_middlebox(args: argparse.Namespace) -> Measured:
-    """Forwarding throughput of the engine middlebox next to a kernel router, same run."""
-    kernel = _forwarding_gbit({"mb_kind": "router"}, args.seconds)
-    measured = [(label, _forwarding_gbit(params, args.seconds)) for label, params in MIDDLEBOX_MODES]
-    table = Table(title="forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run")
-    for column in ("forwarding node", "Gbit/s", "ratio to kernel"):
-        table.add_column(column, justify="right")
-    table.add_row("kernel router (GRO off)", f"{kernel:.2f}", "1.00")
-    for label, rate in measured:
-        table.add_row(label, f"{rate:.2f}", f"{rate / kernel:.2f}")
-    return Measured(table, middlebox_rows(kernel, measured))
-
-
-
 def _loadgen(lab: "Lab", mode: str, addr: str, port: int, seconds: float) -> dict[str, float]:
     import json
     import sys as _sys
