@@ -100,8 +100,8 @@ class SynFastPath:
 
     def on_syn(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool) -> bool | None:
         """Decide a frame that may be a bare SYN: True consumed, False for the host, None: the general path."""
-        if len(frame) < SYN_HEADERS:
-            return None
+        if len(frame) < SYN_HEADERS or self.resources.table.has_room():
+            return None  # a SYN the table has room for gets a TCB: the general path's, at once
         eth_src, ethertype, ver_ihl, total_len, frag, proto, src, dst, sport, dport, seq, offset, flags = \
             _SYN.unpack_from(frame)
         if ethertype != 0x0800 or ver_ihl != 0x45 or proto != 6 or frag & 0x3FFF or flags & SYN_ONLY_MASK != SYN_ONLY:

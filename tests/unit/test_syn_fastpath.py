@@ -304,3 +304,27 @@ def test_a_flood_leaves_no_state_behind() -> None:
     assert len(core.stack) == 0 and core.resources.table.occupancy == 0 and len(core.buffer_memory) == 0
     assert len(core.syn_path.templates) == 1  # type: ignore[union-attr]
     assert grown < 4096, f"{grown} bytes retained by the engine over 2999 flood SYNs"
+
+
+def test_a_syn_the_table_has_room_for_costs_the_fast_path_one_question() -> None:
+    core = make_core(embryonic_limit=8)
+    with calls_seen() as names:
+        taken, sent, _ = feed(core, syn())
+    assert taken is True and len(sent) == 1 and len(core.stack) == 1
+    if PURE_PYTHON:
+        assert "on_syn" in names and "parse_frame" in names
+        assert not names & {"_options", "_checksums_ok", "decide_syn", "_answer"}, "only the room was asked"
+
+
+def test_queues_sharing_one_table_are_asked_about_that_table() -> None:
+    """A queue process swaps in the node's shared table after the core is built (runtime.wire_setup)."""
+    from toe_engine.runtime.shared_table import SharedSlots, SharedTable
+
+    core = make_core(embryonic_limit=8)
+    slots = SharedSlots(capacity=1024, embryonic_limit=0)
+    core.resources.table = SharedTable.replacing(core.resources.table, slots)
+    taken, sent, counters = feed(core, syn())
+    assert taken is True and len(sent) == 1 and counters["syncookies_sent"] == 1 and len(core.stack) == 0
+    slots.write(1024, 1, 0, 0, 0)  # another queue's view: one half-open slot free
+    feed(core, syn(sport=40001))
+    assert len(core.stack) == 1 and slots.read()[3] == 1
