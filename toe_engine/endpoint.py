@@ -7,6 +7,7 @@ passes those frames to the host kernel unchanged. It never touches a socket or a
 """
 from __future__ import annotations
 
+import struct
 import traceback
 from collections import Counter as Tally
 from collections.abc import Callable
@@ -14,24 +15,40 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from toe_engine.apps import APPS, App
-from toe_engine.codec import build_tcp_frame, build_tcp_frame_partial, parse_frame
+from toe_engine.checksum import ones_sum
+from toe_engine.codec import build_tcp_frame_partial, parse_frame
 from toe_engine.codec.drop import DropReason
+from toe_engine.codec.frame import build_tcp_ipv4_frame
+from toe_engine.codec.tcp import TCP_CSUM_OFFSET
 from toe_engine.codec.icmp import ND_HOP_LIMIT, parse_nd
 from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request
 from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
-from toe_engine.segment import ACK, FIN, RST, SYN, FourTuple, Segment
+from toe_engine.offload.csum import complete_partial_checksum
+from toe_engine.segment import ACK, FIN, RST, SYN, FourTuple, Segment, TcpOptions
 from toe_engine.synpath import FLAGS_OFFSET, SYN_HEADERS, SYN_ONLY, SYN_ONLY_MASK, SynFastPath
 from toe_engine.tcp.admission import Admission, CookieParams
 from toe_engine.tcp.config import TcpConfig
-from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, PeerClosed, Reset, Writable
+from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, Event, PeerClosed, Reset, Writable
 from toe_engine.tcp.icmp import IcmpError
 from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
+from toe_engine.tcp.tcb import CLOSED
 
 IPPROTO_TCP = 6
 OOO_BLOCK_COST = 96  # what one out-of-order block costs beyond its bytes (object headers)
 _IP_DEFAULTS = (64, 0)
+
+#: The frame nearly every received one is: untagged Ethernet, IPv4 without options, TCP. One
+#: unpack gives what demultiplexing and the TCP core need (MACs, IP ID, TTL and checksums skipped).
+_WIRE_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH2xH")
+_WIRE_TCP_LEN = _WIRE_TCP.size  # 54: where TCP options start
+_WIRE_TS = struct.Struct("!III")  # NOP NOP kind 8 length 10, TSval, TSecr: a data segment's usual options
+_ETHERTYPE_IPV4 = 0x0800
+_IPV4_NO_OPTIONS = 0x45
+_IP_FRAGMENT = 0x3FFF  # MF or a fragment offset
+_NOP_NOP_TS = 0x0101080A
+_ETH_SRC = slice(6, 12)
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
 ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
@@ -112,7 +129,7 @@ class _AppConnection:
 
     def send(self, data: bytes | memoryview) -> int:
         core = self.core
-        room = core.buffer_memory.room(self.key)
+        room = core.memory_room(self.key)
         if room < len(data) and room < core.stack.send_space(self.key):
             # buffer memory, not the send buffer, is short: take what fits, say Writable when it frees
             core.counters.inc("tx_mem_limited")
@@ -121,11 +138,11 @@ class _AppConnection:
                 return 0
             data = memoryview(data)[:room]
         sent = core.stack.send(self.key, data)
-        core._account(self.key)
+        core._touched.add(self.key)  # accounted before the next room check, or when the events are done
         return sent
 
     def send_space(self) -> int:
-        return min(self.core.stack.send_space(self.key), self.core.buffer_memory.room(self.key))
+        return min(self.core.stack.send_space(self.key), self.core.memory_room(self.key))
 
     def shutdown(self) -> None:
         self.core.stack.shutdown(self.key)
@@ -158,7 +175,9 @@ class EndpointCore:
         self.apps: dict[FourTuple, App] = {}
         self.app_error_sites: Tally[str] = Tally()  # file:line of each application exception caught
         self._next_hop: dict[FourTuple, bytes] = {}  # the MAC each connection's SYN came from
-        self._reply_to: tuple[bytes, bytes] | None = None  # (IP, MAC) of the frame being handled
+        # the sender and the frame being handled, for a stateless answer (its MAC read only then)
+        self._reply_ip: bytes | None = None
+        self._reply_frame: bytes | bytearray | memoryview = b""
         self._touched: set[FourTuple] = set()  # connections whose buffer memory may have changed
         self._memory_waiters: set[FourTuple] = set()  # applications a memory limit cut short
         self._gone: list[FourTuple] = []  # connections whose next hop goes once their output is out
@@ -172,6 +191,21 @@ class EndpointCore:
         self.ip_id = 0  # of the last IPv4 frame sent; the SYN fast path advances it too
         #: Bare SYNs the policy answers or drops go here first (None: every frame takes the general path).
         self.syn_path: SynFastPath | None = SynFastPath(self, TxFrame)
+        #: Segments of known connections in plain IPv4 frames skip parse_frame (False: every frame is parsed whole).
+        self.fast_path = True
+        # Per-frame counts as plain ints, folded into `counters` before every read of them.
+        self._rx_frames = self._rx_segments = self._tx_frames = self._tx_segments = self._tso_super_frames = 0
+        self.counters.add_flush(self._flush_counters)
+
+    def _flush_counters(self) -> None:
+        """Add the per-frame tallies to the counters (Counters calls this before each read)."""
+        counters = self.counters
+        for name, value in (("rx_frames", self._rx_frames), ("rx_segments", self._rx_segments),
+                            ("tx_frames", self._tx_frames), ("tx_segments", self._tx_segments),
+                            ("tso_super_frames", self._tso_super_frames)):
+            if value:
+                counters.inc(name, value)
+        self._rx_frames = self._rx_segments = self._tx_frames = self._tx_segments = self._tso_super_frames = 0
 
     # --- applications on the engine's own active opens ----------------------------------
     def connect(self, local_ip: bytes, remote_ip: bytes, remote_port: int, app: type[App], now: float) -> FourTuple:
@@ -182,20 +216,61 @@ class EndpointCore:
         return key
 
     # --- frames from the wire ---------------------------------------------------------
-    def from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool = False) -> bool:
+    def from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool = False,
+                  gso_size: int = 0) -> bool:
         """Take one frame from the wire; True if the engine consumed it, False: give it to the host.
 
         `csum_ok` is the device's word that checksums were verified or need not be (the
         virtio-net header's DATA_VALID or NEEDS_CSUM), as receive checksum offload gives it.
+        `gso_size` is the wire MSS of a frame coalesced from several (receive GRO), 0 for one.
+
+        A segment of a known connection in an untagged IPv4 frame with no IP options and no TCP
+        options but the timestamp takes the fast path: one unpack, a lookup by a tuple of the
+        values unpacked, one call into the TCP core. Anything else, or anything that does not
+        check out there, goes through `parse_frame`, which names what is wrong with it.
         """
-        counters = self.counters
-        counters.inc("rx_frames")
-        self._reply_to = None  # never a MAC left from an earlier frame
+        self._rx_frames += 1
         syn_path = self.syn_path
         if syn_path is not None and len(frame) >= SYN_HEADERS and frame[FLAGS_OFFSET] & SYN_ONLY_MASK == SYN_ONLY:
             decided = syn_path.on_syn(frame, now, csum_ok)  # a flood's SYN, perhaps: decided without a TCB
             if decided is not None:
                 return decided
+        if self.fast_path and len(frame) >= _WIRE_TCP_LEN:
+            (ethertype, ver_ihl, total_len, frag, proto, ip_src, ip_dst, src_port, dst_port, seq, ack, offset, flags,
+             window, urg) = _WIRE_TCP.unpack_from(frame)
+            if (ethertype == _ETHERTYPE_IPV4 and ver_ihl == _IPV4_NO_OPTIONS and proto == IPPROTO_TCP
+                    and not frag & _IP_FRAGMENT and ip_dst in self.addresses):
+                conn = self.stack.connection((ip_dst, dst_port, ip_src, src_port))  # type: ignore[arg-type]
+                header_len = offset >> 2 & 0x3C
+                end = 14 + total_len
+                if conn is not None and 20 <= header_len <= total_len - 20 and end <= len(frame):
+                    if header_len == 20:
+                        opts: TcpOptions | None = TcpOptions()
+                    elif header_len == 32:
+                        kinds, tsval, tsecr = _WIRE_TS.unpack_from(frame, _WIRE_TCP_LEN)
+                        opts = TcpOptions(timestamp=(tsval, tsecr)) if kinds == _NOP_NOP_TS else None
+                    else:
+                        opts = None
+                    if opts is not None and (csum_ok or (ones_sum(frame[14:34]) == 0xFFFF and ones_sum(
+                            frame[26:end], IPPROTO_TCP + total_len - 20) == 0xFFFF)):  # with the pseudo-header's addresses
+                        start = 34 + header_len
+                        payload: bytes | memoryview = b""
+                        if end > start:
+                            if self.buffer_memory.admits(conn.key, end - start):
+                                payload = (frame if type(frame) is memoryview else memoryview(frame))[start:end]
+                            else:
+                                flags &= ~FIN  # over a memory limit: keep only the ACK
+                        key = conn.key
+                        self._reply_ip, self._reply_frame = ip_src, frame
+                        self.stack.on_segment(ip_dst, ip_src, Segment(src_port, dst_port, seq, ack, flags, window,
+                                                                      payload, opts, urg, gso_size), now)
+                        return self._consumed(key, frame, now)
+        return self._from_wire(frame, now, csum_ok, gso_size)
+
+    def _from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool, gso_size: int) -> bool:
+        """Every frame the fast path does not take: parsed whole, then demultiplexed."""
+        counters = self.counters
+        self._reply_ip = None  # never a MAC left from an earlier frame
         parsed = parse_frame(frame, verify_csum=not csum_ok)
         if parsed.drop_reason is not None:
             return self._rejected(parsed)
@@ -216,12 +291,15 @@ class EndpointCore:
         known = self.stack.connection(key) is not None
         if not known and seg.dst_port not in self.config.services and seg.dst_port not in self.socket_ports:
             return False
+        seg.gso_size = gso_size
         if seg.payload:
             if known and not self.buffer_memory.admits(key, len(seg.payload)):
                 seg.payload, seg.flags = b"", seg.flags & ~FIN  # over a memory limit: keep only the ACK
-            elif not isinstance(frame, bytes):
-                seg.payload = bytes(seg.payload)  # the driver reuses its buffer; a bytes frame cannot change
-        self._reply_to = (key.remote_ip, parsed.eth_src)
+            elif not known and not isinstance(frame, bytes):
+                # The driver reuses its buffer. A connection's TCB copies what it keeps (receive
+                # buffer, reassembly queue); a SYN's data may be kept by whoever takes the SYN.
+                seg.payload = bytes(seg.payload)
+        self._reply_ip, self._reply_frame = key.remote_ip, frame
         if known:
             self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
         elif seg.flags & (SYN | ACK) == SYN:
@@ -234,12 +312,16 @@ class EndpointCore:
         elif self.resources.passes(key, seg.flags, now) or not self._cookie_ack(key, seg, now):
             counters.inc("rx_to_host")
             return False
-        counters.inc("rx_segments")
+        return self._consumed(key, frame, now)
+
+    def _consumed(self, key: FourTuple, frame: bytes | bytearray | memoryview, now: float) -> bool:
+        """After the TCP core took a segment: the next hop, events for applications, frames out."""
+        self._rx_segments += 1
         if key not in self._next_hop and self.stack.connection(key) is not None:
-            self._next_hop[key] = parsed.eth_src
+            self._next_hop[key] = bytes(frame[_ETH_SRC])
         self._touched.add(key)
         self._drain(now)
-        self._reply_to = None
+        self._reply_ip, self._reply_frame = None, b""
         return True
 
     def _invalid_source(self, ip: bytes) -> bool:
@@ -290,7 +372,7 @@ class EndpointCore:
 
     # --- time -------------------------------------------------------------------------
     def on_timer(self, now: float) -> None:
-        self._reply_to = None  # what a timer sends answers no frame
+        self._reply_ip = None  # what a timer sends answers no frame
         self.stack.on_timer(now)
         for key in self.resources.expire(now):
             if self.stack.connection(key) is not None:
@@ -310,10 +392,13 @@ class EndpointCore:
         """Run application events, then turn the stack's segments into frames."""
         stack = self.stack
         for _ in range(8):  # applications answer events with sends, which make more events
-            self._account_touched()
-            events = stack.poll_events() or self._memory_freed()
+            events = stack.poll_events()
             if not events:
-                break
+                if not self._memory_waiters:
+                    break
+                events = self._memory_freed()
+                if not events:
+                    break
             stack.cork()  # what the applications write in answer leaves in as few segments as it can
             for event in events:
                 self._dispatch(event, now)
@@ -326,30 +411,33 @@ class EndpointCore:
             self._next_hop.pop(self._gone.pop(), None)
 
     # --- buffer memory ----------------------------------------------------------------
-    def _account(self, key: FourTuple) -> None:
-        """Record what one connection holds: its TCP queues and what its application keeps."""
-        conn = self.stack.connection(key)
-        if conn is None:
-            self.buffer_memory.release(key)
-            return
-        ooo = conn.ooo
-        app = self.apps.get(key)
-        held = len(conn.snd_buf) + len(conn.rcv_buf)
-        if ooo.bytes_held:  # every block holds a byte at least: no bytes, no blocks to count
-            held += ooo.bytes_held + OOO_BLOCK_COST * len(ooo)
-        self.buffer_memory.set(key, held + (app.buffered_bytes() if app is not None else 0))
-
     def _account_touched(self) -> None:
-        touched = self._touched
+        """Record what each touched connection holds: its TCP queues and what its application keeps."""
+        touched, connection, apps, memory = self._touched, self.stack.connection, self.apps, self.buffer_memory
         while touched:
-            self._account(touched.pop())
+            key = touched.pop()
+            conn = connection(key)
+            if conn is None:
+                memory.release(key)
+                continue
+            ooo = conn.ooo
+            app = apps.get(key)
+            held = len(conn.snd_buf) + len(conn.rcv_buf)
+            if ooo.bytes_held:  # every block holds a byte at least: no bytes, no blocks to count
+                held += ooo.bytes_held + OOO_BLOCK_COST * len(ooo)
+            memory.set(key, held + (app.buffered_bytes() if app is not None else 0))
 
-    def _memory_freed(self) -> list[Writable]:
+    def memory_room(self, key: FourTuple) -> int:
+        """How many more bytes `key` may hold under the buffer memory limits, all changes so far
+        accounted (between events, holdings are accounted when asked for and once the events are done)."""
+        if self._touched:
+            self._account_touched()
+        return self.buffer_memory.room(key)
+
+    def _memory_freed(self) -> list[Event]:
         """Writable for the applications a memory limit stopped, once they have room again."""
         waiters = self._memory_waiters
-        if not waiters:
-            return []
-        ready = [key for key in waiters if self.buffer_memory.room(key) > 0]
+        ready = [key for key in waiters if self.memory_room(key) > 0]
         waiters.difference_update(ready)
         return [Writable(key) for key in ready]
 
@@ -369,7 +457,12 @@ class EndpointCore:
             return
         self._touched.add(key)
         try:
-            self._deliver(event, key)
+            if type(event) is DataReceived:  # the event of nearly every frame
+                app = self.apps.get(key)
+                if app is not None:
+                    self._feed(key, app)  # which returns at once if the connection went earlier in this batch
+            else:
+                self._deliver(event, key)
         except Exception as exc:  # noqa: BLE001 - any application's bug, by design
             self._app_failed(key, exc, now)
 
@@ -383,11 +476,7 @@ class EndpointCore:
         self.stack.abort(key, now)
 
     def _deliver(self, event: object, key: FourTuple) -> None:
-        if type(event) is DataReceived:  # the event of nearly every frame, first
-            app = self.apps.get(key)
-            if app is not None:
-                self._feed(key, app)  # which returns at once if the connection went earlier in this batch
-            return
+        """Every event but DataReceived (which _dispatch feeds itself)."""
         if isinstance(event, (Accepted, Connected)):
             factory: Callable[[_AppConnection], App] | None = self._pending_apps.pop(key, None)
             if factory is None and key.local_port in self.config.services and key not in self.apps:
@@ -397,9 +486,9 @@ class EndpointCore:
                 self.resources.established(key)
                 factory = self.socket_ports[key.local_port]
             if factory is not None:
-                app = factory(_AppConnection(self, key))
-                self.apps[key] = app
-                app.on_connected()
+                served = factory(_AppConnection(self, key))
+                self.apps[key] = served
+                served.on_connected()
             return
         app = self.apps.get(key)
         if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) has on_error
@@ -420,9 +509,7 @@ class EndpointCore:
             return
         if app is None or self.stack.connection(key) is None:
             return  # no application, or its connection went earlier in this batch (Closed follows)
-        if isinstance(event, DataReceived):
-            self._feed(key, app)
-        elif isinstance(event, Writable):
+        if isinstance(event, Writable):
             app.on_writable()
             self._feed(key, app)
         elif isinstance(event, PeerClosed):
@@ -436,46 +523,60 @@ class EndpointCore:
         conn = stack.connection(key)
         if conn is None:
             return  # the application aborted it just now
-        room = app.receive_room()
-        while room > 0 and conn.rcv_buf:  # an empty buffer needs no recv
-            app.on_data(stack.recv(key, room))
-            if stack.connection(key) is None:
-                return  # the application closed it with bytes unread: it was reset
+        if conn.rcv_buf:  # an empty buffer needs no recv
             room = app.receive_room()
-        if key in self._eof_pending and not stack.readable(key):
-            self._eof_pending.discard(key)
+            while room > 0:
+                app.on_data(stack.recv(key, room))
+                if conn.state is CLOSED:
+                    return  # the application closed it with bytes unread: it was reset (and reaped)
+                if not conn.rcv_buf:
+                    break
+                room = app.receive_room()
+        eof_pending = self._eof_pending
+        if eof_pending and key in eof_pending and not conn.rcv_buf:
+            eof_pending.discard(key)
             app.on_peer_closed()
 
     def _emit(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
-        key = FourTuple(local_ip, seg.src_port, remote_ip, seg.dst_port)
-        mac = self._next_hop.get(key) or self.neighbors.lookup(remote_ip)
-        if mac is None and self._reply_to is not None and self._reply_to[0] == remote_ip:
-            mac = self._reply_to[1]  # a stateless answer goes back where its frame came from
+        key = (local_ip, seg.src_port, remote_ip, seg.dst_port)  # no FourTuple built to look up with
+        mac = self._next_hop.get(key) or self.neighbors.lookup(remote_ip)  # type: ignore[call-overload]
+        if mac is None and self._reply_ip == remote_ip:
+            mac = bytes(self._reply_frame[_ETH_SRC])  # a stateless answer goes back where its frame came from
         if mac is None:
             self.counters.inc("tx_no_neighbor")
             if len(remote_ip) == 4:
                 self.neighbors.asked(remote_ip)
                 self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
             return
-        self.ip_id = (self.ip_id + 1) & 0xFFFF
-        self.counters.inc("tx_frames")
-        ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
-        if not self.config.tx_offload:
-            self.counters.inc("tx_segments")
-            self.tx.append(TxFrame(build_tcp_frame(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self.ip_id,
-                                                   ttl=ttl, tos=tos)))
+        self.ip_id = ip_id = (self.ip_id + 1) & 0xFFFF
+        self._tx_frames += 1
+        ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS  # type: ignore[call-overload]
+        offload = self.config.tx_offload
+        if len(local_ip) == 4:
+            frame = build_tcp_ipv4_frame(self.config.mac, mac, local_ip, remote_ip, seg, ttl, tos, ip_id, True,
+                                         not offload)
+            csum_start = 34
+        else:
+            built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=ip_id, ttl=ttl,
+                                            tos=tos)
+            frame, csum_start = built.data, built.csum_start
+            if not offload:
+                complete_partial_checksum(frame, csum_start, TCP_CSUM_OFFSET)
+        if not offload:
+            self._tx_segments += 1
+            self.tx.append(TxFrame(frame))
             return
-        built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=self.ip_id,
-                                        ttl=ttl, tos=tos)
         plen = len(seg.payload)
-        conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload: no lookup for an ACK
+        conn = self.stack.connection(key) if plen else None  # type: ignore[arg-type]  # TSO only cuts a payload
         mss = conn.snd_mss if conn is not None else 0
         gso = mss if mss and plen > mss else 0
         # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
-        self.counters.inc("tx_segments", -(-plen // gso) if gso else 1)
         if gso:
-            self.counters.inc("tso_super_frames")
-        self.tx.append(TxFrame(built.data, gso, built.csum_start, built.csum_offset))
+            self._tx_segments += -(-plen // gso)
+            self._tso_super_frames += 1
+        else:
+            self._tx_segments += 1
+        self.tx.append(TxFrame(frame, gso, csum_start, TCP_CSUM_OFFSET))
 
     # --- run-time changes ---------------------------------------------------------------
     def set_addresses(self, addresses: tuple[bytes, ...]) -> None:

@@ -51,6 +51,8 @@ class Segment:
     payload: bytes | memoryview = b""
     options: TcpOptions = field(default_factory=TcpOptions)
     urg_ptr: int = 0
+    #: A coalesced (GRO) segment's wire MSS, as a device's gso_size says; 0: one wire segment or unknown.
+    gso_size: int = 0
 
     @property
     def seg_len(self) -> int:

@@ -13,6 +13,7 @@ from toe_engine.checksum import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
+    internet_checksum,
     ones_sum,
     pseudo_header_sum,
 )
@@ -46,6 +47,13 @@ from toe_engine.segment import Segment
 _Buffer = bytes | bytearray | memoryview
 _ETH_IPV4 = struct.Struct(ETH_HEADER.format + IPV4_HEADER.format.lstrip("!"))  # untagged Ethernet + IPv4
 _ETH_IPV4_LEN = _ETH_IPV4.size
+#: Ethernet, IPv4 without options and a TCP header, in one pack; with the timestamp option
+#: laid out as Linux sends it on data and ACKs (NOP, NOP, kind 8, length 10, TSval, TSecr).
+_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHH")
+_ETH_IPV4_TCP_TS = struct.Struct(_ETH_IPV4_TCP.format + "III")
+_NOP_NOP_TS_WORD = 0x0101080A
+_U16 = struct.Struct("!H")
+_IPV4_VER_IHL = 0x45
 
 
 class ParsedFrame:
@@ -313,9 +321,7 @@ def build_tcp_frame(
 ) -> bytearray:
     """A complete TCP frame with IP and TCP checksums filled in."""
     if len(src_ip) == 4:
-        frame = build_tcp_segment(segment, src_ip, dst_ip, headroom=_ETH_IPV4_LEN)
-        _put_eth_ipv4(frame, eth_src, eth_dst, src_ip, dst_ip, ttl, tos, ip_id, df)
-        return frame
+        return build_tcp_ipv4_frame(eth_src, eth_dst, src_ip, dst_ip, segment, ttl, tos, ip_id, df, True)
     tcp = build_tcp_segment(segment, src_ip, dst_ip)
     return build_ip_frame(
         eth_src, eth_dst, src_ip, dst_ip, IPPROTO_TCP, tcp,
@@ -323,11 +329,51 @@ def build_tcp_frame(
     )
 
 
-def _put_eth_ipv4(frame: bytearray, eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: bytes,
-                  ttl: int, tos: int, ip_id: int, df: bool) -> None:
-    """Write the Ethernet and IPv4 headers of a TCP frame into its first 34 bytes (its headroom)."""
-    ETH_HEADER.pack_into(frame, 0, eth_dst, eth_src, ETHERTYPE_IPV4)
-    put_ipv4_header(frame, ETH_HLEN, src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN, ttl, tos, ip_id, df)
+def build_tcp_ipv4_frame(eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: bytes, segment: Segment,
+                         ttl: int, tos: int, ip_id: int, df: bool, checksum: bool) -> bytearray:
+    """An untagged Ethernet + IPv4 TCP frame in one buffer, its payload copied once (a memoryview
+    payload is read, not kept). Without `checksum` the TCP field holds the pseudo-header sum
+    for the device to complete (CHECKSUM_PARTIAL, from byte 34).
+
+    A segment with no options or with only the timestamp option (every data segment and ACK
+    once a connection is up) is laid out by one struct pack, the IPv4 header checksum summed
+    from the field values; any other option set goes through the general TCP builder.
+    """
+    opts = segment.options
+    if opts.mss is not None or opts.wscale is not None or opts.sack_permitted or opts.sack_blocks:
+        frame = build_tcp_segment(segment, src_ip, dst_ip, checksum=checksum, headroom=_ETH_IPV4_LEN)
+        ETH_HEADER.pack_into(frame, 0, eth_dst, eth_src, ETHERTYPE_IPV4)
+        put_ipv4_header(frame, ETH_HLEN, src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN, ttl, tos, ip_id, df)
+        return frame
+    payload = segment.payload
+    ts = opts.timestamp
+    header_len = 20 if ts is None else 32
+    tcp_len = header_len + len(payload)
+    total_len = IPV4_HLEN + tcp_len
+    if total_len > 0xFFFF:
+        total_len = 0  # a TSO super-packet over 64 KiB: the length field cannot hold it (BIG TCP)
+    ip_id &= 0xFFFF
+    frag = IP_DF if df else 0
+    # 2**16 == 1 modulo 0xFFFF, so each address read as one integer sums like its two 16-bit words
+    addresses = int.from_bytes(src_ip, "big") + int.from_bytes(dst_ip, "big")
+    # checksum.fold of a positive sum: its remainder modulo 0xFFFF, or 0xFFFF for a multiple of it
+    ip_csum = ~((((_IPV4_VER_IHL << 8 | tos) + total_len + ip_id + frag + (ttl << 8 | IPPROTO_TCP) + addresses)
+                 % 0xFFFF) or 0xFFFF) & 0xFFFF
+    pseudo = ((addresses + IPPROTO_TCP + tcp_len) % 0xFFFF) or 0xFFFF
+    frame = bytearray(_ETH_IPV4_LEN + tcp_len)
+    fields = (eth_dst, eth_src, ETHERTYPE_IPV4, _IPV4_VER_IHL, tos, total_len, ip_id, frag, ttl, IPPROTO_TCP, ip_csum,
+              src_ip, dst_ip, segment.src_port, segment.dst_port, segment.seq & 0xFFFFFFFF, segment.ack & 0xFFFFFFFF,
+              header_len << 2, segment.flags & 0xFF, segment.window, pseudo, segment.urg_ptr)
+    if ts is None:
+        _ETH_IPV4_TCP.pack_into(frame, 0, *fields)
+    else:
+        _ETH_IPV4_TCP_TS.pack_into(frame, 0, *fields, _NOP_NOP_TS_WORD, ts[0], ts[1])
+    if payload:
+        frame[_ETH_IPV4_LEN + header_len:] = payload
+    if checksum:
+        # the field holds the pseudo-header sum already: summing the segment as it is covers both
+        _U16.pack_into(frame, _ETH_IPV4_LEN + TCP_CSUM_OFFSET, internet_checksum(memoryview(frame)[_ETH_IPV4_LEN:]))
+    return frame
 
 
 def build_tcp_frame_partial(
@@ -346,8 +392,7 @@ def build_tcp_frame_partial(
     """Like `build_tcp_frame` but with the TCP checksum left to the device (the field holds
     the pseudo-header sum, as Linux CHECKSUM_PARTIAL does)."""
     if len(src_ip) == 4:
-        frame = build_tcp_segment(segment, src_ip, dst_ip, checksum=False, headroom=_ETH_IPV4_LEN)
-        _put_eth_ipv4(frame, eth_src, eth_dst, src_ip, dst_ip, ttl, tos, ip_id, df)
+        frame = build_tcp_ipv4_frame(eth_src, eth_dst, src_ip, dst_ip, segment, ttl, tos, ip_id, df, False)
         return PartialCsumFrame(frame, _ETH_IPV4_LEN, TCP_CSUM_OFFSET)
     tcp = build_tcp_segment(segment, src_ip, dst_ip, checksum=False)
     data = build_ip_frame(
