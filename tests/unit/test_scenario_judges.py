@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scenarios.host_cpu import Cost, host_spared, offload_saved
 from scenarios.host_view import Setups, setups_judged
 from scenarios.loss import LossyDownload, recovery_judged, rto_bound_per_mib
 from scenarios.lro_router import lro_collapsed, lro_oversize_dropped
@@ -238,3 +239,25 @@ def test_legit_prompt_fails_without_load_without_handshakes_or_when_queued() -> 
     assert not answered_promptly(summarize(attempts(60, connect_s=0.0002)), 50.0, loaded=False)
     assert not answered_promptly(summarize(attempts(0, 60)), 50.0, loaded=True), "nothing connected"
     assert not answered_promptly(summarize(attempts(60, connect_s=0.3)), 50.0, loaded=True), "queued behind the flood"
+
+
+# --- host_cpu (TOE-16) --------------------------------------------------------------------------
+def cost(gbit: float = 2.0, server: float = 0.4, engine: float = 0.0, client: float = 0.3, error: str = "") -> Cost:
+    return Cost(gbit, 1.0, server, engine, client, 0.1, 0.0, 0.8, 0.1, error=error, longest_gap_s=5.0 if error else 0.01)
+
+
+def test_offload_saves_cpu_fails_on_a_stalled_or_unread_transfer() -> None:
+    assert offload_saved(cost(server=0.2), cost(server=0.6)) == (True, "")
+    assert not offload_saved(cost(server=0.6), cost(server=0.2))[0], "offloads cost more"
+    ok, why = offload_saved(cost(server=0.2, error="TimeoutError: timed out"), cost(server=0.6))
+    assert not ok and "offloads on: the transfer ended early (TimeoutError: timed out)" in why and "5.00 s" in why
+    assert not offload_saved(cost(gbit=0.0), cost())[0], "nothing moved"
+    assert not offload_saved(cost(server=0.01, client=0.01), cost())[0], "too few clock ticks to read"
+
+
+def test_host_stack_spared_fails_when_the_host_flow_cost_the_host_nothing_or_a_flow_stalled() -> None:
+    offloaded, hosted = cost(server=0.5, engine=0.5), cost(server=0.6, engine=0.2)
+    assert host_spared(offloaded, hosted) == (True, "")
+    assert not host_spared(cost(server=0.5, engine=0.2), hosted)[0], "the host stack worked for the offloaded flow"
+    assert not host_spared(offloaded, cost(server=0.3, engine=0.3))[0], "nothing to compare with"
+    assert "the offloaded flow: the transfer ended early" in host_spared(cost(error="closed early"), hosted)[1]
