@@ -5,6 +5,22 @@ import pytest
 pytest_plugins = ["lab.pytest_plugin"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process (and xdist worker) chooses the engine build first, so a stale build is
+    reported once here and the toelab commands the tests start inherit the quiet (native.NOTED_ENV)."""
+    from toe_engine import native
+
+    native.activate()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which engine build the run tests: compiled (toe_engine/native.py) or pure Python."""
+    from toe_engine import native
+
+    choice = native.activate()
+    return f"toelab engine build: {choice.build} ({choice.reason})"
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[STARTED] = time.time()
 
