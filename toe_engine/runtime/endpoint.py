@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from toe_engine.apps import APPS
+from toe_engine.apps import APPS, App
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
 from toe_engine.io.afpacket import AfPacketDriver
 from toe_engine.io.driver import FrameDriver
@@ -67,6 +67,7 @@ RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "co
 MAX_LOGGED_ERRORS = 10
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+_GSO_SIZE = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
 _CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
 _ETHERTYPE_IPV6_HIGH = 0x86
 
@@ -194,7 +195,7 @@ class EndpointSettings(BaseModel):
             subnet_broadcasts=frozenset(ipaddress.ip_address(b).packed for b in self.broadcasts))
 
 
-def check_services(value: Mapping[int | str, str]) -> dict[int, str]:
+def check_services(value: Mapping[Any, str]) -> dict[int, str]:
     """`{port: application}` with ports in range and known applications."""
     out: dict[int, str] = {}
     for port, app in value.items():
@@ -292,7 +293,8 @@ class EndpointRuntime:
         for frame in wire.frames(self.budget):
             count += 1
             try:
-                consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED))
+                consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
+                                     _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
             except Exception:  # one frame that trips the engine must not stop the node
                 self._engine_error(frame[VNET_HDR_LEN:])
                 consumed = True
@@ -325,12 +327,13 @@ class EndpointRuntime:
             for item in out:
                 frame: bytes | memoryview
                 if isinstance(item, Aggregate):
-                    frame, trusted = item.frame, True
+                    frame, trusted, gso_size = item.frame, True, item.gso_size
                     counters.inc("rx_frames", len(item.originals) - 1)  # wire frames, as without GRO
                 else:
                     frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
+                    gso_size = _GSO_SIZE.unpack_from(item, 4)[0] if item[1] else 0  # a peer's GSO frame
                 try:
-                    consumed = from_wire(frame, now, trusted)
+                    consumed = from_wire(frame, now, trusted, gso_size)
                 except Exception:  # one frame that trips the engine must not stop the node
                     self._engine_error(memoryview(frame))
                     consumed = True
@@ -452,7 +455,8 @@ class EndpointRuntime:
                 core.stack.unlisten(None, port)
             for port in set(services) - set(core.config.services):
                 core.stack.listen(None, port, backlog=max(core.resources.table.capacity, 128))
-            core.config.services = services
+            served: dict[int, str | type[App]] = dict(services)
+            core.config.services = served
             core.resources.set_offload_ports(services)
 
 
