@@ -12,8 +12,12 @@ import pytest
 from toe_engine.apps.http import INLINE_BODY
 from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
+from toe_engine.fuzz.invariants import DropTally, check
+from toe_engine.fuzz.peer import WirePeer
 from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
+from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.connection import State
 from toe_engine.tcp.events import Closed
 from toe_engine.tcp.testing import IP_A as STACK_A, IP_B as STACK_B, Harness
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
@@ -131,3 +135,29 @@ def test_the_in_memory_bench_sees_two_frames_out_per_connection() -> None:
 ])
 def test_the_client_counts_only_whole_responses(response: bytes, ok: bool) -> None:
     assert complete_response(response) is ok
+
+
+def test_time_wait_gives_its_table_slot_back_and_still_answers() -> None:
+    """A client that closes normally leaves the engine (which closed first) in TIME-WAIT for 2*MSL;
+    those TCBs must not hold the table, or a 4-slot table would hand every later flow to the host."""
+    core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={PORT: "http"}, resources=ResourceConfig(capacity=4),
+                                       secret=b"http"))
+    peer = WirePeer(core, MAC_A, IP_A, MAC_B, IP_B)
+    ts = TcpOptions(timestamp=(TSVAL, 0))
+    for sport in range(2000, 2012):
+        flow = peer.open(PORT, sport, options=TcpOptions(mss=1460, wscale=9, sack_permitted=True, timestamp=(TSVAL, 0)))
+        peer.send(flow, ACK | PSH, REQUEST, options=ts)
+        assert flow.fin_received and complete_response(bytes(flow.received))
+        peer.send(flow, ACK | FIN, options=ts)  # the client's own FIN: the engine enters TIME-WAIT
+    assert [core.stack.state(k) for k in core.stack.connections()] == [State.TIME_WAIT] * 12
+    assert (core.counters["conn_offloaded"], core.counters["conn_fallback"]) == (12, 0)
+    assert core.resources.table.occupancy == 0 and core.counters["time_wait_slots_freed"] == 12
+    assert check(core, [peer], DropTally()) == []  # table, buffer memory and next hops agree with the TCBs
+    first = peer.flows[(2000, PORT)]
+    before = peer.frames_to_us
+    peer.send(first, ACK | FIN, seq=first.snd_nxt - 1, options=ts)  # our ACK of its FIN was lost: it retransmits
+    assert peer.frames_to_us == before + 1 and peer.wrong_mac == 0  # MUST-13: ACKed again, to the right MAC
+    peer.now += TcpConfig().time_wait + 1
+    core.on_timer(peer.now)
+    assert len(core.stack) == 0 and core.counters["conn_closed"] == 12 and core.apps == {}
+    assert core.resources.table.occupancy == 0 and len(core.buffer_memory) == 0

@@ -338,14 +338,26 @@ class TcpStack:
 
     def _after(self, conn: Connection) -> None:
         """Reap a CLOSED TCB, settle the listener's embryonic count, keep the timer queued."""
-        if conn.state is CLOSED:
+        state = conn.state
+        if state is CLOSED:
             self._reap(conn)
             return
+        if state is TIME_WAIT and conn.admitted:
+            self._leave_table(conn)
         if conn.listener is not None and conn.state is not SYN_RECEIVED:
             listener = self._embryonic_of.pop(conn.key, None)
             if listener is not None:
                 listener.embryonic -= 1
         self._timers.schedule(conn)
+
+    def _leave_table(self, conn: Connection) -> None:
+        """A TCB entering TIME-WAIT gives its table slot back, as an offload NIC hands TIME-WAIT to
+        the host's small record and frees the hardware entry (FreeBSD's cxgbe: tcp_twstart, then the
+        TID is released): 2*MSL of closed connections must not fill a table sized for live ones.
+        The TCB stays for those 2*MSL to answer a retransmitted FIN (MUST-13) and a new SYN (MAY-2)."""
+        conn.admitted = False
+        self.counters.inc("time_wait_slots_freed")
+        self.admission.release(conn.key)
 
     def _reap(self, conn: Connection) -> None:
         key = conn.key
