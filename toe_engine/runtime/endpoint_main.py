@@ -18,7 +18,7 @@ from toe_engine.runtime.failover import Carrier, PortFailover
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.endpoint import EndpointSettings, EndpointSettingsError, endpoint_handler
 from toe_engine.runtime.loop import EventLoop
-from toe_engine.runtime.process import run_engine_process
+from toe_engine.runtime.process import pin_to_current_cpu, run_engine_process
 from toe_engine.runtime.wire_setup import endpoint_runtime, interface_identity, open_tap, open_wire
 
 __all__ = ["build", "interface_identity", "main"]
@@ -39,6 +39,7 @@ def build(settings: EndpointSettings, netns: str | None, loop: EventLoop,
     drivers.append(tap)
     runtime = endpoint_runtime(settings, netns, wire, tap)
     runtime.attach(loop)
+    pin_to_current_cpu()  # one queue, one core, as each queue process of runtime.queues: no reordering by migration
     if settings.standby:  # more wire ports: active-backup failover between them
         standby = [AfPacketDriver(name, netns) for name in settings.standby]
         drivers.extend(standby)

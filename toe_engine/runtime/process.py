@@ -10,6 +10,7 @@ the loop; the interfaces close and the socket file is removed.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -61,6 +62,24 @@ def run_engine_process(prog: str, description: str, argv: list[str] | None, load
             driver.close()
         loop.close()
     return 0
+
+
+def current_cpu() -> int:
+    """The core this process runs on now (field 39 of /proc/self/stat: the last CPU it ran on)."""
+    with open("/proc/self/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[36])
+
+
+def pin_to_current_cpu() -> int:
+    """Stay on the core this process runs on, as a NIC queue's interrupt stays on its CPU.
+
+    A process that moves between cores sends through each core's backlog in turn (a veth
+    delivers on the sending core), so frames sent before a move can arrive after frames sent
+    after it: its own flows reordered. Returns the core."""
+    cpu = current_cpu()
+    if cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def _stop_on_signals(loop: EventLoop) -> None:
