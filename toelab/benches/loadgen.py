@@ -4,6 +4,8 @@
     python -m toelab.benches.loadgen http ADDR PORT SECONDS      -> {"connections": ..., "failures": ...,
                                                                      "bad_responses": ..., "seconds": ...,
                                                                      "cpu_seconds": ...}
+    python -m toelab.benches.loadgen http-fin ADDR PORT SECONDS  -> the same, each connection closed with a
+                                                                     FIN instead of a RST (the server keeps TIME-WAIT)
 
 Both stop by themselves and print one JSON line; the same client measures every target.
 """
@@ -32,12 +34,13 @@ def complete_response(response: bytes, body: int = BODY) -> bool:
     return lengths == [str(body).encode()] and len(rest) == body
 
 
-def http(addr: str, port: int, seconds: float) -> dict[str, float]:
+def http(addr: str, port: int, seconds: float, abort: bool = True) -> dict[str, float]:
     """Sequential connect, GET, read to close: connection setups per second.
 
     The server closes first; the client then aborts (SO_LINGER 0), and the RST frees the
-    server's TIME-WAIT entry at once (RFC 9293), so a table of fixed size measures setups,
-    not how many TIME-WAIT entries it can hold. A connection counts only if its response is
+    server's TIME-WAIT entry at once (RFC 9293), so the rate is of setups, not of how fast
+    TIME-WAIT entries pile up; `abort` False closes with a FIN and leaves the server its
+    TIME-WAIT, as most clients do. A connection counts only if its response is
     whole and the same as every other one (`bad_responses` counts the rest); `cpu_seconds`
     is this client's own CPU, to tell whether the client is what limits the rate.
     """
@@ -50,7 +53,8 @@ def http(addr: str, port: int, seconds: float) -> dict[str, float]:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.settimeout(2)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
+            if abort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
             sock.connect((addr, port))
             sock.sendall(REQUEST)
             chunks = []
@@ -72,9 +76,12 @@ def http(addr: str, port: int, seconds: float) -> dict[str, float]:
             "seconds": time.monotonic() - start, "cpu_seconds": time.process_time() - cpu0}
 
 
+MODES = ("bulk", "http", "http-fin")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 4 or argv[0] not in ("bulk", "http"):
-        print("usage: python -m toelab.benches.loadgen bulk|http ADDR PORT SECONDS", file=sys.stderr)
+    if len(argv) != 4 or argv[0] not in MODES:
+        print(f"usage: python -m toelab.benches.loadgen {'|'.join(MODES)} ADDR PORT SECONDS", file=sys.stderr)
         return 2
     mode, addr = argv[0], argv[1]
     try:
@@ -83,7 +90,7 @@ def main(argv: list[str]) -> int:
         print(f"loadgen: PORT must be a whole number and SECONDS a number, not {argv[2]!r} and {argv[3]!r}",
               file=sys.stderr)
         return 2
-    print(json.dumps((bulk if mode == "bulk" else http)(addr, port, seconds)))
+    print(json.dumps(bulk(addr, port, seconds) if mode == "bulk" else http(addr, port, seconds, abort=mode == "http")))
     return 0
 
 

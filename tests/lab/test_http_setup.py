@@ -1,0 +1,65 @@
+"""HTTP connection set-ups on the engine endpoint over real namespaces: h1's kernel client connects,
+sends a GET with `Connection: close`, reads the response and closes, again and again (the bench's
+own client). On the wire the engine answers each connection with two segments: its SYN-ACK, then
+one segment with the ACK of the GET, the whole response and its FIN. A client that aborts frees the
+connection at once; one that closes with a FIN leaves TIME-WAIT behind, which must not hold a slot
+of the engine's table (so a 16-slot table serves every one of them, none goes to the host)."""
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+import pytest
+
+from lab.lab import Lab
+from lab.pytest_plugin import MakeLab
+from scenarios.wire import tcp_frames
+
+pytestmark = pytest.mark.root
+
+ENGINE_IP, HTTP = "10.0.7.2", 80
+RESPONSE = 138  # HTTP/1.1 200 OK head of the 64-byte body the client asks for, and the body
+SECONDS = 0.5
+
+
+def _clients(lab: Lab, mode: str) -> dict[str, float]:
+    done = lab.node("h1").run([sys.executable, "-m", "toelab.benches.loadgen", mode, ENGINE_IP, str(HTTP),
+                               str(SECONDS)], timeout=60, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failures"] == 0 and result["bad_responses"] == 0, result
+    assert result["connections"] >= 20, f"too few connections to judge: {result}"
+    return result
+
+
+def test_each_connection_is_answered_with_a_syn_ack_and_one_segment_carrying_the_response_and_fin(
+        make_lab: MakeLab) -> None:
+    lab = make_lab("toe_pair", capacity=16)
+    engine = lab.engine("t1")
+    before = engine.stats()["counters"]
+    capture = lab.capture("h1", "eth0", f"tcp port {HTTP}")
+    result = _clients(lab, "http")
+    frames = tcp_frames(capture.stop())
+    from_engine: dict[int, list[str]] = defaultdict(list)
+    for f in frames:
+        if f.src == ENGINE_IP:
+            from_engine[f.dport].append(f"{f.flags}:{f.payload_len}")
+    assert len(from_engine) == result["connections"]
+    patterns = {tuple(segments) for segments in from_engine.values()}
+    assert patterns == {("SA:0", f"FPA:{RESPONSE}")}, patterns
+    after = engine.stats()
+    grew = {k: v - before.get(k, 0) for k, v in after["counters"].items()}
+    assert grew["conn_closed"] == result["connections"] and grew.get("conn_fallback", 0) == 0
+    assert after["gauges"]["table_occupancy"] == 0 and after["connections"] == 0
+
+
+def test_time_wait_left_by_clients_that_close_with_a_fin_holds_no_table_slot(make_lab: MakeLab) -> None:
+    lab = make_lab("toe_pair", capacity=16)
+    engine = lab.engine("t1")
+    result = _clients(lab, "http-fin")
+    stats = engine.stats()
+    counters = stats["counters"]
+    assert result["connections"] > 16  # more than the table holds: each was served all the same
+    assert counters["conn_offloaded"] == result["connections"] and counters.get("conn_fallback", 0) == 0
+    assert counters["time_wait_slots_freed"] == result["connections"]
+    assert stats["gauges"]["table_occupancy"] == 0 and stats["connections"] == result["connections"]
