@@ -87,6 +87,9 @@ class SynFastPath:
         self.core = core
         self.tx_frame = tx_frame  # the endpoint's frame-for-the-wire type (passed in: no import back up)
         self.counters = core.counters
+        # What each SYN counts, as plain tallies: Counters folds them in before every read (add_flush).
+        self.rx_segments = self.rx_to_host = self.syncookies_sent = 0
+        core.counters.add_flush(self._flush_counters)
         self.stack = core.stack
         self.resources = core.resources
         self.neighbors = core.neighbors
@@ -125,14 +128,22 @@ class SynFastPath:
         decision = self.resources.decide_syn(key, now)
         if decision is None:
             return None
-        counters = self.counters
         if decision is Admission.PASS:
-            counters.inc("rx_to_host")
+            self.rx_to_host += 1
             return False
-        counters.inc("rx_segments")
+        self.rx_segments += 1
         if decision is Admission.COOKIE:
             self._answer(frame, eth_src, src, dst, sport, dport, seq, listener.config, now)
         return True
+
+    def _flush_counters(self) -> None:
+        """Add the tallies to the counters (each SYN-ACK is one frame and one segment sent)."""
+        counters, cookies = self.counters, self.syncookies_sent
+        for name, value in (("rx_segments", self.rx_segments), ("rx_to_host", self.rx_to_host),
+                            ("syncookies_sent", cookies), ("tx_frames", cookies), ("tx_segments", cookies)):
+            if value:
+                counters.inc(name, value)
+        self.rx_segments = self.rx_to_host = self.syncookies_sent = 0
 
     def _options(self, frame: bytes | bytearray | memoryview, end: int) -> bool:
         """Read the SYN's options into the record as codec.tcp.parse_options would; False where it refuses them."""
@@ -183,10 +194,7 @@ class SynFastPath:
         peer = int.from_bytes(src, "big")
         ip_csum = ~fold(template.ip_sum + ip_id + peer) & 0xFFFF
         mac = self.neighbors.lookup(src) or eth_src
-        counters = self.counters
-        counters.inc("syncookies_sent")
-        counters.inc("tx_frames")
-        counters.inc("tx_segments")
+        self.syncookies_sent += 1  # and one frame, one segment sent: tx_frames and tx_segments
         ts_options = template.ts_options
         if ts_options is None:
             options, words = template.options, 0

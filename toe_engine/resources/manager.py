@@ -106,6 +106,8 @@ class ResourceManager:
         if self.table.has_room(embryonic=True) and self.pool.can_reserve(key, self.conn_buffer_bytes):
             return None
         decision = self.policy.on_exhaustion()
+        if decision is Admission.COOKIE:
+            return decision
         if decision is Admission.RESET:
             return None
         return self._exhausted(key, decision, now)

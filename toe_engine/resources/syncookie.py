@@ -98,6 +98,8 @@ class SynCookies:
         self.period = period
         self.max_age = max_age
         self.ts_hz = ts_hz
+        self._last_count = -1
+        self._last_count_bytes = b""
 
     def make_cookie(
         self,
@@ -128,10 +130,14 @@ class SynCookies:
 
     def flow_isn(self, flow: bytes, syn_seq: int, mss: int, now: float) -> int:
         """The cookie ISN for a SYN whose 4-tuple is `flow` (see `flow_bytes`); counts nothing."""
-        count = self._count(now)
-        base = _keyed(self._hash0, flow + _NO_COUNT)
-        keyed = (_keyed(self._hash1, flow + _count_bytes(count)) + mss_index(mss)) & COOKIE_MASK
-        return (base + syn_seq + ((count & COUNT_MASK) << COOKIE_BITS) + keyed) & _U32
+        count = int(now // self.period)
+        if count != self._last_count:  # the count's bytes change once a period: made once, not per SYN
+            self._last_count, self._last_count_bytes = count, _count_bytes(count)
+        h0, h1 = self._hash0.copy(), self._hash1.copy()
+        h0.update(flow + _NO_COUNT)
+        h1.update(flow + self._last_count_bytes)
+        keyed = (int.from_bytes(h1.digest(), "big") + mss_index(mss)) & COOKIE_MASK
+        return (int.from_bytes(h0.digest(), "big") + syn_seq + ((count & COUNT_MASK) << COOKIE_BITS) + keyed) & _U32
 
     def check_cookie(self, four_tuple: FourTuple, ack_segment: Segment, now: float) -> DecodedCookie | None:
         """Decode the cookie in a third-handshake ACK, or None if it is forged, stale or for another flow.
