@@ -19,9 +19,11 @@ _FILL = memoryview(b"x" * 65536)
 #: A body up to this size goes into the send buffer with its head, in one send.
 INLINE_BODY = 1024
 _INLINE_FILL = b"x" * INLINE_BODY
-#: Response heads by (status, length, close), built once: a connection-rate load asks for few.
-_HEADS: dict[tuple[bytes, int, bool], bytes] = {}
-_HEADS_LIMIT = 1024
+#: What a request head is answered with (what to send first, body bytes after it, close after),
+#: worked out once per distinct short head: a connection-rate load sends the same few again and again.
+_ANSWERS: dict[bytes, tuple[bytes, int, bool]] = {}
+_ANSWERS_LIMIT = 1024
+_ANSWERED_HEAD = 512  # longer heads are parsed each time, not kept
 
 
 class HttpResponder(App):
@@ -74,35 +76,16 @@ class HttpResponder(App):
         return False
 
     def respond(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split()
         self.requests += 1
-        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
-            self._start(b"400 Bad Request", 0, False, close=True)
-            return
-        path = parts[1].lstrip(b"/")
-        if path.isdigit():
-            length = MAX_BODY if len(path.lstrip(b"0")) > MAX_BODY_DIGITS else min(int(path), MAX_BODY)
-        else:
-            length = DEFAULT_BODY
-        connection = _connection_header(lines)
-        keep = connection == b"keep-alive" if parts[2] == b"HTTP/1.0" else connection != b"close"
-        self._start(b"200 OK", length, parts[0] == b"GET", close=not keep)
+        answer = _ANSWERS.get(head)
+        if answer is None:
+            answer = _answer(head)
+            if len(head) <= _ANSWERED_HEAD and len(_ANSWERS) < _ANSWERS_LIMIT:
+                _ANSWERS[head] = answer
+        self.head, self.body_left, self.close_after = answer
 
     def _start(self, status: bytes, length: int, send_body: bool, *, close: bool) -> None:
-        self.close_after = close
-        head = _HEADS.get((status, length, close))
-        if head is None:
-            head = (b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(length).encode()
-                    + b"\r\nServer: toelab\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
-            if len(_HEADS) < _HEADS_LIMIT:
-                _HEADS[(status, length, close)] = head
-        if send_body and length <= INLINE_BODY:
-            self.head = head + _INLINE_FILL[:length]  # one send, so head and body leave in one segment
-            self.body_left = 0
-        else:
-            self.head = head
-            self.body_left = length if send_body else 0
+        self.head, self.body_left, self.close_after = _response(status, length, send_body, close)
 
     def _send_response(self) -> bool:
         """Move the current response into the send buffer; False when the buffer is full first."""
@@ -117,6 +100,32 @@ class HttpResponder(App):
                 return False
             self.body_left -= sent
         return True
+
+
+def _answer(head: bytes) -> tuple[bytes, int, bool]:
+    """The response to one request head (without its blank line): see _response."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+        return _response(b"400 Bad Request", 0, False, True)
+    path = parts[1].lstrip(b"/")
+    if path.isdigit():
+        length = MAX_BODY if len(path.lstrip(b"0")) > MAX_BODY_DIGITS else min(int(path), MAX_BODY)
+    else:
+        length = DEFAULT_BODY
+    connection = _connection_header(lines)
+    keep = connection == b"keep-alive" if parts[2] == b"HTTP/1.0" else connection != b"close"
+    return _response(b"200 OK", length, parts[0] == b"GET", not keep)
+
+
+def _response(status: bytes, length: int, send_body: bool, close: bool) -> tuple[bytes, int, bool]:
+    """(bytes to send first, body bytes to stream after them, close once sent). A body of up to
+    INLINE_BODY bytes rides in the first part, so head and body go in one send and one segment."""
+    head = (b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(length).encode()
+            + b"\r\nServer: toelab\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
+    if send_body and length <= INLINE_BODY:
+        return head + _INLINE_FILL[:length], 0, close
+    return head, length if send_body else 0, close
 
 
 def _connection_header(lines: list[bytes]) -> bytes | None:
