@@ -48,6 +48,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("rings", "toelab.benches.queues:bench_rings"),
     Bench("coalescing", "toelab.benches.queues:bench_coalescing"),
     Bench("syn_queues", "toelab.benches.queues:bench_syn_queues"),
+    Bench("syn_path", "toelab.benches.syn_path:bench_syn_path", needs_root=False),
 )
 NAMES = tuple(b.name for b in BENCHES)
 

@@ -20,7 +20,7 @@ from rich.table import Table
 import toelab.bench as bench_command
 from scenarios.queues import BurstRow, CoalescingRow
 from toelab.bench import BENCHES, NAMES, Bench
-from toelab.benches import engine, flood, http_setup, lab, loss, middlebox, queues
+from toelab.benches import engine, flood, http_setup, lab, loss, middlebox, queues, syn_path
 from toelab.benches.rows import BadRow, Measured, Row, check_row, row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +64,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                        BurstRow(16384, 34603008, 60000, 60000, 0)]),
     "coalescing": lambda: queues.coalescing_rows([CoalescingRow(0, 180.0, 900.0, 60.0, 0.4, 2.5),
                                                   CoalescingRow(1000, 1150.0, 2100.0, 40.0, 0.5, 1.9)]),
+    "syn_path": lambda: syn_path.syn_path_rows([("answered with a cookie", 18.9, 5.2),
+                                                ("dropped and counted (deny)", 7.1, 2.3)]),
     "syn_queues": lambda: queues.syn_queue_rows(200_000, {"sent": 400_000, "flood_s": 2.0, "answered": 42_854,
                                                           "missed": 357_146},
                                                 {"sent": 400_000, "flood_s": 2.0, "answered": 63_186,
@@ -191,14 +193,16 @@ def test_bench_core_runs_and_writes_its_rows(tmp_path: Path) -> None:
                            "--core-connections", "1,64", "--core-frames", "300", "--json", str(out)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert "5 rows written to" in done.stdout and "in-order 1448 B data frame, 64" in done.stdout
+    assert "6 rows written to" in done.stdout and "in-order 1448 B data frame, 64" in done.stdout
     rows = json.loads(out.read_text())
     for r in rows:
         check_row(r, "core")
     assert len({r["load_before"] for r in rows}) == 1, "one load reading per benchmark"
     assert [r["measurement"] for r in rows] == [f"bulk echo, {label}" for label, *_ in engine.CORE_BULK] + [
-        "in-order 1448 B data frame, 1 connections open", "in-order 1448 B data frame, 64 connections open"]
-    bulk, (one, many) = rows[:3], rows[3:]
+        "in-order 1448 B data frame, 1 connections open", "in-order 1448 B data frame, 64 connections open",
+        "in-order 1448 B data frame through the runtime, 64 per batch, receive GRO on (reference: off)"]
+    bulk, (one, many), gro = rows[:3], rows[3:5], rows[5]
+    assert 0 < gro["engine"] < gro["reference"], "receive GRO hands TCP fewer, larger segments: it costs less per frame"
     assert all(r["engine"] > 0 and r["frames"] > 0 for r in bulk)
     assert bulk[2]["frames"] < bulk[0]["frames"], "super-frames carry the same bytes in fewer frames"
     assert one["reference"] is None and many["reference"] == one["engine"] > 0
