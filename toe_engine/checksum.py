@@ -2,11 +2,23 @@
 
 The one's-complement sum of 16-bit big-endian words is congruent to the whole buffer read as
 one big-endian integer modulo 0xFFFF (because 2**16 == 1 mod 0xFFFF). Python's big integers
-make that a single C-speed `int.from_bytes` plus one modulo, which is what keeps a 64 KiB
-checksum cheap on the per-packet path. Sums are kept as plain ints in 0..0xFFFF; a sum of 0
-only arises when every word is zero, and 0xFFFF stands for "negative zero" as RFC 1071 says.
+make that a single C-speed `int.from_bytes` plus a few folds, which is what a header costs. A
+long buffer (a segment's payload, a 64 KiB super-frame) is summed as 16-bit words by numpy
+when it is installed, four to ten times faster: the words are read in the machine's order,
+and a byte-swapped sum is the sum times 256 modulo 0xFFFF (RFC 1071's byte-order
+independence). Sums are kept as plain ints in 0..0xFFFF; a sum of 0 only arises when every
+word is zero, and 0xFFFF stands for "negative zero" as RFC 1071 says.
 """
 from __future__ import annotations
+
+import sys
+from types import ModuleType
+
+_numpy: ModuleType | None
+try:  # at import, not at the first long packet: a 0.1 s import there would show as latency
+    import numpy as _numpy
+except ImportError:  # pragma: no cover - numpy comes with matplotlib
+    _numpy = None
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -15,11 +27,34 @@ IPPROTO_ICMPV6 = 58
 
 _MOD = 0xFFFF
 _FOLD_ABOVE_BITS = 1024  # a longer sum is folded in halves before the modulo
+_WORDS_FROM = 512  # bytes: from here numpy's word sum costs less than one big integer's folds
+_WORD = "=u2"  # 16-bit words in the machine's order: no byte swap per word
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _Buffer = bytes | bytearray | memoryview
 
 
 def ones_sum(data: _Buffer, initial: int = 0) -> int:
     """One's-complement sum of `data` (odd length padded with a zero byte) plus `initial`."""
+    np = _numpy
+    total = (_word_sum(np, data) if np is not None and len(data) >= _WORDS_FROM else _integer_sum(data)) + initial
+    folded = total % _MOD
+    if folded == 0 and total:
+        return 0xFFFF
+    return folded
+
+
+def _word_sum(np: ModuleType, data: _Buffer) -> int:
+    """A number congruent to the big-endian word sum of `data` modulo 0xFFFF, from numpy."""
+    n = len(data)
+    words = int(np.frombuffer(data, dtype=_WORD, count=n >> 1).sum(dtype=np.uint64))
+    last = data[n - 1] if n & 1 else 0  # an odd last byte, padded with a zero byte on its right
+    if _LITTLE_ENDIAN:  # byte-swapped words: the word sum times 256 is congruent to the true one
+        return (words + last) << 8
+    return words + (last << 8)
+
+
+def _integer_sum(data: _Buffer) -> int:
+    """The whole buffer as one big-endian integer, folded down below 2**1024 (same residue mod 0xFFFF)."""
     value = int.from_bytes(data, "big")
     bits = len(data) * 8
     if bits & 8:
@@ -31,11 +66,8 @@ def ones_sum(data: _Buffer, initial: int = 0) -> int:
         half = (bits >> 5) << 4
         value = (value >> half) + (value & ((1 << half) - 1))
         bits = bits - half + 1
-    total = value + initial
-    folded = total % _MOD
-    if folded == 0 and total:
-        return 0xFFFF
-    return folded
+    return value
+
 
 
 def fold(value: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +36,19 @@ def reference_sum(data: bytes, initial: int = 0) -> int:
 def test_matches_reference(data: bytes) -> None:
     assert ones_sum(data) == reference_sum(data)
     assert internet_checksum(data) == ~reference_sum(data) & 0xFFFF
+
+
+@given(st.binary(min_size=500, max_size=70000), st.integers(0, 0xFFFF))
+def test_long_buffers_of_every_kind_match_the_reference(data: bytes, initial: int) -> None:
+    """Long buffers take numpy's word sum: bytes, bytearray and a memoryview at an odd offset alike."""
+    view = memoryview(b"\x01" + data)[1:]
+    assert ones_sum(data, initial) == ones_sum(bytearray(data), initial) == ones_sum(view, initial)
+    assert ones_sum(data, initial) == reference_sum(data, initial)
+
+
+def test_long_buffers_keep_zero_and_negative_zero_apart() -> None:
+    assert ones_sum(bytes(4001)) == 0 and ones_sum(b"\xff" * 4000) == 0xFFFF
+    assert ones_sum(b"\x00\x01" * 32767 + b"\xfe") == (0xFE00 + 32767) % 0xFFFF  # an odd last byte is a high byte
 
 
 def test_rfc1071_example() -> None:
@@ -99,3 +113,11 @@ def test_incremental_update_matches_recompute(header: bytearray, word_index: int
     struct.pack_into("!H", header, word_index * 2, new_word)
     struct.pack_into("!H", header, 10, updated)
     assert ones_sum(header) == 0xFFFF
+
+
+def test_without_numpy_long_buffers_are_summed_as_one_integer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import toe_engine.checksum as checksum
+
+    monkeypatch.setattr(checksum, "_numpy", None)  # as when numpy is not installed
+    data = os.urandom(9001)
+    assert ones_sum(data) == reference_sum(data)
