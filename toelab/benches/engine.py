@@ -8,6 +8,7 @@ demultiplexing is a dict lookup and timers are a heap).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import time
 
 from rich.table import Table
@@ -15,7 +16,10 @@ from rich.table import Table
 from toe_engine.codec import build_tcp_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.impair import ImpairmentSpec
+from toe_engine.io.memory import MemoryDriver
+from toe_engine.io.vnet import VNET_F_DATA_VALID, VnetHeader
 from toe_engine.resources import ResourceConfig
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings
 from toe_engine.segment import ACK, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.testing import IP_B, MAC_A, MAC_B, FrameHarness
@@ -23,6 +27,8 @@ from toe_engine.testing import IP_B, MAC_A, MAC_B, FrameHarness
 from .rows import Measured, Row, row
 
 DISCARD = 9
+RUNTIME_BATCH = 64  # frames per wake-up through the runtime: the endpoint's default budget
+VNET_DATA_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
 BUF = 4 * 1024 * 1024
 UNLIMITED_QUEUE = 1_000_000
 
@@ -47,8 +53,12 @@ def _client_ip(i: int) -> bytes:
     return bytes([198, 18 + (i >> 16), (i >> 8) & 0xFF, i & 0xFF])  # RFC 2544 benchmarking range
 
 
-def per_frame_cost_us(open_connections: int, frames: int = 20000) -> float:
-    """Microseconds per in-order 1448-byte data frame on one connection among `open_connections`."""
+def per_frame_cost_us(open_connections: int, frames: int = 20000, gro: bool | None = None) -> float:
+    """Microseconds per in-order 1448-byte data frame on one connection among `open_connections`.
+
+    With `gro` None each frame goes straight to the core; with True or False the frames go
+    through the endpoint runtime in batches of `RUNTIME_BATCH`, as one wake-up would hand them
+    over, with receive GRO on or off (an in-memory driver stands in for the wire)."""
     core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={DISCARD: "discard"},
                                        tcp=TcpConfig(rcv_buf=BUF, wscale=8, delayed_ack=0.04),
                                        resources=ResourceConfig(capacity=open_connections + 1,
@@ -70,15 +80,31 @@ def per_frame_cost_us(open_connections: int, frames: int = 20000) -> float:
     ip, port, seq, ack = last
     payload = bytes(1448)
     batch = [build_tcp_frame(MAC_A, MAC_B, ip, IP_B, Segment(port, DISCARD, (seq + k * 1448) & 0xFFFFFFFF, ack, ACK,
-                                                            4096, payload)) for k in range(frames)]
-    start = time.process_time()  # CPU time: wall time on a shared machine measures the neighbours
-    for frame in batch:
-        core.from_wire(frame, now, csum_ok=True)
-        core.poll_wire()
-    elapsed = time.process_time() - start
+                                                            4096, payload), ip_id=k) for k in range(frames)]
+    if gro is None:
+        start = time.process_time()  # CPU time: wall time on a shared machine measures the neighbours
+        for frame in batch:
+            core.from_wire(frame, now, csum_ok=True)
+            core.poll_wire()
+        elapsed = time.process_time() - start
+    else:
+        elapsed = _through_runtime(core, batch, now, gro)
     if core.apps and sum(a.received for a in core.apps.values()) < frames * 1448:
         raise RuntimeError("the benchmark frames were not all delivered")
     return elapsed / frames * 1e6
+
+
+def _through_runtime(core: EndpointCore, frames: list[bytearray], now: float, gro: bool) -> float:
+    """CPU seconds the endpoint runtime takes to read `frames` off an in-memory wire, batch by batch."""
+    wire, host = MemoryDriver("wire"), MemoryDriver("host")
+    runtime = EndpointRuntime(core, wire, host, EndpointSettings(addresses=[str(ipaddress.ip_address(IP_B))], gro=gro),
+                              budget=RUNTIME_BATCH)
+    runtime.clock = lambda: now
+    wire.put(VNET_DATA_VALID + bytes(frame) for frame in frames)
+    start = time.process_time()
+    while runtime.pump_wire(now):
+        pass
+    return time.process_time() - start
 
 
 CORE_BULK = (("MSS frames, software checksums", 1, False, False),
@@ -86,15 +112,21 @@ CORE_BULK = (("MSS frames, software checksums", 1, False, False),
              ("64 KiB super-frames (TSO+GSO)", 44, True, True))
 
 
-def core_rows(bulk: list[tuple[str, float, int]], per_frame: list[tuple[int, float]], frames: int) -> list[Row]:
-    """Rows of `bench core`: bulk (label, MB/CPU-s, frames carried) with no reference, and the per-frame
-    cost at each count of open connections against the cost with the fewest open (flat = ratio 1)."""
+def core_rows(bulk: list[tuple[str, float, int]], per_frame: list[tuple[int, float]], frames: int,
+              runtime: tuple[float, float] | None = None) -> list[Row]:
+    """Rows of `bench core`: bulk (label, MB/CPU-s, frames carried) with no reference, the per-frame
+    cost at each count of open connections against the cost with the fewest open (flat = ratio 1),
+    and (`runtime`: gro off, gro on) the per-frame cost through the runtime with receive GRO against without."""
     out = [row("core", f"bulk echo, {label}", "MB/CPU-s", None, round(rate, 2), frames=carried)
            for label, rate, carried in bulk]
     fewest = per_frame[0][1] if per_frame else None
     for index, (n, cost) in enumerate(per_frame):
         out.append(row("core", f"in-order 1448 B data frame, {n} connections open", "µs/frame",
                        None if index == 0 else round(fewest, 2), round(cost, 2), connections=n, frames=frames))
+    if runtime is not None:
+        out.append(row("core", f"in-order 1448 B data frame through the runtime, {RUNTIME_BATCH} per batch, "
+                       "receive GRO on (reference: off)", "µs/frame", round(runtime[0], 2), round(runtime[1], 2),
+                       frames=frames, batch=RUNTIME_BATCH))
     return out
 
 
@@ -103,7 +135,8 @@ def bench_core(args: argparse.Namespace) -> Measured:
     frames = getattr(args, "core_frames", 20000)
     counts = getattr(args, "core_connections", (1, 1000, 64000))
     bulk = [(label, *bulk_mb_per_cpu_s(size, tso, whole, offload)) for label, tso, whole, offload in CORE_BULK]
-    rows = core_rows(bulk, [(n, per_frame_cost_us(n, frames)) for n in counts], frames)
+    runtime = (per_frame_cost_us(1, frames, gro=False), per_frame_cost_us(1, frames, gro=True))
+    rows = core_rows(bulk, [(n, per_frame_cost_us(n, frames)) for n in counts], frames, runtime)
     table = Table(title="engine core in memory (no I/O): bulk echo and per-frame cost")
     for column in ("measurement", "result", "frames"):
         table.add_column(column, justify="right")
