@@ -189,15 +189,25 @@ class TcpStack:
     def shutdown(self, conn: FourTuple, now: float | None = None) -> None:
         """Half-close: no more sends; FIN follows the queued data."""
         c = self._conn(conn)
+        fin_queued = c.fin_queued
         c.shutdown(self._clock(now))
+        self._sent_what_was_corked(c, fin_queued)
         self._after(c)
 
     def close(self, conn: FourTuple, now: float | None = None) -> None:
         c = self._conns.get(conn)
         if c is None:
             return
+        fin_queued = c.fin_queued
         c.close(self._clock(now))
+        self._sent_what_was_corked(c, fin_queued)
         self._after(c)
+
+    def _sent_what_was_corked(self, c: Connection, fin_was_queued: bool) -> None:
+        """A close or shutdown that queued the FIN ran output() itself: uncork() owes that connection nothing."""
+        corked = self._corked
+        if corked and not fin_was_queued and c.fin_queued:
+            corked.pop(c.key, None)
 
     def abort(self, conn: FourTuple, now: float | None = None) -> None:
         c = self._conns.get(conn)
