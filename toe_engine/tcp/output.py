@@ -26,7 +26,11 @@ class SendPath(Timeouts):
         sent = False
         if state in SENDING_STATES:
             before = self.snd_nxt
-            sent = self._transmit(now)
+            if (before < self.snd_buf_seq + len(self.snd_buf) or self.fin_queued or self.force_rtx
+                    or self.rtxq.lost or self.cc.rate_based):
+                sent = self._transmit(now)
+            # else nothing is unsent or lost (a receive-only connection): no send machinery runs,
+            # and an idle restart (RFC 5681 4.1) waits for data to send, as Linux's tcp_cwnd_restart
             una, nxt = self.snd_una, self.snd_nxt
             if nxt > una:
                 if self.probing:
