@@ -45,6 +45,7 @@ class TcpConfig:
     min_pmtu: int = 552  # IPv4 path MTU floor, as Linux's net.ipv4.route.min_pmtu
     invalid_ratelimit: float = 0.5  # s between SYN-ACKs repeated for duplicate SYNs (tcp_invalid_ratelimit)
     drop_synfin: bool = True  # a SYN with FIN is no connection request (Linux; FreeBSD's drop_synfin)
+    header_prediction: bool = True  # in-order segments take the short path (tcp/input.py); False: all the full one
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:

@@ -5,7 +5,7 @@ window, FIN acknowledged), segment text, FIN. Loss detection on the ACKs is in `
 """
 from __future__ import annotations
 
-from toe_engine.segment import ACK, FIN, RST, SYN, URG, Segment
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
 from toe_engine.tcp.events import DataReceived, PeerClosed, Reset, Writable
 from toe_engine.tcp.recovery import FAST
 from toe_engine.tcp.rtx_queue import Sent
@@ -22,13 +22,17 @@ class ReceivePath(SendPath):
 
     __slots__ = ()
 
-    def on_segment(self, seg: Segment, now: float) -> None:
-        """RFC 9293 3.10.7.4, in its order: PAWS, acceptability, RST, SYN, ACK, text, FIN."""
+    def on_segment(self, seg: Segment, now: float) -> bool:
+        """RFC 9293 3.10.7.4, in its order: PAWS, acceptability, RST, SYN, ACK, text, FIN; the
+        next in-order segment of an ESTABLISHED connection tries header prediction first.
+        True if the segment took that short path."""
         self.last_rcv = now
         state = self.state
+        if state is ESTABLISHED and self.cfg.header_prediction and self._predicted(seg, now):
+            return True
         if state is SYN_SENT:
             self._on_segment_syn_sent(seg, now)
-            return
+            return False
         flags = seg.flags
         rcv_nxt = self.rcv_nxt
         seq = rcv_nxt + seq_diff(seg.seq, rcv_nxt)
@@ -40,14 +44,14 @@ class ReceivePath(SendPath):
             if not flags & ACK:
                 if self.host.synack_repeat_allowed(self.key, now):  # rate-limited, as Linux's tcp_check_req
                     self._send_syn(now, with_ack=True)  # a retransmitted SYN: repeat our SYN-ACK
-                return
+                return False
             if self.listener is None:  # only an active opener can be in a simultaneous open
                 flags &= ~SYN  # the peer's SYN-ACK, its SYN already counted
                 seq += 1
 
         if (ts is not None and (ts[0] - self.ts_recent) & HALF and self.ts_ok and not flags & RST
                 and self._paws_rejects(ts[0], now)):  # SEG.TSval < TS.Recent, modulo 2**32
-            return
+            return False
 
         rcv_wnd = self.rcv_adv - rcv_nxt
         if rcv_wnd < 0:
@@ -56,7 +60,7 @@ class ReceivePath(SendPath):
                 seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
             if not (rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN):
                 self._refuse(flags, now)
-                return
+                return False
             payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
             flags &= ~FIN
             plen = 0
@@ -67,12 +71,12 @@ class ReceivePath(SendPath):
                 self._on_reset()
             else:
                 self._challenge_ack(now)  # RFC 5961 3.2
-            return
+            return False
         if flags & SYN:
             self._challenge_ack(now)  # RFC 5961 4.2
-            return
+            return False
         if not flags & ACK:
-            return
+            return False
 
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
@@ -86,10 +90,10 @@ class ReceivePath(SendPath):
         snd_una = self.snd_una
         ack = snd_una + seq_diff(seg.ack, snd_una)
         if state is SYN_RECEIVED and not self._handshake_acked(seg, seq, ack, now):
-            return
+            return False
         if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
             self._challenge_ack(now)  # RFC 5961 5.2 (and RFC 9293: ACK of unsent data)
-            return
+            return False
         if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
             # RFC 7323 4.3, once the segment passed the RST, SYN and ACK checks (PAWS above
             # made TSval >= TS.Recent): a challenged segment must not move TS.Recent
@@ -98,19 +102,76 @@ class ReceivePath(SendPath):
         self._process_ack(seg, seq, ack, plen, now)
         state = self.state
         if state is CLOSED:
-            return
+            return False
         if flags & URG and seg.urg_ptr and state in RECEIVING_STATES:  # sixth, the URG bit: RCV.UP (MUST-30..33)
             up = rcv_nxt + seq_diff(seg.seq, rcv_nxt) + seg.urg_ptr
             if self.rcv_up is None or up > self.rcv_up:
                 self.rcv_up = up
         if payload and self.app_closed and seq + len(payload) > self.rcv_nxt:
             self._data_after_close(seg, now)
-            return
+            return False
         if flags & FIN:
-            self._text_and_fin(seq, payload, flags & FIN, state, now)
+            self._text_and_fin(seq, payload, flags & FIN, state, now, seg.gso_size)
         elif payload and state in RECEIVING_STATES:
-            self._receive_text(seq, payload, now)
+            self._receive_text(seq, payload, now, seg.gso_size)
         self.output(now)
+        return False
+
+    def _predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction (Van Jacobson's; Linux tcp_rcv_established, FreeBSD tcp_input): in
+        ESTABLISHED, a segment with only ACK (and maybe PSH), SEG.SEQ = RCV.NXT, the send window
+        unchanged, no SACK blocks, a timestamp PAWS passes, an ACK in [SND.UNA, SND.NXT], while
+        nothing is out of order and no loss recovery runs, is either a pure ACK of new data or
+        in-order data: it skips every test that cannot fire for it. False, before anything is
+        touched, sends the segment down the full path; either way the same state and segments
+        result (tests/unit/test_tcp_fastpath.py runs transfers both ways). In ESTABLISHED the
+        application has neither closed nor shut down (either one is FIN-WAIT-1 at once), so no
+        FIN is queued and no data arrives after a close."""
+        if seg.flags & ~PSH != ACK:
+            return False
+        rcv_nxt = self.rcv_nxt
+        if seg.seq != rcv_nxt & MASK or self.ooo.bytes_held or self.rcv_fin_seq is not None:
+            return False
+        opts = seg.options
+        ts = opts.timestamp
+        if opts.sack_blocks or (self.ts_ok and (ts is None or (ts[0] - self.ts_recent) & HALF)):
+            return False
+        if seg.window << self.snd_wscale != self.snd_wnd:
+            return False
+        q = self.rtxq
+        if self.recovery or self.frto or self.tlp_end is not None or q.sacked or q.lost or q.retrans or self.probing:
+            return False
+        snd_una = self.snd_una
+        ack = snd_una + ((seg.ack - snd_una) & MASK)  # an ACK below SND.UNA unwraps far above SND.NXT
+        if ack > self.snd_nxt:
+            return False
+        payload = seg.payload
+        plen = len(payload)
+        if plen:
+            if plen > self.rcv_adv - rcv_nxt:
+                return False  # beyond the window
+        elif ack == snd_una:
+            return False  # a duplicate ACK, a window probe or a keep-alive: the full path judges it
+
+        if ts is not None and self.ts_ok and rcv_nxt <= self.last_ack_sent:
+            self.ts_recent = ts[0]  # RFC 7323 4.3
+            self.ts_recent_time = now
+        if ack > snd_una:
+            newest = self._ack_new_data(ack, ts, now)
+            if self.cc.rate_based:
+                self._rate_sample(newest, now)
+        elif self.cc.rate_based:
+            self._rate_sample(None, now)
+        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+            self.snd_wl1 = rcv_nxt  # the window itself is unchanged (and never above max_snd_wnd)
+            self.snd_wl2 = ack
+        if plen:
+            self.rcv_buf += payload
+            self.rcv_nxt = rcv_nxt + plen
+            self._owe_ack(plen, seg.gso_size or plen, now)
+            self._events.append(DataReceived(self.key, plen))
+        self.output(now)
+        return True
 
     def _refuse(self, flags: int, now: float) -> None:
         """An unacceptable segment: dropped, and answered with an ACK unless it is a RST (RFC 9293 3.10.7.4)."""
@@ -154,10 +215,11 @@ class ReceivePath(SendPath):
             return False
         return rcv_nxt <= seq < rcv_nxt + rcv_wnd or rcv_nxt <= seq + seg_len - 1 < rcv_nxt + rcv_wnd
 
-    def _text_and_fin(self, seq: int, payload: bytes | memoryview, fin: int, state: State, now: float) -> None:
+    def _text_and_fin(self, seq: int, payload: bytes | memoryview, fin: int, state: State, now: float,
+                      gso_size: int = 0) -> None:
         """RFC 9293 3.10.7.4 steps seven and eight: take the text, then the FIN once it is in order."""
         if payload and state in RECEIVING_STATES:
-            self._receive_text(seq, payload, now)
+            self._receive_text(seq, payload, now, gso_size)
         if fin and state is not TIME_WAIT:
             fin_at = seq + len(payload)
             if fin_at == self.rcv_nxt:
@@ -372,7 +434,10 @@ class ReceivePath(SendPath):
             self._events.append(Writable(self.key))
         return newest
 
-    def _receive_text(self, seq: int, payload: bytes | memoryview, now: float) -> None:
+    def _receive_text(self, seq: int, payload: bytes | memoryview, now: float, gso_size: int = 0) -> None:
+        """In-order text to the receive buffer (and the ACK it owes), out-of-order to reassembly.
+        `gso_size` is the wire MSS of a coalesced segment: what rcv_mss measures, as Linux's
+        tcp_measure_rcv_mss takes gso_size before the length."""
         n = len(payload)
         if seq == self.rcv_nxt:
             if not self.app_closed:
@@ -389,18 +454,24 @@ class ReceivePath(SendPath):
                 self.ack_now = True  # filled (part of) a hole: ACK at once (RFC 5681 4.2)
             if self.rcv_fin_seq is not None and self.rcv_nxt == self.rcv_fin_seq:
                 self._receive_fin(now)
-            if n > self.rcv_mss:  # capped at the MSS we advertised, as Linux caps it at advmss:
-                self.rcv_mss = n if n < self.cfg.mss else self.cfg.mss  # a super-frame is many segments
-            self.unacked_bytes += n
-            if self.unacked_bytes >= 2 * self.rcv_mss or not self.cfg.delayed_ack:
-                self.ack_now = True  # SHLD-19: at least every second full-sized segment
-            elif self.t_delack == INF:
-                self.t_delack = now + self.cfg.delayed_ack
+            self._owe_ack(n, gso_size or n, now)
             if not self.app_closed:
                 self._events.append(DataReceived(self.key, delivered))
         else:
             self.ooo.insert(seq, payload)
             self.ack_now = True  # out-of-order: immediate duplicate ACK (RFC 5681 4.2)
+
+    def _owe_ack(self, n: int, size: int, now: float) -> None:
+        """The ACK that `n` in-order octets in segments of `size` (the wire MSS of a coalesced
+        one) owe: at once for every second full-sized segment (SHLD-19), else delayed."""
+        cfg = self.cfg
+        if size > self.rcv_mss:  # capped at the MSS we advertised, as Linux caps it at advmss:
+            self.rcv_mss = size if size < cfg.mss else cfg.mss  # a super-frame is many segments
+        unacked = self.unacked_bytes = self.unacked_bytes + n
+        if unacked >= 2 * self.rcv_mss or not cfg.delayed_ack:
+            self.ack_now = True
+        elif self.t_delack == INF:
+            self.t_delack = now + cfg.delayed_ack
 
     def _receive_fin(self, now: float) -> None:
         self.rcv_nxt += 1

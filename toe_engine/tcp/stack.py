@@ -83,6 +83,12 @@ class TcpStack:
         self._synack_repeated: dict[FourTuple, float] = {}  # when a duplicate SYN last drew a SYN-ACK
         self._next_port = EPHEMERAL_FIRST
         self._now = 0.0
+        #: Segments header prediction took (Linux's TCPHPHits with TCPHPAcks): a plain tally,
+        #: folded into the counters as `tcp_hp_hits` whenever they are read.
+        self.hp_hits = 0
+        add_flush = getattr(self.counters, "add_flush", None)
+        if add_flush is not None:
+            add_flush(self._flush_tallies)
         self._corked: dict[FourTuple, Connection] | None = None  # between cork() and uncork()
 
     # ------------------------------------------------------------------ host services
@@ -102,7 +108,13 @@ class TcpStack:
             self.counters.inc("synack_rtx_limited")
             return False
         self._synack_repeated[conn] = now
+        self.counters.inc("synack_repeated")  # with synack_rtx_limited: every duplicate SYN is counted
         return True
+
+    def _flush_tallies(self) -> None:
+        if self.hp_hits:
+            self.counters.inc("tcp_hp_hits", self.hp_hits)
+            self.hp_hits = 0
 
     # ------------------------------------------------------------------ application interface
 
@@ -230,7 +242,7 @@ class TcpStack:
         c = self._conns.get(conn)
         return State.CLOSED if c is None else c.state
 
-    def connection(self, conn: FourTuple) -> Connection | None:
+    def connection(self, conn: tuple[bytes, int, bytes, int]) -> Connection | None:
         """The TCB itself, for inspection (tests, metrics); None once it is gone."""
         return self._conns.get(conn)
 
@@ -259,7 +271,8 @@ class TcpStack:
             if conn.state is TIME_WAIT and seg.flags & (SYN | ACK | RST | FIN) == SYN and self._may_reuse(conn, seg):
                 self._reap(conn)  # MAY-2: a new incarnation may replace TIME-WAIT
             else:
-                conn.on_segment(seg, now)
+                if conn.on_segment(seg, now):
+                    self.hp_hits += 1
                 self._after(conn)
                 return True
         return self._no_connection(local_ip, remote_ip, key, seg, now)
@@ -354,7 +367,7 @@ class TcpStack:
             return
         if state is TIME_WAIT and conn.admitted:
             self._leave_table(conn)
-        if conn.listener is not None and conn.state is not SYN_RECEIVED:
+        if conn.listener is not None and self._embryonic_of and conn.state is not SYN_RECEIVED:
             listener = self._embryonic_of.pop(conn.key, None)
             if listener is not None:
                 listener.embryonic -= 1

@@ -1,0 +1,410 @@
+"""Header prediction (tcp/input.py `_predicted`) and the receive-only output path.
+
+The short path must be invisible: the same transfer run with `header_prediction` on and off
+gives the same segments on the wire (every field, every payload byte, every option, at the same
+instant), the same TCB state after every step and the same counters. And each thing that
+disqualifies a segment sends it down the full path, which `tcp_hp_hits` shows.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from toe_engine.counters import Counters
+from toe_engine.segment import ACK, FIN, PSH, RST, SYN, URG, Segment, TcpOptions
+from toe_engine.tcp import State, TcpConfig
+from toe_engine.tcp.seqnum import MASK
+from toe_engine.tcp.tcb import Tcb
+from toe_engine.tcp.testing import BulkTransfer, Harness, Impairment, pumping
+
+KIB = 1024
+SKIP = {"host", "_out", "_events", "counters", "cfg", "key", "listener"}  # shared objects, not state
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A comparable picture of a TCB field: numbers as they are, buffers as bytes, the engine's
+    own objects (cc, RTT estimator, queues, their ranges) as their fields, recursively."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _plain(v, depth + 1)) for k, v in value.items()))
+    assert depth < 6, f"unexpectedly deep state: {type(value).__name__}"
+    names = [n for cls in type(value).__mro__ for n in getattr(cls, "__slots__", ())]
+    if not names and hasattr(value, "__dict__"):
+        names = list(vars(value))
+    return (type(value).__name__,) + tuple((n, _plain(getattr(value, n), depth + 1)) for n in names
+                                           if hasattr(value, n))
+
+
+def tcb_state(tcb: Tcb | None) -> Any:
+    if tcb is None:
+        return None
+    names = [n for cls in type(tcb).__mro__ for n in getattr(cls, "__slots__", ())]
+    assert "rcv_nxt" in names and "rtxq" in names
+    return tuple((n, _plain(getattr(tcb, n))) for n in names if n not in SKIP)
+
+
+def counted(counters: Counters) -> dict[str, int]:
+    """Every counter but the one that tells the two paths apart."""
+    return {k: v for k, v in counters.snapshot().items() if k != "tcp_hp_hits"}
+
+
+def wire(h: Harness) -> list[tuple[Any, ...]]:
+    """Every segment that crossed the channel, field by field."""
+    return [(round(s.time, 9), s.src, s.dropped, s.seg.src_port, s.seg.dst_port, s.seg.seq, s.seg.ack, s.seg.flags,
+             s.seg.window, bytes(s.seg.payload), s.seg.options, s.seg.urg_ptr) for s in h.trace]
+
+
+class Reader:
+    """Reads at most `chunk` bytes per step: the receive window shrinks and opens again."""
+
+    def __init__(self, conn: Any, chunk: int) -> None:
+        self.conn, self.chunk, self.received = conn, chunk, bytearray()
+
+    def __call__(self, h: Harness) -> None:
+        if h.b.connection(self.conn) is not None:
+            self.received += h.b.recv(self.conn, self.chunk)
+
+
+def transfer(prediction: bool, cfg_a: TcpConfig, cfg_b: TcpConfig, imp_ab: Impairment, imp_ba: Impairment,
+             size: int, both_ways: bool = False, read_chunk: int = 0, close: bool = True,
+             seed: int = 7) -> dict[str, Any]:
+    """One seeded transfer a -> b (and b -> a), with header prediction on or off on both stacks."""
+    h = Harness(replace(cfg_a, header_prediction=prediction), replace(cfg_b, header_prediction=prediction),
+                a_to_b=imp_ab, b_to_a=imp_ba, seed=seed)
+    ca, cb = h.establish()
+    data = bytes((i * 7 + i // 251) & 0xFF for i in range(size))
+    states: list[Any] = []
+    if read_chunk:
+        reader = Reader(cb, read_chunk)
+        sent = [0]
+
+        def hook(hh: Harness) -> None:
+            if sent[0] < size and hh.a.connection(ca) is not None:
+                sent[0] += hh.a.send(ca, data[sent[0]:sent[0] + 65536], hh.now)
+            reader(hh)
+            states.append((tcb_state(hh.a.connection(ca)), tcb_state(hh.b.connection(cb))))
+
+        h.on_step = hook
+        assert h.run(until=lambda: len(reader.received) == size, max_time=600)
+        received = [bytes(reader.received)]
+    else:
+        transfers = [BulkTransfer(h.a, ca, h.b, cb, data, close_when_done=close)]
+        if both_ways:
+            transfers.append(BulkTransfer(h.b, cb, h.a, ca, data[::-1], close_when_done=close))
+        pump = pumping(*transfers)
+
+        def hook(hh: Harness) -> None:
+            pump(hh)
+            states.append((tcb_state(hh.a.connection(ca)), tcb_state(hh.b.connection(cb))))
+
+        h.on_step = hook
+        assert h.run(until=lambda: all(t.done for t in transfers), max_time=600)
+        received = [bytes(t.received) for t in transfers]
+    assert received[0] == data and (not both_ways or received[1] == data[::-1])
+    h.run(duration=5)
+    hits = h.counters_a["tcp_hp_hits"] + h.counters_b["tcp_hp_hits"]
+    counters = [counted(c) for c in (h.counters_a, h.counters_b)]
+    return {"wire": wire(h), "states": states, "counters": counters, "hits": hits,
+            "events": (repr(h.events_a), repr(h.events_b)), "segments": len(h.trace)}
+
+
+CLEAN = Impairment(delay=0.01)
+CASES: dict[str, tuple[TcpConfig, TcpConfig, Impairment, Impairment, dict[str, Any]]] = {
+    "timestamps and SACK": (TcpConfig(), TcpConfig(), CLEAN, CLEAN, {}),
+    "no options": (TcpConfig(timestamps=False, sack=False, wscale=None, rcv_buf=65535),
+                   TcpConfig(timestamps=False, sack=False, wscale=None, rcv_buf=65535), CLEAN, CLEAN, {}),
+    "loss, RACK-TLP": (TcpConfig(), TcpConfig(), Impairment(delay=0.01, loss=0.03),
+                       Impairment(delay=0.01, loss=0.01), {}),
+    "loss, duplicate ACKs, no SACK": (TcpConfig(loss_detection="dupack", sack=False), TcpConfig(sack=False),
+                                      Impairment(delay=0.01, loss=0.03), CLEAN, {}),
+    "reordering and duplicates": (TcpConfig(), TcpConfig(), Impairment(delay=0.01, reorder=0.05, duplicate=0.02),
+                                  CLEAN, {}),
+    "window changes (slow reader, no scaling)": (TcpConfig(wscale=None, rcv_buf=65535),
+                                                 TcpConfig(wscale=None, rcv_buf=16 * KIB),
+                                                 CLEAN, CLEAN, {"read_chunk": 3000}),
+    "echo both ways, cubic": (TcpConfig(congestion="cubic"), TcpConfig(congestion="cubic"), CLEAN, CLEAN,
+                              {"both_ways": True}),
+    "echo both ways, BBR, loss": (TcpConfig(congestion="bbr"), TcpConfig(congestion="bbr"),
+                                  Impairment(delay=0.01, loss=0.02), CLEAN, {"both_ways": True}),
+    "delayed ACK off, TSO": (TcpConfig(tso_segments=8), TcpConfig(delayed_ack=0), CLEAN, CLEAN, {}),
+    "tail losses, no FIN": (TcpConfig(), TcpConfig(), Impairment(delay=0.01, loss=0.05), CLEAN, {"close": False}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_short_path_gives_the_same_wire_and_states_as_the_full_one(case: str) -> None:
+    cfg_a, cfg_b, ab, ba, extra = CASES[case]
+    full = transfer(False, cfg_a, cfg_b, ab, ba, 300 * KIB, **extra)
+    short = transfer(True, cfg_a, cfg_b, ab, ba, 300 * KIB, **extra)
+    assert full["hits"] == 0
+    assert short["hits"] > short["segments"] // 8, f"header prediction took only {short['hits']} segments"
+    assert len(short["wire"]) == len(full["wire"])
+    for i, (s, f) in enumerate(zip(short["wire"], full["wire"])):
+        assert s == f, f"segment {i} differs"
+    assert len(short["states"]) == len(full["states"])
+    for i, (s, f) in enumerate(zip(short["states"], full["states"])):
+        assert s == f, f"TCB state after step {i} differs"
+    assert short["counters"] == full["counters"]
+    assert short["events"] == full["events"]
+
+
+# ---------------------------------------------------------------------- disqualifiers
+
+
+def established(cfg: TcpConfig | None = None, in_flight: int = 0) -> tuple[Harness, Any, Any, Tcb]:
+    """a and b ESTABLISHED and idle; with `in_flight`, b has that much data sent and unacknowledged."""
+    h = Harness(cfg or TcpConfig(), cfg or TcpConfig())
+    ca, cb = h.establish()
+    h.a.send(ca, b"x" * 3000)
+    h.b.send(cb, b"y" * 3000)
+    h.run(duration=1)
+    assert h.b.recv(cb) == b"x" * 3000 and h.a.recv(ca) == b"y" * 3000
+    tcb = h.b.connection(cb)
+    assert tcb is not None and tcb.state is State.ESTABLISHED
+    h.drop_if = lambda src, seg: src == "b"  # what b sends from now on never arrives: the tests answer for a
+    if in_flight:
+        h.b.set_nodelay(cb, True)  # all of it leaves at once
+        h.b.send(cb, b"z" * in_flight)
+        h.flush()
+        assert tcb.snd_nxt - tcb.snd_una == in_flight
+    return h, ca, cb, tcb
+
+
+def segment_to_b(h: Harness, ca: Any, tcb: Tcb, flags: int = ACK, payload: bytes = b"", seq_delta: int = 0,
+                 ack: int | None = None, window: int | None = None, **opts: Any) -> Segment:
+    """What a would send b next: in order, acking `ack` (default SND.NXT of b), b's window unchanged."""
+    a = h.a.connection(ca)
+    assert a is not None
+    ts = opts.pop("timestamp") if "timestamp" in opts else (h.a.ts_clock(h.now), a.ts_recent) if tcb.ts_ok else None
+    options = TcpOptions(timestamp=ts, **opts)
+    if window is None:
+        window = tcb.snd_wnd >> tcb.snd_wscale
+    return Segment(a.local_port, a.remote_port, (tcb.rcv_nxt + seq_delta) & MASK,
+                   (tcb.snd_nxt if ack is None else ack) & MASK, flags, window, payload, options)
+
+
+def took_short_path(h: Harness, seg: Segment) -> bool:
+    before = h.counters_b["tcp_hp_hits"]
+    h.inject("b", seg)
+    return h.counters_b["tcp_hp_hits"] == before + 1
+
+
+def test_an_in_order_data_segment_and_a_pure_ack_take_the_short_path() -> None:
+    """The control for every disqualifier below: without one, the same segments are predicted."""
+    h, ca, cb, tcb = established(in_flight=2000)
+    assert took_short_path(h, segment_to_b(h, ca, tcb, ack=tcb.snd_una + 1000))  # a pure ACK of new data
+    assert took_short_path(h, segment_to_b(h, ca, tcb, ACK | PSH, b"data"))  # data, acking the rest
+    assert took_short_path(h, segment_to_b(h, ca, tcb, ACK, b"more"))  # data, acking nothing new
+    assert h.b.recv(cb) == b"datamore" and tcb.snd_una == tcb.snd_nxt
+
+
+SEGMENT_DISQUALIFIERS: dict[str, Callable[[Harness, Any, Tcb], Segment]] = {
+    "FIN": lambda h, ca, t: segment_to_b(h, ca, t, ACK | FIN, b"last"),
+    "RST": lambda h, ca, t: segment_to_b(h, ca, t, ACK | RST),
+    "SYN": lambda h, ca, t: segment_to_b(h, ca, t, ACK | SYN),
+    "URG": lambda h, ca, t: segment_to_b(h, ca, t, ACK | URG, b"urgent"),
+    "no ACK": lambda h, ca, t: segment_to_b(h, ca, t, PSH, b"data"),
+    "sequence ahead (out of order)": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"later", seq_delta=100),
+    "sequence behind (duplicate)": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"x" * 10, seq_delta=-10),
+    "SACK block": lambda h, ca, t: segment_to_b(h, ca, t, ack=t.snd_una + 100, payload=b"data",
+                                                sack_blocks=(((t.snd_una + 1448) & MASK, (t.snd_una + 1900) & MASK),)),
+    "timestamp older than TS.Recent": lambda h, ca, t: segment_to_b(
+        h, ca, t, payload=b"old", timestamp=((t.ts_recent - 5) & MASK, 0)),
+    "timestamp missing": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"bare", timestamp=None),
+    "window changed": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data",
+                                                    window=(t.snd_wnd >> t.snd_wscale) - 1),
+    "ACK beyond SND.NXT": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data", ack=t.snd_nxt + 1),
+    "ACK below SND.UNA": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data", ack=t.snd_una - 1),
+    "pure ACK of nothing new (duplicate ACK)": lambda h, ca, t: segment_to_b(h, ca, t, ack=t.snd_una),
+    "more data than the window": lambda h, ca, t: segment_to_b(h, ca, t, payload=bytes(t.rcv_adv - t.rcv_nxt + 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(SEGMENT_DISQUALIFIERS))
+def test_a_disqualified_segment_takes_the_full_path_with_the_same_result(case: str) -> None:
+    results = []
+    for prediction in (True, False):
+        h, ca, cb, tcb = established(TcpConfig(header_prediction=prediction), in_flight=2000)
+        seg = SEGMENT_DISQUALIFIERS[case](h, ca, tcb)
+        assert not took_short_path(h, seg)
+        results.append((wire(h), tcb_state(h.b.connection(cb)), counted(h.counters_b)))
+    assert results[0] == results[1]
+
+
+def _ooo_queued(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    h.inject("b", segment_to_b(h, ca, tcb, payload=b"ahead", seq_delta=500))
+    assert tcb.ooo
+
+
+def _fin_ahead(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    h.inject("b", segment_to_b(h, ca, tcb, ACK | FIN, seq_delta=500))
+    assert tcb.rcv_fin_seq is not None
+
+
+def _sacked(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    una = tcb.snd_una
+    h.inject("b", segment_to_b(h, ca, tcb, ack=una, sack_blocks=(((una + 1448) & MASK, (una + 2000) & MASK),)))
+    assert tcb.rtxq.sacked
+
+
+def _fast_recovery(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    una = tcb.snd_una
+    for end in (1448 * 3, 1448 * 4, 1448 * 5):
+        h.inject("b", segment_to_b(h, ca, tcb, ack=una, sack_blocks=(((una + 1448) & MASK, (una + end) & MASK),)))
+    assert tcb.recovery
+
+
+def _hole_repaired(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    """Fast recovery whose hole is repaired, the recovery point not yet reached: nothing is
+    SACKed, lost or resent any more, and only the recovery state says PRR is still at work."""
+    _fast_recovery(h, ca, cb, tcb)
+    h.inject("b", segment_to_b(h, ca, tcb, ack=tcb.snd_una + 1448 * 5))
+    q = tcb.rtxq
+    assert tcb.recovery and not (q.sacked or q.lost or q.retrans) and tcb.snd_una < tcb.recover
+
+
+def _probe_new_data(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    """A tail loss probe that sent new data: only TLP's episode (tlp_end) is open."""
+    h.b.send(cb, b"q" * 20 * 1448)  # more than the congestion window lets out
+    h.flush()
+    assert tcb.rtx_kind == 1 and tcb.snd_nxt < tcb.snd_buf_seq + len(tcb.snd_buf)  # recovery.PTO
+    h.now = tcb.t_rtx
+    h.sync_clocks()
+    q = tcb.rtxq
+    assert tcb.tlp_end is not None and not tcb.tlp_retrans and not (tcb.recovery or q.sacked or q.lost or q.retrans)
+
+
+def _rto_fired(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    assert tcb.rtx_kind == 0  # recovery.RTO
+    h.now = tcb.t_rtx
+    h.sync_clocks()
+    assert tcb.recovery and (tcb.frto or tcb.rtxq.lost)
+
+
+def _probe_fired(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    assert tcb.rtx_kind == 1  # recovery.PTO: the tail loss probe's timer
+    h.now = tcb.t_rtx
+    h.sync_clocks()
+    assert tcb.tlp_end is not None
+
+
+def _peer_window_closed(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    h.inject("b", segment_to_b(h, ca, tcb, window=0))
+    h.b.send(cb, b"w" * 100)
+    h.now = tcb.t_persist
+    h.sync_clocks()
+    assert tcb.probing
+
+
+def _shut_down(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    h.b.shutdown(cb)
+    h.flush()
+    assert tcb.state is State.FIN_WAIT_1
+
+
+def _peer_closed(h: Harness, ca: Any, cb: Any, tcb: Tcb) -> None:
+    h.inject("b", segment_to_b(h, ca, tcb, ACK | FIN))
+    assert tcb.state is State.CLOSE_WAIT
+
+
+DUPACK = TcpConfig(loss_detection="dupack")
+CONNECTION_DISQUALIFIERS: dict[str, tuple[Callable[[Harness, Any, Any, Tcb], None], int, TcpConfig]] = {
+    "out-of-order data queued": (_ooo_queued, 0, TcpConfig()),
+    "a FIN beyond RCV.NXT": (_fin_ahead, 0, TcpConfig()),
+    "SACKed octets (RACK: recovery at once)": (_sacked, 3000, TcpConfig()),
+    "SACKed octets only (one duplicate ACK)": (_sacked, 3000, DUPACK),
+    "fast recovery": (_fast_recovery, 8000, DUPACK),
+    "fast recovery, the hole repaired": (_hole_repaired, 8 * 1448, DUPACK),
+    "a tail loss probe of new data": (_probe_new_data, 3000, TcpConfig()),
+    "after a retransmission timeout (F-RTO)": (_rto_fired, 3000, DUPACK),
+    "after a retransmission timeout (no SACK)": (_rto_fired, 3000, replace(DUPACK, sack=False)),
+    "a tail loss probe out": (_probe_fired, 3000, TcpConfig()),
+    "probing a zero window": (_peer_window_closed, 0, TcpConfig()),
+    "FIN queued (FIN-WAIT-1)": (_shut_down, 0, TcpConfig()),
+    "CLOSE-WAIT": (_peer_closed, 0, TcpConfig()),
+}
+
+
+@pytest.mark.parametrize("case", list(CONNECTION_DISQUALIFIERS))
+def test_a_connection_in_an_unusual_state_takes_the_full_path_with_the_same_result(case: str) -> None:
+    prepare, in_flight, cfg = CONNECTION_DISQUALIFIERS[case]
+    results = []
+    for prediction in (True, False):
+        h, ca, cb, tcb = established(replace(cfg, header_prediction=prediction), in_flight=in_flight)
+        prepare(h, ca, cb, tcb)
+        seg = segment_to_b(h, ca, tcb, ACK | PSH, b"in order", ack=tcb.snd_una)
+        assert not took_short_path(h, seg)
+        results.append((wire(h), tcb_state(h.b.connection(cb)), counted(h.counters_b)))
+    assert results[0] == results[1]
+
+
+def test_header_prediction_off_sends_everything_down_the_full_path() -> None:
+    h, ca, cb, tcb = established(TcpConfig(header_prediction=False), in_flight=2000)
+    assert not took_short_path(h, segment_to_b(h, ca, tcb, ACK | PSH, b"data"))
+    assert h.b.recv(cb) == b"data"
+
+
+# ---------------------------------------------------------------------- receive-only output
+
+
+def test_a_receive_only_connection_acks_every_second_segment_and_sends_nothing_else() -> None:
+    """With nothing queued to send, output() is ACK generation only: one ACK per two full
+    segments (SHLD-19), each at SND.NXT, carrying no data, and the delayed ACK for an odd one."""
+    h, ca, cb, tcb = established()
+    a = h.a.connection(ca)
+    assert a is not None
+    hits = h.counters_b["tcp_hp_hits"]
+    replies = []
+    for k in range(5):
+        seg = segment_to_b(h, ca, tcb, ACK, bytes([k]) * 1448)
+        replies.append(h.inject("b", seg))
+    assert [len(r) for r in replies] == [0, 1, 0, 1, 0]
+    for r in (replies[1][0], replies[3][0]):
+        assert r.flags == ACK and not r.payload and r.seq == tcb.snd_nxt & MASK
+    assert replies[3][0].ack == (tcb.rcv_nxt - 1448) & MASK
+    assert tcb.t_delack < float("inf")
+    h.now = tcb.t_delack
+    h.sync_clocks()
+    (late,) = [s.seg for s in h.trace[-1:]]
+    assert late.flags == ACK and late.ack == tcb.rcv_nxt & MASK
+    assert h.counters_b["tcp_hp_hits"] == hits + 5
+
+
+def test_with_nothing_new_to_send_lost_data_is_still_resent_at_once() -> None:
+    """The receive-only shortcut must not swallow a retransmission: a hole in each of two
+    flights 5 ms apart, nothing more queued and no FIN; the second hole is found lost in fast
+    recovery (no forced retransmission pending) and is still resent at once, not after an RTO."""
+    h = Harness()
+    ca, cb = h.establish()
+    h.a.set_nodelay(ca, True)
+    a = h.a.connection(ca)
+    assert a is not None
+    mss = a.snd_mss
+    holes = {a.snd_nxt + 2 * mss, a.snd_nxt + 8 * mss}
+    dropped: set[int] = set()
+
+    def drop_first_copy(src: str, seg: Segment) -> bool:
+        seq = a.snd_una + ((seg.seq - a.snd_una) & MASK)
+        if src == "a" and seq in holes and seq not in dropped:
+            dropped.add(seq)
+            return True
+        return False
+
+    h.drop_if = drop_first_copy
+    data = bytes(i & 0xFF for i in range(12 * mss))
+    got = bytearray()
+    h.on_step = lambda hh: got.extend(hh.b.recv(cb))
+    assert h.a.send(ca, data[:6 * mss]) == 6 * mss
+    h.run(duration=0.005)
+    assert h.a.send(ca, data[6 * mss:]) == 6 * mss
+    assert h.run(until=lambda: len(got) == len(data), max_time=30)
+    assert bytes(got) == data and dropped == holes
+    assert h.counters_a["rto_expired"] == 0 and h.counters_a["retransmits"] == 2
