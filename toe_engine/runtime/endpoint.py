@@ -322,7 +322,10 @@ class EndpointRuntime:
         for batch in wire.batches(self.budget):
             count += len(batch)
             for wire_frame in batch:
-                receive(wire_frame, out)
+                try:
+                    receive(wire_frame, out)
+                except Exception:  # never expected (the coalescer only reads headers), never fatal
+                    self._engine_error(wire_frame[VNET_HDR_LEN:])
             gro.flush(out)
             for item in out:
                 frame: bytes | memoryview
