@@ -15,7 +15,7 @@ from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.io.driver import DEFAULT_RX_BUFFER, FrameDriver
 from toe_engine.io.vnet import VNET_F_DATA_VALID
 from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
-from toe_engine.segment import ACK, SYN, Segment, TcpOptions
+from toe_engine.segment import ACK, FIN, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -150,3 +150,87 @@ def test_gro_is_an_ethtool_style_setting(pipes: tuple[Pipe, Pipe]) -> None:
     with pytest.raises(ValueError, match="gro must be on or off, got 'maybe'"):
         handle({"cmd": "set", "gro": "maybe", "capacity": 3}, 1.0)
     assert runtime.core.resources.table.capacity != 3  # nothing applied
+
+
+def test_rcv_mss_stays_the_wire_mss_so_every_second_segment_is_acked(pipes: tuple[Pipe, Pipe]) -> None:
+    """SHLD-19 after an aggregate: rcv_mss is the segments' size (gso_size), not the aggregate's or
+    the advertised MSS, so two full segments that arrive one per batch still draw an ACK at once."""
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro=True)
+    ack = connect(runtime, wire)
+    size, seq = 1400, ISN + 1  # full-sized for this peer, below the 1460 the engine advertised
+    for k in range(10):
+        wire.put(tcp(Segment(CLIENT_PORT, PORT, seq, ack, ACK, 1024, stream(size)), k))
+        seq += size
+    runtime.pump_wire(1.0)
+    conn = runtime.core.stack.connection(next(iter(runtime.core.stack.connections())))
+    assert conn is not None and conn.rcv_mss == size
+    runtime.on_due(1.1)
+    wire.taken()
+    acks_after = []
+    for k in range(2):  # one segment per batch: nothing left for GRO to merge
+        wire.put(tcp(Segment(CLIENT_PORT, PORT, seq, ack, ACK, 1024, stream(size)), 10 + k))
+        seq += size
+        runtime.pump_wire(1.0)
+        acks_after.append(len(wire.taken()))
+    assert acks_after == [0, 1]  # the first waits for its partner, the second is ACKed at once
+
+
+def test_a_fin_merged_into_an_aggregate_closes_after_every_byte(pipes: tuple[Pipe, Pipe]) -> None:
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro=True)
+    ack = connect(runtime, wire)
+    data = stream(6 * MSS)
+    for k in range(6):
+        flags = ACK | (FIN if k == 5 else 0)
+        wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1 + k * MSS, ack, flags, 1024, data[k * MSS:(k + 1) * MSS]), k))
+    runtime.pump_wire(1.0)
+    assert runtime.core.counters["gro_merged"] == 5  # the FIN segment joined, then ended the aggregate
+    assert bytes(Recorder.data) == data
+    replies = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.taken()]
+    assert any(r is not None and r.flags & FIN and r.ack == ISN + 1 + len(data) + 1 for r in replies)
+
+
+def test_a_batch_keeps_every_frame_intact_until_the_next(pipes: tuple[Pipe, Pipe]) -> None:
+    """FrameDriver.batches reads each frame into its own part of the batch buffer, up to the budget."""
+    wire, _ = pipes
+    sizes = [60, 1514, 65536 + 54, 1514, 200] * 4
+    frames = [bytes([n % 251]) * n for n in sizes]
+    for frame in frames:
+        wire.put(frame)
+    first = next(wire.driver.batches(7))
+    assert [bytes(v) for v in first] == frames[:len(first)] and 1 <= len(first) <= 7
+    rest: list[bytes] = []
+    for batch in iter(lambda: next(wire.driver.batches(64), None), None):
+        rest += [bytes(v) for v in batch]
+    assert rest == frames[len(first):]
+    assert wire.driver.counters.rx_frames == len(frames) and wire.driver.counters.rx_truncated == 0
+
+
+def test_a_requeued_node_keeps_the_gro_it_was_set_to() -> None:
+    from toe_engine.runtime.queues import _remember
+
+    settings = EndpointSettings(addresses=["192.0.2.2"], queues=2)
+    assert settings.gro is True
+    assert _remember(settings, {"gro": "off"}).gro is False
+    assert _remember(settings, {"capacity": 5}).gro is True
+
+
+def test_a_coalescer_that_raises_costs_one_frame_not_the_node(pipes: tuple[Pipe, Pipe]) -> None:
+    from toe_engine.offload.rx_gro import Delivered, RxGro
+
+    class Tripping(RxGro):
+        def receive(self, frame: memoryview, out: list[Delivered]) -> None:
+            if len(frame) == 99:
+                raise RuntimeError("tripped")
+            super().receive(frame, out)
+
+    wire, host = pipes
+    runtime = runtime_with(wire, host, gro=True)
+    runtime.gro = Tripping(runtime.core.counters)
+    ack = connect(runtime, wire)
+    wire.put(bytes(99))
+    wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1, ack, ACK, 1024, stream(MSS))))
+    runtime.pump_wire(1.0)
+    assert runtime.core.counters["rx_engine_errors"] == 1
+    assert bytes(Recorder.data) == stream(MSS)
