@@ -23,7 +23,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from toe_engine.checksum import fold
 from toe_engine.resources.policy import Admission
 from toe_engine.resources.syncookie import PORTS, option_timestamp
 
@@ -45,7 +44,6 @@ _MASK = 0xFFFFFFFF
 _SYN_ACK = 0x12
 _DF = 0x4000
 _TTL_PROTO = (64 << 8) | 6  # the general path's defaults for a frame of no connection (TTL 64, TOS 0)
-_MSS_ONLY = b"\x02\x04"
 
 
 class SynAckTemplate:
@@ -149,7 +147,7 @@ class SynFastPath:
         """Read the SYN's options into the record as codec.tcp.parse_options would; False where it refuses them."""
         self.mss, self.wscale, self.sack, self.tsval = 0, -1, False, -1
         i = _ETH_IPV4 + 20
-        if end == i + 4 and frame[i:i + 2] == _MSS_ONLY:  # what a flood's SYN carries
+        if end == i + 4 and frame[i] == 2 and frame[i + 1] == 4:  # an MSS option alone: what a flood's SYN carries
             self.mss = (frame[i + 2] << 8) | frame[i + 3]
             return True
         while i < end:
@@ -192,7 +190,8 @@ class SynFastPath:
         ack = (seq + 1) & _MASK
         core.ip_id = ip_id = (core.ip_id + 1) & 0xFFFF
         peer = int.from_bytes(src, "big")
-        ip_csum = ~fold(template.ip_sum + ip_id + peer) & 0xFFFF
+        # Sums here are never 0, so folding one is `% 0xFFFF`, with 0xFFFF for a multiple (checksum.fold).
+        ip_csum = ~((template.ip_sum + ip_id + peer) % 0xFFFF or 0xFFFF) & 0xFFFF
         mac = self.neighbors.lookup(src) or eth_src
         self.syncookies_sent += 1  # and one frame, one segment sent: tx_frames and tx_segments
         ts_options = template.ts_options
@@ -203,9 +202,9 @@ class SynFastPath:
                                      False)
             options, words = ts_options.pack(template.head, tsval, self.tsval, template.tail), tsval + self.tsval
         if partial:
-            tcp_csum = fold(template.tcp_sum + peer)
+            tcp_csum = (template.tcp_sum + peer) % 0xFFFF or 0xFFFF
         else:
-            tcp_csum = ~fold(template.tcp_sum + peer + sport + isn + ack + words) & 0xFFFF
+            tcp_csum = ~((template.tcp_sum + peer + sport + isn + ack + words) % 0xFFFF or 0xFFFF) & 0xFFFF
         out = _HEADERS.pack(mac, core.config.mac, 0x0800, 0x4500, template.total_len, ip_id, _DF, _TTL_PROTO, ip_csum,
                             dst, src, dport, sport, isn, ack, template.data_offset, _SYN_ACK, template.window,
                             tcp_csum, 0) + options
