@@ -513,3 +513,25 @@ def test_a_stage_after_the_router_turns_the_in_place_path_off() -> None:
     a.put(super_frame(10 * MSS))
     box.forwarder.a_to_b.pump(0.0)
     assert len(b.taken()) == 1 and box.stats()["directions"]["a_to_b"]["fwd_in_place"] == 1
+
+
+CONTRADICTIONS = {  # pipeline change -> (malformed, in place, payload of the last frame out)
+    "router": ({}, (2, 1, payload(0, 4 * MSS))),
+    "LRO, router": ({"coalesce": "lro"}, (2, 0, payload(0, 4 * MSS))),
+    "router, TSO": ({"tso": True}, (2, 0, payload(3 * MSS, MSS))),
+}
+
+
+@pytest.mark.parametrize("pipeline", CONTRADICTIONS)
+def test_frames_whose_headers_contradict_themselves_are_counted_not_fatal(pipeline: str) -> None:
+    change, (malformed, in_place, last) = CONTRADICTIONS[pipeline]
+    box, a, b = router_middlebox(9000)  # an LRO aggregate of the good frame fits
+    box.update("a_to_b", change, 0.0)
+    header, frame = super_frame(4 * MSS)
+    a.put((header._replace(csum_start=60000), frame))  # the TCP header past the end
+    a.put((header._replace(gso_size=0), frame))  # GSO with no segment size
+    a.put((header, frame))
+    box.forwarder.a_to_b.pump(0.0)
+    counters = box.stats()["directions"]["a_to_b"]
+    assert (counters["rx_malformed"], counters["fwd_in_place"]) == (malformed, in_place)
+    assert tcp_payload(b.taken()[-1][1]) == last

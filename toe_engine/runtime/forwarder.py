@@ -8,7 +8,8 @@ receive buffer (no copy, no parse). A stage (GRO, LRO, TSO, impairments) is a ca
     stage(vnet_header, frame, now) -> [(vnet_header, frame), ...]
 
 that sees a private copy of each frame and returns what to send, possibly nothing (held or
-dropped) or several frames. A stage that holds frames for later (delay, a GRO flush timer)
+dropped) or several frames; a frame a stage cannot make sense of is dropped and counted in
+`malformed`. A stage that holds frames for later (delay, a GRO flush timer)
 also offers `next_deadline() -> float | None` and `poll(now) -> [(vnet_header, frame), ...]`;
 the forwarder gives those to the event loop as a deadline source.
 
@@ -19,6 +20,7 @@ router's way for the common frame: no copy, no header object, no stage dispatch.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +32,9 @@ _Buffer = bytes | bytearray | memoryview
 OutFrame = tuple[VnetHeader | _Buffer, _Buffer]
 Stage = Callable[[VnetHeader, bytes, float], Sequence[OutFrame]]
 InPlace = Callable[[bytearray, int], bool]
+#: What a stage raises on a frame whose headers contradict themselves (a GSO header with no
+#: segment size, a checksum offset past the end): the frame is dropped and counted, never fatal.
+MALFORMED = (IndexError, ValueError, ZeroDivisionError, struct.error)
 
 
 @runtime_checkable
@@ -52,6 +57,7 @@ class _Direction:
         self.source, self.sink, self.stage, self.budget = source, sink, stage, budget
         self.in_place: InPlace | None = None
         self.in_place_frames = 0  # frames that took `in_place`, added up once per pump
+        self.malformed = 0  # frames a stage could not make sense of (dropped)
 
     def pump(self, now: float) -> None:
         """Forward what is waiting on `source`, at most `budget` frames."""
@@ -83,7 +89,12 @@ class _Direction:
                     patched += 1
                 else:
                     header = VnetHeader.unpack(rx_buffer)
-                    self.emit(stage(header, bytes(rx_view[VNET_HDR_LEN:n]), now))
+                    try:
+                        out = stage(header, bytes(rx_view[VNET_HDR_LEN:n]), now)
+                    except MALFORMED:
+                        self.malformed += 1
+                        continue
+                    self.emit(out)
         finally:
             self.in_place_frames += patched
 

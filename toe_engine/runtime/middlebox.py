@@ -10,8 +10,8 @@ Configuration, counters and run-time changes (`update`) are plain data, so the c
 socket and tests drive the same object. Counters per direction are those of `ethtool -S`
 style: fwd_frames/fwd_bytes (frames sent on the egress port other than ones the middlebox
 made itself), fwd_in_place (of those, the frames the router patched where they were read),
-router drops and ICMP, gro_merged, lro_merged, tso_segments, and the impairment statistics
-prefixed `impair_`.
+rx_malformed (frames whose headers contradict themselves, dropped), router drops and ICMP,
+gro_merged, lro_merged, tso_segments, and the impairment statistics prefixed `impair_`.
 
 A router-mode direction whose pipeline is the router alone, or GRO then the router, forwards
 the common frame in place in the receive buffer (`RouterStage.forward_in_place`; behind GRO
@@ -47,7 +47,7 @@ from toe_engine.runtime.stages import (
 )
 
 DIRECTIONS = ("a_to_b", "b_to_a")
-MIDDLEBOX_COUNTERS = ("fwd_frames", "fwd_bytes", "fwd_in_place", *ROUTER_COUNTERS, "gro_merged", "lro_merged", "tso_segments")
+MIDDLEBOX_COUNTERS = ("fwd_frames", "fwd_bytes", "fwd_in_place", "rx_malformed", *ROUTER_COUNTERS, "gro_merged", "lro_merged", "tso_segments")
 KERNEL_FORWARDING_SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
 _NO_IMPAIRMENT = ImpairmentSpec()
 
@@ -262,6 +262,7 @@ class Middlebox:
             values["fwd_frames"] = tx.tx_frames - self._originated[egress][0]
             values["fwd_bytes"] = tx.tx_bytes - self._originated[egress][1]
             values["fwd_in_place"] = self._directions[direction].in_place_frames
+            values["rx_malformed"] = self._directions[direction].malformed
             impair = self._impair[direction]
             impairment_stats = impair.stats() if impair is not None else {}
             impairments[direction] = impairment_stats

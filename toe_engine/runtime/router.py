@@ -112,6 +112,17 @@ class Route:
     via: bytes | None  # None: directly connected, the destination is the next hop
 
 
+def _segment_length(header: VnetHeader, frame: Frame) -> int:
+    """The IP length of each wire segment a GSO frame stands for: its headers and gso_size.
+
+    ValueError (or IndexError for a TCP header past the end) when the header contradicts
+    the frame; the forwarder drops and counts such a frame.
+    """
+    if not header.gso_size:
+        raise ValueError("a GSO frame without a segment size")
+    return tcp_payload_offset(header, frame) - ETH_HLEN + header.gso_size
+
+
 def decrease_ttl(buf: bytearray, l3: int) -> None:
     """Linux's ip_decrease_ttl: TTL - 1 and the RFC 1624 update of the header checksum."""
     check = ((buf[l3 + 10] << 8) | buf[l3 + 11]) + 0x0100
@@ -224,7 +235,7 @@ class Router:
         egress, next_hop = route
         mtu = self.ports[egress].mtu
         if header.is_gso:
-            wire_len = tcp_payload_offset(header, frame) - l3 + header.gso_size
+            wire_len = _segment_length(header, frame)
         else:
             wire_len = _U16.unpack_from(frame, l3 + 2)[0]
         if wire_len > mtu:
@@ -258,7 +269,7 @@ class Router:
         egress, next_hop = route
         mtu = self.ports[egress].mtu
         if header.is_gso:
-            wire_len = tcp_payload_offset(header, frame) - l3 + header.gso_size
+            wire_len = _segment_length(header, frame)
         else:
             wire_len = 40 + _U16.unpack_from(frame, l3 + 4)[0]
         if wire_len > mtu:
@@ -447,7 +458,7 @@ class RouterStage:
         gso_type, gso_size, csum_start = _FAST_VNET.unpack_from(buf, 0)
         if gso_type & ~VNET_GSO_ECN:
             doff = eth + csum_start + TCP_DOFF_OFFSET
-            if doff >= n:
+            if doff >= n or not gso_size:
                 return False
             length = csum_start + ((buf[doff] >> 4) << 2) - ETH_HLEN + gso_size
         if length > mtu:
