@@ -16,6 +16,12 @@ wait behind the flood. Every policy must let the table recover and serve normall
 Each verdict requires the flood to have arrived and (for policies that keep state) to have
 filled the half-open table to its limit; otherwise it measured nothing and fails.
 
+A target that counts what its receive queues miss (the engine: `rx_missed_errors`) must also
+account for every SYN that reached its interface: answered (a cookie, a new half-open entry's
+SYN-ACK, a repeated one), refused or rate-limited, handed to the host, or counted as missed,
+whatever rate it kept up with (the check's numbers say which rate that was). The engine's
+queues and receive ring are scenario parameters (`queues`, `rx_ring`), as in ethtool -L / -G.
+
 The spoofed sources are routed, in the server's namespace, back to the attacker, which does
 not forward and so drops the SYN-ACKs: the flood and its answers stay on the lab's bridge.
 The server's SYN-ACK retries are lowered (topology parameter) so half-open entries expire in
@@ -38,7 +44,9 @@ from pydantic import Field, field_validator
 from lab.tools import wait_for_line
 
 from . import flood
+from .cpu_cost import namespace_times
 from .framework import Check, RunContext, ScenarioParams, scenario
+from .queues import ENGINE_PROCESS
 from .targets import reading
 
 if TYPE_CHECKING:
@@ -59,6 +67,14 @@ EXTRA_COUNTERS = ("TcpExtListenOverflows", "TcpExtTCPReqQFullDrop", "TcpExtTCPRe
 #: "About zero": the half-open count the table must fall back to after the flood.
 RECOVERED_AT = 2
 SLOW_HANDSHAKE_S = 1.0  # the first SYN retransmission (RFC 6298's initial RTO)
+#: The engine's counters that account for each SYN reaching its interface: answered (a cookie, a new half-open
+#: entry's SYN-ACK, a repeated SYN-ACK), rate-limited, refused, handed to the host, or missed by its receive queues.
+SYN_ACCOUNTING = ("syncookies_sent", "conn_offloaded", "synack_repeated", "synack_rtx_limited", "conn_denied",
+                  "rx_to_host", "rx_missed_errors")
+#: Frames besides the flood's per legitimate connection (SYN, ACK, data, FIN, their retransmissions), and
+#: background frames (ARP, IPv6 neighbour discovery): the accounting's tolerance, both ways.
+FRAMES_PER_LEGIT = 10
+BACKGROUND_FRAMES = 100
 
 
 class SynFloodParams(ScenarioParams):
@@ -73,11 +89,15 @@ class SynFloodParams(ScenarioParams):
     legit_after: int = Field(20, ge=1, le=1000, description="legitimate connections after the flood")
     legit_timeout_s: float = Field(8.0, gt=0, le=30, description="a legitimate connect+echo slower than this fails "
                                    "(8 s allows the client's SYN retransmissions at 1, 3 and 7 s)")
-    prompt_ms: float = Field(50.0, gt=0, le=10_000,
+    prompt_ms: float = Field(20.0, gt=0, le=10_000,
                              description="median legitimate connect() time a serving policy must keep under the flood")
     recovery_deadline_s: float = Field(8.0, gt=0, le=120, description="time allowed for the table to empty")
     min_success: float = Field(0.99, ge=0, le=1, description="legitimate success rate a serving policy must keep")
     policies: str = Field("", description="comma-separated policies to run (empty: all the target supports)")
+    queues: int = Field(0, ge=0, le=8, description="engine queue processes fed by RSS (ethtool -L combined N); "
+                        "0: one queue in the engine's own process (the kernel target ignores it)")
+    rx_ring: int = Field(0, ge=0, le=1 << 20, description="frames of the engine's receive ring (ethtool -G rx N); "
+                         "0: one read per frame (the kernel target ignores it)")
 
     @field_validator("spoof")
     @classmethod
@@ -93,7 +113,8 @@ class SynFloodParams(ScenarioParams):
 
 @scenario("syn_flood", purpose="Spoofed SYN flood at a set rate against each exhaustion policy: legitimate "
           "success and handshake latency during and after, half-open table occupancy and recovery, policy counters.",
-          topology="syn_flood", params=SynFloodParams, topology_params=lambda p: {"spoof": p.spoof},
+          topology="syn_flood", params=SynFloodParams,
+          topology_params=lambda p: {"spoof": p.spoof, "queues": p.queues, "rx_ring": p.rx_ring},
           covers=("RFC4987 2", "RFC4987 3.3", "RFC4987 3.6", "RFC4987 3.7"),
           server=SERVER, client=CLIENT, claims=("TOE-3", "TOE-4"))
 def run(ctx: RunContext) -> Iterator[Check]:
@@ -237,6 +258,17 @@ def was_denied(summary: dict[str, float | int | None], min_success: float, loade
     return loaded and bool(summary["attempts"]) and (float(summary["success_rate"] or 0) < min_success or slow)
 
 
+def syn_accounting(counters: dict[str, int]) -> int:
+    """SYNs the engine answered, refused, handed on or counted as missed (SYN_ACCOUNTING summed)."""
+    return sum(counters.get(name, 0) for name in SYN_ACCOUNTING)
+
+
+def syns_accounted(arrived: bool, reached: int, accounted: int, slack: int) -> bool:
+    """Under a flood that arrived, every frame that reached the interface is a SYN accounted for, but for
+    at most `slack` frames of the legitimate client and the background, either way."""
+    return arrived and reached > 0 and abs(reached - accounted) <= slack
+
+
 def _latency_words(summary: dict[str, float | int | None]) -> str:
     if summary["connect_p50_ms"] is None:
         return "none connected"
@@ -300,7 +332,8 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
     p = ctx.params
     ctx.progress(f"policy {policy}: flooding at {p.rate} SYN/s for {p.flood_s} s")
     settings = ctx.target.set_policy(policy)
-    before, rx_before = _policy_counters(ctx), _rx_packets(ctx, SERVER)
+    before, rx_before, raw_before = _policy_counters(ctx), _rx_packets(ctx, SERVER), ctx.target.counters()
+    cpu_before = namespace_times(ctx.lab.node(SERVER), precise=True)
     legit = dict(address=ctx.address(SERVER), port=ctx.port("echo"), interval_s=p.legit_interval_s,
                  timeout_s=p.legit_timeout_s)
     attack = _Flood(ctx, seed=ctx.rng.getrandbits(31))
@@ -317,6 +350,8 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
     left, recovery_s = _await_recovery(ctx, p.recovery_deadline_s)
     during = during_client.join()
     flood_counters = {k: v - before.get(k, 0) for k, v in _policy_counters(ctx).items()}
+    raw_after = ctx.target.counters()
+    engine_cpu_s = namespace_times(ctx.lab.node(SERVER), precise=True).since(cpu_before, matching=ENGINE_PROCESS)
     after = LegitClient(ctx.lab.node(CLIENT), count=p.legit_after, **legit).start().join()
 
     tag = f"[{policy}]"
@@ -360,6 +395,11 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
             yield ctx.check(f"cookies-counted{tag}", requirement, sent > 0 and ok > 0,
                             f"under {policy}, the target sent {sent} SYN cookies and accepted {ok} returned ones "
                             f"({flood_counters['syncookies_failed']} failed)", counters=flood_counters)
+    if "rx_missed_errors" in raw_after:
+        yield _accounting_check(ctx, tag, arrived, rx, stats, len(during), raw_before, raw_after, engine_cpu_s)
+    else:
+        yield ctx.skip(f"syns-accounted{tag}", "RFC4987 2", f"target {ctx.target.name} does not count what its "
+                       "receive queues miss, so the SYNs it neither answered nor refused cannot be told apart")
     if stateless:
         yield ctx.check(f"table-stays-empty{tag}", "RFC4987 3.6", table_stayed_empty(arrived, peak),
                         f"under {policy}, with the flood arriving: {arrived}, the half-open count peaked at {peak} "
@@ -373,3 +413,29 @@ def _run_policy(ctx: RunContext, policy: str) -> Iterator[Check]:
                     f"after the flood {after_summary['succeeded']}/{after_summary['attempts']} legitimate connections "
                     f"succeeded ({_latency_words(after_summary)}){load_words}",
                     numbers=after_summary)
+
+
+def _accounting_check(ctx: RunContext, tag: str, arrived: bool, reached: int, stats: flood.FloodStats, legit: int,
+                      before: dict[str, int], after: dict[str, int], engine_cpu_s: float) -> Check:
+    """Every SYN that reached the interface answered, refused, handed on or counted missed; the rate kept up
+    with, and what the engine's processes spent per frame handled (CPU time, so it holds on a busy machine)."""
+    delta = {name: after.get(name, 0) - before.get(name, 0) for name in SYN_ACCOUNTING}
+    accounted = syn_accounting(delta)
+    slack = FRAMES_PER_LEGIT * legit + BACKGROUND_FRAMES
+    seconds = stats.elapsed_s or 1.0
+    missed = delta["rx_missed_errors"]
+    handled = reached - missed
+    cpu_us = engine_cpu_s / handled * 1e6 if handled > 0 else 0.0
+    numbers = {**delta, "reached_interface": reached, "accounted": accounted, "slack": slack,
+               "handled_per_s": round(handled / seconds), "offered_per_s": round(reached / seconds),
+               "missed_share": round(missed / reached, 4) if reached else 0.0,
+               "engine_cpu_s": round(engine_cpu_s, 3), "engine_cpu_us_per_frame": round(cpu_us, 2),
+               "one_core_per_s": round(1e6 / cpu_us) if cpu_us else 0}
+    return ctx.check(f"syns-accounted{tag}", "RFC4987 2", syns_accounted(arrived, reached, accounted, slack),
+                     f"of {reached} frames that reached the interface ({numbers['offered_per_s']:,}/s), the target "
+                     f"accounted for {accounted}: {delta['syncookies_sent']} cookies, {delta['conn_offloaded']} half-open "
+                     f"entries, {delta['synack_repeated'] + delta['synack_rtx_limited']} repeats, {delta['conn_denied']} "
+                     f"refused, {delta['rx_to_host']} to the host and {missed} missed by its receive queues (within "
+                     f"{slack} frames of the legitimate client and background needed); it kept up with "
+                     f"{numbers['handled_per_s']:,} frames/s, at {numbers['engine_cpu_us_per_frame']} µs of engine CPU "
+                     f"each (one core's worth: {numbers['one_core_per_s']:,}/s)", counters=delta, numbers=numbers)
