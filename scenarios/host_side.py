@@ -178,11 +178,19 @@ def rx_packets(node: Node, iface: str) -> int:
     """Frames `iface` of `node` has received (its /proc/net/dev row, read from inside the node)."""
     with node.inside():
         text = Path("/proc/thread-self/net/dev").read_text()
+    received = net_dev_rx_packets(text, iface)
+    if received is None:
+        raise RuntimeError(f"node {node.name} has no interface {iface}")
+    return received
+
+
+def net_dev_rx_packets(text: str, iface: str) -> int | None:
+    """The received-packets column of `iface`'s row in /proc/net/dev text; None without such a row."""
     for line in text.splitlines():
-        name, _, fields = line.partition(":")
-        if name.strip() == iface:
+        name, colon, fields = line.partition(":")
+        if colon and name.strip() == iface:
             return int(fields.split()[1])
-    raise RuntimeError(f"node {node.name} has no interface {iface}")
+    return None
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ def _global_view(ctx: RunContext) -> Iterator[Check]:
                     seen + ("" if precondition else "; precondition failed: the host connection was not listed"),
                     pcaps=[pcap], numbers=numbers, claims=("TOE-8",))
     host_window, service_window = largest_window(pcap, addr, host), largest_window(pcap, addr, service)
-    numbers = {"rmem_max": p.rmem_max, "host_window": host_window, "service_window": service_window}
+    windows = {"rmem_max": p.rmem_max, "host_window": host_window, "service_window": service_window}
     precondition = 0 < host_window <= p.rmem_max
     if _toe(ctx):
         ok = precondition and service_window > p.rmem_max
@@ -312,7 +312,7 @@ def _global_view(ctx: RunContext) -> Iterator[Check]:
                     f"with tcp_rmem capped at {p.rmem_max} bytes the host connection advertised at most "
                     f"{host_window}; {seen}" + ("" if precondition else "; precondition failed: the cap did not "
                                                 "show on the host connection"),
-                    pcaps=[pcap], numbers=numbers, claims=("TOE-8",))
+                    pcaps=[pcap], numbers=windows, claims=("TOE-8",))
 
 
 # --- TOE-11 -------------------------------------------------------------------------------

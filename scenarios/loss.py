@@ -6,11 +6,14 @@ setting (random loss at each rate in `rates`, then Gilbert-Elliott loss) applied
 directions through the control socket:
 
 - an echo transfer whose returned bytes must hash to what was sent (byte-exact delivery);
-- a chargen download (the target sends) timed by the client: throughput, and a capture on
-  the target's side, where its segments leave and the client's ACKs arrive, in which a
-  retransmission of the first unacknowledged byte must follow three duplicate ACKs and come
-  before any retransmission timer could have expired (RFC 5681 3.2);
+- a chargen download (the target sends) timed by the client, with the RTOs the target
+  counted, and a capture on the target's side, where its segments leave and the client's
+  ACKs arrive, in which some loss must be resent before any retransmission timer could have
+  expired and none may wait on three duplicate ACKs (RFC 5681 3.2; RACK-TLP may resend sooner);
 - a time-sequence plot of the download as evidence.
+
+Across the random-loss downloads, recovery is judged by RTOs per MiB against what a working
+recovery needs at that loss rate (`rto_bound_per_mib`), beside a floor on the lossless rate's share.
 
 Then, on one echo connection, the target's replies are black-holed (loss 100 % towards the
 client): its retransmissions of the lost reply must come at doubling intervals (RFC 6298 5.5,
@@ -34,10 +37,12 @@ from .plots import time_sequence
 from .targets import delta
 from .transfer import (
     DownloadResult,
+    Retransmission,
     EchoConversation,
     chargen_download,
     echo_transfer,
     read_frames,
+    resend_delays,
     retransmissions_after_duplicate_acks,
     send_times,
     wait_for_capture,
@@ -98,8 +103,9 @@ def run(ctx: RunContext) -> Iterator[Check]:
         impair(ctx, impairments)
         yield from _transfers(ctx, variant, downloads)
     impair(ctx, {"loss": 0, "gemodel": None})
-    random = {float(k.removeprefix("loss=").removesuffix("%")): v for k, v in downloads.items() if k.startswith("loss=")}
-    yield _throughput_by_loss(ctx, baseline, random)
+    by_rate = {float(k.removeprefix("loss=").removesuffix("%")): v for k, v in downloads.items()
+               if k.startswith("loss=")}
+    yield _throughput_by_loss(ctx, baseline, by_rate)
     ctx.progress("black hole: RTO backoff and Karn's rule")
     yield from _backoff_and_karn(ctx)
 
@@ -133,27 +139,35 @@ def rto_bound_per_mib(loss_pct: float) -> float:
     return max(1.0, RTO_MARGIN * SEGMENTS_PER_MIB * (loss_pct / 100) ** 2)
 
 
+def allowed_rto_per_mib(loss_pct: float, baseline: DownloadResult, baseline_rtos: int) -> float:
+    """`rto_bound_per_mib` plus the RTOs per MiB the same path took without loss (a stalled path's, not recovery's)."""
+    return rto_bound_per_mib(loss_pct) + baseline_rtos / max(baseline.bytes / MIB, 1 / MIB)
+
+
 def recovery_judged(baseline: DownloadResult, baseline_rtos: int, downloads: dict[float, LossyDownload],
                     min_share: float) -> tuple[bool, str]:
-    """Each random-loss download completed, took no more RTOs per MiB than `rto_bound_per_mib`, and kept
-    `min_share` of the lossless rate; the precondition is a complete lossless download with no RTO.
+    """Each random-loss download completed, took no more RTOs per MiB than `rto_bound_per_mib` beyond those
+    the lossless download took, and kept `min_share` of the lossless rate; the precondition is a complete
+    lossless download.
 
     RTOs are counted by the target, on a middlebox seeded per run, so they move little with the
     machine's load, where the lossless rate (CPU-bound) moves a lot: the share is only a floor
-    against a stack that stops making progress. Returns the verdict and what failed.
+    against a stack that stops making progress. On a machine busy enough to stall the path for
+    longer than an RTO the lossless download takes some too (1 in 3 MiB at a load of 10), and
+    the lossy ones as many again: those are the path's, not the recovery's. Returns the verdict
+    and what failed.
     """
     if not baseline.complete or baseline.mbit_per_s <= 0:
         return False, "precondition failed: the lossless download did not complete"
-    if baseline_rtos:
-        return False, f"precondition failed: the lossless download took {baseline_rtos} RTOs"
     if not downloads:
         return False, "no lossy download was made"
     failed = []
     for pct, d in sorted(downloads.items()):
+        allowed = allowed_rto_per_mib(pct, baseline, baseline_rtos)
         if not d.result.complete:
             failed.append(f"loss={pct:g}% incomplete")
-        elif d.rto_per_mib > rto_bound_per_mib(pct):
-            failed.append(f"loss={pct:g}% took {d.rto_per_mib:.2f} RTOs per MiB (at most {rto_bound_per_mib(pct):.2f})")
+        elif d.rto_per_mib > allowed:
+            failed.append(f"loss={pct:g}% took {d.rto_per_mib:.2f} RTOs per MiB (at most {allowed:.2f})")
         elif d.result.mbit_per_s < min_share * baseline.mbit_per_s:
             failed.append(f"loss={pct:g}% kept {d.result.mbit_per_s / baseline.mbit_per_s:.2%} of the lossless rate "
                           f"(at least {min_share:.1%})")
@@ -172,7 +186,8 @@ def _throughput_by_loss(ctx: RunContext, baseline: LossyDownload, downloads: dic
                      f"({'complete' if base.complete else 'INCOMPLETE'}, {baseline.rtos} RTOs); with random loss "
                      + ", ".join(f"loss={pct:g}% {d.result.mbit_per_s:.1f} Mbit/s ({share[pct]:.1%}"
                                  f"{'' if d.result.complete else ', incomplete'}) with {d.rto_per_mib:.2f} RTOs/MiB "
-                                 f"(at most {rto_bound_per_mib(pct):.2f})" for pct, d in sorted(downloads.items()))
+                                 f"(at most {allowed_rto_per_mib(pct, base, baseline.rtos):.2f})"
+                                 for pct, d in sorted(downloads.items()))
                      + (f": {failed}" if failed else ""),
                      numbers={"mbit_per_s[loss=0]": round(base.mbit_per_s, 2), "rtos[loss=0]": baseline.rtos,
                               **{f"rto_per_mib[loss={pct:g}%]": round(d.rto_per_mib, 2) for pct, d in downloads.items()},
@@ -203,7 +218,7 @@ def impair_middlebox(lab: Lab, impairments: dict[str, Any], seed: int, direction
             mb.set(direction=name, impairments=impairments, seed=seed * 2 + index)
 
 
-def _transfers(ctx: RunContext, variant: str, downloads: dict[str, DownloadResult]) -> Iterator[Check]:
+def _transfers(ctx: RunContext, variant: str, downloads: dict[str, LossyDownload]) -> Iterator[Check]:
     p = ctx.params
     mb = ctx.lab.engine("mb")
     echo = echo_transfer(ctx, p.echo_kib * 1024, p.limit_s)
@@ -241,21 +256,55 @@ def _slug(variant: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", variant).strip("_")
 
 
+def fast_repair_judged(events: list[Retransmission], resends: list[float]) -> tuple[bool, str]:
+    """RFC 5681 3.2 with RFC 8985 beside it: no loss of the first unacknowledged byte that drew three duplicate
+    ACKs waited for a timer (`events`), and at least one loss was repaired before any RTO could expire
+    (`resends`: for every segment sent again, the time since it was first sent).
+
+    A stack with RACK-TLP may resend on time-based evidence before the third duplicate ACK (Linux
+    at 1 % loss did so for all three losses of one run), which RFC 8985 allows; what 3.2 forbids
+    is sitting on three duplicate ACKs until a timer fires: a resend FAST_REPLY_S or more after
+    the third and as late as the shortest RTO after the original (a sender slowed by a busy
+    machine answers late, but not that late). Only the first resend at a cumulative ACK is judged: a
+    later one resends a lost resend, long after the duplicate ACKs. The precondition is that some
+    loss was repaired before an RTO could have fired, so a stack that only times out fails; it
+    counts every resend, since under bursts a stack resends holes SACK reported before the
+    cumulative ACK reaches them (Linux with a Gilbert-Elliott burst: 7 resends, none at it).
+    """
+    first = [e for e in events if e.first_at_ack]
+    waited = [e for e in first if e.duplicate_acks >= 3 and e.since_third_duplicate_s is not None
+              and e.since_third_duplicate_s > FAST_REPLY_S and e.since_original_s >= MIN_RTO_S]
+    if not any(delay < MIN_RTO_S for delay in resends):
+        return False, f"none of {len(resends)} resends came before an RTO could expire"
+    if waited:
+        longest = max(e.since_third_duplicate_s or 0.0 for e in waited)
+        return False, (f"{len(waited)} resends came over {FAST_REPLY_S * 1000:.0f} ms after the third duplicate ACK "
+                       f"and as late as an RTO (the longest {longest * 1000:.0f} ms after it)")
+    return True, ""
+
+
 def _fast_retransmit(ctx: RunContext, variant: str, pcap: Path, plot: Path, port: int) -> Check:
-    events = retransmissions_after_duplicate_acks(read_frames(pcap), (ctx.address(ctx.server), port))
-    fast = [e for e in events if e.duplicate_acks >= 3 and e.since_third_duplicate_s is not None
+    frames, sender = read_frames(pcap), (ctx.address(ctx.server), port)
+    events, resends = retransmissions_after_duplicate_acks(frames, sender), resend_delays(frames, sender)
+    first = [e for e in events if e.first_at_ack]
+    fast = [e for e in first if e.duplicate_acks >= 3 and e.since_third_duplicate_s is not None
             and e.since_third_duplicate_s <= FAST_REPLY_S and e.since_original_s < MIN_RTO_S]
-    early = [e for e in events if e.duplicate_acks < 3 and e.since_original_s < MIN_RTO_S]
-    numbers = {"retransmissions_of_first_unacked": len(events), "after_3_dupacks_before_rto": len(fast),
-               "before_3_dupacks": len(early),
-               "median_dupacks": sorted(e.duplicate_acks for e in events)[len(events) // 2] if events else 0}
-    example = (f"; e.g. one came {fast[0].since_third_duplicate_s * 1000:.2f} ms after the 3rd of "
+    early = [e for e in first if e.duplicate_acks < 3 and e.since_original_s < MIN_RTO_S]
+    ok, failed = fast_repair_judged(events, resends)
+    early_resends = sum(delay < MIN_RTO_S for delay in resends)
+    numbers = {"resends": len(resends), "resends_before_rto": early_resends,
+               "retransmissions_of_first_unacked": len(events), "first_at_their_ack": len(first),
+               "after_3_dupacks_before_rto": len(fast), "before_3_dupacks": len(early),
+               "median_dupacks": sorted(e.duplicate_acks for e in first)[len(first) // 2] if first else 0}
+    example = (f"; e.g. one came {(fast[0].since_third_duplicate_s or 0.0) * 1000:.2f} ms after the 3rd of "
                f"{fast[0].duplicate_acks} duplicate ACKs, {fast[0].since_original_s * 1000:.1f} ms after "
                "the original") if fast else ""
-    return ctx.check(f"fast-retransmit[{variant}]", "RFC5681 3.2", bool(fast),
-                     f"of {len(events)} retransmissions of the first unacknowledged byte, {len(fast)} followed "
-                     f"three or more duplicate ACKs before any RTO could expire and {len(early)} came with "
-                     f"fewer{example}", pcaps=[pcap], plots=[plot], numbers=numbers)
+    return ctx.check(f"fast-retransmit[{variant}]", "RFC5681 3.2", ok,
+                     f"{early_resends} of {len(resends)} resends came before any RTO could expire; of {len(first)} "
+                     f"losses of the first unacknowledged byte, {len(fast)} were resent within "
+                     f"{FAST_REPLY_S * 1000:.0f} ms of the third duplicate ACK and {len(early)} before it on other "
+                     f"evidence (RACK-TLP), {len(first) - len(fast) - len(early)} otherwise{example}"
+                     + (f": {failed}" if failed else ""), pcaps=[pcap], plots=[plot], numbers=numbers)
 
 
 def _black_hole(ctx: RunContext, conversation: EchoConversation, pcap: Path, size: int, transmissions: int

@@ -132,6 +132,7 @@ class Retransmission:
     duplicate_acks: int
     since_third_duplicate_s: float | None
     since_original_s: float
+    first_at_ack: bool = True  # the first retransmission at this cumulative ACK (a later one resends a lost resend)
 
 
 def _ahead(a: int, b: int) -> int:
@@ -155,6 +156,7 @@ def retransmissions_after_duplicate_acks(frames: list[TcpFrame], sender: tuple[s
     highest = None
     ack_value: int | None = None
     dup_times: list[float] = []
+    resent_at: set[int] = set()
     out: list[Retransmission] = []
     for f in frames:
         if (f.src, f.sport) == sender and f.payload_len > 0:
@@ -164,11 +166,11 @@ def retransmissions_after_duplicate_acks(frames: list[TcpFrame], sender: tuple[s
                 originals.append((max(start, highest or start), end, f.ts))
                 highest = end
             elif ack_value is not None and start == ack_value:
-                index = bisect.bisect_right(originals, (start, SEQ_MOD, 0.0)) - 1
-                first_sent = originals[index][2] if index >= 0 else f.ts
+                first_sent = _first_sent(originals, start, f.ts)
                 third = dup_times[2] if len(dup_times) >= 3 else None
                 out.append(Retransmission(f.ts, len(dup_times), None if third is None else f.ts - third,
-                                          f.ts - first_sent))
+                                          f.ts - first_sent, start not in resent_at))
+                resent_at.add(start)
         elif (f.dst, f.dport) == sender and "A" in f.flags and not set(f.flags) & set("SFR"):
             ack = _ahead(f.ack, base)
             if ack_value is None or ack > ack_value:
@@ -176,6 +178,34 @@ def retransmissions_after_duplicate_acks(frames: list[TcpFrame], sender: tuple[s
             elif ack == ack_value and f.payload_len == 0 and highest is not None and highest > ack:
                 dup_times.append(f.ts)
     return out
+
+
+def resend_delays(frames: list[TcpFrame], sender: tuple[str, int]) -> list[float]:
+    """For each segment `sender` sent again (any byte range, not only the first unacknowledged one), the time
+    since its first byte was first sent: how long the loss took to repair."""
+    data = [f for f in frames if (f.src, f.sport) == sender and f.payload_len > 0]
+    if not data:
+        return []
+    base = data[0].seq
+    originals: list[tuple[int, int, float]] = []  # (start, end, first send time), in sequence order
+    highest: int | None = None
+    out = []
+    for f in data:
+        start = _ahead(f.seq, base)
+        end = start + f.payload_len
+        if highest is None or end > highest:
+            if highest is not None and start < highest:
+                out.append(f.ts - _first_sent(originals, start, f.ts))
+            originals.append((max(start, highest or start), end, f.ts))
+            highest = end
+        else:
+            out.append(f.ts - _first_sent(originals, start, f.ts))
+    return out
+
+
+def _first_sent(originals: list[tuple[int, int, float]], start: int, default: float) -> float:
+    index = bisect.bisect_right(originals, (start, SEQ_MOD, 0.0)) - 1
+    return originals[index][2] if index >= 0 else default
 
 
 def send_times(frames: list[TcpFrame], sender: tuple[str, int], payload_len: int) -> list[float]:

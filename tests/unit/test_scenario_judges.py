@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scenarios.host_cpu import Cost, host_spared, offload_saved
 from scenarios.host_view import Setups, setups_judged
-from scenarios.loss import LossyDownload, recovery_judged, rto_bound_per_mib
+from scenarios.loss import LossyDownload, fast_repair_judged, recovery_judged, rto_bound_per_mib
 from scenarios.lro_router import lro_collapsed, lro_oversize_dropped
 from scenarios.pmtud import PathRun, Transfer, clamped, receiver_carried, segments_fit, send_mss_from_path, stalled
 from scenarios.rfc9293 import ack_delay_bounded, ack_delays, acked_every_second, acks_delayed
@@ -24,7 +24,7 @@ from scenarios.syn_flood import (
     table_stayed_empty,
     was_denied,
 )
-from scenarios.transfer import DownloadResult, EchoResult
+from scenarios.transfer import DownloadResult, EchoResult, Retransmission
 from scenarios.wire import ChecksumState, TcpFrame
 
 
@@ -184,11 +184,41 @@ def test_throughput_by_loss_fails_on_an_rto_storm_a_stall_or_nothing_measured() 
     assert not recovery_judged(base, 0, {1.0: lossy(60.0, 0)}, 0.005)[0], "no RTO, yet no progress either"
     assert not recovery_judged(base, 0, {}, 0.005)[0], "nothing measured under loss"
     assert not recovery_judged(DownloadResult(size, 0, 20.0), 0, good, 0.005)[0], "no lossless reference"
-    assert not recovery_judged(base, 2, good, 0.005)[0], "timeouts without loss: the path is broken"
+    assert recovery_judged(base, 3, {10.0: lossy(7.5, 45)}, 0.005) == (True, ""), "15/MiB: 14.48 + the path's 1"
+    assert not recovery_judged(base, 3, {10.0: lossy(7.5, 50)}, 0.005)[0], "16.7/MiB: more than the path explains"
     assert not recovery_judged(base, 0, {1.0: lossy(20.0, 0, size // 2)}, 0.0001)[0], "incomplete"
     assert not recovery_judged(base, 0, {10.0: lossy(7.5, 15, 0)}, 0.005)[0], "nothing moved: no RTO per MiB to read"
     assert rto_bound_per_mib(0.5) == 1.0 and round(rto_bound_per_mib(10), 2) == 14.48
 
+
+
+def test_fast_retransmit_fails_when_a_stack_sits_on_three_duplicate_acks_or_only_times_out() -> None:
+    fast = Retransmission(1.0, 3, 0.0004, 0.003)
+    rack = Retransmission(2.0, 1, None, 0.004)  # RACK-TLP: resent on time, before the third duplicate ACK
+    quick = [0.003, 0.004]
+    assert fast_repair_judged([fast, rack], quick) == (True, "")
+    assert fast_repair_judged([rack, rack], quick) == (True, ""), "RFC 8985 needs no third duplicate ACK"
+    assert fast_repair_judged([], quick) == (True, ""), "holes resent before the cumulative ACK reached them"
+    ok, why = fast_repair_judged([fast, Retransmission(3.0, 5, 0.3, 0.31)], [*quick, 0.31])
+    assert not ok and "1 resends came over 50 ms after the third duplicate ACK and as late as an RTO (the longest " \
+        "300 ms after it)" in why
+    assert fast_repair_judged([fast, Retransmission(3.0, 4, 0.08, 0.09)], quick) == (True, ""), \
+        "answered late by a busy sender, yet before any RTO"
+    assert fast_repair_judged([fast, Retransmission(3.0, 9, 0.4, 0.41, first_at_ack=False)], quick) == (True, ""), \
+        "a lost resend sent again later is no wait on the duplicate ACKs"
+    assert not fast_repair_judged([], [])[0], "nothing was lost or nothing captured"
+    ok, why = fast_repair_judged([Retransmission(1.0, 0, None, 0.2)], [0.2, 0.4])
+    assert not ok and "none of 2 resends came before an RTO could expire" in why, "only timeouts"
+
+
+def test_resend_delays_count_every_range_sent_again_from_its_first_send() -> None:
+    from scenarios.transfer import resend_delays
+
+    def data(ts: float, seq: int, length: int = 1000) -> TcpFrame:
+        return TcpFrame(ts, "s", "c", 19, 5000, seq, 0, "A", 65535, length, (), ChecksumState.CORRECT, length + 66)
+    frames = [data(0.0, 0), data(0.001, 1000), data(0.002, 2000), data(0.010, 1000), data(0.5, 0, 3000)]
+    assert [round(d, 3) for d in resend_delays(frames, ("s", 19))] == [0.009, 0.5]
+    assert resend_delays([], ("s", 19)) == []
 
 # --- host_view (TOE-2) --------------------------------------------------------------------------
 def setups(attempts: int = 800, ok: int | None = None, cpu_us: float = 40.0, wire: int = 3200, loopback: int = 0,
@@ -209,6 +239,17 @@ def test_setup_rate_compares_the_engine_with_the_host_stack_off_its_path() -> No
     assert not setups_judged(True, setups(wire=100), host, engine_served=800)[0], "nothing crossed the wire"
     assert not setups_judged(True, setups(ok=700, cpu_us=220), host, engine_served=800)[0], "setups failed"
 
+
+
+def test_frames_are_read_from_the_interfaces_own_row_of_proc_net_dev() -> None:
+    from scenarios.host_side import net_dev_rx_packets
+
+    text = ("Inter-|   Receive                            |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes packets\n"
+            "    lo:    4200      42    0    0    0     0          0         0     4200      42\n"
+            "  eth0: 1234567    3201    0    0    0     0          0         0   999999    3100\n")
+    assert net_dev_rx_packets(text, "eth0") == 3201 and net_dev_rx_packets(text, "lo") == 42
+    assert net_dev_rx_packets(text, "toe0") is None
 
 def test_setup_rate_fails_on_nothing_measured() -> None:
     empty = setups(attempts=0, wire=0)
