@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             require_root(f"toelab bench {bench.name}")
     if args.core_mib <= 0 or args.core_frames < 1:
         raise LabError("--core-mib and --core-frames must be positive")
+    if getattr(args, "http_only", False) and "engine" not in args.what:
+        raise LabError("--http-only is an option of the engine benchmark: run `toelab bench engine --http-only`")
     path: Path | None = getattr(args, "json", None)
     _check_output(path)
     rows: list[Row] = []

@@ -7,6 +7,10 @@ and forget the connection when the RST comes.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from toe_engine.apps.http import INLINE_BODY
@@ -161,3 +165,10 @@ def test_time_wait_gives_its_table_slot_back_and_still_answers() -> None:
     core.on_timer(peer.now)
     assert len(core.stack) == 0 and core.counters["conn_closed"] == 12 and core.apps == {}
     assert core.resources.table.occupancy == 0 and len(core.buffer_memory) == 0
+
+
+def test_http_only_is_refused_for_any_benchmark_but_engine() -> None:
+    done = subprocess.run([sys.executable, "-m", "toelab", "bench", "core", "--http-only"], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "--http-only is an option of the engine benchmark" in done.stderr
+    assert "rows written" not in done.stdout  # refused before anything was measured
