@@ -535,3 +535,34 @@ def test_frames_whose_headers_contradict_themselves_are_counted_not_fatal(pipeli
     counters = box.stats()["directions"]["a_to_b"]
     assert (counters["rx_malformed"], counters["fwd_in_place"]) == (malformed, in_place)
     assert tcp_payload(b.taken()[-1][1]) == last
+
+
+PLAIN_PAST_GRO = {
+    "ipv4 pure ACK, partial checksum": lambda: tcp_frame(0, 0, partial=True),
+    "ipv4 pure ACK": lambda: tcp_frame(0, 0),
+    "ipv6 pure ACK, partial checksum": lambda: tcp_frame(0, 0, src=H1_6, dst=H2_6, partial=True),
+    "ipv4 FIN": lambda: tcp_frame(0, 0, flags=ACK | 1, partial=True),
+}
+
+
+@pytest.mark.parametrize("kind", PLAIN_PAST_GRO)
+def test_segments_without_payload_pass_gro_in_place_as_gro_would_hand_them_on(kind: str) -> None:
+    header, frame = PLAIN_PAST_GRO[kind]()
+    reference, _ = make_router(1400)
+    (slow_header, slow), = Pipeline([GroStage(Counters(())), RouterStage(reference, 0)])(header, frame, 0.0)
+    box, a, b = router_middlebox()
+    box.update("a_to_b", {"coalesce": "gro"}, 0.0)
+    a.put((header, frame))
+    box.forwarder.a_to_b.pump(0.0)
+    assert b.taken() == [(slow_header, bytes(slow))] and slow_header == PLAIN_VNET_HEADER
+    assert checksums_ok(slow) and box.stats()["directions"]["a_to_b"]["fwd_in_place"] == 1
+
+
+def test_gro_sees_what_it_may_merge_or_must_flush() -> None:
+    stage = GroStage(Counters(()))
+    data = received(*tcp_frame(0, MSS, partial=True))
+    ack = received(*tcp_frame(0, 0, partial=True))
+    assert not stage.passes_plain(*data) and stage.passes_plain(*ack)
+    stage.process(*tcp_frame(0, MSS), 0.0)
+    assert stage.coalescer.held_flows == 1
+    assert not stage.passes_plain(*ack) and not stage.passes_untouched(received(*super_frame(20 * MSS))[0])

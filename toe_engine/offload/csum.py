@@ -29,7 +29,7 @@ def rx_parse(buf: bytes | bytearray | memoryview, counters: Counters, *, data_va
     return parsed
 
 
-def complete_partial_checksum(buf: bytearray, csum_start: int, csum_offset: int) -> None:
+def complete_partial_checksum(buf: bytearray | memoryview, csum_start: int, csum_offset: int) -> None:
     """Do what a device does for NEEDS_CSUM: the field already holds the pseudo-header sum."""
     _U16.pack_into(buf, csum_start + csum_offset, internet_checksum(memoryview(buf)[csum_start:]))
 

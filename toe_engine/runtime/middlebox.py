@@ -295,14 +295,22 @@ class Middlebox:
 
 
 class _PastGro:
-    """The router's in-place path behind GRO, for the frames GRO hands on untouched."""
+    """The router's in-place path behind GRO, for the frames GRO hands on at once: super-frames
+    untouched, segments without payload with their checksum completed (after the router's
+    rewrite, which changes nothing the TCP checksum covers)."""
 
     def __init__(self, gro: GroStage, router: RouterStage) -> None:
         self.gro = gro
         self.router = router
 
     def __call__(self, buf: bytearray, n: int) -> bool:
-        return self.gro.passes_untouched(buf) and self.router.forward_in_place(buf, n)
+        gro = self.gro
+        if gro.passes_untouched(buf):
+            return self.router.forward_in_place(buf, n)
+        if gro.passes_plain(buf, n) and self.router.forward_in_place(buf, n):
+            gro.hand_on_plain(buf, n)
+            return True
+        return False
 
 
 def _in_place_path(stages: list[PipelineStage], router: RouterStage | None) -> InPlace | None:

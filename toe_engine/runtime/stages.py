@@ -19,6 +19,7 @@ earliest deadline of its stages so held frames (GRO flush, delay) leave on time.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -26,12 +27,15 @@ from toe_engine.codec.frame import ParsedFrame, parse_frame
 from toe_engine.counters import Counters
 from toe_engine.impair import Impairer, ImpairmentSpec
 from toe_engine.io.vnet import (
+    PLAIN_VNET_BYTES,
     PLAIN_VNET_HEADER,
+    VNET_BYTE_ORDER,
     VNET_F_DATA_VALID,
     VNET_F_NEEDS_CSUM,
     VNET_GSO_ECN,
     VNET_GSO_TCPV4,
     VNET_GSO_TCPV6,
+    VNET_HDR_LEN,
     VnetHeader,
 )
 from toe_engine.offload.csum import complete_partial_checksum, tx_checksum
@@ -44,6 +48,11 @@ Item = tuple[VnetHeader, Frame]
 
 TCP_DOFF_OFFSET = 12
 _VNET_GSO_TYPE = 1  # the byte of the virtio-net header that holds gso_type
+_VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+_ETH_HLEN = 14
+_IPV4_HLEN = 20
+_IPV6_HLEN = 40
+_IPPROTO_TCP = 6
 
 
 class PipelineStage(Protocol):
@@ -246,6 +255,35 @@ class GroStage(_CoalescingStage):
         """Whether the frame in `buf` (virtio-net header first) would leave `process` exactly
         as it came, alone: a GSO super-frame while no flow is held."""
         return bool(buf[_VNET_GSO_TYPE] & ~VNET_GSO_ECN) and not self.coalescer.held_flows
+
+    def passes_plain(self, buf: bytearray, n: int) -> bool:
+        """Whether the frame in `buf[:n]` would leave `process` alone with only its checksum
+        completed and a plain header (`hand_on_plain`): a TCP segment without payload (GRO
+        holds none) while no flow is held."""
+        if buf[_VNET_GSO_TYPE] & ~VNET_GSO_ECN or self.coalescer.held_flows:
+            return False
+        flags, _, _, _, csum_start, csum_offset = _VNET.unpack_from(buf, 0)
+        if flags & VNET_F_NEEDS_CSUM and VNET_HDR_LEN + csum_start + csum_offset + 2 > n:
+            return False
+        l3 = VNET_HDR_LEN + _ETH_HLEN
+        ethertype = (buf[l3 - 2] << 8) | buf[l3 - 1]
+        if ethertype == 0x0800 and n >= l3 + _IPV4_HLEN and buf[l3 + 9] == _IPPROTO_TCP:
+            ip_header = (buf[l3] & 0x0F) << 2
+            l4_len = ((buf[l3 + 2] << 8) | buf[l3 + 3]) - ip_header
+        elif ethertype == 0x86DD and n >= l3 + _IPV6_HLEN and buf[l3 + 6] == _IPPROTO_TCP:
+            ip_header = _IPV6_HLEN
+            l4_len = (buf[l3 + 4] << 8) | buf[l3 + 5]
+        else:
+            return False
+        doff = l3 + ip_header + TCP_DOFF_OFFSET
+        return doff < n and l4_len <= (buf[doff] >> 4) << 2
+
+    def hand_on_plain(self, buf: bytearray, n: int) -> None:
+        """Do to the frame in `buf[:n]` what `process` does to one that `passes_plain`."""
+        flags, _, _, _, csum_start, csum_offset = _VNET.unpack_from(buf, 0)
+        if flags & VNET_F_NEEDS_CSUM:
+            complete_partial_checksum(memoryview(buf)[VNET_HDR_LEN:n], csum_start, csum_offset)
+        buf[:VNET_HDR_LEN] = PLAIN_VNET_BYTES
 
 
 class LroStage(_CoalescingStage):
