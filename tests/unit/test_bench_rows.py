@@ -46,8 +46,10 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                      [(1, 14.2), (1000, 14.6), (64000, 15.9)], 20000),
     "engine": lambda: (engine.endpoint_rows(True, {"gbit": 28.07, "iperf_gbit": 30.1},
                                             {"gbit": 12.58, "cores": 1.0})
-                       + http_setup.http_rows(http_setup.SideTotals(33_801, 0, 0, 3.0, 0.87, 0.92, 152_105, 152_104),
-                                              http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000),
+                       + http_setup.http_rows(http_setup.SideTotals(33_801, 0, 0, 3.0, 0.87, 0.92, 152_105, 152_104,
+                                                                    [11_000.0, 11_534.0]),
+                                              http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000,
+                                                                    [4_400.0, 4_600.0]),
                                               http_setup.MemoryCost(114.9, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},
                                               {"gbit": 0.43, "cores": 1.0})
@@ -106,6 +108,7 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert (http["unit"], http["reference"], http["engine"], http["ratio"]) == ("1/s", 11267, 4500, 0.399)
     assert (http["engine_segments_per_conn"], http["kernel_segments_per_conn"]) == (6.0, 9.0)
     assert http["engine_cpu_us_per_conn"] == 148.9 and http["client_cpu_us_per_conn"] == 43.0
+    assert http["round_ratios"] == [0.4, 0.399] and http["rounds"] == 2
     forwarding = RECORDED["middlebox"]()
     assert [r["ratio"] for r in forwarding] == [0.53, None, 0.779, None], "medians: 10.15 / 19.16, 14.92 / 19.16"
     assert forwarding[0]["kernel_runs"] == [19.16, 21.0, 18.5] and forwarding[1]["engine"] == 0.469

@@ -205,7 +205,8 @@ def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None 
                 kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
                 engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
                 kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
-                rounds=len(engine.rates))]
+                rounds=len(engine.rates),
+                round_ratios=[round(e / k, 3) if k else None for k, e in zip(kernel.rates, engine.rates)])]
     if memory is not None:
         rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
                         round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2)))
