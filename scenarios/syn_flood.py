@@ -35,6 +35,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -216,7 +217,8 @@ def summarize(attempts: list[Attempt]) -> dict[str, float | int | None]:
             "success_rate": round(sum(a.ok for a in attempts) / len(attempts), 4) if attempts else 0.0,
             "connect_p50_ms": ms(percentile(latencies, 0.5)), "connect_p90_ms": ms(percentile(latencies, 0.9)),
             "connect_p99_ms": ms(percentile(latencies, 0.99)), "connect_max_ms": ms(max(latencies, default=None)),
-            "slow_handshakes": sum(1 for v in latencies if v >= SLOW_HANDSHAKE_S)}
+            "slow_handshakes": sum(1 for v in latencies if v >= SLOW_HANDSHAKE_S),
+            "failures": ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(a.error for a in attempts if a.error).items()))}
 
 
 # --- judging (pure, so each precondition can be shown to fail without a lab) ---------------------
