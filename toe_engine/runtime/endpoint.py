@@ -112,6 +112,9 @@ class EndpointSettings(BaseModel):
     rx_frames: int = Field(64, ge=1)
     rx_usecs: int = Field(1000, ge=1, le=1_000_000)
     queues: int | None = Field(None, ge=1, le=16)  # None: one queue in this process; N: N queue processes
+    #: One queue only: stay on the core the engine starts on (runtime.process.pin_to_current_cpu). Off by
+    #: default: on a busy machine a pinned engine waits for its core where an unpinned one moves on.
+    pin: bool = False
     rss_table: list[int] | None = None
     rss_key: str | None = None
 

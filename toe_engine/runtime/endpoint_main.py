@@ -39,7 +39,8 @@ def build(settings: EndpointSettings, netns: str | None, loop: EventLoop,
     drivers.append(tap)
     runtime = endpoint_runtime(settings, netns, wire, tap)
     runtime.attach(loop)
-    pin_to_current_cpu()  # one queue, one core, as each queue process of runtime.queues: no reordering by migration
+    if settings.pin:  # one queue, one core, as each queue process of runtime.queues: no reordering by migration
+        pin_to_current_cpu()
     if settings.standby:  # more wire ports: active-backup failover between them
         standby = [AfPacketDriver(name, netns) for name in settings.standby]
         drivers.extend(standby)
