@@ -408,3 +408,101 @@ def test_with_nothing_new_to_send_lost_data_is_still_resent_at_once() -> None:
     assert h.run(until=lambda: len(got) == len(data), max_time=30)
     assert bytes(got) == data and dropped == holes
     assert h.counters_a["rto_expired"] == 0 and h.counters_a["retransmits"] == 2
+
+
+# ---------------------------------------------------------------------- copies
+
+
+def views_transfer(hold: int) -> tuple[bytes, bytes, list[type], Harness]:
+    """a sends 200 KiB to b with payload views on; b's side of the channel copies each payload
+    (as the endpoint copies it into its frame) and keeps the last `hold` Segments from a."""
+    h = Harness()
+    h.a.payload_views = True
+    ca, cb = h.establish()
+    h.keep_trace = False
+    held: list[memoryview] = []
+    kinds: list[type] = []
+
+    def copy_out(src: str, seg: Segment) -> float:
+        if src == "a" and seg.payload:
+            kinds.append(type(seg.payload))
+            if hold and isinstance(seg.payload, memoryview):
+                held.append(seg.payload)
+                del held[:-hold]
+            seg.payload = bytes(seg.payload)  # the one copy, into "the frame"
+        return 0.0
+
+    h.delay_if = copy_out
+    data = bytes((i * 13) & 0xFF for i in range(200 * KIB))
+    got = bytearray()
+    transfer = BulkTransfer(h.a, ca, h.b, cb, data)
+    h.on_step = lambda hh: transfer.pump(hh.now)
+    assert h.run(until=lambda: transfer.done, max_time=60)
+    got += transfer.received
+    return data, bytes(got), kinds, h
+
+
+def test_with_payload_views_data_leaves_as_views_of_the_send_buffer() -> None:
+    data, got, kinds, h = views_transfer(hold=0)
+    assert got == data
+    assert kinds and set(kinds) == {memoryview}
+    assert h.counters_a["snd_buf_pinned"] == 0
+
+
+def test_a_view_still_held_costs_a_copy_of_the_send_buffer_not_an_error() -> None:
+    data, got, kinds, h = views_transfer(hold=3)
+    assert got == data
+    assert h.counters_a["snd_buf_pinned"] > 0
+
+
+def test_views_still_waiting_in_the_stacks_output_become_copies_when_the_buffer_moves() -> None:
+    """An application writes again before the owner took the last segments: only those
+    payloads are copied (snd_buf_views_copied), not the send buffer (snd_buf_pinned)."""
+    h = Harness()
+    h.a.payload_views = True
+    ca, cb = h.establish()
+    data = bytes((i * 5) & 0xFF for i in range(40 * KIB))
+    assert h.a.send(ca, data[:20 * KIB]) == 20 * KIB
+    waiting = [seg for _, _, seg in h.a.output if seg.payload]
+    assert waiting and all(type(seg.payload) is memoryview for seg in waiting)
+    assert h.a.send(ca, data[20 * KIB:]) == 20 * KIB  # the send buffer must grow: the views are out
+    assert all(type(seg.payload) is bytes for seg in waiting)
+    assert h.counters_a["snd_buf_views_copied"] == 1 and h.counters_a["snd_buf_pinned"] == 0
+    got = bytearray()
+    h.on_step = lambda hh: got.extend(hh.b.recv(cb))
+    assert h.run(until=lambda: len(got) == len(data), max_time=30)
+    assert bytes(got) == data
+
+
+def test_without_payload_views_a_payload_is_its_own_bytes() -> None:
+    h, ca, cb, tcb = established(in_flight=2000)
+    segs = [s.seg for s in h.trace if s.src == "b" and s.seg.payload]
+    assert segs and all(type(s.payload) is bytes for s in segs)
+    assert bytes(segs[-1].payload) == b"z" * (2000 - 1448)
+
+
+def test_recv_all_hands_the_receive_buffer_over_and_owes_the_same_window_update() -> None:
+    results = []
+    for take_all in (False, True):
+        h = Harness(TcpConfig(), TcpConfig(rcv_buf=4 * 1448, wscale=0))
+        ca, cb = h.establish()
+        h.a.send(ca, bytes(range(256)) * 40)  # 10240 bytes: the receive window fills
+        h.run(duration=1)
+        tcb = h.b.connection(cb)
+        assert tcb is not None
+        buf = tcb.rcv_buf
+        assert len(buf) == 4 * 1448
+        before = len(h.trace)
+        data = h.b.recv_all(cb) if take_all else h.b.recv(cb)
+        h.flush()
+        if take_all:
+            assert data is buf and type(data) is bytearray and tcb.rcv_buf is not buf and not tcb.rcv_buf
+        update = [(s.seg.flags, s.seg.ack, s.seg.window) for s in h.trace[before:]]
+        assert update and update[0][0] == ACK and update[0][2] > 0  # the window opened: an update went at once
+        h.run(duration=1)
+        rest = h.b.recv_all(cb) if take_all else h.b.recv(cb)
+        results.append((bytes(data) + bytes(rest), update))
+    assert results[0] == results[1]
+    assert results[0][0] == bytes(range(256)) * 40
+    h.b.recv_all(cb)
+    assert h.b.recv_all(cb) == bytearray()

@@ -83,7 +83,12 @@ class Connection(ReceivePath):
         if n < len(data):
             self.want_writable = True
         if n:
-            self.snd_buf += data[:n] if n < len(data) else data
+            taken = data[:n] if n < len(data) else data
+            try:
+                self.snd_buf += taken
+            except BufferError:  # a payload view of it is still out (TcpStack.payload_views)
+                self._unpin_send_buffer()
+                self.snd_buf += taken
             if push:
                 self.output(now)
         return n
@@ -104,11 +109,26 @@ class Connection(ReceivePath):
         else:
             data = bytes(memoryview(buf)[:n])
             del buf[:n]
+        self._read_done(now, push)
+        return data
+
+    def recv_all(self, now: float, push: bool = True) -> bytearray:
+        """Every in-order byte waiting, without a copy: the receive buffer itself is handed
+        over and a new one begins. The window update rule is recv()'s."""
+        data = self.rcv_buf
+        if not data:
+            return bytearray()
+        self.rcv_buf = bytearray()
+        self._read_done(now, push)
+        return data
+
+    def _read_done(self, now: float, push: bool) -> None:
+        """A read freed receive buffer: a window update it makes owed goes now, or with `push`
+        False on the owner's next output()."""
         if self.state in RECEIVING_STATES and self._window_opened():
             self.ack_now = True
             if push:
                 self.output(now)
-        return data
 
     def readable_bytes(self) -> int:
         return len(self.rcv_buf)

@@ -408,7 +408,11 @@ class ReceivePath(SendPath):
         buf_seq = self.snd_buf_seq
         data_acked = min(ack, buf_seq + len(self.snd_buf)) - buf_seq
         if data_acked > 0:
-            del self.snd_buf[:data_acked]
+            try:
+                del self.snd_buf[:data_acked]
+            except BufferError:  # a payload view of it is still out (TcpStack.payload_views)
+                self._unpin_send_buffer()
+                del self.snd_buf[:data_acked]
             self.snd_buf_seq = buf_seq + data_acked
         self.snd_una = ack
         newest = self.rtxq.ack(ack)

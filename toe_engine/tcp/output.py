@@ -29,25 +29,34 @@ class SendPath(Timeouts):
             if (before < self.snd_buf_seq + len(self.snd_buf) or self.fin_queued or self.force_rtx
                     or self.rtxq.lost or self.cc.rate_based):
                 sent = self._transmit(now)
-            # else nothing is unsent or lost (a receive-only connection): no send machinery runs,
-            # and an idle restart (RFC 5681 4.1) waits for data to send, as Linux's tcp_cwnd_restart
-            una, nxt = self.snd_una, self.snd_nxt
-            if nxt > una:
-                if self.probing:
-                    pass
-                elif self.t_rtx == INF:
-                    self._arm_rtx(now)  # RFC 6298 5.1
-                elif nxt > before and self.rack and not self.recovery and self.tlp_end is None:
-                    self._arm_rtx(now, restart_rto=False)  # new data (re)starts the probe timer (RFC 8985 7.2)
-                if self.probing and self.t_persist == INF:
-                    self.t_persist = now + self._persist_interval()
-            elif self.snd_buf_seq + len(self.snd_buf) > nxt:
-                if self.t_persist == INF:
-                    self.t_persist = now + self._persist_interval()
-            else:
+                self._arm_send_timers(now, before)
+            elif before == self.snd_una:
+                # Receive-only: nothing unsent, in flight or lost, so no send machinery runs and no
+                # timer but persist's (off) applies. An idle restart (RFC 5681 4.1) waits for data
+                # to send, as Linux's tcp_cwnd_restart does.
                 self.t_persist = INF
+            else:
+                self._arm_send_timers(now, before)  # all sent, some in flight: only its timers
         if self.ack_now and not sent and state is not CLOSED and state is not SYN_SENT:
             self._emit(self.snd_nxt & MASK, ACK, b"", now)
+
+    def _arm_send_timers(self, now: float, before: int) -> None:
+        """The retransmission, probe and persist timers after a transmission that began at SND.NXT `before`."""
+        una, nxt = self.snd_una, self.snd_nxt
+        if nxt > una:
+            if self.probing:
+                pass
+            elif self.t_rtx == INF:
+                self._arm_rtx(now)  # RFC 6298 5.1
+            elif nxt > before and self.rack and not self.recovery and self.tlp_end is None:
+                self._arm_rtx(now, restart_rto=False)  # new data (re)starts the probe timer (RFC 8985 7.2)
+            if self.probing and self.t_persist == INF:
+                self.t_persist = now + self._persist_interval()
+        elif self.snd_buf_seq + len(self.snd_buf) > nxt:
+            if self.t_persist == INF:
+                self.t_persist = now + self._persist_interval()
+        else:
+            self.t_persist = INF
 
     def _transmit(self, now: float) -> bool:
         cc = self.cc
@@ -155,7 +164,11 @@ class SendPath(Timeouts):
             stop = end - 1
         if stop > data_end:
             stop = data_end
-        payload = bytes(self.snd_buf[start - buf_seq:stop - buf_seq]) if stop > start else b""
+        payload: bytes | memoryview = b""
+        if stop > start:  # a view of the send buffer; a copy unless the owner takes views (TcpStack.payload_views)
+            payload = memoryview(self.snd_buf)[start - buf_seq:stop - buf_seq]
+            if not self.host.payload_views:
+                payload = bytes(payload)
         if stop == data_end and payload:
             flags |= PSH
         if retransmit:
@@ -173,6 +186,24 @@ class SendPath(Timeouts):
             self.prr_out += end - start
         self.last_send = now
         self._emit(start & MASK, flags, payload, now)
+
+    def _unpin_send_buffer(self) -> None:
+        """Make the send buffer resizable while payload views of it are out: those still waiting
+        in the stack's output become copies of their bytes; if the owner holds another one, the
+        buffer itself goes on in a copy (`snd_buf_pinned`), leaving the old one to the views."""
+        buf = self.snd_buf
+        for _, _, seg in self._out:
+            payload = seg.payload
+            if type(payload) is memoryview and payload.obj is buf:
+                seg.payload = bytes(payload)
+                payload.release()
+        self.counters.inc("snd_buf_views_copied")
+        try:
+            buf.append(0)  # resizable now?
+            buf.pop()
+        except BufferError:
+            self.counters.inc("snd_buf_pinned")
+            self.snd_buf = bytearray(buf)
 
     def _window_opened(self) -> bool:
         """Whether a read freed enough for a window update ACK now (Linux's tcp_cleanup_rbuf rule).
@@ -205,23 +236,22 @@ class SendPath(Timeouts):
                 self.rcv_adv = advertised
         return min(max(self.rcv_adv - rcv_nxt, 0) >> shift, 0xFFFF)
 
-    def _emit(self, seq32: int, flags: int, payload: bytes, now: float) -> None:
+    def _emit(self, seq32: int, flags: int, payload: bytes | memoryview, now: float) -> None:
         """Build one non-SYN segment carrying our ACK, window and options."""
-        opts = TcpOptions()
-        if self.ts_ok:
-            opts.timestamp = (self.host.ts_clock(now), self.ts_recent)
-        if self.ooo and self.sack_ok:
-            most = 3 if self.ts_ok else 4
-            if payload:  # the blocks must fit beside the data: snd_mss only allows for timestamps
-                most = min(most, max(0, (self.snd_mss - len(payload) - SACK_OPTION_OVERHEAD) // SACK_BLOCK_LEN))
-            blocks = self.ooo.sack_blocks(most)
-            if blocks:
-                opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
-                self.counters.inc("sack_blocks_sent", len(blocks))
-        if self.ooo and not payload:
-            self.counters.inc("dup_acks_sent")
-        window = self._window_field()
-        seg = Segment(self.local_port, self.remote_port, seq32, self.rcv_nxt & MASK, flags, window,
+        opts = TcpOptions(timestamp=(self.host.ts_clock(now), self.ts_recent)) if self.ts_ok else TcpOptions()
+        ooo = self.ooo
+        if ooo.bytes_held:  # holes in what we received: SACK them, and count the duplicate ACK
+            if self.sack_ok:
+                most = 3 if self.ts_ok else 4
+                if payload:  # the blocks must fit beside the data: snd_mss only allows for timestamps
+                    most = min(most, max(0, (self.snd_mss - len(payload) - SACK_OPTION_OVERHEAD) // SACK_BLOCK_LEN))
+                blocks = ooo.sack_blocks(most)
+                if blocks:
+                    opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
+                    self.counters.inc("sack_blocks_sent", len(blocks))
+            if not payload:
+                self.counters.inc("dup_acks_sent")
+        seg = Segment(self.local_port, self.remote_port, seq32, self.rcv_nxt & MASK, flags, self._window_field(),
                       payload, opts)
         self._out.append((self.local_ip, self.remote_ip, seg))
         self.last_ack_sent = self.rcv_nxt

@@ -67,8 +67,13 @@ class TcpStack:
 
     def __init__(self, config: TcpConfig | None = None, *, counters: Counter | None = None,
                  admission: AdmissionHook | None = None, isn: IsnGenerator | None = None,
-                 ts_offset: int = 0) -> None:
+                 ts_offset: int = 0, payload_views: bool = False) -> None:
         self.config = config or TcpConfig()
+        #: Data segments carry memoryviews of the send buffer instead of copies: for an owner that
+        #: copies each payload into its frame and drops the Segment before the application writes
+        #: again. Views still in `output` when the buffer must move become copies
+        #: (`snd_buf_views_copied`); one the owner still holds costs a copy of the buffer (`snd_buf_pinned`).
+        self.payload_views = payload_views
         self.counters: Counter = counters if counters is not None else Counters()
         self.admission: AdmissionHook = admission if admission is not None else AcceptAll()
         self.output: list[Output] = []
@@ -178,13 +183,25 @@ class TcpStack:
     def recv(self, conn: FourTuple, max_bytes: int = 1 << 30, now: float | None = None) -> bytes:
         """Up to `max_bytes` received bytes; b"" if none are waiting (see at_eof)."""
         c = self._conn(conn)
+        data = c.recv(max_bytes, self._clock(now), push=self._corked is None)
+        self._read_by(c)
+        return data
+
+    def recv_all(self, conn: tuple[bytes, int, bytes, int], now: float | None = None) -> bytearray:
+        """Every received byte waiting, without a copy: the connection's receive buffer itself
+        (it starts a new one); an empty bytearray if none are waiting."""
+        c = self._conn(conn)
+        data = c.recv_all(self._clock(now), push=self._corked is None)
+        self._read_by(c)
+        return data
+
+    def _read_by(self, c: Connection) -> None:
+        """After a read: a corked connection transmits at uncork(), any other one settles now."""
         corked = self._corked
         if corked is not None:
-            corked[conn] = c
-            return c.recv(max_bytes, self._clock(now), push=False)
-        data = c.recv(max_bytes, self._clock(now))
-        self._after(c)
-        return data
+            corked[c.key] = c
+        else:
+            self._after(c)
 
     def readable(self, conn: FourTuple) -> int:
         return self._conn(conn).readable_bytes()
@@ -353,7 +370,7 @@ class TcpStack:
             self._now = now
         return self._now
 
-    def _conn(self, conn: FourTuple) -> Connection:
+    def _conn(self, conn: tuple[bytes, int, bytes, int]) -> Connection:
         c = self._conns.get(conn)
         if c is None:
             raise TcpError(f"no connection {conn}")

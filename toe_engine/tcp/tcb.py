@@ -75,6 +75,7 @@ class ConnectionHost(Protocol):
     output: list[tuple[bytes, bytes, Segment]]
     events: list[Event]
     counters: Counter
+    payload_views: bool  # data segments carry views of the send buffer, not copies (TcpStack)
 
     def ts_clock(self, now: float) -> int: ...
 
@@ -269,7 +270,7 @@ class Tcb:
     def output(self, now: float) -> None:
         raise NotImplementedError
 
-    def _emit(self, seq32: int, flags: int, payload: bytes, now: float) -> None:
+    def _emit(self, seq32: int, flags: int, payload: bytes | memoryview, now: float) -> None:
         raise NotImplementedError
 
     def _send_syn(self, now: float, with_ack: bool) -> None:
