@@ -50,7 +50,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                                                     [11_000.0, 11_534.0]),
                                               http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000,
                                                                     [4_400.0, 4_600.0]),
-                                              http_setup.MemoryCost(114.9, 4.0, 2.0))
+                                              http_setup.MemoryCost(114.9, 4.0, 2.0),
+                                              http_setup.MemoryCost(131.2, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},
                                               {"gbit": 0.43, "cores": 1.0})
                        + queues.scaling_rows({"gbit": 0.5, "cores": 1.0},
@@ -109,6 +110,9 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert (http["engine_segments_per_conn"], http["kernel_segments_per_conn"]) == (6.0, 9.0)
     assert http["engine_cpu_us_per_conn"] == 148.9 and http["client_cpu_us_per_conn"] == 43.0
     assert http["round_ratios"] == [0.4, 0.399] and http["rounds"] == 2
+    runtime = engine_rows["HTTP connection in memory through the endpoint runtime, no system calls "
+                          "(reference: the core alone)"]
+    assert (runtime["reference"], runtime["engine"], runtime["ratio"]) == (114.9, 131.2, 1.142)
     forwarding = RECORDED["middlebox"]()
     assert [r["ratio"] for r in forwarding] == [0.53, None, 0.779, None], "medians: 10.15 / 19.16, 14.92 / 19.16"
     assert forwarding[0]["kernel_runs"] == [19.16, 21.0, 18.5] and forwarding[1]["engine"] == 0.469

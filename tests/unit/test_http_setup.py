@@ -124,8 +124,9 @@ def test_uncork_skips_a_connection_aborted_while_corked() -> None:
     assert [sent.seg.flags for sent in h.trace[before:]] == [RST]  # the abort's RST, no data after it
 
 
-def test_the_in_memory_bench_sees_two_frames_out_per_connection() -> None:
-    cost = in_memory_cost(50)
+@pytest.mark.parametrize("through_runtime", [False, True], ids=["core", "runtime"])
+def test_the_in_memory_bench_sees_two_frames_out_per_connection(through_runtime: bool) -> None:
+    cost = in_memory_cost(50, through_runtime=through_runtime)
     assert cost.frames_in == 4 and cost.frames_out == 2
     assert 0 < cost.cpu_us < 100_000
 

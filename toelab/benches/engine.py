@@ -223,7 +223,7 @@ def bench_engine(args: argparse.Namespace) -> Measured:
     from toelab.benches.http_setup import http_rows, in_memory_cost, lab_setups, setups_cells, setups_table
     from toelab.benches.queues import queue_scaling_rows
 
-    http = http_rows(*lab_setups(args.seconds), in_memory_cost())
+    http = http_rows(*lab_setups(args.seconds), in_memory_cost(), in_memory_cost(through_runtime=True))
     if getattr(args, "http_only", False):
         return Measured(setups_table(http), http)
     table = Table(title="engine endpoint vs kernel: same client (Python), same run")

@@ -10,6 +10,7 @@ connection and the client's and the engine's CPU per connection, which say where
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
+from toe_engine.io.vnet import VNET_F_DATA_VALID, VNET_HDR_LEN, VnetHeader
 from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
@@ -37,6 +39,7 @@ HTTP_PORT = 80
 CLIENT_MSS, CLIENT_WSCALE = 1460, 9  # what the lab's Linux client puts in its SYN (tcpdump of a bench run)
 CLIENT_WINDOW = 83  # 42,340 bytes at window scale 9, its first ACK's window field
 MASK = 0xFFFFFFFF
+VNET_DATA_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,62 @@ class MemoryCost:
     frames_out: float
 
 
-def _segments(out: list[TxFrame]) -> list[Segment]:
+def _segments(frames: list[bytes]) -> list[Segment]:
     """The TCP segments of frames the engine sent (parsed outside the timing)."""
-    return [seg for seg in (parse_frame(bytes(tx.frame), verify_csum=False).tcp for tx in out) if seg is not None]
+    return [seg for seg in (parse_frame(frame, verify_csum=False).tcp for frame in frames) if seg is not None]
 
 
-def in_memory_cost(connections: int = 5000) -> MemoryCost:
-    """CPU time the engine core spends per HTTP connection, client frames built outside the timing.
+class _CorePath:
+    """Client frames straight into EndpointCore.from_wire, its answers from poll_wire."""
+
+    def __init__(self, core: EndpointCore) -> None:
+        self.core = core
+        self.queued: list[bytearray] = []
+        self.out: list[TxFrame] = []
+
+    def put(self, frames: list[bytearray]) -> None:
+        self.queued = frames
+
+    def run(self, now: float) -> None:
+        core = self.core
+        for frame in self.queued:
+            core.from_wire(frame, now, csum_ok=True)
+            self.out += core.poll_wire()
+
+    def take(self) -> list[bytes]:
+        out, self.out = self.out, []
+        return [bytes(tx.frame) for tx in out]
+
+
+class _RuntimePath:
+    """Client frames through the endpoint runtime (receive batch, GRO, dispatch, transmit) on
+    in-memory drivers: what the live engine does for them but the system calls."""
+
+    def __init__(self, core: EndpointCore) -> None:
+        from toe_engine.io.memory import MemoryDriver
+        from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings
+
+        self.wire = MemoryDriver("wire", keep_sent=True)
+        self.runtime = EndpointRuntime(core, self.wire, MemoryDriver("host"),
+                                       EndpointSettings.model_validate({"addresses": [str(ipaddress.ip_address(IP_B))]}))
+        self.now = 0.0
+        self.runtime.clock = lambda: self.now
+
+    def put(self, frames: list[bytearray]) -> None:
+        self.wire.put(VNET_DATA_VALID + bytes(frame) for frame in frames)
+
+    def run(self, now: float) -> None:
+        self.now = now
+        self.runtime.pump_wire(now)
+
+    def take(self) -> list[bytes]:
+        sent, self.wire.sent = self.wire.sent, []
+        return [frame[VNET_HDR_LEN:] for frame in sent]
+
+
+def in_memory_cost(connections: int = 5000, through_runtime: bool = False) -> MemoryCost:
+    """CPU time the engine spends per HTTP connection, client frames built outside the timing:
+    in the engine core alone, or (`through_runtime`) through the endpoint runtime as well.
 
     Raises RuntimeError if a connection is not answered with one SYN-ACK and then the whole
     response with its FIN, or if the table is not empty at the end: a figure for a
@@ -63,11 +115,22 @@ def in_memory_cost(connections: int = 5000) -> MemoryCost:
     core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={HTTP_PORT: "http"},
                                        resources=ResourceConfig(capacity=65536), secret=b"bench"))
     core.neighbors.learn(IP_A, MAC_A)
+    path: _CorePath | _RuntimePath = _RuntimePath(core) if through_runtime else _CorePath(core)
     clock = time.process_time
-    from_wire, poll = core.from_wire, core.poll_wire
     cpu = 0.0
     frames_out = 0
     now = 1.0
+
+    def exchange(frames: list[bytearray]) -> list[Segment]:
+        nonlocal cpu, frames_out
+        path.put(frames)
+        start = clock()
+        path.run(now)
+        cpu += clock() - start
+        sent = path.take()
+        frames_out += len(sent)
+        return _segments(sent)
+
     for i in range(connections):
         port, isn, tsval = 1024 + i % 60000, (i * 7919) & MASK, 1000 + i
 
@@ -76,33 +139,16 @@ def in_memory_cost(connections: int = 5000) -> MemoryCost:
             return build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(
                 port, HTTP_PORT, seq & MASK, ack & MASK, flags, window, payload, opts or TcpOptions(timestamp=(tsval, 0))))
 
-        syn = frame(isn, 0, SYN, window=42340, opts=TcpOptions(mss=CLIENT_MSS, wscale=CLIENT_WSCALE, sack_permitted=True,
-                                                    timestamp=(tsval, 0)))
-        start = clock()
-        from_wire(syn, now, csum_ok=True)
-        out = poll()
-        cpu += clock() - start
-        replies = _segments(out)
+        replies = exchange([frame(isn, 0, SYN, window=42340, opts=TcpOptions(
+            mss=CLIENT_MSS, wscale=CLIENT_WSCALE, sack_permitted=True, timestamp=(tsval, 0)))])
         if [seg.flags for seg in replies] != [SYN | ACK]:
             raise RuntimeError(f"connection {i}: the SYN was not answered with one SYN-ACK")
         seq, ack = isn + 1, replies[0].seq + 1
-        handshake, get = frame(seq, ack, ACK), frame(seq, ack, ACK | PSH, REQUEST)
-        start = clock()
-        from_wire(handshake, now, csum_ok=True)
-        out = poll()
-        from_wire(get, now, csum_ok=True)
-        out += poll()
-        cpu += clock() - start
-        replies = _segments(out)
+        replies = exchange([frame(seq, ack, ACK), frame(seq, ack, ACK | PSH, REQUEST)])
         response = b"".join(bytes(seg.payload) for seg in replies)
         if not complete_response(response) or not replies or not replies[-1].flags & FIN:
             raise RuntimeError(f"connection {i}: the GET was not answered with the whole response and a FIN")
-        rst = frame(seq + len(REQUEST), ack + len(response) + 1, RST | ACK)
-        start = clock()
-        from_wire(rst, now, csum_ok=True)
-        out += poll()
-        cpu += clock() - start
-        frames_out += 1 + len(out)
+        exchange([frame(seq + len(REQUEST), ack + len(response) + 1, RST | ACK)])
         now += 0.0001
     core.on_timer(now + 1.0)  # nothing may be left for a timer to finish either
     if len(core.stack) or core.resources.table.occupancy:
@@ -194,9 +240,10 @@ def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals]
     return kernel, engine
 
 
-def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None = None) -> list[Row]:
-    """The HTTP set-up row (engine against kernel, same client, same run) and the in-memory
-    per-connection cost row when it was measured."""
+def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None = None,
+              runtime: MemoryCost | None = None) -> list[Row]:
+    """The HTTP set-up row (engine against kernel, same client, same run) and, when measured, the
+    in-memory per-connection cost in the core and through the runtime (against the core's)."""
     rows = [row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel.rate),
                 round(engine.rate), failures=engine.failures + engine.bad_responses,
                 kernel_failures=kernel.failures + kernel.bad_responses,
@@ -210,6 +257,10 @@ def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None 
     if memory is not None:
         rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
                         round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2)))
+    if memory is not None and runtime is not None:
+        rows.append(row("engine", "HTTP connection in memory through the endpoint runtime, no system calls "
+                        "(reference: the core alone)", "µs/conn", round(memory.cpu_us, 1), round(runtime.cpu_us, 1),
+                        frames_in=runtime.frames_in, frames_out=round(runtime.frames_out, 2)))
     return rows
 
 
@@ -220,8 +271,9 @@ def setups_cells(r: Row) -> tuple[str, str, str, str]:
                   f"{r['engine_segments_per_conn']:.1f} segments per connection)")
         kernel = f"{r['reference']:,}/s ({r['kernel_segments_per_conn']:.1f} segments)"
         return r["measurement"], kernel, engine, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
-    return (r["measurement"], "", f"{r['engine']:.1f} µs per connection, {r['frames_out']:.1f} frames out "
-            f"for {r['frames_in']:.0f} in", "")
+    core = f"{r['reference']:.1f} µs in the core alone" if r["reference"] is not None else ""
+    return (r["measurement"], core, f"{r['engine']:.1f} µs per connection, {r['frames_out']:.1f} frames out "
+            f"for {r['frames_in']:.0f} in", f"{r['ratio']:.2f}" if r["ratio"] is not None else "")
 
 
 def setups_table(rows: list[Row]) -> Table:
