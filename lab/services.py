@@ -35,7 +35,7 @@ class SocketConnection:
         self.closed = False
 
     # --- AppConnection ---------------------------------------------------------------
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         if self.closed or not data:
             return 0
         try:

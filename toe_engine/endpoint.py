@@ -127,7 +127,7 @@ class _AppConnection:
     def __init__(self, core: EndpointCore, key: FourTuple) -> None:
         self.core, self.key = core, key
 
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         core = self.core
         room = core.memory_room(self.key)
         if room < len(data) and room < core.stack.send_space(self.key):
@@ -166,8 +166,10 @@ class EndpointCore:
             resources = replace(resources, conn_memory_bytes=2 * (config.tcp.snd_buf + config.tcp.rcv_buf))
         self.resources = ResourceManager(resources, self.counters, cookie_secret=config.secret)
         self.resources.set_offload_ports(config.services)
+        # payload_views: a data segment carries a view of its send buffer, copied once into the
+        # frame by _emit and let go before the next call into the stack
         self.stack = TcpStack(config.tcp, counters=self.counters, admission=_Admission(self),
-                              isn=IsnGenerator(config.secret) if config.secret else None)
+                              isn=IsnGenerator(config.secret) if config.secret else None, payload_views=True)
         for port in config.services:
             self.stack.listen(None, port, backlog=max(config.resources.capacity, 128))
         self.neighbors = NeighborTable()
@@ -407,6 +409,9 @@ class EndpointCore:
             self._account_touched()
         for local_ip, remote_ip, seg in stack.poll_output():
             self._emit(local_ip, remote_ip, seg, now)
+            payload = seg.payload
+            if type(payload) is memoryview:
+                payload.release()  # copied into its frame: the send buffer may move again
         while self._gone:  # after their last segments (a RST on abort) have found their way out
             self._next_hop.pop(self._gone.pop(), None)
 
@@ -526,7 +531,8 @@ class EndpointCore:
         if conn.rcv_buf:  # an empty buffer needs no recv
             room = app.receive_room()
             while room > 0:
-                app.on_data(stack.recv(key, room))
+                # all of it, the usual case: the receive buffer itself, handed over uncopied
+                app.on_data(stack.recv_all(key) if room >= len(conn.rcv_buf) else stack.recv(key, room))
                 if conn.state is CLOSED:
                     return  # the application closed it with bytes unread: it was reset (and reaped)
                 if not conn.rcv_buf:

@@ -65,7 +65,7 @@ class _Sink(App):
     want = 0
     got_all = False
 
-    def on_data(self, data: bytes | memoryview) -> None:
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
         super().on_data(data)
         if self.received >= self.want and not self.got_all:
             type(self).got_all = True

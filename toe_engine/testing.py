@@ -61,7 +61,7 @@ class BulkEchoClient(App):
                 return
             self.offset += sent
 
-    def on_data(self, data: bytes | memoryview) -> None:
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
         super().on_data(data)
         self.echoed += data
         if len(self.echoed) >= len(self.payload):

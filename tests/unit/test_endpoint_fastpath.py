@@ -308,3 +308,43 @@ def test_data_over_the_memory_limit_keeps_only_its_ack() -> None:
         results.append((len(conn.rcv_buf), core.counters["rx_mem_dropped"], [s.ack for s in peer.replies()]))
     assert results[0] == results[1]
     assert results[0][0] < 4000 and results[0][1] >= 1
+
+
+# --- one copy each way ---------------------------------------------------------------------
+
+class Keeping(App):
+    """Keeps what it is handed, to see what kind of buffer that is; takes `room` bytes at a time."""
+
+    room = 1 << 20
+
+    def receive_room(self) -> int:
+        return self.room
+
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
+        super().on_data(data)
+        self.kept = [*getattr(self, "kept", []), data]
+
+
+def test_the_application_is_handed_the_receive_buffer_itself_when_it_takes_it_all() -> None:
+    peer = connected(Keeping)
+    core = peer.core
+    for k in range(3):
+        core.from_wire(peer.frame(ACK, bytes([65 + k]) * 100, seq=peer.seq + 100 * k), 1.1)
+    app = next(iter(core.apps.values()))
+    assert isinstance(app, Keeping)
+    assert [type(d) for d in app.kept] == [bytearray] * 3  # no copy made for the application
+    assert b"".join(app.kept) == b"A" * 100 + b"B" * 100 + b"C" * 100
+    app.room = 60  # a partial read copies only what it takes; the rest then fits and is handed over
+    core.from_wire(peer.frame(ACK, b"D" * 100, seq=peer.seq + 300), 1.2)
+    assert [type(d) for d in app.kept[3:]] == [bytes, bytearray] and b"".join(app.kept[3:]) == b"D" * 100
+
+
+def test_a_bulk_echo_never_pins_a_send_buffer_with_the_views_its_frames_are_built_from() -> None:
+    """Data segments carry views of the send buffer (TcpStack.payload_views); the endpoint copies
+    each into its frame and lets it go before the stack can need to resize that buffer."""
+    harness = FrameHarness(seed=4, tcp=TcpConfig(rcv_buf=512 * 1024, snd_buf=512 * 1024))
+    intact, _ = harness.echo_transfer(2_000_000)
+    assert intact
+    for core in (harness.a, harness.b):
+        assert core.stack.payload_views
+        assert core.counters["tx_segments"] > 1000 and core.counters["snd_buf_pinned"] == 0

@@ -7,7 +7,7 @@ from typing import Protocol
 class AppConnection(Protocol):
     """What an application may do with its connection."""
 
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue bytes; returns how many fitted in the send buffer."""
 
     def send_space(self) -> int:
@@ -39,8 +39,9 @@ class App:
         """How many more bytes the application takes now; 0 leaves them in the receive buffer."""
         return 1 << 30
 
-    def on_data(self, data: bytes | memoryview) -> None:
-        """In-order bytes arrived."""
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
+        """In-order bytes arrived. A bytes or bytearray is the application's to keep (the engine
+        hands its receive buffer over uncopied); a memoryview is valid only during the call."""
         self.received += len(data)
 
     def on_writable(self) -> None:
@@ -62,7 +63,7 @@ class App:
         self.closed = True
         self.conn.close()
 
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         if self.closed:
             return 0
         sent = self.conn.send(data)

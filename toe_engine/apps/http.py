@@ -42,7 +42,7 @@ class HttpResponder(App):
     def buffered_bytes(self) -> int:
         return len(self.buffer) + len(self.head)
 
-    def on_data(self, data: bytes | memoryview) -> None:
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
         super().on_data(data)
         self.buffer += bytes(data)
         self.on_writable()

@@ -20,7 +20,7 @@ class Echo(App):
 
     def __init__(self, conn: AppConnection) -> None:
         super().__init__(conn)
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[bytes | bytearray] = deque()
         self.pending_bytes = 0
         self.peer_closed = False
 
@@ -30,9 +30,9 @@ class Echo(App):
     def receive_room(self) -> int:
         return max(0, self.PENDING_LIMIT - self.pending_bytes)
 
-    def on_data(self, data: bytes | memoryview) -> None:
+    def on_data(self, data: bytes | bytearray | memoryview) -> None:
         super().on_data(data)
-        self.pending.append(bytes(data))
+        self.pending.append(data if isinstance(data, (bytes, bytearray)) else bytes(data))  # a view is copied
         self.pending_bytes += len(data)
         self.on_writable()
 
