@@ -23,12 +23,12 @@ from rich.table import Table
 
 from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
-from toe_engine.io.vnet import VNET_F_DATA_VALID, VNET_HDR_LEN, VnetHeader
+from toe_engine.io.vnet import VNET_HDR_LEN
 from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
 
-from .engine import _cpu_seconds, _engine_pid
+from .engine import VNET_DATA_VALID, _cpu_seconds, _engine_pid
 from .loadgen import REQUEST, complete_response
 from .rows import Row, row
 
@@ -39,7 +39,6 @@ HTTP_PORT = 80
 CLIENT_MSS, CLIENT_WSCALE = 1460, 9  # what the lab's Linux client puts in its SYN (tcpdump of a bench run)
 CLIENT_WINDOW = 83  # 42,340 bytes at window scale 9, its first ACK's window field
 MASK = 0xFFFFFFFF
-VNET_DATA_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
 
 
 @dataclass(frozen=True)
