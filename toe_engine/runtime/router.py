@@ -408,9 +408,6 @@ def _not_unicast(dst: bytes) -> bool:
     return dst[0] == 0xFF or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80)
 
 
-_UNSEEN = (0, b"")
-
-
 class RouterStage:
     """The router as one direction's pipeline stage (ingress port `ingress`)."""
 
@@ -449,8 +446,9 @@ class RouterStage:
             length += 40
         else:
             return False
-        path = self.fast_paths.get(dst, _UNSEEN)
-        if path is _UNSEEN:
+        try:
+            path = self.fast_paths[dst]
+        except KeyError:
             path = self.router.fast_path(self.ingress, dst)
         if path is None:
             return False
