@@ -204,6 +204,9 @@ def test_an_in_order_data_segment_and_a_pure_ack_take_the_short_path() -> None:
     assert took_short_path(h, segment_to_b(h, ca, tcb, ACK | PSH, b"data"))  # data, acking the rest
     assert took_short_path(h, segment_to_b(h, ca, tcb, ACK, b"more"))  # data, acking nothing new
     assert h.b.recv(cb) == b"datamore" and tcb.snd_una == tcb.snd_nxt
+    wnd = tcb.snd_wnd
+    assert took_short_path(h, segment_to_b(h, ca, tcb, ACK, b"moved", window=(wnd >> tcb.snd_wscale) - 3))
+    assert tcb.snd_wnd == wnd - (3 << tcb.snd_wscale)  # a window that moved (and stays open) is taken too
 
 
 SEGMENT_DISQUALIFIERS: dict[str, Callable[[Harness, Any, Tcb], Segment]] = {
@@ -219,8 +222,7 @@ SEGMENT_DISQUALIFIERS: dict[str, Callable[[Harness, Any, Tcb], Segment]] = {
     "timestamp older than TS.Recent": lambda h, ca, t: segment_to_b(
         h, ca, t, payload=b"old", timestamp=((t.ts_recent - 5) & MASK, 0)),
     "timestamp missing": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"bare", timestamp=None),
-    "window changed": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data",
-                                                    window=(t.snd_wnd >> t.snd_wscale) - 1),
+    "window closed": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data", window=0),
     "ACK beyond SND.NXT": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data", ack=t.snd_nxt + 1),
     "ACK below SND.UNA": lambda h, ca, t: segment_to_b(h, ca, t, payload=b"data", ack=t.snd_una - 1),
     "pure ACK of nothing new (duplicate ACK)": lambda h, ca, t: segment_to_b(h, ca, t, ack=t.snd_una),
@@ -342,6 +344,19 @@ def test_a_connection_in_an_unusual_state_takes_the_full_path_with_the_same_resu
         prepare(h, ca, cb, tcb)
         seg = segment_to_b(h, ca, tcb, ACK | PSH, b"in order", ack=tcb.snd_una)
         assert not took_short_path(h, seg)
+        results.append((wire(h), tcb_state(h.b.connection(cb)), counted(h.counters_b)))
+    assert results[0] == results[1]
+
+
+def test_a_window_reopening_from_zero_takes_the_full_path_with_the_same_result() -> None:
+    results = []
+    for prediction in (True, False):
+        h, ca, cb, tcb = established(TcpConfig(header_prediction=prediction))
+        h.inject("b", segment_to_b(h, ca, tcb, window=0))
+        assert tcb.snd_wnd == 0 and not tcb.probing
+        h.b.send(cb, b"w" * 100)  # waits for the window
+        assert not took_short_path(h, segment_to_b(h, ca, tcb, ACK, b"reopen", window=1000))
+        assert tcb.snd_wnd == 1000 << tcb.snd_wscale
         results.append((wire(h), tcb_state(h.b.connection(cb)), counted(h.counters_b)))
     assert results[0] == results[1]
 

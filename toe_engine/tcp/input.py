@@ -119,8 +119,9 @@ class ReceivePath(SendPath):
 
     def _predicted(self, seg: Segment, now: float) -> bool:
         """Header prediction (Van Jacobson's; Linux tcp_rcv_established, FreeBSD tcp_input): in
-        ESTABLISHED, a segment with only ACK (and maybe PSH), SEG.SEQ = RCV.NXT, the send window
-        unchanged, no SACK blocks, a timestamp PAWS passes, an ACK in [SND.UNA, SND.NXT], while
+        ESTABLISHED, a segment with only ACK (and maybe PSH), SEG.SEQ = RCV.NXT, an open send window
+        that stays open (a receiver that reads as it goes moves its window on nearly every
+        segment, so unlike Linux's pred_flags a changed window is taken too), no SACK blocks, a timestamp PAWS passes, an ACK in [SND.UNA, SND.NXT], while
         nothing is out of order and no loss recovery runs, is either a pure ACK of new data or
         in-order data: it skips every test that cannot fire for it. False, before anything is
         touched, sends the segment down the full path; either way the same state and segments
@@ -136,8 +137,9 @@ class ReceivePath(SendPath):
         ts = opts.timestamp
         if opts.sack_blocks or (self.ts_ok and (ts is None or (ts[0] - self.ts_recent) & HALF)):
             return False
-        if seg.window << self.snd_wscale != self.snd_wnd:
-            return False
+        wnd = seg.window << self.snd_wscale
+        if not wnd or not self.snd_wnd:
+            return False  # a window closing or reopening: persist and probing are the full path's
         q = self.rtxq
         if self.recovery or self.frto or self.tlp_end is not None or q.sacked or q.lost or q.retrans or self.probing:
             return False
@@ -163,8 +165,11 @@ class ReceivePath(SendPath):
         elif self.cc.rate_based:
             self._rate_sample(None, now)
         if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
-            self.snd_wl1 = rcv_nxt  # the window itself is unchanged (and never above max_snd_wnd)
+            self.snd_wnd = wnd  # RFC 9293 3.10.7.4's window update, from open to open
+            self.snd_wl1 = rcv_nxt
             self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
         if plen:
             self.rcv_buf += payload
             self.rcv_nxt = rcv_nxt + plen
