@@ -328,3 +328,13 @@ def test_queues_sharing_one_table_are_asked_about_that_table() -> None:
     slots.write(1024, 1, 0, 0, 0)  # another queue's view: one half-open slot free
     feed(core, syn(sport=40001))
     assert len(core.stack) == 1 and slots.read()[3] == 1
+
+
+def test_bench_syn_path_times_both_paths_and_the_fast_one_costs_less() -> None:
+    """`toelab bench syn_path`, briefly: every case measured, each answer sent, the fast path cheaper."""
+    from toelab.benches import syn_path
+
+    rows = syn_path.syn_path_rows(syn_path.measure(300), syns=300)
+    assert len(rows) == len(syn_path.CASES) + 1 and all(r["syns"] == 300 for r in rows)
+    for r in rows:
+        assert 0 < r["engine"] < r["reference"], r["measurement"]
