@@ -139,15 +139,18 @@ def choose(environ: Mapping[str, str] = os.environ, root: Path = BUILD_ROOT) -> 
 
 
 class _BuildFinder:
-    """Finds the modules of one complete native build, and nothing else."""
+    """Finds the modules of one complete native build; a compiled package's other submodules
+    come from the source tree (its __path__ names the build directory)."""
 
     def __init__(self, directory: Path) -> None:
         self.paths = artifacts(directory)
+        self.packages = {m: str(source_path(m).parent) for m, p in self.paths.items() if p.stem.startswith("__init__.")}
 
     def find_spec(self, fullname: str, path: object = None, target: ModuleType | None = None) -> ModuleSpec | None:
         where = self.paths.get(fullname)
         if where is None:
-            return None
+            source_dir = self.packages.get(fullname.rpartition(".")[0])
+            return None if source_dir is None else importlib.machinery.PathFinder.find_spec(fullname, [source_dir])
         loader = importlib.machinery.ExtensionFileLoader(fullname, str(where))
         return importlib.util.spec_from_file_location(fullname, where, loader=loader)
 

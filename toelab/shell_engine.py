@@ -52,7 +52,8 @@ def _selected(shell: LabShell, args: list[str]) -> dict[str, EngineHandle]:
 def stats_table(handle: EngineHandle, stats: dict[str, Any]) -> Table:
     """Counters as rows; a middlebox gets a column per direction and a total."""
     directions: dict[str, dict[str, int]] = stats.get("directions", {})
-    table = Table(title=f"{handle.node} ({handle.kind}{', ' + stats['mode'] if 'mode' in stats else ''})")
+    build = f", {stats['build']} engine" if "build" in stats else ""  # compiled or pure (toe_engine/native.py)
+    table = Table(title=f"{handle.node} ({handle.kind}{', ' + stats['mode'] if 'mode' in stats else ''}){build}")
     table.add_column("counter")
     for direction in directions:
         table.add_column(direction, justify="right")

@@ -141,3 +141,23 @@ def test_a_fresh_process_makes_the_same_choice_as_this_one() -> None:
     after = native.choose(env).build  # the same unless a source was saved meanwhile
     assert seen["build"] in {before, after}
     assert Path(seen["connection"]).suffix == (".so" if seen["build"] == "compiled" else ".py")
+
+
+def test_bench_rows_say_which_build_measured_them() -> None:
+    from toelab.benches.rows import BadRow, check_row, row
+
+    made = row("core", "bulk echo", "MB/CPU-s", None, 1.0)
+    assert made["build"] == native.build() and made["build"] in ("compiled", "pure")
+    with pytest.raises(BadRow, match="build"):
+        check_row(made | {"build": "fast"})
+
+
+def test_a_compiled_package_finds_its_other_submodules_in_the_source(tmp_path: Path) -> None:
+    finder = native._BuildFinder(tmp_path)
+    assert finder.find_spec("toe_engine.codec.frame").origin == str(native.artifacts(tmp_path)["toe_engine.codec.frame"])
+    assert finder.find_spec("toe_engine.codec.no_such_module") is None
+    assert finder.find_spec("toe_engine.resources.manager") is None  # not below a compiled package: the usual finders
+    finder.packages["toe_engine.tcp"] = str(ROOT / "toe_engine" / "tcp")  # as if toe_engine.tcp were compiled
+    spec = finder.find_spec("toe_engine.tcp.events")
+    assert spec is not None and spec.origin == str(ROOT / "toe_engine" / "tcp" / "events.py")
+

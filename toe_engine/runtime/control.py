@@ -3,7 +3,8 @@
 One request per line, one answer per line:
 
     {"cmd": "stats"}                      -> {"ok": true, "counters": {...}, "directions": ...,
-                                              "drivers": {...}, "impairments": {...}}
+                                              "drivers": {...}, "impairments": {...},
+                                              "build": "compiled" | "pure"}
     {"cmd": "config"}                     -> {"ok": true, "config": {...}}
     {"cmd": "set", "direction": "both",   -> {"ok": true, "config": {...}}
      "impairments": {"loss": 5}, "seed": 7, "coalesce": "gro", "tso": false}
@@ -20,6 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from toe_engine import native
 from toe_engine.runtime.loop import EventLoop
 
 Handler = Callable[[dict[str, Any], float], dict[str, Any]]
@@ -92,9 +94,12 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'a request is a JSON object with a "cmd" string'}
         try:
-            return {"ok": True, **self.handler(request, now)}
+            answer = {"ok": True, **self.handler(request, now)}
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
+        if request["cmd"] == "stats":
+            answer["build"] = native.build()  # which engine build this process runs (toe_engine/native.py)
+        return answer
 
     def _drop(self, fd: int) -> None:
         client, _ = self._clients.pop(fd)

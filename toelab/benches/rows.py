@@ -3,7 +3,8 @@
     {"bench": NAME, "measurement": "...", "unit": "...", "reference": x, "engine": y, "ratio": y/x, ...}
 
 `reference` is what the row is measured against in the same run (the kernel, Mininet, one
-queue, Scapy), None where there is none; `engine` is the figure measured; extra fields a row
+queue, Scapy), None where there is none; `engine` is the figure measured; `build` is the engine
+build the figure was measured on ("compiled" or "pure", toe_engine/native.py); extra fields a row
 needs go beside them. A benchmark function returns `Measured(table, rows)`: the table for the
 terminal, the rows for the file. Rows are plain dicts (JSON as they are) checked by BenchRow.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from rich.table import Table
+
+from toe_engine import native
 
 Row = dict[str, Any]
 #: How far a row's ratio may be from engine/reference: it is rounded to 3 places.
@@ -33,6 +36,7 @@ class BenchRow(BaseModel):
     reference: float | int | None
     engine: float | int
     ratio: float | int | None
+    build: Literal["compiled", "pure"] | None = None
 
     @field_validator("bench", "measurement")
     @classmethod
@@ -71,9 +75,11 @@ class BadRow(ValueError):
 
 
 def row(bench: str, measurement: str, unit: str, reference: float | None, engine: float, **extra: Any) -> Row:
-    """A row of `bench`, its ratio engine/reference (None without a reference or with a zero one)."""
+    """A row of `bench`, its ratio engine/reference (None without a reference or with a zero one), and
+    the engine build this process runs (engine processes it starts inherit the same choice)."""
     return check_row({"bench": bench, "measurement": measurement, "unit": unit, "reference": reference,
-                      "engine": engine, "ratio": round(engine / reference, 3) if reference else None, **extra})
+                      "engine": engine, "ratio": round(engine / reference, 3) if reference else None,
+                      "build": native.build(), **extra})
 
 
 def check_row(data: Row, bench: str | None = None) -> Row:
