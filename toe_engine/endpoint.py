@@ -391,9 +391,15 @@ class EndpointCore:
         return out
 
     def _drain(self, now: float) -> None:
-        """Run application events, then turn the stack's segments into frames."""
+        """Run application events, then turn the stack's segments into frames.
+
+        What TCP has sent becomes frames before each round of events too: a data segment holds a
+        view of its send buffer, and an application's next write must find that buffer free.
+        """
         stack = self.stack
         for _ in range(8):  # applications answer events with sends, which make more events
+            if stack.output:
+                self._frame_output(now)
             events = stack.poll_events()
             if not events:
                 if not self._memory_waiters:
@@ -407,13 +413,18 @@ class EndpointCore:
             stack.uncork(now)
         if self._touched:
             self._account_touched()
-        for local_ip, remote_ip, seg in stack.poll_output():
+        if stack.output:
+            self._frame_output(now)
+        while self._gone:  # after their last segments (a RST on abort) have found their way out
+            self._next_hop.pop(self._gone.pop(), None)
+
+    def _frame_output(self, now: float) -> None:
+        """Every segment the stack has sent so far, into frames, in order."""
+        for local_ip, remote_ip, seg in self.stack.poll_output():
             self._emit(local_ip, remote_ip, seg, now)
             payload = seg.payload
             if type(payload) is memoryview:
                 payload.release()  # copied into its frame: the send buffer may move again
-        while self._gone:  # after their last segments (a RST on abort) have found their way out
-            self._next_hop.pop(self._gone.pop(), None)
 
     # --- buffer memory ----------------------------------------------------------------
     def _account_touched(self) -> None:

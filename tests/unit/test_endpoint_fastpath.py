@@ -234,7 +234,7 @@ def test_counters_read_at_any_moment_are_exact() -> None:
 def test_an_in_order_frame_costs_few_calls_and_no_parse(timestamps: bool) -> None:
     """Python calls per in-order data frame in the endpoint's own code (endpoint, codec, counters,
     checksum), as cProfile counts them: 25 before the fast path (parse_frame and its five helpers,
-    a ParsedFrame, three counter updates, two accountings, the frame builder's nine per ACK), 8 now."""
+    a ParsedFrame, three counter updates, two accountings, the frame builder's nine per ACK), 8.5 now."""
     peer = connected(timestamps=timestamps)
     core = peer.core
     frames = [peer.frame(ACK, bytes(1448), seq=peer.seq + 1448 * k) for k in range(200)]
@@ -252,7 +252,7 @@ def test_an_in_order_frame_costs_few_calls_and_no_parse(timestamps: bool) -> Non
         pytest.skip("the compiled build runs: its calls are invisible to cProfile")
     assert own.get("from_wire") == len(frames)
     assert "parse_frame" not in own and "parse_tcp" not in own
-    assert sum(own.values()) / len(frames) <= 8, own
+    assert sum(own.values()) / len(frames) <= 8.5, own
     assert sum(a.received for a in core.apps.values()) == 1448 * len(frames)
 
 
@@ -339,12 +339,18 @@ def test_the_application_is_handed_the_receive_buffer_itself_when_it_takes_it_al
     assert [type(d) for d in app.kept[3:]] == [bytes, bytearray] and b"".join(app.kept[3:]) == b"D" * 100
 
 
-def test_a_bulk_echo_never_pins_a_send_buffer_with_the_views_its_frames_are_built_from() -> None:
+@pytest.mark.parametrize("impairment", ["clean", "loss, reordering, duplicates"])
+def test_a_bulk_echo_never_pins_a_send_buffer_with_the_views_its_frames_are_built_from(impairment: str) -> None:
     """Data segments carry views of the send buffer (TcpStack.payload_views); the endpoint copies
-    each into its frame and lets it go before the stack can need to resize that buffer."""
-    harness = FrameHarness(seed=4, tcp=TcpConfig(rcv_buf=512 * 1024, snd_buf=512 * 1024))
+    each into its frame and lets it go before the application can write to that buffer again,
+    so the stack never has to turn a view into a copy (or copy the buffer)."""
+    spec = IMPAIRMENTS[impairment]
+    harness = FrameHarness(a_to_b=spec, b_to_a=spec, seed=4, tcp=TcpConfig(rcv_buf=512 * 1024, snd_buf=512 * 1024))
     intact, _ = harness.echo_transfer(2_000_000)
     assert intact
     for core in (harness.a, harness.b):
         assert core.stack.payload_views
-        assert core.counters["tx_segments"] > 1000 and core.counters["snd_buf_pinned"] == 0
+        assert core.counters["tx_segments"] > 1000
+        assert (core.counters["snd_buf_views_copied"], core.counters["snd_buf_pinned"]) == (0, 0)
+    if impairment != "clean":
+        assert harness.a.counters["retransmits"] + harness.b.counters["retransmits"] > 0
