@@ -17,6 +17,7 @@ from toe_engine.counters import Counters
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, URG, Segment, TcpOptions
 from toe_engine.tcp import State, TcpConfig
 from toe_engine.tcp.seqnum import MASK
+from toe_engine.tcp.rtx_queue import RetransmitQueue
 from toe_engine.tcp.tcb import Tcb
 from toe_engine.tcp.testing import BulkTransfer, Harness, Impairment, pumping
 
@@ -521,3 +522,20 @@ def test_recv_all_hands_the_receive_buffer_over_and_owes_the_same_window_update(
     assert results[0][0] == bytes(range(256)) * 40
     h.b.recv_all(cb)
     assert h.b.recv_all(cb) == bytearray()
+
+
+def test_an_ack_that_wants_no_newest_range_keeps_the_same_books() -> None:
+    """RetransmitQueue.ack(una, want_newest=False), as the short path calls it without a rate
+    sample: the same delivered count, RACK and F-RTO marks and ranges, only no delivered piece."""
+    queues = [RetransmitQueue(), RetransmitQueue()]
+    for q in queues:
+        q.sent_new(1000, 5000, 1.0)
+        q.sent_new(5000, 9000, 1.1)
+        q.original_low = 10_000
+    newest = queues[0].ack(3000)
+    none = queues[1].ack(3000, want_newest=False)
+    assert newest is not None and (newest.start, newest.end) == (1000, 3000) and none is None
+    queues[0].ack(6000)
+    queues[1].ack(6000, want_newest=False)  # a whole range and a piece of the next
+    assert _plain(queues[0]) == _plain(queues[1])
+    assert queues[0].delivered == 5000 and queues[0].fack == 6000 and queues[0].original_low == 1000

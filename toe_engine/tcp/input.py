@@ -16,6 +16,8 @@ from toe_engine.tcp.tcb import (
 )
 from toe_engine.tcp.output import SendPath
 
+ACK_PSH = ACK | PSH  # the flags a predicted segment may carry
+
 
 class ReceivePath(SendPath):
     """Segment arrival for every state after LISTEN (the stack handles LISTEN and CLOSED)."""
@@ -119,16 +121,17 @@ class ReceivePath(SendPath):
 
     def _predicted(self, seg: Segment, now: float) -> bool:
         """Header prediction (Van Jacobson's; Linux tcp_rcv_established, FreeBSD tcp_input): in
-        ESTABLISHED, a segment with only ACK (and maybe PSH), SEG.SEQ = RCV.NXT, an open send window
-        that stays open (a receiver that reads as it goes moves its window on nearly every
-        segment, so unlike Linux's pred_flags a changed window is taken too), no SACK blocks, a timestamp PAWS passes, an ACK in [SND.UNA, SND.NXT], while
-        nothing is out of order and no loss recovery runs, is either a pure ACK of new data or
-        in-order data: it skips every test that cannot fire for it. False, before anything is
+        ESTABLISHED, a segment with only ACK (and maybe PSH), SEG.SEQ = RCV.NXT, an open send
+        window that stays open (a receiver that reads as it goes moves its window on nearly every
+        segment, so unlike Linux's pred_flags a changed window is taken too), no SACK blocks, a
+        timestamp PAWS passes and an ACK in [SND.UNA, SND.NXT], while nothing is out of order
+        and no loss recovery runs, is either a pure ACK of new data or in-order data: it skips
+        every test that cannot fire for it. False, before anything is
         touched, sends the segment down the full path; either way the same state and segments
         result (tests/unit/test_tcp_fastpath.py runs transfers both ways). In ESTABLISHED the
         application has neither closed nor shut down (either one is FIN-WAIT-1 at once), so no
         FIN is queued and no data arrives after a close."""
-        if seg.flags & ~PSH != ACK:
+        if seg.flags | PSH != ACK_PSH:
             return False
         rcv_nxt = self.rcv_nxt
         if seg.seq != rcv_nxt & MASK or self.ooo.bytes_held or self.rcv_fin_seq is not None:
@@ -159,8 +162,9 @@ class ReceivePath(SendPath):
             self.ts_recent = ts[0]  # RFC 7323 4.3
             self.ts_recent_time = now
         if ack > snd_una:
-            newest = self._ack_new_data(ack, ts, now)
-            if self.cc.rate_based:
+            rate_based = self.cc.rate_based  # only a rate sample asks which range was delivered last
+            newest = self._ack_new_data(ack, ts, now, rate_based)
+            if rate_based:
                 self._rate_sample(newest, now)
         elif self.cc.rate_based:
             self._rate_sample(None, now)
@@ -404,9 +408,10 @@ class ReceivePath(SendPath):
         if rtt < self.min_rtt:
             self.min_rtt = rtt
 
-    def _ack_new_data(self, ack: int, ts: tuple[int, int] | None, now: float) -> Sent | None:
+    def _ack_new_data(self, ack: int, ts: tuple[int, int] | None, now: float,
+                      want_newest: bool = True) -> Sent | None:
         """SND.UNA advances: free the send buffer, sample the RTT, grow cwnd or leave recovery.
-        Returns the most recently sent range the ACK delivered (for RACK)."""
+        Returns the most recently sent range the ACK delivered (for RACK), if `want_newest`."""
         snd_una = self.snd_una
         acked = ack - snd_una
         flight = self.snd_nxt - snd_una
@@ -420,7 +425,7 @@ class ReceivePath(SendPath):
                 del self.snd_buf[:data_acked]
             self.snd_buf_seq = buf_seq + data_acked
         self.snd_una = ack
-        newest = self.rtxq.ack(ack)
+        newest = self.rtxq.ack(ack, want_newest)
         self._take_rtt_sample(ack, ts, now)
         self.retries = 0
         self.dupacks = 0

@@ -146,9 +146,10 @@ class RetransmitQueue:
 
     # ------------------------------------------------------------------ the peer's answers
 
-    def ack(self, una: int) -> Sent | None:
+    def ack(self, una: int, want_newest: bool = True) -> Sent | None:
         """Cumulative ACK up to `una`: drop what it covers; return the newest range it delivered
-        that was not SACKed before (for RACK), or None."""
+        that was not SACKed before (for RACK and rate samples), or None. A caller that needs
+        neither (`want_newest` False) spares a partly acknowledged range its delivered piece."""
         ranges = self.ranges
         newest: Sent | None = None
         n = 0
@@ -157,12 +158,16 @@ class RetransmitQueue:
                 break
             if r.end > una:  # partly covered: keep the rest
                 self._forget(r, r.start, una)
-                delivered = Sent(r.start, una, r.xmit, r.order)
-                delivered.resent = r.resent
-                delivered.rate = r.rate
-                r.start = una
-                if not r.sacked:
+                if r.sacked:
+                    pass
+                elif want_newest:
+                    delivered = Sent(r.start, una, r.xmit, r.order)
+                    delivered.resent = r.resent
+                    delivered.rate = r.rate
                     newest = self._delivered(delivered, newest)
+                else:
+                    self._count_delivered(r.start, una, r.resent)
+                r.start = una
                 break
             self._forget(r, r.start, r.end)
             if not r.sacked:
@@ -211,15 +216,20 @@ class RetransmitQueue:
             self._starts_cache = None
 
     def _delivered(self, r: Sent, newest: Sent | None) -> Sent:
-        self.delivered += r.end - r.start
-        if not r.resent:
-            if r.start < self.original_low:
-                self.original_low = r.start
-            if r.end < self.fack:
+        self._count_delivered(r.start, r.end, r.resent)
+        return r if newest is None or r.sent_after(newest) else newest
+
+    def _count_delivered(self, start: int, end: int, resent: bool) -> None:
+        """[start, end) reached the peer: C.delivered, and for a never-resent range F-RTO's
+        lowest original octet and RACK's reordering mark (delivered below `fack`)."""
+        self.delivered += end - start
+        if not resent:
+            if start < self.original_low:
+                self.original_low = start
+            if end < self.fack:
                 self.reordered = True
             else:
-                self.fack = r.end
-        return r if newest is None or r.sent_after(newest) else newest
+                self.fack = end
 
     def _forget(self, r: Sent, start: int, end: int) -> None:
         size = end - start
