@@ -38,6 +38,9 @@ from toe_engine.tcp.tcb import CLOSED
 IPPROTO_TCP = 6
 OOO_BLOCK_COST = 96  # what one out-of-order block costs beyond its bytes (object headers)
 _IP_DEFAULTS = (64, 0)
+#: A connection's key as the stack's table holds it; a FourTuple is one, and so is a plain tuple
+#: of the same four values, which is what the per-frame paths look connections up with.
+ConnKey = tuple[bytes, int, bytes, int]
 
 #: The frame nearly every received one is: untagged Ethernet, IPv4 without options, TCP. One
 #: unpack gives what demultiplexing and the TCP core need (MACs, IP ID, TTL and checksums skipped).
@@ -176,7 +179,7 @@ class EndpointCore:
         self.buffer_memory = self.resources.memory
         self.apps: dict[FourTuple, App] = {}
         self.app_error_sites: Tally[str] = Tally()  # file:line of each application exception caught
-        self._next_hop: dict[FourTuple, bytes] = {}  # the MAC each connection's SYN came from
+        self._next_hop: dict[ConnKey, bytes] = {}  # the MAC each connection's SYN came from
         # the sender and the frame being handled, for a stateless answer (its MAC read only then)
         self._reply_ip: bytes | None = None
         self._reply_frame: bytes | bytearray | memoryview = b""
@@ -186,7 +189,7 @@ class EndpointCore:
         #: Ports the socket API (toe_engine.runtime.sockets) listens on -> what serves each accepted connection.
         self.socket_ports: dict[int, Callable[[_AppConnection], App]] = {}
         #: (TTL, TOS) a connection's application asked for (IP_TTL, IP_TOS); others get 64, 0.
-        self.ip_fields: dict[FourTuple, tuple[int, int]] = {}
+        self.ip_fields: dict[ConnKey, tuple[int, int]] = {}
         self._pending_apps: dict[FourTuple, type[App]] = {}
         self._eof_pending: set[FourTuple] = set()  # FIN seen, data still to hand over
         self.tx: list[TxFrame] = []
@@ -242,7 +245,7 @@ class EndpointCore:
              window, urg) = _WIRE_TCP.unpack_from(frame)
             if (ethertype == _ETHERTYPE_IPV4 and ver_ihl == _IPV4_NO_OPTIONS and proto == IPPROTO_TCP
                     and not frag & _IP_FRAGMENT and ip_dst in self.addresses):
-                conn = self.stack.connection((ip_dst, dst_port, ip_src, src_port))  # type: ignore[arg-type]
+                conn = self.stack.connection((ip_dst, dst_port, ip_src, src_port))
                 header_len = offset >> 2 & 0x3C
                 end = 14 + total_len
                 if conn is not None and 20 <= header_len <= total_len - 20 and end <= len(frame):
@@ -556,7 +559,7 @@ class EndpointCore:
 
     def _emit(self, local_ip: bytes, remote_ip: bytes, seg: Segment, now: float) -> None:
         key = (local_ip, seg.src_port, remote_ip, seg.dst_port)  # no FourTuple built to look up with
-        mac = self._next_hop.get(key) or self.neighbors.lookup(remote_ip)  # type: ignore[call-overload]
+        mac = self._next_hop.get(key) or self.neighbors.lookup(remote_ip)
         if mac is None and self._reply_ip == remote_ip:
             mac = bytes(self._reply_frame[_ETH_SRC])  # a stateless answer goes back where its frame came from
         if mac is None:
@@ -567,7 +570,7 @@ class EndpointCore:
             return
         self.ip_id = ip_id = (self.ip_id + 1) & 0xFFFF
         self._tx_frames += 1
-        ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS  # type: ignore[call-overload]
+        ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         offload = self.config.tx_offload
         if len(local_ip) == 4:
             frame = build_tcp_ipv4_frame(self.config.mac, mac, local_ip, remote_ip, seg, ttl, tos, ip_id, True,
@@ -584,7 +587,7 @@ class EndpointCore:
             self.tx.append(TxFrame(frame))
             return
         plen = len(seg.payload)
-        conn = self.stack.connection(key) if plen else None  # type: ignore[arg-type]  # TSO only cuts a payload
+        conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload
         mss = conn.snd_mss if conn is not None else 0
         gso = mss if mss and plen > mss else 0
         # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
