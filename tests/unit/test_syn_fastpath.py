@@ -338,3 +338,23 @@ def test_bench_syn_path_times_both_paths_and_the_fast_one_costs_less() -> None:
     assert len(rows) == len(syn_path.CASES) + 1 and all(r["syns"] == 300 for r in rows)
     for r in rows:
         assert 0 < r["engine"] < r["reference"], r["measurement"]
+
+
+def test_receive_gro_hands_a_syn_on_unchecked_and_the_core_still_counts_a_bad_checksum() -> None:
+    """A SYN is never merged, so GRO leaves its checksum to the core, which checks it once (a flood's
+    SYNs are checked once, not twice); a corrupted one is still counted as rx_csum_errors, not answered."""
+    from toe_engine.io.memory import MemoryDriver
+    from toe_engine.io.vnet import VNET_HDR_LEN
+    from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings
+
+    core = make_core()
+    wire, host = MemoryDriver("wire"), MemoryDriver("tap")
+    settings = EndpointSettings.parse({"wire": "wire", "addresses": ["192.0.2.2"], "gro": True})
+    runtime = EndpointRuntime(core, wire, host, settings)
+    wire.put([bytes(VNET_HDR_LEN) + syn(sport=40000), bytes(VNET_HDR_LEN) + _flip(syn(sport=40001), 50)])
+    with calls_seen() as names:
+        runtime.pump_wire(NOW)
+    assert wire.counters.tx_frames == 1 and core.counters["syncookies_sent"] == 1
+    assert core.counters["rx_csum_errors"] == 1
+    if PURE_PYTHON:
+        assert "_v4_csum_ok" not in names

@@ -151,6 +151,9 @@ class RxGro:
                 return
             key: tuple[object, ...] = (link, src, dst, ports)
             end = _L3 + total_len
+            if (word >> 16) & SYN and not gso_type:  # a SYN is never merged: its checksum is the core's to check
+                self._alone(frame, key, out)
+                return
             if gso_type or frag & _IP_FRAG or end > n or not (vflags & _CSUM_TRUSTED or _v4_csum_ok(frame, end)):
                 self._alone(frame, key if gso_type or frag & _IP_FRAG else None, out)
                 return
