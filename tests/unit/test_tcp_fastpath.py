@@ -539,3 +539,19 @@ def test_an_ack_that_wants_no_newest_range_keeps_the_same_books() -> None:
     queues[1].ack(6000, want_newest=False)  # a whole range and a piece of the next
     assert _plain(queues[0]) == _plain(queues[1])
     assert queues[0].delivered == 5000 and queues[0].fack == 6000 and queues[0].original_low == 1000
+
+
+def test_a_full_congestion_window_still_lets_the_fin_go() -> None:
+    """output() stops at a full congestion window, except for the FIN, which Linux's
+    tcp_cwnd_test lets go too: a shutdown after exactly a window of data sends it at once."""
+    h = Harness()
+    ca, cb = h.establish()
+    a = h.a.connection(ca)
+    assert a is not None
+    window = a.cc.cwnd
+    assert h.a.send(ca, bytes(window)) == window
+    h.flush()
+    assert a.snd_nxt - a.snd_una == window  # the window is full
+    h.a.shutdown(ca)
+    (fin,) = [seg for _, _, seg in h.a.output]
+    assert fin.flags & FIN and not fin.payload and a.state is State.FIN_WAIT_1

@@ -67,8 +67,10 @@ class SendPath(Timeouts):
             return self._transmit_paced(now)
         q = self.rtxq
         if not (q.lost or self.force_rtx):
-            pipe = self.snd_nxt - una - q.sacked + q.retrans - self.reno_sacked  # RFC 6675 pipe, no loss
-            return self._send_new(now, cc.cwnd - pipe)
+            room = cc.cwnd - (self.snd_nxt - una - q.sacked + q.retrans - self.reno_sacked)  # RFC 6675 pipe, no loss
+            if room <= 0 and not self.fin_queued:
+                return False  # the congestion window is full, and only a FIN goes regardless
+            return self._send_new(now, room)
         room, sent = self._retransmit_lost(now, cc.cwnd - self._pipe())
         if room > 0 and self._send_new(now, room):
             sent = True
