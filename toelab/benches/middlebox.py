@@ -5,7 +5,9 @@ reference) and through the engine middlebox in router mode, bridge mode and rout
 GRO. All four labs are up at once and their runs interleave, `--repeats` rounds of one run
 each, so a neighbour's burst of load falls on every node alike; each figure is the median of
 its runs, all of which the row keeps. The engine rows also give the middlebox process's CPU
-(scheduler run time) per GB it forwarded, which a busy machine disturbs far less than the rate.
+(scheduler run time) per GB it forwarded, which a busy machine disturbs far less than the rate,
+and the router's own CPU per frame in memory (no I/O): a frame routed in place in the receive
+buffer against the same frame through the stage pipeline (a copy, a header object, dispatch).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import statistics
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -56,6 +59,58 @@ def middlebox_rows(kernel: Forwarding, engines: list[Forwarding]) -> list[Row]:
     return rows
 
 
+ROUTER_FRAMES = 20000
+#: (label, TCP payload bytes, GSO segment size or 0): what iperf3 through a veth mostly carries.
+ROUTER_FRAME_KINDS = (("64 KiB GSO super-frame", 45 * 1448, 1448), ("pure ACK", 0, 0))
+
+
+def router_frame_cost_us(payload: int, gso_size: int, frames: int = ROUTER_FRAMES) -> tuple[float, float]:
+    """CPU µs per frame routed in place, and through `RouterStage.process`, on one frame refilled each time."""
+    import ipaddress
+    import time
+
+    from toe_engine.codec.frame import build_tcp_frame_partial
+    from toe_engine.io.vnet import VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN, VnetHeader
+    from toe_engine.runtime.router import Port, Router, RouterStage
+    from toe_engine.segment import ACK, Segment
+
+    macs = [bytes([2, 0, 0, 0, 0, i]) for i in range(4)]  # h1, mb eth0, mb eth1, h2
+    h1, h2 = ipaddress.ip_address("10.0.1.2").packed, ipaddress.ip_address("10.0.2.2").packed
+    router = Router((Port("eth0", macs[1], 1500, [ipaddress.ip_interface("10.0.1.1/24")]),
+                     Port("eth1", macs[2], 1500, [ipaddress.ip_interface("10.0.2.1/24")])), lambda port, frame: None)
+    router.learn(h2, macs[3])
+    stage = RouterStage(router, 0)
+    built = build_tcp_frame_partial(macs[0], macs[1], h1, h2, Segment(40000, 5201, 1, 1, ACK, 512, bytes(payload)))
+    header = VnetHeader(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 if gso_size else VNET_GSO_NONE, 0, gso_size,
+                        built.csum_start, built.csum_offset)
+    raw = header.pack() + bytes(built.data)
+    n = len(raw)
+    buf = bytearray(256 * 1024)
+    view = memoryview(buf)
+
+    def timed(route: Callable[[], object]) -> float:
+        start = time.process_time()
+        for _ in range(frames):
+            buf[:n] = raw  # what the driver's read does, in both loops alike
+            route()
+        return time.process_time() - start
+
+    buf[:n] = raw
+    if not stage.forward_in_place(buf, n) or len(stage.process(header, bytes(built.data), 0.0)) != 1:
+        raise RuntimeError("the benchmark frame was not routed on both paths")
+    refill = timed(lambda: None)
+    in_place = timed(lambda: stage.forward_in_place(buf, n))
+    pipeline = timed(lambda: stage.process(VnetHeader.unpack(buf), bytes(view[VNET_HDR_LEN:n]), 0.0))
+    return (max(in_place - refill, 0.0) / frames * 1e6, max(pipeline - refill, 0.0) / frames * 1e6)
+
+
+def router_cost_rows(costs: list[tuple[str, float, float]]) -> list[Row]:
+    """Rows of the router's CPU per frame: (label, in place, through the pipeline) in µs."""
+    return [row("middlebox", f"router CPU per frame in memory, {label} (reference: through the stage pipeline)",
+                "µs/frame", round(pipeline, 3), round(in_place, 3), frames=ROUTER_FRAMES)
+            for label, in_place, pipeline in costs]
+
+
 def _middlebox_pid(lab: Lab) -> int | None:
     for proc in lab.record.processes:
         if proc.node == "mb" and "middlebox_main" in proc.argv:
@@ -88,6 +143,7 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
         for _ in range(repeats):
             for lab, forwarding in zip(labs, measured):
                 _run(lab, forwarding, args.seconds)
+    costs = [(label, *router_frame_cost_us(payload, gso_size)) for label, payload, gso_size in ROUTER_FRAME_KINDS]
     kernel, engines = measured[0], measured[1:]
     table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run, "
                         f"median of {repeats} interleaved runs")
@@ -97,4 +153,7 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
     for engine in engines:
         table.add_row(engine.label, f"{engine.median_gbit:.2f}", f"{engine.median_gbit / kernel.median_gbit:.2f}",
                       " ".join(f"{g:.1f}" for g in engine.gbit), f"{engine.cpu_s / max(engine.gbytes, 1e-9):.3f}")
-    return Measured(table, middlebox_rows(kernel, engines))
+    for label, in_place, pipeline in costs:
+        table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}",
+                      f"{in_place:.2f} µs in place, {pipeline:.2f} µs through the pipeline", "")
+    return Measured(table, middlebox_rows(kernel, engines) + router_cost_rows(costs))
