@@ -36,6 +36,8 @@ COMPILED: tuple[str, ...] = (
     "toe_engine.counters",
     "toe_engine.segment",
     "toe_engine.endpoint",
+    "toe_engine.synpath",
+    "toe_engine.resources.syncookie",
     "toe_engine.codec",
     "toe_engine.codec.arp",
     "toe_engine.codec.drop",
