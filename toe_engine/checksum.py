@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
+from typing import Any
 
 _numpy: ModuleType | None
 try:  # at import, not at the first long packet: a 0.1 s import there would show as latency
     import numpy as _numpy
 except ImportError:  # pragma: no cover - numpy comes with matplotlib
     _numpy = None
+_WORD: Any = _numpy.dtype("=u2") if _numpy is not None else None  # 16-bit words in the machine's order
+_SUM: Any = _numpy.dtype(_numpy.uint64) if _numpy is not None else None
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -27,8 +30,7 @@ IPPROTO_ICMPV6 = 58
 
 _MOD = 0xFFFF
 _FOLD_ABOVE_BITS = 1024  # a longer sum is folded in halves before the modulo
-_WORDS_FROM = 512  # bytes: from here numpy's word sum costs less than one big integer's folds
-_WORD = "=u2"  # 16-bit words in the machine's order: no byte swap per word
+_WORDS_FROM = 640  # bytes: from here numpy's word sum costs less than one big integer's folds (measured)
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _Buffer = bytes | bytearray | memoryview
 
@@ -46,7 +48,7 @@ def ones_sum(data: _Buffer, initial: int = 0) -> int:
 def _word_sum(np: ModuleType, data: _Buffer) -> int:
     """A number congruent to the big-endian word sum of `data` modulo 0xFFFF, from numpy."""
     n = len(data)
-    words = int(np.frombuffer(data, dtype=_WORD, count=n >> 1).sum(dtype=np.uint64))
+    words = int(np.add.reduce(np.frombuffer(data, _WORD, n >> 1), dtype=_SUM))  # dtypes made once: 0.3 us a call
     last = data[n - 1] if n & 1 else 0  # an odd last byte, padded with a zero byte on its right
     if _LITTLE_ENDIAN:  # byte-swapped words: the word sum times 256 is congruent to the true one
         return (words + last) << 8
