@@ -256,13 +256,14 @@ class EndpointCore:
                         opts = TcpOptions(timestamp=(tsval, tsecr)) if kinds == _NOP_NOP_TS else None
                     else:
                         opts = None
-                    if opts is not None and (csum_ok or (ones_sum(frame[14:34]) == 0xFFFF and ones_sum(
-                            frame[26:end], IPPROTO_TCP + total_len - 20) == 0xFFFF)):  # with the pseudo-header's addresses
+                    view = frame if type(frame) is memoryview else memoryview(frame)  # slices of it copy nothing
+                    if opts is not None and (csum_ok or (ones_sum(view[14:34]) == 0xFFFF and ones_sum(
+                            view[26:end], IPPROTO_TCP + total_len - 20) == 0xFFFF)):  # with the pseudo-header's addresses
                         start = 34 + header_len
                         payload: bytes | memoryview = b""
                         if end > start:
                             if self.buffer_memory.admits(conn.key, end - start):
-                                payload = (frame if type(frame) is memoryview else memoryview(frame))[start:end]
+                                payload = view[start:end]
                             else:
                                 flags &= ~FIN  # over a memory limit: keep only the ACK
                         key = conn.key
