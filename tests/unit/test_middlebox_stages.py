@@ -566,3 +566,11 @@ def test_gro_sees_what_it_may_merge_or_must_flush() -> None:
     stage.process(*tcp_frame(0, MSS), 0.0)
     assert stage.coalescer.held_flows == 1
     assert not stage.passes_plain(*ack) and not stage.passes_untouched(received(*super_frame(20 * MSS))[0])
+
+
+def test_bench_router_cost_routes_its_frames_and_in_place_costs_less() -> None:
+    from toelab.benches.middlebox import ROUTER_FRAME_KINDS, router_frame_cost_us
+
+    label, payload_bytes, gso_size = ROUTER_FRAME_KINDS[0]
+    in_place, pipeline = router_frame_cost_us(payload_bytes, gso_size, frames=2000)
+    assert 0 < in_place < pipeline / 2, (label, in_place, pipeline)  # the pipeline copies 64 KiB; in place copies none
