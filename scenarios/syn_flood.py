@@ -209,7 +209,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
-def summarize(attempts: list[Attempt]) -> dict[str, float | int | None]:
+#: Success and latency figures of a set of attempts (`summarize`), and its failures named by kind.
+Summary = dict[str, float | int | str | None]
+
+
+def summarize(attempts: list[Attempt]) -> Summary:
     """Success rate and connect() latency percentiles (ms) of a set of attempts."""
     latencies = [a.connect_s for a in attempts if a.ok and a.connect_s is not None]
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
@@ -242,18 +246,18 @@ def table_stayed_empty(arrived: bool, peak: int) -> bool:
     return arrived and peak <= RECOVERED_AT
 
 
-def kept_serving(summary: dict[str, float | int | None], min_success: float, loaded: bool) -> bool:
+def kept_serving(summary: Summary, min_success: float, loaded: bool) -> bool:
     """Legitimate connections were made under load (flood arrived, table full) and enough succeeded."""
     return loaded and bool(summary["attempts"]) and float(summary["success_rate"] or 0) >= min_success
 
 
-def answered_promptly(summary: dict[str, float | int | None], prompt_ms: float, loaded: bool) -> bool:
+def answered_promptly(summary: Summary, prompt_ms: float, loaded: bool) -> bool:
     """Under load, the median legitimate handshake was answered within `prompt_ms` (not queued behind the flood)."""
     p50 = summary["connect_p50_ms"]
     return loaded and bool(summary["attempts"]) and p50 is not None and float(p50) < prompt_ms
 
 
-def was_denied(summary: dict[str, float | int | None], min_success: float, loaded: bool) -> bool:
+def was_denied(summary: Summary, min_success: float, loaded: bool) -> bool:
     """Under load, legitimate connections failed or waited for a SYN retransmission."""
     p50 = summary["connect_p50_ms"]
     slow = p50 is not None and float(p50) >= SLOW_HANDSHAKE_S * 1000
@@ -271,7 +275,7 @@ def syns_accounted(arrived: bool, reached: int, accounted: int, slack: int) -> b
     return arrived and reached > 0 and abs(reached - accounted) <= slack
 
 
-def _latency_words(summary: dict[str, float | int | None]) -> str:
+def _latency_words(summary: Summary) -> str:
     if summary["connect_p50_ms"] is None:
         return "none connected"
     return f"connect p50 {summary['connect_p50_ms']} ms, p99 {summary['connect_p99_ms']} ms"
