@@ -306,19 +306,22 @@ class EndpointCore:
                 # buffer, reassembly queue); a SYN's data may be kept by whoever takes the SYN.
                 seg.payload = bytes(seg.payload)
         self._reply_ip, self._reply_frame = key.remote_ip, frame
-        if known:
-            self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
-        elif seg.flags & (SYN | ACK) == SYN:
-            if self._invalid_source(key.remote_ip):
-                counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
-                return True
-            if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
+        try:
+            if known:
+                self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
+            elif seg.flags & (SYN | ACK) == SYN:
+                if self._invalid_source(key.remote_ip):
+                    counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
+                    return True
+                if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
+                    counters.inc("rx_to_host")
+                    return False
+            elif self.resources.passes(key, seg.flags, now) or not self._cookie_ack(key, seg, now):
                 counters.inc("rx_to_host")
                 return False
-        elif self.resources.passes(key, seg.flags, now) or not self._cookie_ack(key, seg, now):
-            counters.inc("rx_to_host")
-            return False
-        return self._consumed(key, frame, now)
+            return self._consumed(key, frame, now)
+        finally:  # a driver's buffer is never held past its frame
+            self._reply_ip, self._reply_frame = None, b""
 
     def _consumed(self, key: FourTuple, frame: bytes | bytearray | memoryview, now: float) -> bool:
         """After the TCP core took a segment: the next hop, events for applications, frames out."""
@@ -378,7 +381,7 @@ class EndpointCore:
 
     # --- time -------------------------------------------------------------------------
     def on_timer(self, now: float) -> None:
-        self._reply_ip = None  # what a timer sends answers no frame
+        self._reply_ip, self._reply_frame = None, b""  # what a timer sends answers no frame
         self.stack.on_timer(now)
         for key in self.resources.expire(now):
             if self.stack.connection(key) is not None:

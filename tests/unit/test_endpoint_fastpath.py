@@ -354,3 +354,19 @@ def test_a_bulk_echo_never_pins_a_send_buffer_with_the_views_its_frames_are_buil
         assert (core.counters["snd_buf_views_copied"], core.counters["snd_buf_pinned"]) == (0, 0)
     if impairment != "clean":
         assert harness.a.counters["retransmits"] + harness.b.counters["retransmits"] > 0
+
+
+def test_no_view_of_a_drivers_buffer_outlives_its_frame() -> None:
+    """A ring slot the frame came in must be free again when from_wire returns (a held view
+    would stop a bytearray from resizing and an mmap'd ring from closing), whichever path took it."""
+    peer = connected(Holding)
+    core = peer.core
+    frames = [peer.frame(ACK, b"q" * 10),  # fast path, kept in the receive buffer
+              build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(PEER_PORT + 1, DISCARD, 5, 0, SYN, 65535)),  # a SYN
+              build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(PEER_PORT + 2, 22, 5, 0, SYN, 65535)),  # to the host
+              build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, Segment(PEER_PORT + 3, DISCARD, 5, 9, ACK, 65535))]  # a stray ACK
+    for frame in frames:
+        ring = bytearray(frame)
+        core.from_wire(memoryview(ring), 1.1)
+        ring.extend(b"\x00")  # BufferError if a view of it were still held
+    assert core.counters["rx_frames"] >= len(frames)
