@@ -7,8 +7,8 @@ of the engine's table (so a 16-slot table serves every one of them, none goes to
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections import defaultdict
 
 import pytest
 
@@ -37,19 +37,27 @@ def test_each_connection_is_answered_with_a_syn_ack_and_one_segment_carrying_the
     lab = make_lab("toe_pair", capacity=16)
     engine = lab.engine("t1")
     before = engine.stats()["counters"]
-    capture = lab.capture("h1", "eth0", f"tcp port {HTTP}")
+    capture = lab.capture("h1", "eth0", f"src host {ENGINE_IP} and tcp port {HTTP}")
     result = _clients(lab, "http")
     frames = tcp_frames(capture.stop())
-    from_engine: dict[int, list[str]] = defaultdict(list)
+    dropped = re.search(r"(\d+) packets? dropped by kernel", capture.summary)
+    assert dropped is not None, capture.summary
+    current: dict[int, list[str]] = {}  # client port -> what the engine sent on its latest connection
+    connections: list[list[str]] = []  # a client port comes round again: each SYN-ACK starts a connection
     for f in frames:
-        if f.src == ENGINE_IP:
-            from_engine[f.dport].append(f"{f.flags}:{f.payload_len}")
-    assert len(from_engine) == result["connections"]
-    patterns = {tuple(segments) for segments in from_engine.values()}
-    assert patterns == {("SA:0", f"FPA:{RESPONSE}")}, patterns
+        if f.flags == "SA" or f.dport not in current:
+            current[f.dport] = []
+            connections.append(current[f.dport])
+        current[f.dport].append(f"{f.flags}:{f.payload_len}")
+    expected = ["SA:0", f"FPA:{RESPONSE}"]
+    other = [segments for segments in connections if segments != expected]
+    # tcpdump may miss a frame on a busy machine: each it says it missed may spoil one connection, no more
+    assert len(other) <= int(dropped.group(1)), other[:5]
+    assert len(connections) >= result["connections"] - int(dropped.group(1))
     after = engine.stats()
     grew = {k: v - before.get(k, 0) for k, v in after["counters"].items()}
     assert grew["conn_closed"] == result["connections"] and grew.get("conn_fallback", 0) == 0
+    assert grew["tx_segments"] == 2 * result["connections"]  # the engine's own count, whatever tcpdump saw
     assert after["gauges"]["table_occupancy"] == 0 and after["connections"] == 0
 
 
