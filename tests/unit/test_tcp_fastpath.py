@@ -27,6 +27,16 @@ KIB = 1024
 SKIP = {"host", "_out", "_events", "counters", "cfg", "key", "listener"}  # shared objects, not state
 
 
+def field_names(obj: object) -> list[str]:
+    """The fields of an engine object, from its __slots__ (source) or mypyc's attribute list (compiled)."""
+    names: dict[str, None] = {}
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()) or getattr(cls, "__mypyc_attrs__", ()):
+            if not name.startswith("__"):
+                names[name] = None
+    return list(names)
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
     """A comparable picture of a TCB field: numbers as they are, buffers as bytes, the engine's
     own objects (cc, RTT estimator, queues, their ranges) as their fields, recursively."""
@@ -39,7 +49,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((k, _plain(v, depth + 1)) for k, v in value.items()))
     assert depth < 6, f"unexpectedly deep state: {type(value).__name__}"
-    names = [n for cls in type(value).__mro__ for n in getattr(cls, "__slots__", ())]
+    names = field_names(value)
     if not names and hasattr(value, "__dict__"):
         names = list(vars(value))
     return (type(value).__name__,) + tuple((n, _plain(getattr(value, n), depth + 1)) for n in names
@@ -49,7 +59,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
 def tcb_state(tcb: Tcb | None) -> Any:
     if tcb is None:
         return None
-    names = [n for cls in type(tcb).__mro__ for n in getattr(cls, "__slots__", ())]
+    names = field_names(tcb)
     assert "rcv_nxt" in names and "rtxq" in names
     return tuple((n, _plain(getattr(tcb, n))) for n in names if n not in SKIP)
 
