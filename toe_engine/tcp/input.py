@@ -126,11 +126,11 @@ class ReceivePath(SendPath):
         segment, so unlike Linux's pred_flags a changed window is taken too), no SACK blocks, a
         timestamp PAWS passes and an ACK in [SND.UNA, SND.NXT], while nothing is out of order
         and no loss recovery runs, is either a pure ACK of new data or in-order data: it skips
-        every test that cannot fire for it. False, before anything is
-        touched, sends the segment down the full path; either way the same state and segments
-        result (tests/unit/test_tcp_fastpath.py runs transfers both ways). In ESTABLISHED the
-        application has neither closed nor shut down (either one is FIN-WAIT-1 at once), so no
-        FIN is queued and no data arrives after a close."""
+        every test that cannot fire for it. False, before anything is touched, sends the segment
+        down the full path; either way the same state and segments result
+        (tests/unit/test_tcp_fastpath.py runs transfers both ways). In ESTABLISHED the application
+        has neither closed nor shut down (either makes it FIN-WAIT-1 at once), so no FIN is
+        queued and no data arrives after a close."""
         if seg.flags | PSH != ACK_PSH:
             return False
         rcv_nxt = self.rcv_nxt
