@@ -102,7 +102,7 @@ def build(root: Path = native.BUILD_ROOT) -> int:
             try:
                 hashes = _compile(work, log)
             except (Exception, SystemExit) as exc:  # setuptools reports a compiler failure as SystemExit
-                print(f"native build failed: {exc}", file=log)
+                print(f"native build failed: {exc}", file=log, flush=True)
                 shutil.rmtree(work, ignore_errors=True)
                 print(f"toelab: the engine's native build failed ({_first_error(root / 'build.log', exc)}); "
                       f"toelab runs the engine as pure Python (log: {root / 'build.log'}).")

@@ -370,6 +370,8 @@ class EndpointCore:
         quoted = icmp.quoted
         if quoted is None or quoted.proto != IPPROTO_TCP or quoted.src not in self.addresses:
             return
+        if quoted.src_port is None or quoted.dst_port is None:
+            return  # a quote cut short of the ports names no flow
         key = FourTuple(quoted.src, quoted.src_port, quoted.dst, quoted.dst_port)
         if self.stack.connection(key) is None:
             return

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.errors import LabError, require_root
+from toe_engine import native
 from toe_engine.tcp import congestion
 
 from .benches.rows import Measured, Row, check_row, write_rows
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     path: Path | None = getattr(args, "json", None)
     _check_output(path)
     rows: list[Row] = []
+    build = native.activate()
+    console.print(f"engine build: {build.build} ({build.reason})")  # every row says it too (`build`)
     try:
         for bench in BENCHES:
             if bench.name in chosen:

@@ -161,3 +161,28 @@ def test_a_compiled_package_finds_its_other_submodules_in_the_source(tmp_path: P
     spec = finder.find_spec("toe_engine.tcp.events")
     assert spec is not None and spec.origin == str(ROOT / "toe_engine" / "tcp" / "events.py")
 
+
+@pytest.mark.parametrize("forced", [True, False], ids=["TOELAB_PURE_PYTHON=1", "as-built"])
+def test_bench_core_says_which_build_it_measured(tmp_path: Path, forced: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV} | ({native.PURE_ENV: "1"} if forced else {})
+    before = native.choose(env).build
+    out = tmp_path / "core.json"
+    done = subprocess.run([sys.executable, "-m", "toelab", "bench", "core", "--core-mib", "0.1", "--core-connections",
+                           "1", "--core-frames", "100", "--json", str(out)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    seen = done.stdout.split("\n", 1)[0].removeprefix("engine build: ").split(" ", 1)[0]
+    assert seen in {before, native.choose(env).build}, done.stdout  # the same unless a source was saved meanwhile
+    assert seen == "pure" or not forced
+    assert {r["build"] for r in json.loads(out.read_text())} == {seen}
+
+
+def test_a_failed_build_is_summed_up_by_its_first_error(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    log.write_text("running build_ext\ntoe_engine/tcp/input.py:12: error: Name \"x\" is not defined  [name-defined]\n"
+                   "toe_engine/tcp/input.py:14: error: another\n")
+    first = _builder()._first_error(log, SystemExit(1))
+    assert first == 'toe_engine/tcp/input.py:12: error: Name "x" is not defined  [name-defined]'
+    log.write_text("gcc: fatal error\n")
+    assert _builder()._first_error(log, SystemExit(1)) == "SystemExit: 1"
+

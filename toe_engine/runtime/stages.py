@@ -393,7 +393,7 @@ class ImpairStage:
         return earliest
 
     def poll(self, now: float) -> list[Item]:
-        frames: list[bytes] = []
+        frames: list[Frame] = []  # the impairer hands back the bytearrays it was given
         if self._retired:
             for retired in self._retired:
                 frames.extend(retired.poll(now))
@@ -404,7 +404,7 @@ class ImpairStage:
     def drain(self) -> list[Item]:
         return self.poll(float("inf"))
 
-    def _with_headers(self, frames: list[bytes]) -> list[Item]:
+    def _with_headers(self, frames: Sequence[Frame]) -> list[Item]:
         headers = self._headers
         if not headers:
             return [(PLAIN_VNET_HEADER, frame) for frame in frames]
