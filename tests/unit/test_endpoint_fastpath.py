@@ -11,7 +11,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from toe_engine.apps.base import App
-from toe_engine.codec import build_tcp_frame, build_tcp_frame_partial, parse_frame
+from toe_engine.codec import build_ip_frame, build_tcp_frame, build_tcp_frame_partial, parse_frame
+from toe_engine.codec.icmp import build_frag_needed
 from toe_engine.endpoint import EndpointConfig, EndpointCore, TxFrame
 from toe_engine.impair import ImpairmentSpec
 from toe_engine.offload.csum import complete_partial_checksum
@@ -370,3 +371,18 @@ def test_no_view_of_a_drivers_buffer_outlives_its_frame() -> None:
         core.from_wire(memoryview(ring), 1.1)
         ring.extend(b"\x00")  # BufferError if a view of it were still held
     assert core.counters["rx_frames"] >= len(frames)
+
+
+@pytest.mark.parametrize("cut", [20, 22])  # the quote ends before the ports, or between them
+def test_an_icmp_error_quoting_too_little_of_a_tcp_header_is_ignored_not_raised(cut: int) -> None:
+    """A quote without both ports names no flow: it reaches no TCB and raises nothing (the
+    compiled build checks a key's field types, so a None port must never become a key)."""
+    peer = connected()
+    core = peer.core
+    sent = bytes(build_tcp_frame(MAC_B, MAC_A, IP_B, IP_A, Segment(DISCARD, PEER_PORT, 1, 1, ACK, 100, b"x" * 8)))
+    frame = build_ip_frame(MAC_A, MAC_B, bytes([192, 0, 2, 254]), IP_B, 1, build_frag_needed(600, sent[14:14 + cut]))
+    conn = core.stack.connection(next(iter(core.apps)))
+    assert conn is not None
+    mss = conn.snd_mss
+    assert core.from_wire(bytes(frame), 1.2) is False  # the host gets it too
+    assert conn.snd_mss == mss and core.counters["rx_malformed"] == 0
