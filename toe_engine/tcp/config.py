@@ -42,6 +42,7 @@ class TcpConfig:
     challenge_ack_limit: int = 1000  # per second, for the whole stack (RFC 5961 section 7)
     persist_max: float = 60.0
     tso_segments: int = 1  # new data may leave in segments of up to this many MSS (for TSO)
+    tso_defer: bool = True  # with TSO, a window opened by a little waits for the next ACK (output._tso_defer)
     min_pmtu: int = 552  # IPv4 path MTU floor, as Linux's net.ipv4.route.min_pmtu
     invalid_ratelimit: float = 0.5  # s between SYN-ACKs repeated for duplicate SYNs (tcp_invalid_ratelimit)
     drop_synfin: bool = True  # a SYN with FIN is no connection request (Linux; FreeBSD's drop_synfin)

@@ -14,6 +14,9 @@ from toe_engine.tcp.tcb import (
 )
 from toe_engine.tcp.timeouts import Timeouts
 
+TSO_DEFER_MAX_S = 0.001  # no deferral after a pause in sending longer than this (Linux: 1 ms)
+TSO_WIN_DIVISOR = 3  # a third of the window is worth sending at once (net.ipv4.tcp_tso_win_divisor)
+
 
 class SendPath(Timeouts):
     """Transmission: new data, pure ACKs, SYNs and RSTs."""
@@ -70,11 +73,40 @@ class SendPath(Timeouts):
             room = cc.cwnd - (self.snd_nxt - una - q.sacked + q.retrans - self.reno_sacked)  # RFC 6675 pipe, no loss
             if room <= 0 and not self.fin_queued:
                 return False  # the congestion window is full, and only a FIN goes regardless
+            if self.cfg.tso_defer and self._tso_defer(now, room):
+                return False
             return self._send_new(now, room)
         room, sent = self._retransmit_lost(now, cc.cwnd - self._pipe())
         if room > 0 and self._send_new(now, room):
             sent = True
         return sent
+
+    def _tso_defer(self, now: float, room: int) -> bool:
+        """Whether new data waits for the next ACK so that it leaves in one large TSO frame, not a
+        frame of one or two MSS per ACK (Linux's tcp_tso_should_defer): only with TSO, in the open
+        state, while something is in flight (an ACK is coming), no FIN is queued and the last
+        transmission was under 1 ms ago; and only while what may be sent is less than a full TSO
+        frame, less than a third of the window (tcp_tso_win_divisor) and less than what is
+        waiting, and the oldest unacknowledged segment left at least srtt/2 ago (its ACK is near)."""
+        cfg = self.cfg
+        una, nxt = self.snd_una, self.snd_nxt
+        if (cfg.tso_segments < 2 or nxt == una or self.fin_queued or self.recovery
+                or now - self.last_send > TSO_DEFER_MAX_S):
+            return False
+        wnd_room = una + self.snd_wnd - nxt
+        limit = room if room < wnd_room else wnd_room
+        mss = self.snd_mss
+        if limit < mss or limit >= mss * cfg.tso_segments or limit >= self.snd_buf_seq + len(self.snd_buf) - nxt:
+            return False
+        cwnd, wnd = self.cc.cwnd, self.snd_wnd
+        if limit >= (wnd if wnd < cwnd else cwnd) // TSO_WIN_DIVISOR:
+            return False
+        srtt = self.rtt.srtt
+        ranges = self.rtxq.ranges
+        if not srtt or not ranges or now - ranges[0].xmit < srtt / 2:
+            return False
+        self.counters.inc("tso_deferred")
+        return True
 
     def _transmit_paced(self, now: float) -> bool:
         """Pacing, for a rate-based congestion control (BBR): one send quantum now, the next no
