@@ -443,7 +443,9 @@ class ReceivePath(SendPath):
             self.probing = False
         elif not self.probing:
             self._arm_rtx(now)  # RFC 6298 5.3, or the probe timeout (RFC 8985 7.2)
-        if self.want_writable and len(self.snd_buf) < self.cfg.snd_buf:
+        # The writer wakes once a third of the buffer is free (what is free at least half of what is
+        # queued: Linux's sk_stream_is_writeable), not for every segment or two an ACK frees.
+        if self.want_writable and 3 * len(self.snd_buf) <= 2 * self.cfg.snd_buf:
             self.want_writable = False
             self._events.append(Writable(self.key))
         return newest
