@@ -49,6 +49,24 @@ def test_chargen_fills_the_window_with_rfc864_lines() -> None:
     assert bytes(conn.out) == (chargen_pattern(0) * 2)[:1000]
 
 
+def test_chargen_tops_up_a_send_buffer_with_views_and_the_stream_stays_the_pattern() -> None:
+    """As a bulk sender's ACKs free two segments at a time: every top-up continues RFC 864's
+    stream exactly, and is handed over as a view of the pattern, not a new copy of 60 KB."""
+    conn = FakeConn(space=100_000)
+    handed: list[object] = []
+    send = conn.send
+    conn.send = lambda data: (handed.append(data), send(data))[1]  # type: ignore[method-assign]
+    app = Chargen(conn)
+    app.on_connected()
+    for _ in range(200):
+        conn.space += 2896
+        app.on_writable()
+    total = 100_000 + 200 * 2896
+    period = len(Chargen.PATTERN)
+    assert bytes(conn.out) == (Chargen.PATTERN * (total // period + 2))[:total]
+    assert handed and all(type(d) is memoryview and len(d) == period for d in handed)
+
+
 def test_http_keepalive_then_close() -> None:
     conn = FakeConn()
     app = HttpResponder(conn)
