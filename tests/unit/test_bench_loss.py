@@ -79,11 +79,11 @@ def test_a_counter_the_engine_lacks_is_an_error_not_zero() -> None:
 
 
 def test_the_bench_says_in_one_sentence_which_counter_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
-        if endpoint == "toe":
+    def measure(endpoints: list[bench.Endpoint], repeats: int) -> list[Run]:
+        if any(e.endpoint == "toe" for e in endpoints):
             delta({}, {"rto_expired": 1}, *ENGINE_COUNTERS.values())
         return []
-    monkeypatch.setattr(bench, "measure_endpoint", measure)
+    monkeypatch.setattr(bench, "measure", measure)
     with pytest.raises(bench.MissingCounter, match="no counter 'fast_retransmits', 'rack_retransmits'") as info:
         bench.bench_loss(argparse.Namespace(repeats=1, json=None))
     assert info.value.exit_code == 1 and "\n" not in str(info.value)
@@ -96,13 +96,67 @@ def test_the_kernel_runs_the_engines_algorithm_and_its_default_once(
     asked: dict[str, list[str | None]] = {"kernel": [], "toe": []}
     cc = engine_cc or "newreno"
 
-    def measure(endpoint: str, repeats: int, congestion: str | None = None, engine_cc: str | None = None) -> list[Run]:
-        asked[endpoint].append(congestion if endpoint == "kernel" else engine_cc)
-        label = endpoint if congestion is None else f"{endpoint}-{congestion}"
-        return [r for r in runs(kernels=tuple(KERNEL), engine_cc=cc) if r.endpoint == label]
-    monkeypatch.setattr(bench, "measure_endpoint", measure)
+    def measure(endpoints: list[bench.Endpoint], repeats: int) -> list[Run]:
+        for e in endpoints:
+            asked[e.endpoint].append(e.congestion if e.endpoint == "kernel" else e.engine_cc)
+        labels = {e.label for e in endpoints}
+        return [r for r in runs(kernels=tuple(KERNEL), engine_cc=cc) if r.endpoint in labels]
+    monkeypatch.setattr(bench, "measure", measure)
     monkeypatch.setattr(bench, "_default_cc", lambda: "bbr")
     measured = bench.bench_loss(argparse.Namespace(repeats=1, json=None, engine_cc=engine_cc))
     assert asked == {"kernel": kernels, "toe": [engine_cc]}
     assert {r["engine_cc"] for r in measured.rows} == {cc}
     assert {r["kernel_cc"] for r in measured.rows} == {KERNEL_CC[cc]}
+
+
+def test_the_endpoints_take_turns_at_every_setting_and_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All labs are up before the first transfer and the endpoints alternate, so a busy moment of the
+    machine falls on every endpoint alike; each endpoint keeps its label and the seeds are the setting's."""
+    events: list[tuple[object, ...]] = []
+
+    class FakeLab:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def __enter__(self) -> FakeLab:
+            events.append(("up", self.number))
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            events.append(("down", self.number))
+
+        def node(self, name: str) -> object:
+            return type("Node", (), {"write_sysctls": lambda _self, sysctls: None})()
+
+    class FakeTarget:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def start(self, lab: FakeLab, node: str) -> dict[str, int]:
+            return {"chargen": 19, "echo": 7}
+
+        def stop(self) -> None:
+            events.append(("stop", self.name))
+
+    built = iter(range(10))
+    monkeypatch.setattr(bench, "load_topology", lambda name, params: None)
+    monkeypatch.setattr(bench.Lab, "up", lambda spec: FakeLab(next(built)))
+    monkeypatch.setattr(bench, "make", FakeTarget)
+    monkeypatch.setattr(bench, "_kernel_cc", lambda lab: "cubic")
+    monkeypatch.setattr(bench, "impair_middlebox", lambda lab, impairments, seed: events.append(("seed", lab.number, seed)))
+
+    def transfers(target: FakeTarget, lab: FakeLab, services: dict[str, int], setting: str, repeat: int,
+                  counter_names: tuple[str, ...]) -> list[Run]:
+        events.append(("run", lab.number, setting, repeat))
+        return [Run("download", setting, target.name, 1, 1, 1.0, True, {})]
+    monkeypatch.setattr(bench, "_transfers", transfers)
+    got = bench.measure([bench.Endpoint("kernel", "reno"), bench.Endpoint("toe")], repeats=2)
+    ran = [e for e in events if e[0] == "run"]
+    assert events[:2] == [("up", 0), ("up", 1)]
+    assert ran == [("run", lab, setting, repeat) for setting, _ in SETTINGS for repeat in (0, 1) for lab in (0, 1)]
+    seeds = [e for e in events if e[0] == "seed"]
+    assert seeds[:4] == [("seed", 0, bench.SEED), ("seed", 1, bench.SEED), ("seed", 0, bench.SEED + 1),
+                         ("seed", 1, bench.SEED + 1)]
+    assert [r.endpoint for r in got[:2]] == ["kernel-reno", "toe"]
+    assert [r.congestion for r in got[:2]] == ["cubic", "newreno"]
+    assert {("stop", "kernel"), ("stop", "toe"), ("down", 0), ("down", 1)} <= set(events[-4:])

@@ -5,8 +5,9 @@ with TSO on its egress, so loss hits MSS-sized segments. For each setting (no lo
 10 % random loss, and a Gilbert-Elliott burst setting) the middlebox is given the same seeds
 in both directions, and h1's kernel client downloads from chargen and echoes through echo on
 h2, once with h2's kernel serving and once with the engine endpoint serving (each in a lab of
-its own, built the same way, in the same run). Per row: goodput of each, engine/kernel, time
-to complete, and the engine's RTOs and fast, RACK and TLP retransmissions per MiB moved.
+its own, built the same way, in the same run, the endpoints taking turns at every setting and
+repeat). Per row: goodput of each, engine/kernel, time to complete, and the engine's RTOs and
+fast, RACK and TLP retransmissions per MiB moved.
 
 The reference is like for like: the kernel server runs the congestion control that matches
 the engine's (`--engine-cc`: newreno -> reno, cubic -> cubic, bbr -> bbr; `kernel_cc`), so the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from rich.table import Table
 from lab.errors import LabError
 from lab.lab import Lab
 from lab.render import load_topology
+from lab.spec import TopologySpec
 from scenarios.loss import impair_middlebox
 from scenarios.targets import Target, UnknownCounter, delta, make
 from scenarios.toe_target import ToeTarget
@@ -106,33 +109,64 @@ def _transfers(target: Target, lab: Lab, services: dict[str, int], setting: str,
         yield Run(kind, setting, target.name, size, moved, seconds, complete, counters)
 
 
-def measure_endpoint(endpoint: str, repeats: int, congestion: str | None = None,
-                     engine_cc: str | None = None) -> list[Run]:
-    """Every setting, `repeats` times, with `endpoint` serving on h2 behind the seeded middlebox.
+@dataclass(frozen=True)
+class Endpoint:
+    """What serves on h2: `kernel` with `congestion` as its namespace's setting (None: the namespace's
+    default), or `toe`, the engine endpoint, with `engine_cc` as its own choice (None: its default)."""
 
-    `congestion` sets the server namespace's net.ipv4.tcp_congestion_control (the kernel's choice);
-    its runs are labelled `kernel-<congestion>`. `engine_cc` is the engine endpoint's own choice.
+    endpoint: str
+    congestion: str | None = None
+    engine_cc: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.endpoint if self.congestion is None else f"{self.endpoint}-{self.congestion}"
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """An endpoint started in a lab of its own."""
+
+    label: str
+    lab: Lab
+    target: Target
+    services: dict[str, int]
+    congestion: str  # the congestion control it runs
+    counter_names: tuple[str, ...]
+
+
+def _start(stack: ExitStack, spec: TopologySpec, endpoint: Endpoint) -> _Serving:
+    """Build a lab for `endpoint` and start it serving on h2; `stack` tears both down."""
+    lab = stack.enter_context(Lab.up(spec))
+    target = make(endpoint.endpoint)
+    if endpoint.congestion is not None:
+        lab.node("h2").write_sysctls({CC_SYSCTL: endpoint.congestion})
+    toe = endpoint.endpoint == "toe"
+    ran = (endpoint.engine_cc or TcpConfig().congestion) if toe else _kernel_cc(lab)
+    stack.callback(target.stop)
+    services = target.start(lab, "h2")
+    if endpoint.engine_cc is not None and isinstance(target, ToeTarget):
+        target.engine.set(tcp={"congestion": endpoint.engine_cc})  # for every connection from now on
+    return _Serving(endpoint.label, lab, target, services, ran, tuple(ENGINE_COUNTERS.values()) if toe else ())
+
+
+def measure(endpoints: list[Endpoint], repeats: int) -> list[Run]:
+    """Every setting, `repeats` times, on each endpoint in a lab of its own behind the seeded middlebox.
+
+    The endpoints take turns at every setting and repeat (same seeds), so what a busy machine
+    does to one moment falls on all of them alike and each ratio compares transfers made side by side.
     """
     spec = load_topology("middlebox_chain", {"mb_kind": "middlebox", "tso": "true"})
-    counter_names = tuple(ENGINE_COUNTERS.values()) if endpoint == "toe" else ()
     runs: list[Run] = []
-    with Lab.up(spec) as lab:
-        target = make(endpoint)
-        if congestion is not None:
-            lab.node("h2").write_sysctls({CC_SYSCTL: congestion})
-        ran = (engine_cc or TcpConfig().congestion) if endpoint == "toe" else _kernel_cc(lab)
-        try:
-            services = target.start(lab, "h2")
-            if engine_cc is not None and isinstance(target, ToeTarget):
-                target.engine.set(tcp={"congestion": engine_cc})  # for every connection from now on
-            for index, (setting, impairments) in enumerate(SETTINGS):
-                for repeat in range(repeats):
-                    impair_middlebox(lab, impairments, seed=SEED + 100 * index + repeat)
-                    runs += _transfers(target, lab, services, setting, repeat, counter_names)
-        finally:
-            target.stop()
-    label = endpoint if congestion is None else f"{endpoint}-{congestion}"
-    return [dataclasses.replace(r, endpoint=label, congestion=ran) for r in runs]
+    with ExitStack() as stack:
+        serving = [_start(stack, spec, endpoint) for endpoint in endpoints]
+        for index, (setting, impairments) in enumerate(SETTINGS):
+            for repeat in range(repeats):
+                for each in serving:
+                    impair_middlebox(each.lab, impairments, seed=SEED + 100 * index + repeat)
+                    runs += [dataclasses.replace(r, endpoint=each.label, congestion=each.congestion) for r in
+                             _transfers(each.target, each.lab, each.services, setting, repeat, each.counter_names)]
+    return runs
 
 
 def _kernel_cc(lab: Lab) -> str:
@@ -200,11 +234,12 @@ def table(data: list[dict[str, Any]]) -> Table:
 def bench_loss(args: argparse.Namespace) -> Measured:
     repeats = max(1, min(getattr(args, "repeats", 1), MAX_REPEATS))
     engine_cc = getattr(args, "engine_cc", None) or TcpConfig().congestion
-    runs = measure_endpoint("kernel", repeats, congestion=KERNEL_CC[engine_cc])
-    if runs and runs[0].congestion != _default_cc():
-        runs += measure_endpoint("kernel", repeats)  # the namespace's own default, as a second column
+    endpoints = [Endpoint("kernel", KERNEL_CC[engine_cc])]
+    if KERNEL_CC[engine_cc] != _default_cc():
+        endpoints.append(Endpoint("kernel"))  # the namespace's own default, as a second column
+    endpoints.append(Endpoint("toe", engine_cc=getattr(args, "engine_cc", None)))
     try:
-        runs += measure_endpoint("toe", repeats, engine_cc=getattr(args, "engine_cc", None))
+        runs = measure(endpoints, repeats)
     except UnknownCounter as exc:
         raise MissingCounter(f"bench loss cannot measure the engine's loss recovery: {exc}") from None
     data = rows(runs, engine_cc)
