@@ -96,3 +96,14 @@ def test_an_echo_through_frames_with_deferral_is_exact_in_fewer_frames(loss: flo
         frames[defer] = harness.a.counters["tso_super_frames"] + harness.b.counters["tso_super_frames"]
         assert (harness.a.counters["tso_deferred"] + harness.b.counters["tso_deferred"] > 0) == defer
     assert frames[True] < most * frames[False]
+
+
+def test_no_deferral_once_the_application_has_closed() -> None:
+    """A queued FIN means no more data will come to fill a larger frame: what may be sent goes now."""
+    h, ca, cb = _sender_with_full_window(True)
+    tcb = h.a.connection(ca)
+    h.a.shutdown(ca)
+    h.flush()
+    _when_an_ack_is_near(h, tcb)
+    assert _ack(h, ca, cb, 1) == [2 * tcb.snd_mss]
+
