@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core-frames", type=int, default=20000, help="data frames timed per connection count (core)")
     p.add_argument("--http-only", action="store_true",
                    help="engine: only the HTTP connection set-ups (kernel and engine in alternating rounds, and in memory)")
+    p.add_argument("--bulk-only", action="store_true",
+                   help="engine: only the bulk rows to discard (offloads on and off), no HTTP set-ups or queue scaling")
     p.add_argument("--engine-cc", choices=sorted(congestion.ALGORITHMS), default=None,
                    help="the engine endpoint's congestion control (loss; default: the engine's own, newreno)")
 
@@ -95,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = [w for w in chosen if w not in NAMES]
     if unknown:
         raise LabError(f"unknown benchmark {unknown[0]!r}; known ones are: {', '.join(NAMES)}")
+    if getattr(args, "bulk_only", False) and "engine" not in args.what:
+        raise LabError("--bulk-only is an option of the engine benchmark: run `toelab bench engine --bulk-only`")
+    if getattr(args, "bulk_only", False) and getattr(args, "http_only", False):
+        raise LabError("--bulk-only and --http-only each leave the other's rows out: give one of them")
     for bench in BENCHES:
         if bench.name in chosen and bench.needs_root:
             require_root(f"toelab bench {bench.name}")

@@ -219,11 +219,13 @@ def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, fl
 
 def bench_engine(args: argparse.Namespace) -> Measured:
     """The engine endpoint against the kernel, measured in the same run with the same client;
-    `--http-only` measures the HTTP connection set-ups alone."""
+    `--http-only` measures the HTTP connection set-ups alone, `--bulk-only` the bulk rows alone."""
     from toelab.benches.http_setup import http_rows, in_memory_cost, lab_setups, setups_cells, setups_table
     from toelab.benches.queues import queue_scaling_rows
 
-    http = http_rows(*lab_setups(args.seconds), in_memory_cost(), in_memory_cost(through_runtime=True))
+    bulk_only = getattr(args, "bulk_only", False)
+    http = [] if bulk_only else http_rows(*lab_setups(args.seconds), in_memory_cost(),
+                                          in_memory_cost(through_runtime=True))
     if getattr(args, "http_only", False):
         return Measured(setups_table(http), http)
     table = Table(title="engine endpoint vs kernel: same client (Python), same run")
@@ -242,7 +244,7 @@ def bench_engine(args: argparse.Namespace) -> Measured:
     for setups in http:
         table.add_row(*setups_cells(setups))
     rows += http
-    for scaling in queue_scaling_rows(args.seconds):  # the "kernel" column holds the one-queue reference here
+    for scaling in [] if bulk_only else queue_scaling_rows(args.seconds):  # the "kernel" column: one queue
         table.add_row(scaling["measurement"], f"{scaling['reference']:.2f} {scaling['unit']}",
                       f"{scaling['engine']:.2f} {scaling['unit']}", f"{scaling['ratio']:.2f} (2 queues / 1)")
         rows.append(scaling)
