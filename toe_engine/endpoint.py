@@ -390,6 +390,17 @@ class EndpointCore:
                 self.stack.abort(key, now)
         self._drain(now)
 
+    def begin_batch(self) -> None:
+        """The frames of one receive batch follow: the ACKs their in-order data owes wait for
+        end_batch, one per connection (TcpStack.defer_acks), as a driver's batch is a backlog."""
+        self.stack.defer_acks()
+
+    def end_batch(self, now: float) -> None:
+        """Send the ACKs the batch deferred; their frames join `tx` for poll_wire."""
+        self._reply_ip, self._reply_frame = None, b""  # they answer no one frame
+        self.stack.send_deferred_acks(now)
+        self._drain(now)
+
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.stack.next_timer(), self.resources.next_deadline()) if d is not None]
         return min(deadlines) if deadlines else None

@@ -60,7 +60,7 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
                                "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
-SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro")
+SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro", "ack_defer")
 #: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
 #: and the congestion control new connections start with (an offload NIC's firmware choice).
 RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion", "loss_detection"})
@@ -97,6 +97,9 @@ class EndpointSettings(BaseModel):
     tx_offload: bool = True
     tap_offloads: bool = True
     gro: bool = True  # receive coalescing of each batch's in-order segments (ethtool -K gro; offload.rx_gro)
+    #: One ACK per connection for the in-order data of each receive batch, as Linux sends one for
+    #: what it works through from a socket's backlog (net.ipv4.tcp_backlog_ack_defer, on by default).
+    ack_defer: bool = True
     mtu: int | None = Field(None, ge=576, le=65535)
     tcp: dict[str, Any] = {}
     secret: str | None = None
@@ -274,6 +277,7 @@ class EndpointRuntime:
         self.queue = 0  # which of the node's queues this is (runtime.queues), for its counters
         self.clock: Callable[[], float] = time.monotonic
         self.gro: RxGro | None = RxGro(core.counters) if settings.gro else None
+        self.ack_defer = settings.ack_defer
 
     def attach(self, loop: EventLoop) -> None:
         self.clock = loop.clock
@@ -286,10 +290,25 @@ class EndpointRuntime:
         """Frames from the wire: to the engine, or unchanged to the host if it declines them.
 
         A ring driver hands over a whole block per wake-up; replies queue up and leave in one
-        batch at the end (`commit_tx`), a plain driver has sent each already.
+        batch at the end (`commit_tx`), a plain driver has sent each already. With `ack_defer`
+        the frames read in one go are a batch as Linux's socket backlog is: each connection
+        sends the ACK its in-order data owes once, at the batch's end (EndpointCore.begin_batch).
         """
-        if self.gro is not None:
-            return self._pump_coalesced(now, self.gro)
+        core, defer = self.core, self.ack_defer
+        if defer:
+            core.begin_batch()
+        try:
+            count = self._pump_coalesced(now, self.gro) if self.gro is not None else self._pump_frames(now)
+        finally:
+            if defer:
+                core.end_batch(self.clock())
+                if core.tx:
+                    self.flush(commit=False)
+        self.wire.commit_tx()
+        return count
+
+    def _pump_frames(self, now: float) -> int:
+        """`pump_wire` frame by frame, as the driver hands them over."""
         core, wire = self.core, self.wire
         from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
         count = 0
@@ -311,7 +330,6 @@ class EndpointRuntime:
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
-        wire.commit_tx()
         return count
 
     def _pump_coalesced(self, now: float, gro: RxGro) -> int:
@@ -353,7 +371,6 @@ class EndpointRuntime:
                     flush(commit=False)
                     now = self.clock()
             out.clear()
-        wire.commit_tx()
         return count
 
     def pump_host(self, now: float) -> int:
@@ -429,14 +446,16 @@ class EndpointRuntime:
                 "services": {str(port): app for port, app in core.config.services.items()},
                 "capacity": core.resources.table.capacity, "embryonic_limit": core.resources.table.embryonic_limit,
                 "policy": policy_text, "tx_offload": core.config.tx_offload,
-                "tap_offloads": self.settings.tap_offloads, "gro": self.gro is not None, "mss": tcp.mss, "tso_segments": tcp.tso_segments,
+                "tap_offloads": self.settings.tap_offloads, "gro": self.gro is not None, "ack_defer": self.ack_defer,
+                "mss": tcp.mss, "tso_segments": tcp.tso_segments,
                 "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)},
                 "queues": 1, "rx_ring": self.settings.rx_ring, "rx_frames": self.settings.rx_frames,
                 "rx_usecs": self.settings.rx_usecs,
                 **({"ring": self.wire.ring.geometry()} if isinstance(self.wire, PacketRingDriver) else {})}
 
     def update(self, changes: Mapping[str, Any]) -> None:
-        """Change capacity, policy, services, addresses, TCP limits or GRO at run time; all are checked before any applies."""
+        """Change capacity, policy, services, addresses, TCP limits, GRO or ACK deferral at run time; all are
+        checked before any applies."""
         capacity = changes.get("capacity")
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
             raise ValueError(f"capacity must be a non-negative integer, got {capacity!r}")
@@ -445,9 +464,12 @@ class EndpointRuntime:
         addresses = check_addresses(changes["addresses"]) if "addresses" in changes else None
         tcp = check_runtime_tcp(self.core.config.tcp, changes["tcp"]) if "tcp" in changes else None
         gro = check_on_off("gro", changes["gro"]) if "gro" in changes else None
+        ack_defer = check_on_off("ack_defer", changes["ack_defer"]) if "ack_defer" in changes else None
         core = self.core
         if gro is not None and gro != (self.gro is not None):  # between batches: nothing is held
             self.gro = RxGro(core.counters) if gro else None
+        if ack_defer is not None:  # between batches: no ACK is waiting
+            self.ack_defer = ack_defer
         if capacity is not None:
             core.resources.set_capacity(capacity)
         if policy is not None:

@@ -484,9 +484,9 @@ class ReceivePath(SendPath):
         if size > self.rcv_mss:  # capped at the MSS we advertised, as Linux caps it at advmss:
             self.rcv_mss = size if size < cfg.mss else cfg.mss  # a super-frame is many segments
         unacked = self.unacked_bytes = self.unacked_bytes + n
-        if unacked >= 2 * self.rcv_mss or not cfg.delayed_ack:
+        if (unacked >= 2 * self.rcv_mss or not cfg.delayed_ack) and not self.host.defer_ack(self.key):
             self.ack_now = True
-        elif self.t_delack == INF:
+        elif self.t_delack == INF:  # also under defer_ack: the batch's end sends it, the timer is a backstop
             self.t_delack = now + cfg.delayed_ack
 
     def _receive_fin(self, now: float) -> None:

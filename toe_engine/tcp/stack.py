@@ -95,6 +95,8 @@ class TcpStack:
         if add_flush is not None:
             add_flush(self._flush_tallies)
         self._corked: dict[FourTuple, Connection] | None = None  # between cork() and uncork()
+        #: Connections whose regular ACK waits for send_deferred_acks(), between defer_acks() and it.
+        self._acks_deferred: dict[FourTuple, Connection] | None = None
 
     # ------------------------------------------------------------------ host services
 
@@ -114,6 +116,18 @@ class TcpStack:
             return False
         self._synack_repeated[conn] = now
         self.counters.inc("synack_repeated")  # with synack_rtx_limited: every duplicate SYN is counted
+        return True
+
+    def defer_ack(self, conn: tuple[bytes, int, bytes, int]) -> bool:
+        """Whether the regular ACK `conn` owes now may wait for send_deferred_acks(): True between
+        defer_acks() and it, and `conn` gets its ACK then."""
+        deferred = self._acks_deferred
+        if deferred is None:
+            return False
+        c = self._conns.get(conn)
+        if c is None:
+            return False
+        deferred[c.key] = c
         return True
 
     def _flush_tallies(self) -> None:
@@ -160,14 +174,35 @@ class TcpStack:
     def uncork(self, now: float | None = None) -> None:
         """Transmit what cork() held, once per connection (a close or shutdown sent it already)."""
         corked, self._corked = self._corked, None
-        if not corked:
-            return
-        now = self._clock(now)
+        if corked:
+            self._output_held(corked, self._clock(now), ack_owed=False)
+
+    def defer_acks(self) -> None:
+        """Hold the ACKs that in-order data owes until send_deferred_acks(): one ACK per connection
+        for a whole receive batch, as Linux sends one for the segments it works through from a
+        socket's backlog (TCP_ACK_DEFERRED, net.ipv4.tcp_backlog_ack_defer). Duplicate ACKs for
+        out-of-order data, ACKs of a FIN or of a filled hole, and window updates still go at once."""
+        if self._acks_deferred is None:
+            self._acks_deferred = {}
+
+    def send_deferred_acks(self, now: float | None = None) -> None:
+        """End what defer_acks() began: each connection still owing its ACK sends it now (a
+        segment that left meanwhile carried it already)."""
+        deferred, self._acks_deferred = self._acks_deferred, None
+        if deferred:
+            self._output_held(deferred, self._clock(now), ack_owed=True)
+
+    def _output_held(self, held: dict[FourTuple, Connection], now: float, ack_owed: bool) -> None:
+        """output() once for each connection held that was not reaped meanwhile; with `ack_owed`,
+        only where the ACK is still owed, and it is sent."""
         conns = self._conns
-        for key, c in corked.items():
-            if conns.get(key) is c:  # not reaped meanwhile
-                c.output(now)
-                self._after(c)
+        for key, c in held.items():
+            if conns.get(key) is not c or (ack_owed and not c.unacked_bytes):
+                continue
+            if ack_owed:
+                c.ack_now = True
+            c.output(now)
+            self._after(c)
 
     def send(self, conn: FourTuple, data: bytes | bytearray | memoryview, now: float | None = None) -> int:
         """Queue data; returns how many bytes the send buffer took (a Writable event follows a short count)."""

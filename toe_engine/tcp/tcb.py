@@ -83,6 +83,8 @@ class ConnectionHost(Protocol):
 
     def synack_repeat_allowed(self, conn: FourTuple, now: float) -> bool: ...
 
+    def defer_ack(self, conn: tuple[bytes, int, bytes, int]) -> bool: ...  # may the ACK owed wait for the batch?
+
 
 class Tcb:
     """The fields of one connection; the paths (recovery, timeouts, output, input) extend it in turn."""

@@ -1,0 +1,131 @@
+"""ACK deferral over a receive batch (TcpStack.defer_acks, EndpointCore.begin_batch, the runtime's
+`ack_defer`): in-order data of one batch draws one ACK per connection at the batch's end, as
+Linux's tcp_backlog_ack_defer sends one for a socket's backlog, while the ACKs that must go at
+once (out-of-order data, a FIN) still do, and nothing changes for a caller that never defers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from toe_engine.codec import parse_frame
+from toe_engine.endpoint import EndpointConfig, EndpointCore
+from toe_engine.io.memory import MemoryDriver
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
+from toe_engine.segment import ACK, FIN, Segment
+from toe_engine.tcp.config import TcpConfig
+from toe_engine.tcp.testing import IP_B, Harness
+
+from test_endpoint_gro import CLIENT_PORT, ISN, MSS, PORT, Pipe, connect, runtime_with, stream, tcp
+
+FULL = 1448  # a full-sized segment with timestamps
+
+
+def established() -> tuple[Harness, Segment]:
+    """b serves, a's connection is open; returns the harness and a's next data segment (no payload yet)."""
+    h = Harness(config_a=TcpConfig(wscale=8, rcv_buf=1 << 22), config_b=TcpConfig(wscale=8, rcv_buf=1 << 22))
+    conn_a, _ = h.establish()
+    return h, h.forge("a", conn_a, ACK)
+
+
+def data(template: Segment, k: int, flags: int = ACK) -> Segment:
+    """Segment `k` of a's stream of full-sized segments after `template`."""
+    return Segment(template.src_port, template.dst_port, (template.seq + k * FULL) & 0xFFFFFFFF, template.ack,
+                   flags, template.window, bytes([k % 251]) * FULL, template.options)
+
+
+def acks(segments: list[Segment]) -> list[int]:
+    return [s.ack for s in segments if s.flags == ACK and not s.payload]
+
+
+def test_a_batch_of_in_order_segments_draws_one_ack_at_its_end() -> None:
+    h, first = established()
+    h.b.defer_acks()
+    replies = [r for k in range(10) for r in h.inject("b", data(first, k))]
+    assert replies == []  # ten full segments, five ACKs owed, none sent yet
+    h.b.send_deferred_acks(h.now)
+    assert acks([out[2] for out in h.b.poll_output()]) == [(first.seq + 10 * FULL) & 0xFFFFFFFF]
+
+
+def test_without_deferral_every_second_full_segment_is_acked_at_once() -> None:
+    h, first = established()
+    replies = [r for k in range(10) for r in h.inject("b", data(first, k))]
+    assert acks(replies) == [(first.seq + k * FULL) & 0xFFFFFFFF for k in (2, 4, 6, 8, 10)]  # SHLD-19
+
+
+def test_out_of_order_data_and_a_fin_are_acked_at_once_inside_a_batch() -> None:
+    h, first = established()
+    h.b.defer_acks()
+    assert acks(h.inject("b", data(first, 1))) == [first.seq]  # a hole: duplicate ACK now (RFC 5681 4.2)
+    assert acks(h.inject("b", data(first, 0))) == [(first.seq + 2 * FULL) & 0xFFFFFFFF]  # the hole filled
+    fin = h.inject("b", data(first, 2, ACK | FIN))
+    assert [s.ack for s in fin] == [(first.seq + 3 * FULL + 1) & 0xFFFFFFFF]  # the FIN: at once
+    h.b.send_deferred_acks(h.now)
+    assert h.b.poll_output() == []  # nothing was still owed
+
+
+def test_a_segment_sent_inside_the_batch_carries_the_deferred_ack() -> None:
+    h, first = established()
+    conn_b = next(iter(h.b.connections()))
+    h.b.defer_acks()
+    assert h.inject("b", data(first, 0)) == [] and h.inject("b", data(first, 1)) == []
+    h.b.send(conn_b, b"answer", h.now)
+    sent = [out[2] for out in h.b.poll_output()]
+    assert [s.payload for s in sent] == [b"answer"] and sent[0].ack == (first.seq + 2 * FULL) & 0xFFFFFFFF
+    h.b.send_deferred_acks(h.now)
+    assert h.b.poll_output() == []
+
+
+def test_the_delayed_ack_timer_still_backs_a_deferred_ack_up() -> None:
+    h, first = established()
+    h.b.defer_acks()
+    h.inject("b", data(first, 0))
+    h.inject("b", data(first, 1))
+    deadline = h.b.next_timer()
+    assert deadline is not None and deadline <= h.now + TcpConfig().delayed_ack
+
+
+@pytest.mark.parametrize("ack_defer", [True, False], ids=["deferred", "per-segment-pair"])
+def test_the_runtime_acks_a_wake_up_batch_once(ack_defer: bool) -> None:
+    wire, host = Pipe("eth0"), Pipe("toe0")
+    try:
+        runtime = runtime_with(wire, host, gro=False, ack_defer=ack_defer)
+        ack = connect(runtime, wire)
+        segments, payload = 30, stream(30 * MSS)
+        for k in range(segments):
+            wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1 + k * MSS, ack, ACK, 1024,
+                                 payload[k * MSS:(k + 1) * MSS]), k))
+        assert runtime.pump_wire(1.0) == segments
+        sent = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.taken()]
+        acked = [t.ack - ISN - 1 for t in sent if t is not None]
+        if ack_defer:  # the window update the first read owes, then the batch's one ACK
+            assert acked == [MSS, segments * MSS]
+        else:
+            assert acked == [k * MSS for k in range(1, segments, 2)]  # the first read's window update, then SHLD-19
+    finally:
+        wire.close()
+        host.close()
+
+
+def test_ack_defer_is_a_setting_shown_and_changed_at_run_time() -> None:
+    settings = EndpointSettings(addresses=["192.0.2.2"])
+    assert settings.ack_defer  # Linux's default (net.ipv4.tcp_backlog_ack_defer = 1)
+    core = EndpointCore(EndpointConfig(bytes(6), (IP_B,), secret=b"t"))
+    runtime = EndpointRuntime(core, MemoryDriver("wire"), MemoryDriver("host"), settings)
+    handle = endpoint_handler(runtime)
+    assert handle({"cmd": "config"}, 1.0)["config"]["ack_defer"] is True
+    assert handle({"cmd": "set", "ack_defer": "off"}, 1.0)["config"]["ack_defer"] is False
+    with pytest.raises(ValueError, match="ack_defer must be on or off"):
+        handle({"cmd": "set", "ack_defer": "sometimes"}, 1.0)
+    assert EndpointSettings.parse({"addresses": ["192.0.2.2"], "ack_defer": False}).ack_defer is False
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["core", "--bulk-only"], "--bulk-only is an option of the engine benchmark"),
+    (["engine", "--bulk-only", "--http-only"], "--bulk-only and --http-only each leave the other's rows out"),
+])
+def test_bulk_only_is_refused_where_it_means_nothing(argv: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "toelab", "bench", *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
