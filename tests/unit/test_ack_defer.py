@@ -9,17 +9,19 @@ import sys
 
 import pytest
 
-from toe_engine.codec import parse_frame
+from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.io.memory import MemoryDriver
+from toe_engine.io.vnet import VNET_F_DATA_VALID, VnetHeader
 from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
-from toe_engine.segment import ACK, FIN, Segment
+from toe_engine.segment import ACK, FIN, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
-from toe_engine.tcp.testing import IP_B, Harness
-
-from test_endpoint_gro import CLIENT_PORT, ISN, MSS, PORT, Pipe, connect, runtime_with, stream, tcp
+from toe_engine.tcp.testing import IP_A, IP_B, Harness
 
 FULL = 1448  # a full-sized segment with timestamps
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+DISCARD, CLIENT, ISN, MSS = 9, 40000, 1000, 1460
+VNET_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
 
 
 def established() -> tuple[Harness, Segment]:
@@ -86,26 +88,43 @@ def test_the_delayed_ack_timer_still_backs_a_deferred_ack_up() -> None:
     assert deadline is not None and deadline <= h.now + TcpConfig().delayed_ack
 
 
+def runtime_after_handshake(ack_defer: bool) -> tuple[EndpointRuntime, MemoryDriver, int]:
+    """An endpoint runtime on in-memory drivers with one connection to discard open; its ACK number."""
+    core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={DISCARD: "discard"}, secret=b"defer",
+                                       tcp=TcpConfig(rcv_buf=1 << 22, wscale=8, delayed_ack=0.04)))
+    core.neighbors.learn(IP_A, MAC_A)
+    wire = MemoryDriver("wire", keep_sent=True)
+    runtime = EndpointRuntime(core, wire, MemoryDriver("host"),
+                              EndpointSettings(addresses=["192.0.2.2"], gro=False, ack_defer=ack_defer))
+    runtime.clock = lambda: 1.0
+    wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN, 0, SYN, 65535, b"", TcpOptions(mss=MSS, wscale=8)))])
+    runtime.pump_wire(1.0)
+    synack = parse_frame(wire.sent[-1][10:], verify_csum=False).tcp
+    assert synack is not None and synack.flags == SYN | ACK
+    wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN + 1, synack.seq + 1, ACK, 1024))])
+    runtime.pump_wire(1.0)
+    wire.sent.clear()
+    return runtime, wire, synack.seq + 1
+
+
+def wire_frame(seg: Segment, ip_id: int = 0) -> bytes:
+    return VNET_VALID + bytes(build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, seg, ip_id=ip_id))
+
+
 @pytest.mark.parametrize("ack_defer", [True, False], ids=["deferred", "per-segment-pair"])
 def test_the_runtime_acks_a_wake_up_batch_once(ack_defer: bool) -> None:
-    wire, host = Pipe("eth0"), Pipe("toe0")
-    try:
-        runtime = runtime_with(wire, host, gro=False, ack_defer=ack_defer)
-        ack = connect(runtime, wire)
-        segments, payload = 30, stream(30 * MSS)
-        for k in range(segments):
-            wire.put(tcp(Segment(CLIENT_PORT, PORT, ISN + 1 + k * MSS, ack, ACK, 1024,
-                                 payload[k * MSS:(k + 1) * MSS]), k))
-        assert runtime.pump_wire(1.0) == segments
-        sent = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.taken()]
-        acked = [t.ack - ISN - 1 for t in sent if t is not None]
-        if ack_defer:  # the window update the first read owes, then the batch's one ACK
-            assert acked == [MSS, segments * MSS]
-        else:
-            assert acked == [k * MSS for k in range(1, segments, 2)]  # the first read's window update, then SHLD-19
-    finally:
-        wire.close()
-        host.close()
+    runtime, wire, ack = runtime_after_handshake(ack_defer)
+    segments = 30
+    wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN + 1 + k * MSS, ack, ACK, 1024, bytes([k]) * MSS), k)
+              for k in range(segments)])
+    assert runtime.pump_wire(1.0) == segments
+    sent = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.sent]
+    acked = [t.ack - ISN - 1 for t in sent if t is not None]
+    if ack_defer:  # the window update the first read owes, then the batch's one ACK
+        assert acked == [MSS, segments * MSS]
+    else:  # the first read's window update, then every second full-sized segment (SHLD-19)
+        assert acked == [k * MSS for k in range(1, segments, 2)]
+    assert sum(app.received for app in runtime.core.apps.values()) == segments * MSS
 
 
 def test_ack_defer_is_a_setting_shown_and_changed_at_run_time() -> None:
