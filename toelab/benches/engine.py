@@ -180,11 +180,21 @@ def _engine_side(offloads: bool, seconds: float) -> dict[str, float]:
 
     params = {"offloads": str(offloads).lower(), "capacity": "65536"}
     with Lab.up(load_topology("toe_pair", params)) as lab:
-        addr, pid = lab.address("t1"), _engine_pid(lab, "t1")
-        cpu0 = _cpu_seconds(pid)
+        addr, pid, engine = lab.address("t1"), _engine_pid(lab, "t1"), lab.engine("t1")
+        cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
         bulk = _loadgen(lab, "bulk", addr, 9, seconds)
-        cpu = _cpu_seconds(pid) - cpu0
-        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"]}
+        cpu, after = _cpu_seconds(pid) - cpu0, engine.stats()["counters"]
+        sent = after.get("tx_frames", 0) - before.get("tx_frames", 0)
+        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"],
+                "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1)}
+
+
+def _tcp_segments(lab: "Lab", node: str) -> tuple[int, int]:
+    """(InSegs, OutSegs) of a node's kernel TCP (/proc/net/snmp): a GSO/GRO packet counts once, as a frame."""
+    lines = [line.split() for line in lab.node(node).run(["cat", "/proc/net/snmp"], check=True).stdout.splitlines()
+             if line.startswith("Tcp:")]
+    fields = dict(zip(lines[0][1:], lines[1][1:]))
+    return int(fields["InSegs"]), int(fields["OutSegs"])
 
 
 def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
@@ -203,16 +213,21 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
         server = lab.node("h2").popen([_sys.executable, "-m", "lab.services", "discard=9"], stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side services")
         addr = lab.address("h2")
+        in0, out0 = _tcp_segments(lab, "h2")
         bulk = _loadgen(lab, "bulk", addr, 9, seconds)
-        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9,
+        in1, out1 = _tcp_segments(lab, "h2")
+        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "frames_per_ack": (in1 - in0) / max(out1 - out0, 1),
                 "iperf_gbit": iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s}
 
 
 def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float]) -> list[Row]:
     """Rows of `bench engine` for one offload setting, from `_kernel_side` and `_engine_side` results."""
     label = "offloads on" if offloads else "offloads off"
+    # frames received per ACK sent on each side: both ACK once per receive batch (Linux's backlog, the engine's wake-up)
     return [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
-                iperf3_gbit_s=round(kernel["iperf_gbit"], 3)),
+                iperf3_gbit_s=round(kernel["iperf_gbit"], 3),
+                kernel_frames_per_ack=round(kernel.get("frames_per_ack", 0.0), 1),
+                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1)),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
 
