@@ -76,12 +76,6 @@ class LossParams(ScenarioParams):
     echo_kib: int = Field(1024, ge=64, le=65536, description="KiB echoed per loss setting")
     limit_s: float = Field(30.0, gt=0, le=300, description="time limit of each transfer, seconds")
     backoff_retransmissions: int = Field(4, ge=3, le=6, description="retransmissions watched in the black hole")
-    # The lossless rate is CPU-bound (it grows on a quiet machine) while a lossy one is bound by
-    # loss recovery, so the share falls as the machine gets quieter: the engine keeps 0.9-1.1 % at
-    # 10 % loss on an idle machine, 2-5 % on a busy one. The share is only a floor against a stack
-    # that stops making progress; recovery itself is judged by RTOs per MiB (`rto_bound_per_mib`).
-    min_share: float = Field(0.005, gt=0, le=1,
-                             description="share of the lossless download rate each lossy download must keep")
 
 
 @scenario("loss", purpose="Bulk transfers through an impairing middlebox at several random and Gilbert-Elliott "
@@ -146,14 +140,16 @@ def allowed_rto_per_mib(loss_pct: float, baseline: DownloadResult, baseline_rtos
 
 
 def recovery_judged(baseline: DownloadResult, baseline_rtos: int, downloads: dict[float, LossyDownload],
-                    min_share: float) -> tuple[bool, str]:
-    """Each random-loss download completed, took no more RTOs per MiB than `rto_bound_per_mib` beyond those
-    the lossless download took, and kept `min_share` of the lossless rate; the precondition is a complete
+                    limit_s: float) -> tuple[bool, str]:
+    """Each random-loss download completed within `limit_s` and took no more RTOs per MiB than
+    `rto_bound_per_mib` beyond those the lossless download took; the precondition is a complete
     lossless download.
 
     RTOs are counted by the target, on a middlebox seeded per run, so they move little with the
-    machine's load, where the lossless rate (CPU-bound) moves a lot: the share is only a floor
-    against a stack that stops making progress. On a machine busy enough to stall the path for
+    machine's load. No share of the lossless rate is asked for: that rate is CPU-bound and grows
+    with every speed-up of a stack, while a lossy one is bound by loss recovery (about
+    MSS/RTT/sqrt(p)), so any fixed share fails a stack for getting faster; a stack that stops
+    making progress misses the time limit instead. On a machine busy enough to stall the path for
     longer than an RTO the lossless download takes some too (1 in 3 MiB at a load of 10), and
     the lossy ones as many again: those are the path's, not the recovery's. Returns the verdict
     and what failed.
@@ -165,13 +161,10 @@ def recovery_judged(baseline: DownloadResult, baseline_rtos: int, downloads: dic
     failed = []
     for pct, d in sorted(downloads.items()):
         allowed = allowed_rto_per_mib(pct, baseline, baseline_rtos)
-        if not d.result.complete:
-            failed.append(f"loss={pct:g}% incomplete")
+        if not d.result.complete or d.result.seconds > limit_s:
+            failed.append(f"loss={pct:g}% incomplete within {limit_s:g} s")
         elif d.rto_per_mib > allowed:
             failed.append(f"loss={pct:g}% took {d.rto_per_mib:.2f} RTOs per MiB (at most {allowed:.2f})")
-        elif d.result.mbit_per_s < min_share * baseline.mbit_per_s:
-            failed.append(f"loss={pct:g}% kept {d.result.mbit_per_s / baseline.mbit_per_s:.2%} of the lossless rate "
-                          f"(at least {min_share:.1%})")
     return not failed, "; ".join(failed)
 
 
@@ -179,7 +172,7 @@ def _throughput_by_loss(ctx: RunContext, baseline: LossyDownload, downloads: dic
     """Random loss only: a Gilbert-Elliott burst that outlasts a few lone retransmissions stalls any stack for
     seconds now and then, which says nothing about its recovery at a given loss rate."""
     p = ctx.params
-    ok, failed = recovery_judged(baseline.result, baseline.rtos, downloads, p.min_share)
+    ok, failed = recovery_judged(baseline.result, baseline.rtos, downloads, p.limit_s)
     base = baseline.result
     share = {pct: d.result.mbit_per_s / max(base.mbit_per_s, 1e-9) for pct, d in downloads.items()}
     return ctx.check("throughput-by-loss", "RFC5681 3.1", ok,

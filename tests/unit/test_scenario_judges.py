@@ -176,18 +176,18 @@ def test_throughput_by_loss_fails_on_an_rto_storm_a_stall_or_nothing_measured() 
         return LossyDownload(DownloadResult(size, got, seconds), rtos)
 
     good = {1.0: lossy(0.2, 0), 5.0: lossy(1.5, 2), 10.0: lossy(7.5, 15)}
-    assert recovery_judged(base, 0, good, 0.005) == (True, "")
-    ok, why = recovery_judged(base, 0, {**good, 10.0: lossy(7.5, 93)}, 0.005)
+    assert recovery_judged(base, 0, good, 30.0) == (True, "")
+    ok, why = recovery_judged(base, 0, {**good, 10.0: lossy(7.5, 93)}, 30.0)
     assert not ok and "loss=10% took 31.00 RTOs per MiB (at most 14.48)" in why, "collapsed into timeouts"
-    assert not recovery_judged(base, 0, {5.0: lossy(1.5, 12)}, 0.005)[0], "4 per MiB at 5 %: more than 3.62"
-    assert not recovery_judged(base, 0, {1.0: lossy(0.3, 6)}, 0.005)[0], "2 per MiB at 1 %: more than 1"
-    assert not recovery_judged(base, 0, {1.0: lossy(60.0, 0)}, 0.005)[0], "no RTO, yet no progress either"
-    assert not recovery_judged(base, 0, {}, 0.005)[0], "nothing measured under loss"
-    assert not recovery_judged(DownloadResult(size, 0, 20.0), 0, good, 0.005)[0], "no lossless reference"
-    assert recovery_judged(base, 3, {10.0: lossy(7.5, 45)}, 0.005) == (True, ""), "15/MiB: 14.48 + the path's 1"
-    assert not recovery_judged(base, 3, {10.0: lossy(7.5, 50)}, 0.005)[0], "16.7/MiB: more than the path explains"
-    assert not recovery_judged(base, 0, {1.0: lossy(20.0, 0, size // 2)}, 0.0001)[0], "incomplete"
-    assert not recovery_judged(base, 0, {10.0: lossy(7.5, 15, 0)}, 0.005)[0], "nothing moved: no RTO per MiB to read"
+    assert not recovery_judged(base, 0, {5.0: lossy(1.5, 12)}, 30.0)[0], "4 per MiB at 5 %: more than 3.62"
+    assert not recovery_judged(base, 0, {1.0: lossy(0.3, 6)}, 30.0)[0], "2 per MiB at 1 %: more than 1"
+    assert not recovery_judged(base, 0, {1.0: lossy(60.0, 0)}, 30.0)[0], "no RTO, yet over the time limit: no progress either"
+    assert not recovery_judged(base, 0, {}, 30.0)[0], "nothing measured under loss"
+    assert not recovery_judged(DownloadResult(size, 0, 20.0), 0, good, 30.0)[0], "no lossless reference"
+    assert recovery_judged(base, 3, {10.0: lossy(7.5, 45)}, 30.0) == (True, ""), "15/MiB: 14.48 + the path's 1"
+    assert not recovery_judged(base, 3, {10.0: lossy(7.5, 50)}, 30.0)[0], "16.7/MiB: more than the path explains"
+    assert not recovery_judged(base, 0, {1.0: lossy(20.0, 0, size // 2)}, 30.0)[0], "incomplete"
+    assert not recovery_judged(base, 0, {10.0: lossy(7.5, 15, 0)}, 30.0)[0], "nothing moved: no RTO per MiB to read"
     assert rto_bound_per_mib(0.5) == 1.0 and round(rto_bound_per_mib(10), 2) == 14.48
 
 
