@@ -129,11 +129,12 @@ def test_the_runtime_acks_a_wake_up_batch_once(ack_defer: bool) -> None:
 
 def test_ack_defer_is_a_setting_shown_and_changed_at_run_time() -> None:
     settings = EndpointSettings(addresses=["192.0.2.2"])
-    assert settings.ack_defer  # Linux's default (net.ipv4.tcp_backlog_ack_defer = 1)
+    assert not settings.ack_defer  # off by default: a deferred ACK can stretch past two segments (SHLD-19)
     core = EndpointCore(EndpointConfig(bytes(6), (IP_B,), secret=b"t"))
     runtime = EndpointRuntime(core, MemoryDriver("wire"), MemoryDriver("host"), settings)
     handle = endpoint_handler(runtime)
-    assert handle({"cmd": "config"}, 1.0)["config"]["ack_defer"] is True
+    assert handle({"cmd": "config"}, 1.0)["config"]["ack_defer"] is False
+    assert handle({"cmd": "set", "ack_defer": "on"}, 1.0)["config"]["ack_defer"] is True
     assert handle({"cmd": "set", "ack_defer": "off"}, 1.0)["config"]["ack_defer"] is False
     with pytest.raises(ValueError, match="ack_defer must be on or off"):
         handle({"cmd": "set", "ack_defer": "sometimes"}, 1.0)

@@ -98,8 +98,9 @@ class EndpointSettings(BaseModel):
     tap_offloads: bool = True
     gro: bool = True  # receive coalescing of each batch's in-order segments (ethtool -K gro; offload.rx_gro)
     #: One ACK per connection for the in-order data of each receive batch, as Linux sends one for
-    #: what it works through from a socket's backlog (net.ipv4.tcp_backlog_ack_defer, on by default).
-    ack_defer: bool = True
+    #: what it works through from a socket's backlog (net.ipv4.tcp_backlog_ack_defer). Off by default:
+    #: a batch of more than two full segments then draws a stretch ACK, which RFC 9293 SHLD-19 asks not to send.
+    ack_defer: bool = False
     mtu: int | None = Field(None, ge=576, le=65535)
     tcp: dict[str, Any] = {}
     secret: str | None = None
