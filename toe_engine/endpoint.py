@@ -310,7 +310,7 @@ class EndpointCore:
             if known:
                 self.stack.on_segment(key.local_ip, key.remote_ip, seg, now)
             elif seg.flags & (SYN | ACK) == SYN:
-                if self._invalid_source(key.remote_ip):
+                if self.invalid_source(key.remote_ip):
                     counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
                     return True
                 if not self.stack.on_segment(key.local_ip, key.remote_ip, seg, now):
@@ -333,7 +333,7 @@ class EndpointCore:
         self._reply_ip, self._reply_frame = None, b""
         return True
 
-    def _invalid_source(self, ip: bytes) -> bool:
+    def invalid_source(self, ip: bytes) -> bool:
         """Broadcast, multicast, unspecified or loopback: no connection may come from there."""
         if len(ip) == 4:
             return ip[0] >= 224 or ip[0] in (0, 127) or ip in self.config.subnet_broadcasts

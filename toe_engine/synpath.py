@@ -113,8 +113,7 @@ class SynFastPath:
             return None
         if not csum_ok and not _checksums_ok(frame, total_len, src, dst):
             return None
-        first = src[0]
-        if first >= 224 or first == 0 or first == 127 or src in core.config.subnet_broadcasts:
+        if core.invalid_source(src):
             return None
         if dport not in core.config.services and dport not in core.socket_ports:
             return None
