@@ -153,6 +153,13 @@ class FrameDriver:
         counters.tx_bytes += len(header_and_frame) - VNET_HDR_LEN
         return True
 
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Send whole messages (virtio-net header first), each as `write_raw` does; a batching driver
+        queues them for `commit_tx`."""
+        write_raw = self.write_raw
+        for message in messages:
+            write_raw(message)
+
     def send(self, header: VnetHeader | _Buffer, frame: _Buffer) -> bool:
         """Send `frame` after `header` (a VnetHeader or its packed bytes) without joining them."""
         packed = header.pack() if isinstance(header, VnetHeader) else header

@@ -218,6 +218,15 @@ class PacketRingDriver(AfPacketDriver):
         self.counters.tx_dropped += 1  # larger than the whole arena
         return False
 
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Queue whole messages (virtio-net header first) for the next `commit_tx`: one arena copy each."""
+        queue = self._batch.queue_message
+        for message in messages:
+            if not queue(message):
+                self.commit_tx()
+                if not queue(message):
+                    self.counters.tx_dropped += 1  # larger than the whole arena
+
     def commit_tx(self) -> None:
         batch = self._batch
         if not batch.count:

@@ -83,6 +83,21 @@ class SendBatch:
         self._used = end
         return True
 
+    def queue_message(self, message: _Buffer) -> bool:
+        """`queue` for a message that is one buffer already (header and frame joined)."""
+        start = self._used
+        end = start + len(message)
+        i = self.count
+        if i >= self.slots or end > len(self._arena_view):
+            return False
+        self._arena_view[start:end] = message
+        iov = self._iov_view
+        iov[2 * i] = self._arena_base + start
+        iov[2 * i + 1] = end - start
+        self.count = i + 1
+        self._used = end
+        return True
+
     def flush(self) -> tuple[int, int, int]:
         """Send everything queued: (messages sent, messages dropped, bytes sent). Empty after."""
         total, done, dropped, sent_bytes = self.count, 0, 0, self._used
