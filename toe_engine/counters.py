@@ -32,6 +32,11 @@ STANDARD_COUNTERS: tuple[str, ...] = (
     "tlp_probes",
     "tlp_recoveries",
     "spurious_rtos",
+    "rto_repeated",  # a data RTO's cause (Timeouts._rto_cause): each data RTO counts under one of these five
+    "rto_lost_retransmit",
+    "rto_lost_probe",
+    "rto_few_in_flight",
+    "rto_other",
     "challenge_acks",
 )
 

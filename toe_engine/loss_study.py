@@ -6,7 +6,8 @@ the fake clock of the frame harness, so a run is exact and repeatable. What it r
 sender's recovery: how many retransmission timeouts fired, how long the transfer sat idle
 waiting for them (from the sender's last frame out to the timer), and the fast, RACK
 and TLP retransmissions, beside the simulated time to complete, and what each data RTO found
-(a lost retransmission, too few segments in flight for duplicate ACKs, or neither).
+(the sender's RTO cause counters: a lost probe or retransmission, too few segments in flight
+for duplicate ACKs, a repeat, or none of these).
 
     python -m toe_engine.loss_study            # the standard table, seed 1, 1 MiB
     python -m toe_engine.loss_study --size 3145728 --seed 2 --loss-detection dupack
@@ -20,12 +21,12 @@ from toe_engine.apps.base import App
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.impair import GilbertElliott, Impairer, ImpairmentSpec
 from toe_engine.tcp.config import TcpConfig
-from toe_engine.tcp.connection import Connection
-from toe_engine.tcp.recovery import RTO
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B, device_transmit
 
 CHARGEN_PORT = 19
 MIB = 1 << 20
+#: The sender's counters that say what each data RTO found (toe_engine.tcp.timeouts.Timeouts._rto_cause).
+RTO_CAUSES = ("rto_repeated", "rto_lost_retransmit", "rto_lost_probe", "rto_few_in_flight", "rto_other")
 #: The lab's engine endpoint settings for bulk transfers (toe_engine.runtime.endpoint.DEFAULT_TCP).
 LAB_TCP = TcpConfig(rcv_buf=4 * MIB, snd_buf=4 * MIB, wscale=8, delayed_ack=0.005, tso_segments=44,
                     rto_min=0.2, rto_initial=1.0)
@@ -52,7 +53,7 @@ class StudyResult:
     rack_retransmits: int
     tlp_probes: int
     retransmits: int
-    rto_causes: dict[str, int] = field(default_factory=dict)  # what each data RTO found (see rto_cause)
+    rto_causes: dict[str, int] = field(default_factory=dict)  # data RTOs by cause (RTO_CAUSES), the nonzero ones
 
     @property
     def rto_wait_share(self) -> float:
@@ -72,31 +73,19 @@ class _Sink(App):
             self.conn.close()
 
 
-def rto_cause(conn: Connection) -> str:
-    """Why a data RTO was due, read from the sender just before it fires: the oldest outstanding
-    range had been resent already ("lost retransmission"), fewer than DupThresh + 1 segments
-    were out ("few in flight": too few for three duplicate ACKs), or neither ("other": lost
-    ACKs, a lost probe, a whole flight lost)."""
-    head = conn.rtxq.ranges[0] if conn.rtxq.ranges else None
-    if head is not None and head.resent:
-        return "lost retransmission"
-    if conn.snd_nxt - conn.snd_una <= conn.cfg.dupthresh * conn.snd_mss:
-        return "few in flight"
-    return "other"
-
-
 def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfig = LAB_TCP,
-             setting: str = "", limit_s: float = 600.0) -> StudyResult:
-    """Download `size` bytes from B's chargen to A with `spec` applied in both directions."""
+             setting: str = "", limit_s: float = 600.0, receiver: TcpConfig | None = None) -> StudyResult:
+    """Download `size` bytes from B's chargen to A with `spec` applied in both directions; A runs
+    `receiver` (default: `tcp`, as B does)."""
     server = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={CHARGEN_PORT: "chargen"}, tcp=tcp,
                                          secret=b"b" + seed.to_bytes(8, "big")))
-    client = EndpointCore(EndpointConfig(MAC_A, (IP_A,), services={}, tcp=tcp, secret=b"a" + seed.to_bytes(8, "big")))
+    client = EndpointCore(EndpointConfig(MAC_A, (IP_A,), services={}, tcp=receiver or tcp,
+                                         secret=b"a" + seed.to_bytes(8, "big")))
     client.neighbors.learn(IP_B, MAC_B)
     ab, ba = Impairer(spec, seed), Impairer(spec, seed + 1)
     sink = type("Sink", (_Sink,), {"want": size})
     now = 0.0
     last_activity = 0.0  # when the sender last put a frame on the wire
-    causes: dict[str, int] = {}
     rto_wait = 0.0
     client.connect(IP_A, IP_B, CHARGEN_PORT, sink, now)
 
@@ -129,20 +118,15 @@ def download(spec: ImpairmentSpec, size: int = MIB, seed: int = 1, tcp: TcpConfi
             break
         now = max(now, min(deadlines))
         client.on_timer(now)
-        due = [conn for conn in map(server.stack.connection, server.stack.connections())
-               if conn is not None and conn.t_rtx <= now and conn.rtx_kind == RTO and conn.snd_nxt > conn.snd_una]
-        causes_now = [rto_cause(conn) for conn in due]
         before = server.counters["rto_expired"]
         server.on_timer(now)
         if server.counters["rto_expired"] > before:
             rto_wait += now - last_activity
-            for cause in causes_now:
-                causes[cause] = causes.get(cause, 0) + 1
         move()
     c = server.counters
     return StudyResult(setting, finished_at is not None, finished_at if finished_at is not None else now,
                        c["rto_expired"], rto_wait, c["fast_retransmits"], c["rack_retransmits"],
-                       c["tlp_probes"], c["retransmits"], causes)
+                       c["tlp_probes"], c["retransmits"], {name: c[name] for name in RTO_CAUSES if c[name]})
 
 
 def study(size: int = MIB, seed: int = 1, tcp: TcpConfig = LAB_TCP) -> list[StudyResult]:

@@ -81,6 +81,7 @@ class Timeouts(LossRecovery):
             return
         if self.snd_nxt <= self.snd_una:
             return
+        self.counters.inc(self._rto_cause())
         self.rtt.on_timeout()
         flight = self.snd_nxt - self.snd_una
         frto = self.cfg.frto and self.sack_ok and self.retries == 1 and not self.recovery  # the SACK variant
@@ -96,6 +97,24 @@ class Timeouts(LossRecovery):
             self._loss_after_timeout(now)
         self._arm_rto(now)
         self._clamp_to_user_timeout()
+
+    def _rto_cause(self) -> str:
+        """What a data RTO found before it acts, as the counter to count it under (the first that
+        applies): another timeout of the same episode (`rto_repeated`), a tail loss probe
+        unanswered (`rto_lost_probe`), the oldest outstanding range resent already
+        (`rto_lost_retransmit`: nothing sent after it was delivered, so RACK could not tell), at
+        most DupThresh segments in flight (`rto_few_in_flight`), or none of these (`rto_other`:
+        lost ACKs, a whole flight lost)."""
+        if self.retries > 1:
+            return "rto_repeated"
+        if self.tlp_end is not None:
+            return "rto_lost_probe"
+        ranges = self.rtxq.ranges
+        if ranges and ranges[0].resent:
+            return "rto_lost_retransmit"
+        if self.snd_nxt - self.snd_una <= self.cfg.dupthresh * self.snd_mss:
+            return "rto_few_in_flight"
+        return "rto_other"
 
     def _clamp_to_user_timeout(self) -> None:
         """The next timeout comes no later than the user timeout, which then ends the connection on time."""
