@@ -160,3 +160,31 @@ def test_the_endpoints_take_turns_at_every_setting_and_repeat(monkeypatch: pytes
     assert [r.endpoint for r in got[:2]] == ["kernel-reno", "toe"]
     assert [r.congestion for r in got[:2]] == ["cubic", "newreno"]
     assert {("stop", "kernel"), ("stop", "toe"), ("down", 0), ("down", 1)} <= set(events[-4:])
+
+
+def test_repeats_are_pooled_not_the_median_and_rtos_are_per_mib_of_all_repeats() -> None:
+    """Two fast engine downloads and one slow: the row's goodput is total bytes over total time
+    (the median would drop the slow one), its RTOs per MiB count all three."""
+    out = []
+    for seconds, rtos in ((1.0, 0), (1.0, 0), (4.0, 6)):
+        for setting, _ in SETTINGS:
+            for kind in ("download", "echo"):
+                out.append(Run(kind, setting, "kernel-reno", 3 * MIB, 3 * MIB, 0.5, True,
+                               {"TcpExtTCPTimeouts": 3, "TcpExtTCPLossProbes": 1}, "reno"))
+                counters = {name: 0 for name in ENGINE_COUNTERS.values()} | {"rto_expired": rtos,
+                                                                             "rto_lost_probe": rtos}
+                out.append(Run(kind, setting, "toe", 3 * MIB, 3 * MIB, seconds, True, counters, "newreno"))
+    row = rows(out)[2]
+    assert row["measurement"] == "download, loss=5%" and row["repeats"] == 3
+    assert row["engine"] == round(9 * MIB * 8 / 6.0 / 1e6, 2) and row["engine_seconds"] == 2.0
+    assert row["reference"] == round(9 * MIB * 8 / 1.5 / 1e6, 2) and row["kernel_seconds"] == 0.5
+    assert row["engine_rto_per_mib"] == round(6 / 9, 2) and row["engine_rto_lost_probe_per_mib"] == round(6 / 9, 2)
+    assert row["kernel_rto_per_mib"] == 1.0 and row["kernel_tlp_per_mib"] == round(3 / 9, 2)
+    assert "total bytes over total time" in row["pooled"]
+
+
+def test_kernel_figures_are_none_without_its_counters_and_lossy_downloads_are_long() -> None:
+    row = rows(runs())[2]
+    assert row["kernel_rto_per_mib"] is None and row["engine_rto_other_per_mib"] == 0.0
+    assert set(bench.DOWNLOAD_BYTES) == {setting for setting, _ in SETTINGS}
+    assert all(bench.DOWNLOAD_BYTES[s] >= 8 * MIB for s in ("loss=1%", "loss=5%", "gemodel=1/50/50"))

@@ -6,8 +6,11 @@ with TSO on its egress, so loss hits MSS-sized segments. For each setting (no lo
 in both directions, and h1's kernel client downloads from chargen and echoes through echo on
 h2, once with h2's kernel serving and once with the engine endpoint serving (each in a lab of
 its own, built the same way, in the same run, the endpoints taking turns at every setting and
-repeat). Per row: goodput of each, engine/kernel, time to complete, and the engine's RTOs and
-fast, RACK and TLP retransmissions per MiB moved.
+repeat). Per row: goodput of each, engine/kernel, time to complete, the engine's RTOs (with
+what each found, `engine_rto_<cause>_per_mib`) and fast, RACK and TLP retransmissions per MiB
+moved, and the like-for-like kernel's RTOs and tail loss probes per MiB beside them. Every figure
+pools the repeats (total bytes over total time, counts over all MiB moved), and the lossy
+downloads are long enough (`DOWNLOAD_BYTES`) that a ratio does not hinge on one transfer's timers.
 
 The reference is like for like: the kernel server runs the congestion control that matches
 the engine's (`--engine-cc`: newreno -> reno, cubic -> cubic, bbr -> bbr; `kernel_cc`), so the
@@ -39,6 +42,7 @@ from scenarios.loss import impair_middlebox
 from scenarios.targets import Target, UnknownCounter, delta, make
 from scenarios.toe_target import ToeTarget
 from scenarios.transfer import download, echo_bytes
+from toe_engine.loss_study import RTO_CAUSES
 from toe_engine.tcp.config import TcpConfig
 
 from .rows import Measured, Row, row
@@ -55,8 +59,15 @@ SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 #: What each engine figure is, by the engine's counter name (a name the engine lacks is an error).
 ENGINE_COUNTERS = {"rto": "rto_expired", "fast": "fast_retransmits", "rack": "rack_retransmits",
-                   "tlp": "tlp_probes", "retransmits": "retransmits", "spurious_rto": "spurious_rtos"}
-DOWNLOAD_BYTES = 3 * MIB
+                   "tlp": "tlp_probes", "retransmits": "retransmits", "spurious_rto": "spurious_rtos",
+                   **{cause: cause for cause in RTO_CAUSES}}
+#: The kernel's figures beside them, by its counter name (nstat's): its RTOs and tail loss probes.
+KERNEL_COUNTERS = {"rto": "TcpExtTCPTimeouts", "tlp": "TcpExtTCPLossProbes"}
+#: Bytes downloaded per setting. Where loss leaves a transfer's time to a few RTOs, a short
+#: download's goodput is the luck of a handful of timers; these sizes give every lossy row tens
+#: of loss episodes per repeat. At 10 % the kernel too needs ~2.5 s per MiB, so it stays at 3 MiB.
+DOWNLOAD_BYTES = {"loss=0%": 3 * MIB, "loss=1%": 8 * MIB, "loss=5%": 12 * MIB, "loss=10%": 3 * MIB,
+                  "gemodel=1/50/50": 8 * MIB}
 ECHO_BYTES = 1 * MIB
 LIMIT_S = 30.0
 SEED = 1
@@ -98,8 +109,9 @@ def _transfers(target: Target, lab: Lab, services: dict[str, int], setting: str,
     for kind in ("download", "echo"):
         before = target.counters()
         if kind == "download":
-            got = download(lab, "h1", address, services["chargen"], DOWNLOAD_BYTES, LIMIT_S)
-            moved, seconds, complete, size = got.bytes, got.seconds, got.complete, DOWNLOAD_BYTES
+            size = DOWNLOAD_BYTES[setting]
+            got = download(lab, "h1", address, services["chargen"], size, LIMIT_S)
+            moved, seconds, complete = got.bytes, got.seconds, got.complete
         else:
             echoed = echo_bytes(lab, "h1", address, services["echo"], ECHO_BYTES, SEED + repeat, LIMIT_S)
             if echoed.bytes == ECHO_BYTES and not echoed.exact:
@@ -147,7 +159,8 @@ def _start(stack: ExitStack, spec: TopologySpec, endpoint: Endpoint) -> _Serving
     services = target.start(lab, "h2")
     if endpoint.engine_cc is not None and isinstance(target, ToeTarget):
         target.engine.set(tcp={"congestion": endpoint.engine_cc})  # for every connection from now on
-    return _Serving(endpoint.label, lab, target, services, ran, tuple(ENGINE_COUNTERS.values()) if toe else ())
+    counters = ENGINE_COUNTERS if toe else KERNEL_COUNTERS
+    return _Serving(endpoint.label, lab, target, services, ran, tuple(counters.values()))
 
 
 def measure(endpoints: list[Endpoint], repeats: int) -> list[Run]:
@@ -178,10 +191,18 @@ def _of(runs: list[Run], kind: str, setting: str, endpoint: str) -> list[Run]:
     return [r for r in runs if (r.kind, r.setting, r.endpoint) == (kind, setting, endpoint)]
 
 
-def _median_run(runs: list[Run]) -> Run:
-    """The run with the median time (an odd count of repeats has one)."""
-    ordered = sorted(runs, key=lambda r: r.seconds)
-    return ordered[len(ordered) // 2]
+def _pooled(runs: list[Run]) -> Run:
+    """All repeats as one transfer: bytes, seconds and counters summed, complete if each was. Under
+    loss a transfer's time is mostly a few RTOs, so the median of three repeats is the luck of a
+    handful of timers; total bytes over total time is the goodput of the whole sample."""
+    counters: dict[str, int] = {}
+    for r in runs:
+        for name, value in r.counters.items():
+            counters[name] = counters.get(name, 0) + value
+    first = runs[0]
+    return dataclasses.replace(first, size=sum(r.size for r in runs), moved=sum(r.moved for r in runs),
+                               seconds=sum(r.seconds for r in runs), complete=all(r.complete for r in runs),
+                               counters=counters)
 
 
 def rows(runs: list[Run], engine_cc: str = TcpConfig().congestion) -> list[Row]:
@@ -193,20 +214,28 @@ def rows(runs: list[Run], engine_cc: str = TcpConfig().congestion) -> list[Row]:
     out = []
     for kind in ("download", "echo"):
         for setting, _ in SETTINGS:
-            kernel, usual, engine = (_median_run(_of(runs, kind, setting, e)) for e in (like, default, "toe"))
+            kernel, usual, engine = (_pooled(_of(runs, kind, setting, e)) for e in (like, default, "toe"))
+            repeats = len(_of(runs, kind, setting, "toe"))
             mib = max(engine.moved, 1) / MIB
+            kernel_mib = max(kernel.moved, 1) / MIB
             data = row(
                 BENCH, f"{kind}, {setting}", "Mbit/s", round(kernel.mbit_per_s, 2), round(engine.mbit_per_s, 2),
                 kernel_cc=KERNEL_CC[engine_cc],
                 default_reference=round(usual.mbit_per_s, 2),
                 default_ratio=round(engine.mbit_per_s / usual.mbit_per_s, 3) if usual.mbit_per_s else None,
                 kernel_default_cc=usual.congestion or None,
-                kernel_seconds=round(kernel.seconds, 3), default_seconds=round(usual.seconds, 3),
-                engine_seconds=round(engine.seconds, 3),
+                kernel_seconds=round(kernel.seconds / repeats, 3),
+                default_seconds=round(usual.seconds / len(_of(runs, kind, setting, default)), 3),
+                engine_seconds=round(engine.seconds / repeats, 3),
                 kernel_complete=kernel.complete, engine_complete=engine.complete,
-                repeats=len(_of(runs, kind, setting, "toe")))
+                repeats=repeats, mib_per_repeat=round(engine.size / repeats / MIB, 2),
+                pooled="goodput: total bytes over total time of all repeats; seconds: mean per transfer; "
+                       "per MiB: counts of all repeats over the MiB they moved")
             for figure, name in ENGINE_COUNTERS.items():
                 data[f"engine_{figure}_per_mib"] = round(engine.counters[name] / mib, 2)
+            for figure, name in KERNEL_COUNTERS.items():
+                value = kernel.counters.get(name)
+                data[f"kernel_{figure}_per_mib"] = None if value is None else round(value / kernel_mib, 2)
             out.append(data)
     return out
 
@@ -216,9 +245,10 @@ def table(data: list[dict[str, Any]]) -> Table:
     like, usual = first.get("kernel_cc", "?"), first.get("kernel_default_cc") or "default"
     t = Table(title=f"loss: engine endpoint ({first.get('engine_cc') or 'its default'}) vs the kernel running {like} "
                     f"(like for like: engine/kernel) and its default {usual} (engine/default); same client, same "
-                    "seeded middlebox, same run (median)")
+                    "seeded middlebox, same run (all repeats pooled)")
     for column in ("measurement", f"kernel {like} Mbit/s", "engine Mbit/s", "engine/kernel", f"kernel {usual}",
-                   "engine/default", "kernel s", "engine s", "RTO/MiB", "fast/MiB", "RACK/MiB", "TLP/MiB"):
+                   "engine/default", "kernel s", "engine s", "RTO/MiB", f"kernel {like} RTO/MiB", "fast/MiB",
+                   "RACK/MiB", "TLP/MiB"):
         t.add_column(column, justify="right")
     for row in data:
         late = "" if row["engine_complete"] else " (incomplete)"
@@ -226,6 +256,7 @@ def table(data: list[dict[str, Any]]) -> Table:
                   "-" if row["ratio"] is None else f"{row['ratio']:.2f}", f"{row['default_reference']:.1f}",
                   "-" if row["default_ratio"] is None else f"{row['default_ratio']:.2f}",
                   f"{row['kernel_seconds']:.2f}", f"{row['engine_seconds']:.2f}", f"{row['engine_rto_per_mib']:.2f}",
+                  "-" if row["kernel_rto_per_mib"] is None else f"{row['kernel_rto_per_mib']:.2f}",
                   f"{row['engine_fast_per_mib']:.2f}", f"{row['engine_rack_per_mib']:.2f}",
                   f"{row['engine_tlp_per_mib']:.2f}")
     return t
