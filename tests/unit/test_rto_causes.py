@@ -10,22 +10,9 @@ import pytest
 from toe_engine.counters import STANDARD_COUNTERS
 from toe_engine.segment import Segment
 from toe_engine.tcp import TcpConfig
-from toe_engine.tcp.testing import Harness
+from toe_engine.tcp.testing import Harness, drop_copies
 
 CAUSES = ("rto_repeated", "rto_lost_retransmit", "rto_lost_probe", "rto_few_in_flight", "rto_other")
-
-
-def drop_copies(offsets: dict[int, int], base: int) -> Callable[[str, Segment], bool]:
-    """Drop the first `n` copies of the data segment at `base + offset`, for each {offset: n}."""
-    left = {(base + off) & 0xFFFFFFFF: n for off, n in offsets.items()}
-
-    def rule(src: str, seg: Segment) -> bool:
-        if src == "a" and seg.payload and left.get(seg.seq, 0) > 0:
-            left[seg.seq] -= 1
-            return True
-        return False
-
-    return rule
 
 
 def causes_after(cfg: TcpConfig, segments: int, drop: Callable[[int, int], Callable[[str, Segment], bool]],

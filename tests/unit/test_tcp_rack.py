@@ -18,26 +18,13 @@ from toe_engine.runtime.endpoint import EndpointSettings, check_runtime_tcp
 from toe_engine.segment import ACK, SYN, Segment
 from toe_engine.tcp import State, TcpConfig
 from toe_engine.tcp.congestion import Cubic
-from toe_engine.tcp.testing import IP_A, IP_B, BulkTransfer, Harness, Impairment, pumping
+from toe_engine.tcp.testing import IP_A, IP_B, BulkTransfer, Harness, Impairment, drop_copies, pumping
 
 ONE_WAY = 0.01
 
 
 def data_sent(h: Harness, src: str = "a") -> list[tuple[float, Segment, bool]]:
     return [(s.time, s.seg, s.dropped) for s in h.trace if s.src == src and s.seg.payload]
-
-
-def drop_copies(offsets: dict[int, int], base: int) -> Callable[[str, Segment], bool]:
-    """Drop the first `n` copies of the data segment at `base + offset`, for each {offset: n}."""
-    left = {(base + off) & 0xFFFFFFFF: n for off, n in offsets.items()}
-
-    def rule(src: str, seg: Segment) -> bool:
-        if src == "a" and seg.payload and left.get(seg.seq, 0) > 0:
-            left[seg.seq] -= 1
-            return True
-        return False
-
-    return rule
 
 
 def sender(cfg: TcpConfig, receiver: TcpConfig | None = None) -> tuple[Harness, object, object, int, int]:

@@ -221,3 +221,17 @@ def pumping(*transfers: BulkTransfer) -> Callable[[Harness], None]:
             transfer.pump(h.now)
 
     return pump_all
+
+
+def drop_copies(offsets: dict[int, int], base: int) -> Callable[[str, Segment], bool]:
+    """A `drop_if` rule: lose the first `n` copies a sends of the data segment at `base + offset`,
+    for each {offset: n} (n = 2 loses the original and its first retransmission)."""
+    left = {(base + off) & MASK: n for off, n in offsets.items()}
+
+    def rule(src: str, seg: Segment) -> bool:
+        if src == "a" and seg.payload and left.get(seg.seq, 0) > 0:
+            left[seg.seq] -= 1
+            return True
+        return False
+
+    return rule
