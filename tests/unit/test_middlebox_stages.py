@@ -1,12 +1,15 @@
 """Middlebox stages on synthetic frames: GRO/LRO/TSO/impairment adapters and the router's rules.
 
-No root and no sockets: frames are built with the engine's codec and read back with Scapy
-where an independent reading matters (ICMP errors, ARP requests).
+No root and no network: frames are built with the engine's codec and read back with Scapy
+where an independent reading matters (ICMP errors, ARP requests). The middlebox's ports are
+datagram socket pairs, so its forwarder reads and writes real descriptors.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
+
+from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
@@ -437,14 +440,25 @@ def test_in_place_path_follows_neighbour_changes() -> None:
         assert stage.forward_in_place(buf, n) and buf[VNET_HDR_LEN:VNET_HDR_LEN + 12] == mac + MB1_MAC
 
 
+class DriverCalls(FrameDriver):
+    """A FrameDriver whose reads and writes are its own methods, so the forwarder calls them per frame
+    instead of reading and writing the descriptor itself."""
+
+    def read_raw(self) -> int:
+        return super().read_raw()
+
+    def write_raw(self, header_and_frame: bytes | bytearray | memoryview) -> bool:
+        return super().write_raw(header_and_frame)
+
+
 class SocketPort:
     """A FrameDriver on one end of a datagram socket pair; the test holds the other end (the wire)."""
 
-    def __init__(self, name: str) -> None:
-        self._ours, self.wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._ours.setblocking(False)
+    def __init__(self, name: str, driver: type[FrameDriver] = FrameDriver) -> None:
+        self.ours, self.wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.ours.setblocking(False)
         self.wire.setblocking(False)
-        self.driver = FrameDriver(self._ours.fileno(), name, None, RX_BUFFER)
+        self.driver = driver(self.ours.fileno(), name, None, RX_BUFFER)
 
     def put(self, item: tuple[VnetHeader, bytes]) -> None:
         self.wire.send(item[0].pack() + item[1])
@@ -459,10 +473,12 @@ class SocketPort:
             out.append((VnetHeader.unpack(raw), raw[VNET_HDR_LEN:]))
 
 
-def router_middlebox(egress_mtu: int = 1400) -> tuple[Middlebox, SocketPort, SocketPort]:
-    a, b = SocketPort("eth0"), SocketPort("eth1")
+def router_middlebox(egress_mtu: int = 1400, driver: type[FrameDriver] = FrameDriver,
+                     budget: int = 64) -> tuple[Middlebox, SocketPort, SocketPort]:
+    a, b = SocketPort("eth0", driver), SocketPort("eth1", driver)
     router, _ = make_router(egress_mtu, resolved=False)
-    box = Middlebox(MiddleboxConfig(mode="router"), a.driver, b.driver, (router.ports[0], router.ports[1]))
+    box = Middlebox(MiddleboxConfig(mode="router", budget=budget), a.driver, b.driver,
+                    (router.ports[0], router.ports[1]))
     assert box.router is not None
     for address, mac in ((H2, H2_MAC), (H2_6, H2_MAC), (H1, H1_MAC)):
         box.router.learn(address, mac)
@@ -484,6 +500,62 @@ def test_router_middlebox_forwards_common_frames_in_place_and_the_rest_through_t
     assert (Ether(icmp)[ICMP].type, Ether(icmp)[IP].dst) == (11, "10.0.1.2")
     counters = box.stats()["directions"]["a_to_b"]
     assert (counters["fwd_frames"], counters["fwd_in_place"], counters["ttl_expired"]) == (3, 3, 1)
+
+
+MIXED_FRAMES = [super_frame(40 * 1348, gso_size=1348), tcp_frame(0, 0), tcp_frame(0, 100, ttl=1),
+                tcp_frame(0, 500, src=H1_6, dst=H2_6), (super_frame(4 * MSS)[0]._replace(gso_size=0), super_frame(4 * MSS)[1]),
+                tcp_frame(0, 1448), tcp_frame(0, 100, dst_mac=H2_MAC), (PLAIN_VNET_HEADER, ARP_REQUEST_FRAME)]
+
+
+def forwarded(driver: type[FrameDriver], change: dict[str, object], frames: list[tuple[VnetHeader, bytes]],
+              egress_buffer: int = 0) -> tuple[list[tuple[VnetHeader, bytes]], list[tuple[VnetHeader, bytes]], dict[str, Any]]:
+    """What a router middlebox with `driver`s sent on b and back on a for `frames` put on a, and its stats;
+    `egress_buffer` sets b's send buffer, so the kernel refuses what does not fit."""
+    box, a, b = router_middlebox(driver=driver)
+    if egress_buffer:
+        b.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, egress_buffer)
+    box.update("a_to_b", change, 0.0)
+    for item in frames:
+        a.put(item)
+    box.forwarder.a_to_b.pump(0.0)
+    return b.taken(), a.taken(), box.stats()
+
+
+@pytest.mark.parametrize("change", [{}, {"coalesce": "gro"}, {"tso": True}, {"impairments": {"loss": 30.0}}],
+                         ids=["router", "gro, router", "router, tso", "router, loss"])
+def test_plain_drivers_forward_as_the_drivers_own_reads_and_writes_do(change: dict[str, object]) -> None:
+    plain = forwarded(FrameDriver, change, MIXED_FRAMES)
+    assert plain == forwarded(DriverCalls, change, MIXED_FRAMES)
+    out, back, stats = plain
+    assert out and back  # forwarded frames, and ICMP errors or the ARP reply back to h1
+    drivers = stats["drivers"]
+    assert drivers["eth0"]["rx_frames"] == len(MIXED_FRAMES)
+    assert drivers["eth0"]["rx_bytes"] == sum(len(f) for _, f in MIXED_FRAMES)
+    assert drivers["eth1"]["tx_bytes"] == sum(len(f) for _, f in out)
+
+
+def test_plain_pump_stops_at_the_budget_and_leaves_the_rest_queued() -> None:
+    frames = [tcp_frame(i * 100, 100, ip_id=i) for i in range(9)]
+    box, a, b = router_middlebox(budget=4)
+    for item in frames:
+        a.put(item)
+    box.forwarder.a_to_b.pump(0.0)
+    assert [tcp_payload(f) for _, f in b.taken()] == [payload(i * 100, 100) for i in range(4)]
+    box.forwarder.a_to_b.pump(0.0)
+    box.forwarder.a_to_b.pump(0.0)
+    assert [tcp_payload(f) for _, f in b.taken()] == [payload(i * 100, 100) for i in range(4, 9)]
+    counters = box.stats()["directions"]["a_to_b"]
+    assert (counters["fwd_frames"], counters["fwd_in_place"]) == (9, 9)
+
+
+def test_plain_pump_counts_what_a_full_egress_queue_refused() -> None:
+    frames = [tcp_frame(i * 100, 100, ip_id=i) for i in range(40)]
+    plain_out, _, plain = forwarded(FrameDriver, {}, frames, egress_buffer=4096)
+    calls_out, _, calls = forwarded(DriverCalls, {}, frames, egress_buffer=4096)
+    assert plain_out == calls_out and plain["drivers"] == calls["drivers"]
+    egress = plain["drivers"]["eth1"]
+    assert 0 < egress["tx_frames"] == len(plain_out) < 40 and egress["tx_dropped"] == 40 - len(plain_out)
+    assert plain["directions"]["a_to_b"]["fwd_in_place"] == 40
 
 
 def test_in_place_path_behind_gro_only_while_gro_holds_nothing() -> None:

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from toe_engine.counters import Counters
 from toe_engine.impair import ImpairmentSpec, ImpairmentSpecError
@@ -99,7 +99,7 @@ class MiddleboxConfig(BaseModel):
     routes: list[StaticRoute] = []
     coalesce_flush_timeout: float = 0.0
     record_decisions: bool = False
-    budget: int = 64
+    budget: int = Field(64, ge=1)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> MiddleboxConfig:
