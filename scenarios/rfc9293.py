@@ -56,6 +56,9 @@ DELAYED_ACK_MIN_S = 0.004
 #: Delayed ACKs are the rule, not an accident: at least this share of the isolated segments must be
 #: acknowledged late (Linux's quick-ACK mode answers the first few of a connection at once).
 DELAYED_ACK_SHARE = 0.25
+#: SHLD-19's slack: Linux's one ACK for what queued while its application held the socket now and then
+#: covers three full segments; an ACK covering more is a stretch ACK.
+MAX_SEGMENTS_PER_ACK = 3
 
 
 class Rfc9293Params(ScenarioParams):
@@ -624,12 +627,13 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
         synack = peer.handshake([("MSS", ctx.params.mtu - 40)])
         rmss = option_value(synack, "MSS") or 536
         start = peer.snd_nxt
-        acked, window, sent = 0, synack[TCP].window, 0
+        acked, window, sent, peak = 0, synack[TCP].window, 0, 0
         payload = bytes(i % 256 for i in range(rmss))
         while acked < n * rmss:
             while sent < n and (sent + 1) * rmss - acked <= window:
                 peer.send_data(payload)
                 sent += 1
+            peak = max(peak, sent * rmss - acked)
             try:
                 frame = peer.expect("A", payload=False, where=lambda t: _seq_diff(t.ack, seq_add(start, acked)) > 0)
             except PeerTimeout:
@@ -637,10 +641,14 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
             acked, window = _seq_diff(frame[TCP].ack, start), frame[TCP].window
             acks.append((acked, window))
     gaps = [b - a for (a, _), (b, _) in zip([(0, 0)] + acks, acks)]
-    yield ctx.check("ack-every-second-segment", "SHLD-19", acked_every_second(len(acks), acked, n, rmss),
+    largest = max(gaps, default=0)
+    yield ctx.check("ack-every-second-segment", "SHLD-19", acked_every_second(len(acks), acked, n, rmss, peak, largest),
                     f"{n} segments of {rmss} bytes drew {len(acks)} ACKs (at least {n // 2} needed), the largest "
-                    f"advancing {max(gaps, default=0)} bytes, final ACK at {acked}",
-                    numbers={"acks": len(acks), "largest_gap": max(gaps, default=0), "rmss": rmss})
+                    f"advancing {largest} bytes (at most {MAX_SEGMENTS_PER_ACK} segments allowed), final ACK at "
+                    f"{acked}; up to {peak // rmss} segments were unacknowledged at once (at least 3 needed for "
+                    f"an ACK to be able to cover more than two)",
+                    numbers={"acks": len(acks), "largest_gap": max(gaps, default=0), "rmss": rmss,
+                             "peak_in_flight": peak})
     edges = [a + w for a, w in acks]
     shrinks = sum(b < a for a, b in zip(edges, edges[1:]))
     yield ctx.check("receiver-window-not-shrunk", "SHLD-14", bool(edges) and shrinks == 0,
@@ -648,14 +656,20 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     numbers={"shrinks": shrinks})
 
 
-def acked_every_second(acks: int, acked: int, segments: int, rmss: int) -> bool:
-    """Everything was acknowledged, with at least one ACK per two full-sized segments (SHLD-19).
+def acked_every_second(acks: int, acked: int, segments: int, rmss: int, peak_in_flight: int,
+                       largest_ack: int) -> bool:
+    """Everything was acknowledged, with at least one ACK per two full-sized segments (SHLD-19)
+    and none covering more than MAX_SEGMENTS_PER_ACK, while the window let at least three segments
+    be unacknowledged at once: with two at most, a receiver could not cover more than two with one
+    ACK, and the count would prove nothing.
 
-    Counted over the stream, not per ACK: Linux now and then covers three segments with one ACK
-    when they queue while its application holds the socket, and makes up for it with quick ACKs
-    elsewhere; a receiver that ACKs only every third segment still falls short of the count.
+    Counted over the stream, with one segment of slack per ACK: Linux now and then covers three
+    segments with one ACK when they queue while its application holds the socket, and makes up
+    for it with quick ACKs elsewhere; a receiver that ACKs only every third segment still falls
+    short of the count, and one that ACKs a whole burst at once exceeds the slack.
     """
-    return segments > 0 and acked == segments * rmss and acks >= segments // 2
+    return (segments > 0 and acked == segments * rmss and acks >= segments // 2
+            and peak_in_flight >= 3 * rmss and largest_ack <= MAX_SEGMENTS_PER_ACK * rmss)
 
 
 # --- ISNs --------------------------------------------------------------------------------------------

@@ -88,14 +88,15 @@ def test_the_delayed_ack_timer_still_backs_a_deferred_ack_up() -> None:
     assert deadline is not None and deadline <= h.now + TcpConfig().delayed_ack
 
 
-def runtime_after_handshake(ack_defer: bool) -> tuple[EndpointRuntime, MemoryDriver, int]:
-    """An endpoint runtime on in-memory drivers with one connection to discard open; its ACK number."""
+def runtime_after_handshake(ack_defer: bool, gro: bool = False) -> tuple[EndpointRuntime, MemoryDriver, int]:
+    """An endpoint runtime on in-memory drivers with one connection to discard open, its first
+    segment read (the window update that read owes sent): the runtime, the wire, the ACK number."""
     core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={DISCARD: "discard"}, secret=b"defer",
                                        tcp=TcpConfig(rcv_buf=1 << 22, wscale=8, delayed_ack=0.04)))
     core.neighbors.learn(IP_A, MAC_A)
     wire = MemoryDriver("wire", keep_sent=True)
     runtime = EndpointRuntime(core, wire, MemoryDriver("host"),
-                              EndpointSettings(addresses=["192.0.2.2"], gro=False, ack_defer=ack_defer))
+                              EndpointSettings(addresses=["192.0.2.2"], gro=gro, ack_defer=ack_defer))
     runtime.clock = lambda: 1.0
     wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN, 0, SYN, 65535, b"", TcpOptions(mss=MSS, wscale=8)))])
     runtime.pump_wire(1.0)
@@ -104,6 +105,10 @@ def runtime_after_handshake(ack_defer: bool) -> tuple[EndpointRuntime, MemoryDri
     wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN + 1, synack.seq + 1, ACK, 1024))])
     runtime.pump_wire(1.0)
     wire.sent.clear()
+    wire.put([wire_frame(data_segment(0, synack.seq + 1))])
+    runtime.pump_wire(1.0)
+    assert acked(wire) == [MSS]  # the first read opened the window: an update at once, deferral or not
+    wire.sent.clear()
     return runtime, wire, synack.seq + 1
 
 
@@ -111,31 +116,57 @@ def wire_frame(seg: Segment, ip_id: int = 0) -> bytes:
     return VNET_VALID + bytes(build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, seg, ip_id=ip_id))
 
 
-@pytest.mark.parametrize("ack_defer", [True, False], ids=["deferred", "per-segment-pair"])
-def test_the_runtime_acks_a_wake_up_batch_once(ack_defer: bool) -> None:
-    runtime, wire, ack = runtime_after_handshake(ack_defer)
-    segments = 30
-    wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN + 1 + k * MSS, ack, ACK, 1024, bytes([k]) * MSS), k)
-              for k in range(segments)])
-    assert runtime.pump_wire(1.0) == segments
+def data_segment(k: int, ack: int, flags: int = ACK) -> Segment:
+    """Full-sized segment `k` of the client's stream to discard."""
+    return Segment(CLIENT, DISCARD, ISN + 1 + k * MSS, ack, flags, 1024, bytes([k % 251]) * MSS)
+
+
+def read(runtime: EndpointRuntime, wire: MemoryDriver, first: int, count: int, ack: int) -> None:
+    """Segments first..first+count-1 waiting on the wire, taken in one read."""
+    wire.put([wire_frame(data_segment(k, ack), k) for k in range(first, first + count)])
+    assert runtime.pump_wire(1.0) == count
+
+
+def acked(wire: MemoryDriver) -> list[int]:
+    """What each frame the engine sent acknowledges, in stream octets."""
     sent = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.sent]
-    acked = [t.ack - ISN - 1 for t in sent if t is not None]
-    if ack_defer:  # the window update the first read owes, then the batch's one ACK
-        assert acked == [MSS, segments * MSS]
-    else:  # the first read's window update, then every second full-sized segment (SHLD-19)
-        assert acked == [k * MSS for k in range(1, segments, 2)]
-    assert sum(app.received for app in runtime.core.apps.values()) == segments * MSS
+    return [t.ack - ISN - 1 for t in sent if t is not None]
+
+
+@pytest.mark.parametrize("ack_defer", [True, False], ids=["ack_defer", "no-ack_defer"])
+def test_a_read_short_of_the_budget_acks_every_second_full_segment(ack_defer: bool) -> None:
+    """Three segments in one read of an engine that keeps up: the ACK leaves at the second (SHLD-19),
+    the third waits for its partner or the delayed-ACK timer, never one stretch ACK for all three."""
+    runtime, wire, ack = runtime_after_handshake(ack_defer)
+    read(runtime, wire, 1, 3, ack)
+    assert acked(wire) == [3 * MSS]  # segments 1 and 2 of the read, at once
+    runtime.on_due(1.05)
+    assert acked(wire) == [3 * MSS, 4 * MSS]  # the third: delayed ACK
+
+
+@pytest.mark.parametrize("gro", [False, True], ids=["gro-off", "gro-on"])
+def test_a_read_that_reaches_the_budget_is_a_backlog_and_draws_one_ack(gro: bool) -> None:
+    runtime, wire, ack = runtime_after_handshake(ack_defer=True, gro=gro)
+    read(runtime, wire, 1, runtime.budget, ack)
+    assert acked(wire) == [(1 + runtime.budget) * MSS]  # one ACK for the read, at its end
+    assert sum(app.received for app in runtime.core.apps.values()) == (1 + runtime.budget) * MSS
+
+
+def test_without_ack_defer_a_full_read_acks_every_second_full_segment() -> None:
+    runtime, wire, ack = runtime_after_handshake(ack_defer=False)
+    read(runtime, wire, 1, runtime.budget, ack)
+    assert acked(wire) == [k * MSS for k in range(3, runtime.budget + 2, 2)]
 
 
 def test_ack_defer_is_a_setting_shown_and_changed_at_run_time() -> None:
     settings = EndpointSettings(addresses=["192.0.2.2"])
-    assert not settings.ack_defer  # off by default: a deferred ACK can stretch past two segments (SHLD-19)
+    assert settings.ack_defer  # Linux's default (net.ipv4.tcp_backlog_ack_defer = 1)
     core = EndpointCore(EndpointConfig(bytes(6), (IP_B,), secret=b"t"))
     runtime = EndpointRuntime(core, MemoryDriver("wire"), MemoryDriver("host"), settings)
     handle = endpoint_handler(runtime)
-    assert handle({"cmd": "config"}, 1.0)["config"]["ack_defer"] is False
-    assert handle({"cmd": "set", "ack_defer": "on"}, 1.0)["config"]["ack_defer"] is True
+    assert handle({"cmd": "config"}, 1.0)["config"]["ack_defer"] is True
     assert handle({"cmd": "set", "ack_defer": "off"}, 1.0)["config"]["ack_defer"] is False
+    assert handle({"cmd": "set", "ack_defer": "on"}, 1.0)["config"]["ack_defer"] is True
     with pytest.raises(ValueError, match="ack_defer must be on or off"):
         handle({"cmd": "set", "ack_defer": "sometimes"}, 1.0)
     assert EndpointSettings.parse({"addresses": ["192.0.2.2"], "ack_defer": False}).ack_defer is False

@@ -97,10 +97,10 @@ class EndpointSettings(BaseModel):
     tx_offload: bool = True
     tap_offloads: bool = True
     gro: bool = True  # receive coalescing of each batch's in-order segments (ethtool -K gro; offload.rx_gro)
-    #: One ACK per connection for the in-order data of each receive batch, as Linux sends one for
-    #: what it works through from a socket's backlog (net.ipv4.tcp_backlog_ack_defer). Off by default:
-    #: a batch of more than two full segments then draws a stretch ACK, which RFC 9293 SHLD-19 asks not to send.
-    ack_defer: bool = False
+    #: One ACK per connection for the in-order data of a read that reached `budget` frames (the engine
+    #: was behind: a backlog), as Linux sends one for what it works through from a socket's backlog
+    #: (net.ipv4.tcp_backlog_ack_defer, on by default); shorter reads ACK every second full segment (SHLD-19).
+    ack_defer: bool = True
     mtu: int | None = Field(None, ge=576, le=65535)
     tcp: dict[str, Any] = {}
     secret: str | None = None
@@ -290,31 +290,42 @@ class EndpointRuntime:
     def pump_wire(self, now: float) -> int:
         """Frames from the wire: to the engine, or unchanged to the host if it declines them.
 
-        A ring driver hands over a whole block per wake-up; replies queue up and leave in one
-        batch at the end (`commit_tx`), a plain driver has sent each already. With `ack_defer`
-        the frames read in one go are a batch as Linux's socket backlog is: each connection
-        sends the ACK its in-order data owes once, at the batch's end (EndpointCore.begin_batch).
+        The driver hands over what is waiting in batches (a ring driver a whole block each);
+        replies queue up and leave in one go at the end (`commit_tx`), a plain driver has sent
+        each already.
+
+        With `ack_defer`, a read that reaches the budget is a backlog: from the batch that reaches
+        it on, in-order data draws one ACK per connection at the read's end (EndpointCore.begin_batch).
+        Linux defers the ACKs of a socket's backlog and nothing else (tcp_backlog_ack_defer), and a
+        backlog forms only while the socket's owner is busy; likewise a read stops at the budget only
+        when at least that many frames were waiting, which happens when the engine was busy while they
+        came, and then answering every second segment is the cost that keeps it behind. A shorter
+        read found the engine keeping up (a sender bursts at most its window, a paced peer brings a
+        few frames per read) and ACKs every second full-sized segment as it comes (SHLD-19): no
+        stretch ACK from an engine that is not behind.
         """
-        core, defer = self.core, self.ack_defer
-        if defer:
-            core.begin_batch()
+        core, wire, budget, gro = self.core, self.wire, self.budget, self.gro
+        defer, deferring, count = self.ack_defer, False, 0
         try:
-            count = self._pump_coalesced(now, self.gro) if self.gro is not None else self._pump_frames(now)
+            for batch in wire.batches(budget):
+                count += len(batch)
+                if defer and not deferring and count >= budget:
+                    core.begin_batch()
+                    deferring = True
+                now = self._frame_by_frame(batch, now) if gro is None else self._coalesced(batch, now, gro)
         finally:
-            if defer:
+            if deferring:
                 core.end_batch(self.clock())
                 if core.tx:
                     self.flush(commit=False)
-        self.wire.commit_tx()
+        wire.commit_tx()
         return count
 
-    def _pump_frames(self, now: float) -> int:
-        """`pump_wire` frame by frame, as the driver hands them over."""
-        core, wire = self.core, self.wire
+    def _frame_by_frame(self, batch: list[memoryview], now: float) -> float:
+        """One batch to the engine frame by frame; returns the time the next batch is handled at."""
+        core = self.core
         from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
-        count = 0
-        for frame in wire.frames(self.budget):
-            count += 1
+        for frame in batch:
             try:
                 consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
                                      _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
@@ -331,48 +342,43 @@ class EndpointRuntime:
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
-        return count
+        return now
 
-    def _pump_coalesced(self, now: float, gro: RxGro) -> int:
-        """`pump_wire` with receive GRO: each batch's segments coalesced per flow (offload.rx_gro),
-        every aggregate handed to the engine once, and all of the batch handled before the next."""
-        core, wire, counters = self.core, self.wire, self.core.counters
-        from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
-        receive = gro.receive
+    def _coalesced(self, batch: list[memoryview], now: float, gro: RxGro) -> float:
+        """One batch with receive GRO: its segments coalesced per flow (offload.rx_gro), every
+        aggregate handed to the engine once; returns the time the next batch is handled at."""
+        core, counters = self.core, self.core.counters
+        from_wire, to_host, flush, receive = core.from_wire, self.host.write_raw, self.flush, gro.receive
         out: list[Delivered] = []
-        count = 0
-        for batch in wire.batches(self.budget):
-            count += len(batch)
-            for wire_frame in batch:
+        for wire_frame in batch:
+            try:
+                receive(wire_frame, out)
+            except Exception:  # never expected (the coalescer only reads headers), never fatal
+                self._engine_error(wire_frame[VNET_HDR_LEN:])
+        gro.flush(out)
+        for item in out:
+            frame: bytes | memoryview
+            if isinstance(item, Aggregate):
+                frame, trusted, gso_size = item.frame, True, item.gso_size
+                counters.inc("rx_frames", len(item.originals) - 1)  # wire frames, as without GRO
+            else:
+                frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
+                gso_size = _GSO_SIZE.unpack_from(item, 4)[0] if item[1] else 0  # a peer's GSO frame
+            try:
+                consumed = from_wire(frame, now, trusted, gso_size)
+            except Exception:  # one frame that trips the engine must not stop the node
+                self._engine_error(memoryview(frame))
+                consumed = True
+            if not consumed:  # the host gets the wire's frames, never an aggregate
                 try:
-                    receive(wire_frame, out)
-                except Exception:  # never expected (the coalescer only reads headers), never fatal
-                    self._engine_error(wire_frame[VNET_HDR_LEN:])
-            gro.flush(out)
-            for item in out:
-                frame: bytes | memoryview
-                if isinstance(item, Aggregate):
-                    frame, trusted, gso_size = item.frame, True, item.gso_size
-                    counters.inc("rx_frames", len(item.originals) - 1)  # wire frames, as without GRO
-                else:
-                    frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
-                    gso_size = _GSO_SIZE.unpack_from(item, 4)[0] if item[1] else 0  # a peer's GSO frame
-                try:
-                    consumed = from_wire(frame, now, trusted, gso_size)
-                except Exception:  # one frame that trips the engine must not stop the node
-                    self._engine_error(memoryview(frame))
-                    consumed = True
-                if not consumed:  # the host gets the wire's frames, never an aggregate
-                    try:
-                        for original in item.originals if isinstance(item, Aggregate) else (item,):
-                            to_host(original)
-                    except OSError:
-                        counters.inc("host_tx_errors")
-                if core.tx:
-                    flush(commit=False)
-                    now = self.clock()
-            out.clear()
-        return count
+                    for original in item.originals if isinstance(item, Aggregate) else (item,):
+                        to_host(original)
+                except OSError:
+                    counters.inc("host_tx_errors")
+            if core.tx:
+                flush(commit=False)
+                now = self.clock()
+        return now
 
     def pump_host(self, now: float) -> int:
         """Frames the host kernel sends go to the wire as they are (header included)."""
