@@ -129,6 +129,9 @@ def test_the_in_memory_bench_sees_two_frames_out_per_connection(through_runtime:
     cost = in_memory_cost(50, through_runtime=through_runtime)
     assert cost.frames_in == 4 and cost.frames_out == 2
     assert 0 < cost.cpu_us < 100_000
+    assert len(cost.phases_us) == 3 and all(us > 0 for us in cost.phases_us)  # SYN, ACK+GET, RST each cost CPU
+    assert sum(cost.phases_us) == pytest.approx(cost.cpu_us)
+
 
 
 @pytest.mark.parametrize("response, ok", [
