@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +23,7 @@ FULL = 1448  # a full-sized segment with timestamps
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 DISCARD, CLIENT, ISN, MSS = 9, 40000, 1000, 1460
 VNET_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
+BUDGET = EndpointSettings.model_fields["budget"].default  # frames a read takes at most
 
 
 def established() -> tuple[Harness, Segment]:
@@ -88,16 +90,36 @@ def test_the_delayed_ack_timer_still_backs_a_deferred_ack_up() -> None:
     assert deadline is not None and deadline <= h.now + TcpConfig().delayed_ack
 
 
-def runtime_after_handshake(ack_defer: bool, gro: bool = False) -> tuple[EndpointRuntime, MemoryDriver, int]:
+class BlockDriver(MemoryDriver):
+    """Hands what waits over in blocks of `blocks` frames, one batch each, as a ring driver hands
+    over one TPACKET_V3 block per batch, until the budget is reached."""
+
+    def __init__(self, blocks: list[int]) -> None:
+        super().__init__("wire", keep_sent=True)
+        self.blocks = blocks
+
+    def batches(self, budget: int) -> Iterator[list[memoryview]]:
+        taken, pending = 0, self.pending
+        for size in self.blocks:
+            if taken >= budget or not pending:
+                return
+            batch = [pending.popleft() for _ in range(min(size, len(pending)))]
+            taken += len(batch)
+            yield batch
+
+
+def runtime_after_handshake(ack_defer: bool, gro: bool = False,
+                            wire: MemoryDriver | None = None) -> tuple[EndpointRuntime, MemoryDriver, int]:
     """An endpoint runtime on in-memory drivers with one connection to discard open, its first
     segment read (the window update that read owes sent): the runtime, the wire, the ACK number."""
     core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={DISCARD: "discard"}, secret=b"defer",
                                        tcp=TcpConfig(rcv_buf=1 << 22, wscale=8, delayed_ack=0.04)))
     core.neighbors.learn(IP_A, MAC_A)
-    wire = MemoryDriver("wire", keep_sent=True)
+    wire = wire or MemoryDriver("wire", keep_sent=True)
     runtime = EndpointRuntime(core, wire, MemoryDriver("host"),
                               EndpointSettings(addresses=["192.0.2.2"], gro=gro, ack_defer=ack_defer))
     runtime.clock = lambda: 1.0
+    assert runtime.budget == BUDGET
     wire.put([wire_frame(Segment(CLIENT, DISCARD, ISN, 0, SYN, 65535, b"", TcpOptions(mss=MSS, wscale=8)))])
     runtime.pump_wire(1.0)
     synack = parse_frame(wire.sent[-1][10:], verify_csum=False).tcp
@@ -147,15 +169,43 @@ def test_a_read_short_of_the_budget_acks_every_second_full_segment(ack_defer: bo
 @pytest.mark.parametrize("gro", [False, True], ids=["gro-off", "gro-on"])
 def test_a_read_that_reaches_the_budget_is_a_backlog_and_draws_one_ack(gro: bool) -> None:
     runtime, wire, ack = runtime_after_handshake(ack_defer=True, gro=gro)
-    read(runtime, wire, 1, runtime.budget, ack)
-    assert acked(wire) == [(1 + runtime.budget) * MSS]  # one ACK for the read, at its end
-    assert sum(app.received for app in runtime.core.apps.values()) == (1 + runtime.budget) * MSS
+    read(runtime, wire, 1, BUDGET, ack)
+    assert acked(wire) == [(1 + BUDGET) * MSS]  # one ACK for the read, at its end
+    assert sum(app.received for app in runtime.core.apps.values()) == (1 + BUDGET) * MSS
+
+
+def test_a_read_of_several_blocks_defers_from_the_block_that_reaches_the_budget() -> None:
+    """Blocks of 4 and 62 frames: the first block alone is short of the budget and ACKs every second
+    segment as it comes; the read reaches the budget with the second, whose ACK waits for the end."""
+    runtime, wire, ack = runtime_after_handshake(ack_defer=True, wire=BlockDriver([4, BUDGET - 2]))
+    read(runtime, wire, 1, BUDGET + 2, ack)
+    assert acked(wire) == [3 * MSS, 5 * MSS, (3 + BUDGET) * MSS]
+
+
+def test_a_backlog_read_of_two_flows_draws_one_ack_each() -> None:
+    runtime, wire, ack = runtime_after_handshake(ack_defer=True)
+    other = CLIENT + 1
+    wire.put([wire_frame(Segment(other, DISCARD, ISN, 0, SYN, 65535, b"", TcpOptions(mss=MSS, wscale=8)))])
+    runtime.pump_wire(1.0)
+    synack = parse_frame(wire.sent[-1][10:], verify_csum=False).tcp
+    assert synack is not None and synack.flags == SYN | ACK
+    second = [Segment(other, DISCARD, ISN + 1 + k * MSS, synack.seq + 1, ACK, 1024, bytes([k]) * MSS)
+              for k in range(1 + BUDGET // 2)]
+    wire.put([wire_frame(second[0])])  # it completes the handshake and draws the window update at once
+    runtime.pump_wire(1.0)
+    wire.sent.clear()
+    first = [data_segment(k, ack) for k in range(1, 1 + BUDGET // 2)]
+    wire.put([wire_frame(seg, k) for k, pair in enumerate(zip(first, second[1:])) for seg in pair])
+    assert runtime.pump_wire(1.0) == BUDGET
+    replies = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.sent]
+    ends = sorted((t.dst_port, t.ack - ISN - 1) for t in replies if t is not None)
+    assert ends == [(CLIENT, (1 + BUDGET // 2) * MSS), (other, (1 + BUDGET // 2) * MSS)]  # one each, at the end
 
 
 def test_without_ack_defer_a_full_read_acks_every_second_full_segment() -> None:
     runtime, wire, ack = runtime_after_handshake(ack_defer=False)
-    read(runtime, wire, 1, runtime.budget, ack)
-    assert acked(wire) == [k * MSS for k in range(3, runtime.budget + 2, 2)]
+    read(runtime, wire, 1, BUDGET, ack)
+    assert acked(wire) == [k * MSS for k in range(3, BUDGET + 2, 2)]
 
 
 def test_ack_defer_is_a_setting_shown_and_changed_at_run_time() -> None:
