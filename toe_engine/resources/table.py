@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from ..segment import FourTuple
 
 DEFAULT_ENTRY_BYTES = 256  # 64,000 connections -> 16 MB, the order hardware TOEs quote
@@ -37,6 +39,7 @@ class TableEntry:
     embryonic: bool
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # runtime.shared_table's SharedTable extends it
 class ConnectionTable:
     """FourTuple -> connection, with fixed capacity, a high-water mark and embryonic accounting."""
 
