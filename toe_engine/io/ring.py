@@ -106,6 +106,14 @@ class RingSettings:
     def ring_bytes(self) -> int:
         return self.blocks * self.block_bytes
 
+    def frames_held(self, frame_len: int) -> int:
+        """Frames of `frame_len` bytes (Ethernet onwards) the ring holds at most: each takes its headers (up to
+        tp_mac) and itself, 8-byte aligned (TPACKET_V3), so a ring of MTU slots holds many more small frames.
+        A block also retires on its timer half full, so below `frames_held / blocks` frames per timeout the
+        ring holds fewer. A frame that finds the ring full is missed; one that gets in waits behind the rest."""
+        slot = (FRAME_HEADER + frame_len + 7) & ~7
+        return (self.block_bytes - BLOCK_HEADER) // slot * self.blocks
+
     def geometry(self) -> dict[str, int]:
         """The TPACKET_V3 layout behind the ethtool-style settings, as `config` shows it."""
         return {"blocks": self.blocks, "block_bytes": self.block_bytes, "block_timeout_ms": self.timeout_ms,

@@ -50,6 +50,7 @@ from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.migrate import migration_request
 from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
+from toe_engine.synpath import SynFastPath
 from toe_engine.tcp import congestion
 from toe_engine.tcp.config import LOSS_DETECTION, TcpConfig
 
@@ -305,10 +306,12 @@ class EndpointRuntime:
         stretch ACK from an engine that is not behind.
         """
         core, wire, budget, gro = self.core, self.wire, self.budget, self.gro
-        defer, deferring, count = self.ack_defer, False, 0
+        defer, deferring, count, syn_path = self.ack_defer, False, 0, core.syn_path
         try:
             for batch in wire.batches(budget):
                 count += len(batch)
+                if syn_path is not None:  # a flood's SYNs first, all of the batch's in one call
+                    batch = self._take_syns(syn_path, batch, now)
                 if defer and not deferring and count >= budget:
                     core.begin_batch()
                     deferring = True
@@ -320,6 +323,21 @@ class EndpointRuntime:
                     self.flush(commit=False)
         wire.commit_tx()
         return count
+
+    def _take_syns(self, syn_path: SynFastPath, batch: list[memoryview], now: float) -> list[memoryview]:
+        """The batch's bare SYNs that meet a full table, decided in one compiled loop (SynFastPath.take_batch):
+        their SYN-ACKs queued for the wire, the host's written to it; returns the rest of the batch, in order."""
+        host: list[memoryview] = []
+        rest = syn_path.take_batch(batch, now, host)
+        to_host = self.host.write_raw
+        for frame in host:
+            try:
+                to_host(frame)
+            except OSError:
+                self.core.counters.inc("host_tx_errors")
+        if syn_path.replies:
+            self.wire.send_messages(syn_path.take_replies())
+        return rest
 
     def _frame_by_frame(self, batch: list[memoryview], now: float) -> float:
         """One batch to the engine frame by frame; returns the time the next batch is handled at."""
