@@ -31,6 +31,7 @@ from toe_engine.checksum import internet_checksum
 
 ETH_P_IP = 0x0800
 SYN_OPTIONS = struct.pack("!BBH", 2, 4, 1460)  # MSS 1460: what a real client's SYN carries
+SYN_FRAME_LEN = 14 + 20 + 20 + len(SYN_OPTIONS)  # Ethernet, IPv4, TCP: every frame of the pool
 READY_LINE = "flooding"
 
 

@@ -13,7 +13,6 @@ from scenarios import flood
 from toe_engine.io.ring import PacketRingDriver, RingSettings
 
 pytestmark = pytest.mark.root
-SYN_FRAME = 58  # Ethernet, IPv4, TCP with an MSS option: the flood generator's SYN
 BACKGROUND = 8  # frames other than the flood's that may reach h2 meanwhile
 
 
@@ -26,7 +25,7 @@ def test_a_full_ring_holds_what_frames_held_says_and_the_kernel_drops_the_rest(m
     lab = make_lab("two_hosts")
     # Blocks retire only when full here (a 1 s timer): the unpaced flood fills the ring in milliseconds.
     settings = RingSettings(frames=frames, block_frames=64, block_usecs=1_000_000)
-    held = settings.frames_held(SYN_FRAME)
+    held = settings.frames_held(flood.SYN_FRAME_LEN)
     sent = 3 * held
     with PacketRingDriver("eth0", lab.node("h2").netns, ring=settings) as ring:
         argv = flood.argv(iface="eth0", src_mac=_mac(lab, "h1"), dst_mac=_mac(lab, "h2"), dst=lab.address("h2"),
@@ -35,7 +34,7 @@ def test_a_full_ring_holds_what_frames_held_says_and_the_kernel_drops_the_rest(m
         assert flood.parse_result(done.stdout).sent == sent
         packets, drops = ring.kernel_statistics()  # before the ring is drained: the drops of a full ring
         got = [bytes(view[10:]) for view in ring.frames(10 * sent)]  # every block the kernel filled
-    syns = [f for f in got if len(f) == SYN_FRAME and f[47] == 0x02]
+    syns = [f for f in got if len(f) == flood.SYN_FRAME_LEN and f[47] == 0x02]
     print(f"\nring of {frames} frames ({settings.blocks} blocks): holds {held} SYNs, got {len(syns)} of {len(got)} "
           f"frames, kernel: {packets} received, {drops} dropped")
     # Background frames (IPv6 neighbour discovery) are larger than a SYN, so they only take room from it.

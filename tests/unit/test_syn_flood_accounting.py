@@ -11,9 +11,10 @@ import random
 
 import pytest
 
-from scenarios.flood import build_syn_pool
-from scenarios.syn_flood import SYN_ACCOUNTING, syn_accounting, syns_accounted
+from scenarios.flood import SYN_FRAME_LEN, build_syn_pool
+from scenarios.syn_flood import SYN_ACCOUNTING, ring_holds, syn_accounting, syns_accounted
 from toe_engine.endpoint import EndpointConfig, EndpointCore
+from toe_engine.io.ring import RingSettings
 from toe_engine.resources import ExhaustionPolicy, ResourceConfig
 from toe_engine.tcp.config import TcpConfig
 
@@ -44,3 +45,9 @@ def test_the_counters_add_up_to_every_syn_of_a_repeating_flood(policy: str) -> N
     counters = core.counters.snapshot()
     assert counters["conn_offloaded"] == 64 and counters["synack_repeated"] + counters["synack_rtx_limited"] > 0
     assert syn_accounting(counters) == fed, {name: counters.get(name, 0) for name in SYN_ACCOUNTING}
+
+
+def test_the_rings_hold_many_flood_syns_per_mtu_slot_and_each_queue_has_its_own() -> None:
+    one = ring_holds(256, 0)
+    assert ring_holds(0, 0) == ring_holds(0, 2) == 0  # no ring: one read per frame, the socket's queue
+    assert one == RingSettings(256).frames_held(SYN_FRAME_LEN) > 10 * 256 and ring_holds(256, 2) == 2 * one
