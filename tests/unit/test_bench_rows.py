@@ -118,6 +118,7 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     forwarding = RECORDED["middlebox"]()
     assert [r["ratio"] for r in forwarding] == [0.53, None, 0.779, None, 0.15, 0.311], "medians: 10.15 / 19.16 ..."
     assert forwarding[0]["kernel_runs"] == [19.16, 21.0, 18.5] and forwarding[1]["engine"] == 0.469
+    assert forwarding[0]["round_ratios"] == [0.53, 0.467, 0.562] and forwarding[0]["rounds"] == 3
     assert [(r["workers"], r["ratio"]) for r in RECORDED["flood"]()] == [(1, 27.582), (2, 44.176)]
     incomplete = RECORDED["loss"]()[0]
     assert incomplete["engine_complete"] is False and incomplete["ratio"] == round(

@@ -4,10 +4,12 @@ h1 - mb - h2 (`middlebox_chain`), iperf3 from h1 to h2 through a kernel router (
 reference) and through the engine middlebox in router mode, bridge mode and router mode with
 GRO. All four labs are up at once and their runs interleave, `--repeats` rounds of one run
 each, so a neighbour's burst of load falls on every node alike; each figure is the median of
-its runs, all of which the row keeps. The engine rows also give the middlebox process's CPU
-(scheduler run time) per GB it forwarded, which a busy machine disturbs far less than the rate,
-and the router's own CPU per frame in memory (no I/O): a frame routed in place in the receive
-buffer against the same frame through the stage pipeline (a copy, a header object, dispatch).
+its runs, all of which the row keeps, with each round's engine/kernel ratio beside them (runs
+seconds apart: the ratio a burst of load disturbs least). The engine rows also give the
+middlebox process's CPU (scheduler run time) per GB it forwarded, which a busy machine
+disturbs far less than the rate, and the router's own CPU per frame in memory (no I/O): a
+frame routed in place in the receive buffer against the same frame through the stage
+pipeline (a copy, a header object, dispatch).
 """
 from __future__ import annotations
 
@@ -47,13 +49,20 @@ class Forwarding:
         return statistics.median(self.gbit)
 
 
+def round_ratios(kernel: Forwarding, engine: Forwarding) -> list[float]:
+    """engine/kernel of each round: runs a few seconds apart, so a burst of a neighbour's load that
+    halves one round's figures leaves its ratio, where the ratio of medians may mix calm and busy runs."""
+    return [round(e / k, 3) if k else 0.0 for k, e in zip(kernel.gbit, engine.gbit)]
+
+
 def middlebox_rows(kernel: Forwarding, engines: list[Forwarding]) -> list[Row]:
     """Rows of `bench middlebox`: each engine mode's median rate against the kernel router's, and its CPU per GB."""
     rows: list[Row] = []
     for engine in engines:
         rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: kernel router, "
                         "GRO off)", "Gbit/s", round(kernel.median_gbit, 3), round(engine.median_gbit, 3),
-                        kernel_runs=[round(g, 3) for g in kernel.gbit], engine_runs=[round(g, 3) for g in engine.gbit]))
+                        kernel_runs=[round(g, 3) for g in kernel.gbit], engine_runs=[round(g, 3) for g in engine.gbit],
+                        round_ratios=round_ratios(kernel, engine), rounds=len(engine.gbit)))
         rows.append(row("middlebox", f"middlebox CPU per GB forwarded, {engine.label}", "core·s/GB", None,
                         round(engine.cpu_s / max(engine.gbytes, 1e-9), 4), gbytes=round(engine.gbytes, 3)))
     return rows
@@ -147,13 +156,15 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
     kernel, engines = measured[0], measured[1:]
     table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run, "
                         f"median of {repeats} interleaved runs")
-    for column in ("forwarding node", "Gbit/s", "ratio to kernel", "runs (Gbit/s)", "middlebox core·s/GB"):
+    for column in ("forwarding node", "Gbit/s", "ratio to kernel", "median of round ratios", "runs (Gbit/s)",
+                   "middlebox core·s/GB"):
         table.add_column(column, justify="right")
-    table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", " ".join(f"{g:.1f}" for g in kernel.gbit), "")
+    table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", "", " ".join(f"{g:.1f}" for g in kernel.gbit), "")
     for engine in engines:
         table.add_row(engine.label, f"{engine.median_gbit:.2f}", f"{engine.median_gbit / kernel.median_gbit:.2f}",
+                      f"{statistics.median(round_ratios(kernel, engine)):.2f}",
                       " ".join(f"{g:.1f}" for g in engine.gbit), f"{engine.cpu_s / max(engine.gbytes, 1e-9):.3f}")
     for label, in_place, pipeline in costs:
-        table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}",
+        table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}", "",
                       f"{in_place:.2f} µs in place, {pipeline:.2f} µs through the pipeline", "")
     return Measured(table, middlebox_rows(kernel, engines) + router_cost_rows(costs))
