@@ -10,6 +10,7 @@ the loop; the interfaces close and the socket file is removed.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -50,6 +51,7 @@ def run_engine_process(prog: str, description: str, argv: list[str] | None, load
         server = ControlServer(args.control, handler)
         server.attach(loop)
         _stop_on_signals(loop)
+        _freeze_startup_heap()
         print("ready", flush=True)
         loop.run()
     except failed as exc:
@@ -62,6 +64,14 @@ def run_engine_process(prog: str, description: str, argv: list[str] | None, load
             driver.close()
         loop.close()
     return 0
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything made while starting (modules, settings models, drivers) out of the collector's
+    reach: it lives as long as the process, and a collection that walks it again and again costs a
+    per-frame path allocating objects per connection (about 5 % of an HTTP set-up's engine CPU)."""
+    gc.collect()
+    gc.freeze()
 
 
 def current_cpu() -> int:
