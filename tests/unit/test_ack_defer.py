@@ -13,8 +13,8 @@ import pytest
 from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.io.memory import MemoryDriver
-from toe_engine.io.vnet import VNET_F_DATA_VALID, VnetHeader
-from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
+from toe_engine.io.vnet import VNET_F_DATA_VALID, VNET_GSO_TCPV4, VnetHeader
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler, segments_in
 from toe_engine.segment import ACK, FIN, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.testing import IP_A, IP_B, Harness
@@ -200,6 +200,29 @@ def test_a_backlog_read_of_two_flows_draws_one_ack_each() -> None:
     replies = [parse_frame(f[10:], verify_csum=False).tcp for f in wire.sent]
     ends = sorted((t.dst_port, t.ack - ISN - 1) for t in replies if t is not None)
     assert ends == [(CLIENT, (1 + BUDGET // 2) * MSS), (other, (1 + BUDGET // 2) * MSS)]  # one each, at the end
+
+
+def gso_wire_frame(first: int, segments: int, ack: int) -> bytes:
+    """A peer's GSO super-frame (as a TSO send reaches a veth's far end) carrying stream segments
+    first..first+segments-1, each full-sized."""
+    header = VnetHeader(flags=VNET_F_DATA_VALID, gso_type=VNET_GSO_TCPV4, hdr_len=54, gso_size=MSS).pack()
+    seg = Segment(CLIENT, DISCARD, ISN + 1 + first * MSS, ack, ACK, 1024, bytes([first % 251]) * (segments * MSS))
+    return header + bytes(build_tcp_frame(MAC_A, MAC_B, IP_A, IP_B, seg))
+
+
+def test_a_read_counts_the_segments_of_gso_frames_toward_the_budget() -> None:
+    """Two 44-segment GSO frames are 88 segments waiting: a backlog, one ACK; a frame each is ACKed alone."""
+    frames = [gso_wire_frame(1 + 44 * k, 44, 0) for k in range(2)]
+    assert segments_in([memoryview(f) for f in frames]) == 88
+    assert segments_in([memoryview(wire_frame(data_segment(1, 0)))] * 3) == 3
+    runtime, wire, ack = runtime_after_handshake(ack_defer=True)
+    wire.put([gso_wire_frame(1 + 44 * k, 44, ack) for k in range(2)])
+    assert runtime.pump_wire(1.0) == 2
+    assert acked(wire) == [89 * MSS]
+    wire.sent.clear()
+    wire.put([gso_wire_frame(89, 44, ack)])
+    runtime.pump_wire(1.0)
+    assert acked(wire) == [133 * MSS]  # one GSO frame alone: 44 segments, short of the budget, ACKed at once
 
 
 def test_without_ack_defer_a_full_read_acks_every_second_full_segment() -> None:

@@ -98,7 +98,7 @@ class EndpointSettings(BaseModel):
     tx_offload: bool = True
     tap_offloads: bool = True
     gro: bool = True  # receive coalescing of each batch's in-order segments (ethtool -K gro; offload.rx_gro)
-    #: One ACK per connection for the in-order data of a read that reached `budget` frames (the engine
+    #: One ACK per connection for the in-order data of a read that brought `budget` segments (the engine
     #: was behind: a backlog), as Linux sends one for what it works through from a socket's backlog
     #: (net.ipv4.tcp_backlog_ack_defer, on by default); shorter reads ACK every second full segment (SHLD-19).
     ack_defer: bool = True
@@ -216,6 +216,16 @@ def check_services(value: Mapping[Any, str]) -> dict[int, str]:
     return out
 
 
+def segments_in(batch: list[memoryview]) -> int:
+    """The segments a batch of wire frames (virtio-net header first) carries: one per frame, and for
+    a peer's GSO super-frame as many as its gso_size goes into its length."""
+    segments = len(batch)
+    for frame in batch:
+        if frame[1]:  # gso_type
+            segments += len(frame) // (_GSO_SIZE.unpack_from(frame, 4)[0] or len(frame)) - 1
+    return segments
+
+
 def check_on_off(name: str, value: object) -> bool:
     """An ethtool-style feature switch: on/off (or true/false)."""
     if isinstance(value, bool):
@@ -295,26 +305,29 @@ class EndpointRuntime:
         replies queue up and leave in one go at the end (`commit_tx`), a plain driver has sent
         each already.
 
-        With `ack_defer`, a read that reaches the budget is a backlog: from the batch that reaches
-        it on, in-order data draws one ACK per connection at the read's end (EndpointCore.begin_batch).
-        Linux defers the ACKs of a socket's backlog and nothing else (tcp_backlog_ack_defer), and a
-        backlog forms only while the socket's owner is busy; likewise a read stops at the budget only
-        when at least that many frames were waiting, which happens when the engine was busy while they
-        came, and then answering every second segment is the cost that keeps it behind. A shorter
-        read found the engine keeping up (a sender bursts at most its window, a paced peer brings a
-        few frames per read) and ACKs every second full-sized segment as it comes (SHLD-19): no
-        stretch ACK from an engine that is not behind.
+        With `ack_defer`, a read that brings `budget` segments is a backlog: from the batch that
+        reaches it on, in-order data draws one ACK per connection at the read's end
+        (EndpointCore.begin_batch). Linux defers the ACKs of a socket's backlog and nothing else
+        (tcp_backlog_ack_defer), and a backlog forms only while the socket's owner is busy; likewise
+        a read reaches the budget only when at least that many frames (or a few GSO frames of that
+        many segments) were waiting, which happens when the engine was busy while they came, and then
+        answering every second segment is the cost that keeps it behind. A shorter read found the
+        engine keeping up (a sender bursts at most its window, a paced peer brings a few frames per
+        read) and ACKs every second full-sized segment as it comes (SHLD-19): no stretch ACK from an
+        engine that is not behind.
         """
         core, wire, budget, gro = self.core, self.wire, self.budget, self.gro
-        defer, deferring, count, syn_path = self.ack_defer, False, 0, core.syn_path
+        defer, deferring, count, waiting, syn_path = self.ack_defer, False, 0, 0, core.syn_path
         try:
             for batch in wire.batches(budget):
                 count += len(batch)
+                if defer and not deferring:
+                    waiting += segments_in(batch)
+                    if waiting >= budget:
+                        core.begin_batch()
+                        deferring = True
                 if syn_path is not None:  # a flood's SYNs first, all of the batch's in one call
                     batch = self._take_syns(syn_path, batch, now)
-                if defer and not deferring and count >= budget:
-                    core.begin_batch()
-                    deferring = True
                 now = self._frame_by_frame(batch, now) if gro is None else self._coalesced(batch, now, gro)
         finally:
             if deferring:
