@@ -82,3 +82,24 @@ def test_a_whole_window_of_acks_lost(loss_detection: str) -> None:
 
     got = causes_after(TcpConfig(nodelay=True, loss_detection=loss_detection), 10, drop)
     assert got == ({"rto_other": 1} if loss_detection == "dupack" else {"rto_lost_probe": 1})
+
+
+def test_an_frto_episode_ended_by_a_full_ack_leaves_rack_on() -> None:
+    """A lone segment and its probe are lost; the RTO's resend is ACKed up to the recovery point,
+    which ends F-RTO (a flag left set kept every later ACK off the in-order fast path until the
+    next loss). The next loss is RACK's, not another RTO's."""
+    h = Harness(TcpConfig(nodelay=True), TcpConfig())
+    ca, cb = h.establish()
+    tcb = h.a.connection(ca)
+    assert tcb is not None and tcb.cfg.frto and tcb.sack_ok
+    base, mss = tcb.snd_nxt, tcb.snd_mss
+    h.drop_if = drop_copies({0: 2, 4 * mss: 1}, base)
+    h.a.send(ca, b"1" * mss)
+    h.run(duration=4)
+    assert h.counters_a["rto_expired"] == 1 and tcb.snd_una == tcb.snd_nxt
+    assert tcb.frto == 0
+    h.a.send(ca, b"2" * (6 * mss))
+    h.run(duration=4)
+    assert h.b.recv(cb) == b"1" * mss + b"2" * (6 * mss)
+    c = h.counters_a
+    assert c["rto_expired"] == 1 and c["rack_retransmits"] == 1

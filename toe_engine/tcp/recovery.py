@@ -151,10 +151,13 @@ class LossRecovery(Tcb):
             self._arm_rto(now)
 
     def _recovery_point_reached(self, now: float) -> None:
-        """SND.UNA passed the recovery point: back to OPEN (RFC 6582 step 3 deflates after FAST)."""
+        """SND.UNA passed the recovery point: back to OPEN (RFC 6582 step 3 deflates after FAST).
+        An F-RTO episode ends here too: with everything up to the recovery point delivered there
+        is nothing left to decide, and a flag left set kept ACKs off the in-order fast path."""
         if self.recovery == FAST:
             self.cc.on_recovery_end(now)
         self.recovery = OPEN
+        self.frto = 0
         self.reno_sacked = 0
         if self.reo_wnd_persist > 0:
             self.reo_wnd_persist -= 1
