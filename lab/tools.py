@@ -56,6 +56,9 @@ class IperfResult:
     gbit_per_s: float
     retransmits: int
     bytes: int
+    #: CPU seconds of the client and the server process over the test, as iperf3 reports it (their
+    #: getrusage: with no separate IRQ time accounting, softirq work run in their context counts).
+    cpu_s: float = 0.0
 
 
 def iperf(lab: "Lab", client: str, server: str, seconds: float = 2.0, version: int = 4,
@@ -76,8 +79,10 @@ def iperf(lab: "Lab", client: str, server: str, seconds: float = 2.0, version: i
         end = json.loads(result.stdout)["end"]
         sent = end["sum_sent"]
         received = end.get("sum_received", sent)
+        cpu = end.get("cpu_utilization_percent", {})
+        cpu_s = (cpu.get("host_total", 0.0) + cpu.get("remote_total", 0.0)) / 100 * sent.get("seconds", 0.0)
         return IperfResult(client, server, received["bits_per_second"] / 1e9,
-                           int(sent.get("retransmits", 0)), int(received["bytes"]))
+                           int(sent.get("retransmits", 0)), int(received["bytes"]), cpu_s)
     finally:
         srv.terminate()
         srv.wait(timeout=5)
