@@ -19,7 +19,20 @@ class Timeouts(LossRecovery):
     __slots__ = ()
 
     def deadline(self) -> float:
-        return min(self.t_rtx, self.t_delack, self.t_persist, self.t_keepalive, self.t_close, self.t_pace)
+        """The earliest of the timers, compared one by one: min() of six floats would box each
+        of them (the compiled build keeps them unboxed), and this runs after every segment."""
+        when = self.t_rtx
+        if self.t_delack < when:
+            when = self.t_delack
+        if self.t_persist < when:
+            when = self.t_persist
+        if self.t_keepalive < when:
+            when = self.t_keepalive
+        if self.t_close < when:
+            when = self.t_close
+        if self.t_pace < when:
+            when = self.t_pace
+        return when
 
     def on_timer(self, now: float) -> None:
         if self.t_close <= now:
