@@ -402,8 +402,12 @@ class EndpointCore:
         self._drain(now)
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.stack.next_timer(), self.resources.next_deadline()) if d is not None]
-        return min(deadlines) if deadlines else None
+        """The earlier of the TCP timers' and the table's deadlines (None: neither); the event loop
+        asks after every wake-up, so no list is built for it."""
+        timer, embryonic = self.stack.next_timer(), self.resources.next_deadline()
+        if timer is None or (embryonic is not None and embryonic < timer):
+            return embryonic
+        return timer
 
     # --- output -----------------------------------------------------------------------
     def poll_wire(self) -> list[TxFrame]:
