@@ -391,8 +391,10 @@ class EndpointCore:
         self._drain(now)
 
     def begin_batch(self) -> None:
-        """The frames of one receive batch follow: the ACKs their in-order data owes wait for
-        end_batch, one per connection (TcpStack.defer_acks), as a driver's batch is a backlog."""
+        """The frames that follow until end_batch are a backlog (the caller knows: the runtime's
+        read reached its budget): the ACKs their in-order data owes wait for end_batch, one per
+        connection (TcpStack.defer_acks). Called for every batch, it would stretch ACKs of an engine
+        that keeps up (SHLD-19)."""
         self.stack.defer_acks()
 
     def end_batch(self, now: float) -> None:
