@@ -126,7 +126,7 @@ class LossyDownload:
 #: up to 1.67 and 11. Through the lab's middlebox (10 runs, busy machine) the engine took 0-2 per
 #: MiB at 5 % and 4.7-7.7 at 10 %, Linux 0-0.67 at either. `toelab bench loss` (3 x 12 MiB at 5 %,
 #: 3 x 3 MiB at 10 %, busy machine) counted 0.64-1.03 for the engine and 1.33-1.56 for Linux running
-#: reno at 5 %, 9.4-10 and 7.9-8.7 at 10 %: most of either's are a tail whose probe or resend went
+#: reno at 5 %, 9.4-10 and 7.9-8.7 at 10 %; most of the engine's are a tail whose probe or resend went
 #: unanswered, which RACK-TLP leaves to the RTO (one probe per flight, as Linux sends).
 SEGMENTS_PER_MIB = MIB / 1448
 RTO_MARGIN = 2.0
