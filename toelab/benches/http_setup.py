@@ -229,7 +229,12 @@ def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: C
 
 def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals]:
     """Kernel and engine HTTP set-ups with the same client, `rounds` alternating runs of
-    `seconds / rounds` each, both labs up side by side; (kernel, engine)."""
+    `seconds / rounds` each, both labs up side by side; (kernel, engine).
+
+    Nothing is pinned on either side (client, kernel server, engine: its `pin` stays off): on a
+    shared 2-core machine a pinned pair waits for whatever else runs on its core, and a client and
+    server pinned to different cores pay a cross-core wake-up per turn (measured: several times
+    slower for both targets, the split the slowest)."""
     from lab.lab import Lab
     from lab.render import load_topology
     from lab.tools import wait_for_line
