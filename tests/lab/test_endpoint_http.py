@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,17 @@ def _clients(lab: Lab, mode: str) -> dict[str, float]:
     assert result["failures"] == 0 and result["bad_responses"] == 0, result
     assert result["connections"] >= 20, f"too few connections to judge: {result}"
     return result
+
+
+def _stats_once(engine: Any, settled: str, count: int) -> dict[str, Any]:
+    """The engine's stats once counter `settled` has reached `count`: the client is done when it has
+    sent its last RST or FIN, and the engine may still be reading it (or answer the stats first)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        stats: dict[str, Any] = engine.stats()
+        if stats["counters"].get(settled, 0) >= count or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.005)
 
 
 def test_each_connection_is_answered_with_a_syn_ack_and_one_segment_carrying_the_response_and_fin(
@@ -54,7 +67,7 @@ def test_each_connection_is_answered_with_a_syn_ack_and_one_segment_carrying_the
     # tcpdump may miss a frame on a busy machine: each it says it missed may spoil one connection, no more
     assert len(other) <= int(dropped.group(1)), other[:5]
     assert len(connections) >= result["connections"] - int(dropped.group(1))
-    after = engine.stats()
+    after = _stats_once(engine, "conn_closed", before.get("conn_closed", 0) + int(result["connections"]))
     grew = {k: v - before.get(k, 0) for k, v in after["counters"].items()}
     assert grew["conn_closed"] == result["connections"] and grew.get("conn_fallback", 0) == 0
     assert grew["tx_segments"] == 2 * result["connections"]  # the engine's own count, whatever tcpdump saw
@@ -65,7 +78,7 @@ def test_time_wait_left_by_clients_that_close_with_a_fin_holds_no_table_slot(mak
     lab = make_lab("toe_pair", capacity=16)
     engine = lab.engine("t1")
     result = _clients(lab, "http-fin")
-    stats = engine.stats()
+    stats = _stats_once(engine, "time_wait_slots_freed", int(result["connections"]))
     counters = stats["counters"]
     assert result["connections"] > 16  # more than the table holds: each was served all the same
     assert counters["conn_offloaded"] == result["connections"] and counters.get("conn_fallback", 0) == 0
