@@ -1,5 +1,6 @@
 """A TPACKET_V3 ring nobody reads holds `RingSettings.frames_held` flood SYNs once its blocks are full, and the
-kernel counts the rest as dropped: what bounds the queueing delay a SYN meets when the engine falls behind."""
+kernel counts the rest as dropped: what bounds the queueing delay a SYN meets when the engine falls behind. While a
+block is handed over, `held_deadline` says so, since a read stopped at its budget cannot count on poll()."""
 from __future__ import annotations
 
 import json
@@ -33,7 +34,11 @@ def test_a_full_ring_holds_what_frames_held_says_and_the_kernel_drops_the_rest(m
         done = lab.node("h1").run(argv, timeout=60, check=True)
         assert flood.parse_result(done.stdout).sent == sent
         packets, drops = ring.kernel_statistics()  # before the ring is drained: the drops of a full ring
-        got = [bytes(view[10:]) for view in ring.frames(10 * sent)]  # every block the kernel filled
+        assert ring.held_deadline() == 0.0  # blocks handed over: due at once, whatever poll() says
+        first = [bytes(view[10:]) for view in ring.frames(1)]  # one block, as a read that stops at its budget
+        assert 0 < len(first) < held and ring.held_deadline() == 0.0  # the next block is ours already
+        got = first + [bytes(view[10:]) for view in ring.frames(10 * sent)]  # every block the kernel filled
+        assert ring.held_deadline() is None  # all handed back: the kernel's readiness says when there is more
     syns = [f for f in got if len(f) == flood.SYN_FRAME_LEN and f[47] == 0x02]
     print(f"\nring of {frames} frames ({settings.blocks} blocks): holds {held} SYNs, got {len(syns)} of {len(got)} "
           f"frames, kernel: {packets} received, {drops} dropped")

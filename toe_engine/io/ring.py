@@ -200,6 +200,17 @@ class PacketRingDriver(AfPacketDriver):
                 counters.rx_truncated += truncated
             taken += count
 
+    def held_deadline(self) -> float | None:
+        """0.0 (due at once) while the block the next read starts at is handed over already, else None.
+
+        A TPACKET_V3 socket polls readable only while the block before the one the kernel fills is ours,
+        so a reader that stops at its budget with blocks still handed over can wait forever: the kernel,
+        frozen on the oldest of them, hands over nothing new and drops every frame (seen under a SYN
+        flood with a ring of 4 blocks). libpcap looks at the ring before it polls; the event loop asks
+        this (a deadline source) before it sleeps."""
+        status = _U32.unpack_from(self._view, self._block * self.ring.block_bytes + 8)[0]
+        return 0.0 if status & TP_STATUS_USER else None
+
     def read_raw(self) -> int:
         raise IoSetupError(f"interface {self.ifname}: a ring driver hands frames out with frames(), not read_raw()")
 

@@ -296,6 +296,8 @@ class EndpointRuntime:
         loop.add_reader(self.wire, self.pump_wire)
         loop.add_reader(self.host, self.pump_host)
         loop.add_deadline_source(self.core.next_deadline, self.on_due)
+        if isinstance(self.wire, PacketRingDriver):  # a ring's readiness alone can miss its blocks (held_deadline)
+            loop.add_deadline_source(self.wire.held_deadline, self.pump_wire)
 
     # --- data path ----------------------------------------------------------------------
     def pump_wire(self, now: float) -> int:
