@@ -21,10 +21,11 @@ account for every SYN that reached its interface: answered (a cookie, a new half
 SYN-ACK, a repeated one), refused or rate-limited, handed to the host, or counted as missed,
 whatever rate it kept up with (the check's numbers say which rate that was). The engine's
 queues and receive ring are scenario parameters (`queues`, `rx_ring`), as in ethtool -L / -G.
-With a TPACKET_V3 ring (`rx_ring`), when the engine falls behind a legitimate SYN that finds
-room waits behind at most the flood SYNs the ring holds (the check states how many, and what
-wait that is at the rate handled), and one that finds it full is missed and retried by its
-client after a second: which of the two dominates the median is what the share missed says.
+The engine reads from a TPACKET_V3 ring by default, sized like a NIC's (`rx_ring`, 0 for one
+read per frame): when it falls behind, a legitimate SYN that finds room waits behind at most the
+flood SYNs the ring holds (the check states how many, and what wait that is at the rate
+handled), and one that finds it full is missed and retried by its client after a second: which
+of the two dominates the median is what the share missed says.
 
 The spoofed sources are routed, in the server's namespace, back to the attacker, which does
 not forward and so drops the SYN-ACKs: the flood and its answers stay on the lab's bridge.
@@ -103,7 +104,7 @@ class SynFloodParams(ScenarioParams):
     policies: str = Field("", description="comma-separated policies to run (empty: all the target supports)")
     queues: int = Field(0, ge=0, le=8, description="engine queue processes fed by RSS (ethtool -L combined N); "
                         "0: one queue in the engine's own process (the kernel target ignores it)")
-    rx_ring: int = Field(0, ge=0, le=1 << 20, description="frames of the engine's receive ring (ethtool -G rx N): "
+    rx_ring: int = Field(256, ge=0, le=1 << 20, description="frames of the engine's receive ring (ethtool -G rx N): "
                          "MTU slots, each holding several flood SYNs (256: about 3,400 of them, 17 ms at 200,000/s); "
                          "0: one read per frame (the kernel target ignores it)")
 
