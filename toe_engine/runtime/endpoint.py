@@ -296,8 +296,13 @@ class EndpointRuntime:
         loop.add_reader(self.wire, self.pump_wire)
         loop.add_reader(self.host, self.pump_host)
         loop.add_deadline_source(self.core.next_deadline, self.on_due)
-        if isinstance(self.wire, PacketRingDriver):  # a ring's readiness alone can miss its blocks (held_deadline)
-            loop.add_deadline_source(self.wire.held_deadline, self.pump_wire)
+        loop.add_deadline_source(self._ring_held, self.pump_wire)
+
+    def _ring_held(self) -> float | None:
+        """Due at once while the wire is a ring with a block handed over: its readiness alone can miss one
+        (PacketRingDriver.held_deadline). Asked of the wire in use, which failover may change."""
+        wire = self.wire
+        return wire.held_deadline() if isinstance(wire, PacketRingDriver) else None
 
     # --- data path ----------------------------------------------------------------------
     def pump_wire(self, now: float) -> int:
