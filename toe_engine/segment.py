@@ -7,9 +7,8 @@ field (scaling is the connection's business, because it depends on negotiated st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 
 class Flags(IntFlag):
@@ -26,38 +25,79 @@ class Flags(IntFlag):
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = (int(f) for f in Flags)
 
 
-@dataclass(slots=True)
-class TcpOptions:
+class ByValue:
+    """What a dataclass would generate, written out: equality by `_fields()` (same class only)
+    and a repr naming them by `FIELDS`. The classes below are made per frame, and the compiled
+    build compiles hand-written methods but runs a dataclass's generated ones as Python.
+    Unhashable unless a subclass defines __hash__, as a dataclass with eq is."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ByValue):
+            return NotImplemented
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self.FIELDS, self._fields()))
+        return f"{type(self).__name__}({shown})"
+
+
+class TcpOptions(ByValue):
     """Parsed TCP options; None/False/() means absent."""
 
-    mss: int | None = None
-    wscale: int | None = None
-    sack_permitted: bool = False
-    sack_blocks: tuple[tuple[int, int], ...] = ()
-    timestamp: tuple[int, int] | None = None  # (TSval, TSecr)
-    unknown: int = 0  # how many unknown options were skipped by length
+    __slots__ = ("mss", "wscale", "sack_permitted", "sack_blocks", "timestamp", "unknown")
+    FIELDS = ("mss", "wscale", "sack_permitted", "sack_blocks", "timestamp", "unknown")  # (compiled: no __slots__ to read)
+
+    def __init__(self, mss: int | None = None, wscale: int | None = None, sack_permitted: bool = False,
+                 sack_blocks: tuple[tuple[int, int], ...] = (), timestamp: tuple[int, int] | None = None,
+                 unknown: int = 0) -> None:
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.sack_blocks = sack_blocks
+        self.timestamp = timestamp  # (TSval, TSecr)
+        self.unknown = unknown  # how many unknown options were skipped by length
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.mss, self.wscale, self.sack_permitted, self.sack_blocks, self.timestamp, self.unknown)
 
 
-@dataclass(slots=True)
-class Segment:
-    """One TCP segment: header fields, options and payload."""
+class Segment(ByValue):
+    """One TCP segment: header fields, options and payload; `options` defaults to a fresh
+    TcpOptions per segment (options are mutable)."""
 
-    src_port: int
-    dst_port: int
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    payload: bytes | memoryview = b""
-    options: TcpOptions = field(default_factory=TcpOptions)
-    urg_ptr: int = 0
-    #: A coalesced (GRO) segment's wire MSS, as a device's gso_size says; 0: one wire segment or unknown.
-    gso_size: int = 0
+    __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "payload", "options", "urg_ptr",
+                 "gso_size")
+    FIELDS = ("src_port", "dst_port", "seq", "ack", "flags", "window", "payload", "options", "urg_ptr", "gso_size")
+
+    def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
+                 payload: bytes | memoryview = b"", options: TcpOptions | None = None, urg_ptr: int = 0,
+                 gso_size: int = 0) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.payload: bytes | memoryview = payload
+        self.options: TcpOptions = TcpOptions() if options is None else options
+        self.urg_ptr = urg_ptr
+        #: A coalesced (GRO) segment's wire MSS, as a device's gso_size says; 0: one wire segment or unknown.
+        self.gso_size = gso_size
 
     @property
     def seg_len(self) -> int:
         """SEG.LEN of RFC 9293: payload plus one for each of SYN and FIN."""
         return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.src_port, self.dst_port, self.seq, self.ack, self.flags, self.window, self.payload,
+                self.options, self.urg_ptr, self.gso_size)
 
 
 class Endpoint(NamedTuple):
