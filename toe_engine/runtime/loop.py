@@ -1,10 +1,14 @@
 """The event loop that drives the engine: readable descriptors, timers and engine deadlines.
 
 The engine is sans-IO, so something has to read the clock and the descriptors and hand both
-to it. This loop does that on epoll (via `selectors`): it reads `time.monotonic()` once per
-iteration and passes that `now` to every callback, keeps a heap of one-shot timers, and asks
-each registered deadline source (the engine's `next_deadline()`) when it next needs to run.
-It sleeps in epoll until the earliest of those, so an idle lab costs no CPU.
+to it. This loop does that on epoll: it reads `time.monotonic()` once per iteration and passes
+that `now` to every callback, keeps a heap of one-shot timers, and asks each registered
+deadline source (the engine's `next_deadline()`) when it next needs to run. It sleeps in epoll
+until the earliest of those, so an idle lab costs no CPU.
+
+It wakes once per batch of frames, so what it does per wake-up is kept small: `select.epoll`
+straight (no `selectors` key objects), and each source's deadline asked once per iteration,
+after the iteration's callbacks, and kept for the next wait (asked again after any `on_due`).
 
 Everything runs in the thread that calls `run`; `stop` may be called from any thread (it
 wakes the loop through an eventfd).
@@ -14,7 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-import selectors
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ class TimerHandle:
 class _DeadlineSource:
     next_deadline: Callable[[], float | None]
     on_due: Callback
+    due: float | None = None  # the last answer of next_deadline(), taken after the iteration's callbacks
 
 
 @dataclass
@@ -66,20 +71,35 @@ class EventLoop:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.stats = LoopStats()
-        self._selector = selectors.EpollSelector()
+        self._epoll = select.epoll()
+        self._readers: dict[int, Callback] = {}
+        self._reader_fds: dict[int, int] = {}  # id(source) -> fd: a closed socket's fileno() is -1
         self._timers: list[TimerHandle] = []
         self._seq = itertools.count()
         self._deadline_sources: list[_DeadlineSource] = []
         self._stop_requested = False
         self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._selector.register(self._wakeup_fd, selectors.EVENT_READ, None)
+        self._epoll.register(self._wakeup_fd, select.EPOLLIN)
 
     def add_reader(self, source: int | HasFileno, callback: Callback) -> None:
         """Call `callback(now)` whenever `source` is readable (level-triggered)."""
-        self._selector.register(source, selectors.EVENT_READ, callback)
+        fd = source if isinstance(source, int) else source.fileno()
+        if fd in self._readers or fd == self._wakeup_fd:
+            raise KeyError(f"{source!r} (fd {fd}) is already registered")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = callback
+        self._reader_fds[id(source)] = fd
 
     def remove_reader(self, source: int | HasFileno) -> None:
-        self._selector.unregister(source)
+        fd = self._reader_fds.pop(id(source), None)
+        if fd is None:
+            fd = source if isinstance(source, int) else source.fileno()
+        if self._readers.pop(fd, None) is None:
+            raise KeyError(f"{source!r} is not registered")
+        try:
+            self._epoll.unregister(fd)
+        except OSError:  # already closed: the kernel dropped it from the epoll set itself
+            pass
 
     def call_at(self, when: float, callback: Callback) -> TimerHandle:
         """Call `callback(now)` once the clock reaches `when`; equal times fire in call order."""
@@ -112,33 +132,45 @@ class EventLoop:
         can be run again.
         """
         try:
+            self._refresh_deadlines()
             while not self._stop_requested:
                 if until is not None and self.clock() >= until:
                     break
-                self.run_once(until)
+                self._iterate(until)
         finally:
             self._stop_requested = False
 
     def run_once(self, until: float | None = None) -> None:
-        """One iteration: wait for the earliest event, then run readers, timers and deadlines."""
+        """One iteration: wait for the earliest event, then run readers, timers and deadlines.
+
+        The deadlines are asked afresh first: the caller may have changed them since the last one.
+        """
+        self._refresh_deadlines()
+        self._iterate(until)
+
+    def _iterate(self, until: float | None) -> None:
         stats = self.stats
         stats.iterations += 1
-        events = self._selector.select(self._timeout(until))
+        events = self._epoll.poll(self._timeout(until), max(len(self._readers), 1) + 1)
         now = self.clock()
-        for key, _ in events:
-            if key.fd == self._wakeup_fd:
-                os.eventfd_read(self._wakeup_fd)
+        readers = self._readers
+        for fd, _ in events:
+            callback = readers.get(fd)
+            if callback is None:  # the wake-up eventfd (or a reader an earlier callback removed)
+                if fd == self._wakeup_fd:
+                    os.eventfd_read(self._wakeup_fd)
                 continue
-            key.data(now)
+            callback(now)
             stats.reader_calls += 1
         self._fire_timers(now)
         self._fire_deadlines(now)
 
     def close(self) -> None:
-        self._selector.close()
+        self._epoll.close()
         os.close(self._wakeup_fd)
 
-    def _timeout(self, until: float | None) -> float | None:
+    def _timeout(self, until: float | None) -> float:
+        """Seconds epoll may sleep (-1: until an event), from the deadlines taken after the last iteration."""
         earliest = until
         timers = self._timers
         while timers and timers[0].cancelled:
@@ -146,11 +178,11 @@ class EventLoop:
         if timers:
             earliest = timers[0].when if earliest is None else min(earliest, timers[0].when)
         for source in self._deadline_sources:
-            deadline = source.next_deadline()
+            deadline = source.due
             if deadline is not None:
                 earliest = deadline if earliest is None else min(earliest, deadline)
         if earliest is None:
-            return None
+            return -1
         return max(0.0, earliest - self.clock())
 
     def _fire_timers(self, now: float) -> None:
@@ -161,9 +193,20 @@ class EventLoop:
                 handle.callback(now)
                 self.stats.timer_calls += 1
 
+    def _refresh_deadlines(self) -> None:
+        for source in self._deadline_sources:
+            source.due = source.next_deadline()
+
     def _fire_deadlines(self, now: float) -> None:
+        """Run each source that is due; what every source answers afterwards is the next wait's deadline
+        (asked again after an `on_due`, which may move any source's deadline: a read sets a TCP timer)."""
+        fired = False
         for source in self._deadline_sources:
             deadline = source.next_deadline()
             if deadline is not None and deadline <= now:
                 source.on_due(now)
                 self.stats.deadline_calls += 1
+                fired = True
+            source.due = deadline
+        if fired:
+            self._refresh_deadlines()
