@@ -270,6 +270,40 @@ def test_afpacket_sees_tso_super_frames(lab: Lab, record_property: Callable) -> 
     assert tcp_payload_in_super_frames > (1 << 20) // 2
 
 
+@needs_root
+@pytest.mark.root
+def test_afpacket_batches_take_every_waiting_frame_in_order_one_recvmmsg_each(lab: Lab) -> None:
+    """`AfPacketDriver.batches`: one list per recvmmsg of at most RECV_SLOTS frames, the budget kept,
+    every frame byte-exact and in order; one longer than the receive buffer counted and handed over cut."""
+    from toe_engine.io.afpacket import RECV_SLOTS
+
+    tx_ns, rx_ns = lab.netns("tx"), lab.netns("rx")
+    lab.veth(tx_ns, "t0", rx_ns, "r0")
+    room = VNET_HDR_LEN + 1000
+    ours = b"\x88\xb5"  # IEEE local experimental EtherType: nothing else on the link carries it
+    frames = [b"\xff" * 6 + b"\x02" * 6 + ours + bytes([i]) * (46 + 7 * i) for i in range(150)]
+    with AfPacketDriver("t0", tx_ns) as sender, AfPacketDriver("r0", rx_ns, rx_buffer_size=room) as reader:
+        for frame in frames:
+            assert sender.write_raw(bytes(VNET_HDR_LEN) + frame)
+        deadline, queued = time.monotonic() + 10, 0
+        while queued < len(frames) and time.monotonic() < deadline:  # veth delivers in the writer's softirq
+            select.select([reader], [], [], 0.05)
+            queued += reader.kernel_statistics()[0]
+        assert queued >= len(frames)
+        lists: list[int] = []
+        got: list[bytes] = []
+        for budget in (RECV_SLOTS + 5, 1000):
+            for batch in reader.batches(budget):
+                lists.append(len(batch))
+                got += [bytes(view[VNET_HDR_LEN:]) for view in batch if bytes(view[22:24]) == ours]
+            lists.append(0)  # where one call of batches() ended
+        assert not list(reader.batches(8))  # nothing left, and no error for it
+    assert lists == [RECV_SLOTS, 5, 0, RECV_SLOTS, queued - 2 * RECV_SLOTS - 5, 0]
+    assert got == [frame[:room - VNET_HDR_LEN] for frame in frames]
+    assert reader.counters.rx_truncated == sum(len(frame) > room - VNET_HDR_LEN for frame in frames) > 0
+    assert reader.counters.rx_frames == queued
+
+
 # ---------------------------------------------------------------- 2. the forwarder
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from toe_engine.io.driver import DEFAULT_RX_BUFFER, FrameDriver
 from toe_engine.io.errors import InterfaceNotFoundError, namespace_label
 from toe_engine.io.netns_enter import in_netns
+from toe_engine.io.recvmmsg import ReceiveBatch
+from toe_engine.io.vnet import VNET_HDR_LEN
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -27,6 +29,8 @@ SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
 DEFAULT_SOCKET_BUFFER = 8 * 1024 * 1024
+#: Frames one recvmmsg may take: an endpoint's default budget, so one call drains a wake-up's worth.
+RECV_SLOTS = 64
 
 _TPACKET_STATS = struct.Struct("II")
 
@@ -55,6 +59,36 @@ class AfPacketDriver(FrameDriver):
             sock = _open_bound_socket(ifname, label, ignore_outgoing, qdisc_bypass, socket_buffer, before_bind)
         self._sock = sock
         super().__init__(sock.fileno(), ifname, label, rx_buffer_size)
+        self._receive: ReceiveBatch | None = None  # made by the first `batches`
+
+    def frames(self, budget: int) -> Iterator[memoryview]:
+        """Up to `budget` waiting frames, read a batch per system call (`batches`)."""
+        for batch in self.batches(budget):
+            yield from batch
+
+    def batches(self, budget: int) -> Iterator[list[memoryview]]:
+        """The frames waiting now, up to `budget`: one batch per recvmmsg, each view valid until the next.
+
+        Each frame has its own slot of `rx_buffer` size, so truncation is counted as with a
+        read; a call that took fewer frames than it asked for found the queue empty, and no
+        further call is made for it (the read() path's failing last read).
+        """
+        receive = self._receive
+        if receive is None:
+            receive = self._receive = ReceiveBatch(self.fd, RECV_SLOTS, len(self.rx_buffer))
+        counters, take = self.counters, receive.take
+        while budget > 0:
+            batch = take(budget)
+            if not batch:
+                return
+            n = len(batch)
+            counters.rx_frames += n
+            counters.rx_bytes += receive.taken_bytes - VNET_HDR_LEN * n
+            counters.rx_truncated += receive.taken_truncated
+            yield batch
+            if n < budget and n < RECV_SLOTS:
+                return
+            budget -= n
 
     def kernel_statistics(self) -> tuple[int, int]:
         """(frames queued, frames dropped for want of buffer) since the last call.
@@ -69,6 +103,9 @@ class AfPacketDriver(FrameDriver):
         if self.fd >= 0:
             self._sock.close()
             self.fd = -1
+        if self._receive is not None:
+            self._receive.close()
+            self._receive = None
 
 
 def _open_bound_socket(
