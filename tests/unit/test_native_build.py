@@ -156,10 +156,10 @@ def test_a_compiled_package_finds_its_other_submodules_in_the_source(tmp_path: P
     finder = native._BuildFinder(tmp_path)
     assert finder.find_spec("toe_engine.codec.frame").origin == str(native.artifacts(tmp_path)["toe_engine.codec.frame"])
     assert finder.find_spec("toe_engine.codec.no_such_module") is None
-    assert finder.find_spec("toe_engine.resources.manager") is None  # not below a compiled package: the usual finders
+    assert finder.find_spec("toe_engine.runtime.loop") is None  # not below a compiled package: the usual finders
     finder.packages["toe_engine.tcp"] = str(ROOT / "toe_engine" / "tcp")  # as if toe_engine.tcp were compiled
-    spec = finder.find_spec("toe_engine.tcp.events")
-    assert spec is not None and spec.origin == str(ROOT / "toe_engine" / "tcp" / "events.py")
+    spec = finder.find_spec("toe_engine.tcp.testing")
+    assert spec is not None and spec.origin == str(ROOT / "toe_engine" / "tcp" / "testing.py")
 
 
 @pytest.mark.parametrize("forced", [True, False], ids=["TOELAB_PURE_PYTHON=1", "as-built"])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 
 class AppConnection(Protocol):
     """What an application may do with its connection."""
@@ -23,6 +25,7 @@ class AppConnection(Protocol):
         """Turn Nagle's algorithm off (True) or back on for this connection, as TCP_NODELAY does."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # every service, and tests, subclass it in Python
 class App:
     """One application instance per connection; override what you need."""
 
