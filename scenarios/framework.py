@@ -160,6 +160,9 @@ class Scenario:
     client: str
     #: TOE claims every check of the scenario bears on (each check may name more).
     claims: tuple[str, ...] = ()
+    #: Its verdicts depend on how much of the machine's CPU the target gets (a flood at a set
+    #: rate): the regression suite runs it with nothing else beside it.
+    whole_machine: bool = False
 
     def parameters(self) -> list[Parameter]:
         out = []
@@ -206,13 +209,14 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
              params: type[ScenarioParams] = NoParams,
              topology_params: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None,
              targets: Iterable[str] = TARGET_NAMES, server: str = "h2", client: str = "h1",
-             claims: Iterable[str] = (),
+             claims: Iterable[str] = (), whole_machine: bool = False,
              ) -> Callable[[Callable[[RunContext], Iterable[Check]]], Callable[[RunContext], Iterable[Check]]]:
     """Register a scenario run function under `name`.
 
     `covers` lists the requirements its checks cite; a target that cannot run the scenario
     gets a skip for each of them, so the compliance matrix has no silent holes.
     `topology_params` is a mapping or a function of the validated parameters.
+    `whole_machine` says its verdicts depend on the CPU the target gets, so the suite runs it alone.
     """
     covered = tuple(requirements.validate(r) for r in covers)
     claimed = tuple(requirements.validate_claim(c) for c in claims)
@@ -230,7 +234,7 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
         if name in _REGISTRY and _REGISTRY[name].run is not run:
             raise ValueError(f"scenario {name!r} is registered twice")
         _REGISTRY[name] = Scenario(name, " ".join(purpose.split()), run, params, topology, topo,
-                                   wanted, covered, server, client, claimed)
+                                   wanted, covered, server, client, claimed, whole_machine)
         return run
     return register
 

@@ -125,7 +125,7 @@ class SynFloodParams(ScenarioParams):
           topology="syn_flood", params=SynFloodParams,
           topology_params=lambda p: {"spoof": p.spoof, "queues": p.queues, "rx_ring": p.rx_ring},
           covers=("RFC4987 2", "RFC4987 3.3", "RFC4987 3.6", "RFC4987 3.7"),
-          server=SERVER, client=CLIENT, claims=("TOE-3", "TOE-4"))
+          server=SERVER, client=CLIENT, claims=("TOE-3", "TOE-4"), whole_machine=True)
 def run(ctx: RunContext) -> Iterator[Check]:
     p = ctx.params
     wanted = [name.strip() for name in p.policies.split(",") if name.strip()] or list(ctx.target.policies())

@@ -1,3 +1,4 @@
+import os
 import time
 
 import pytest
@@ -22,7 +23,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[STARTED] = time.time()
+    """The report covers results since now, or since TOELAB_SUITE_STARTED when `./run test` runs the suite in parts."""
+    session.config.stash[STARTED] = float(os.environ.get("TOELAB_SUITE_STARTED") or time.time())
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.root
 FINDINGS_FILE = Path(__file__).with_name("known_findings.yaml")
 KNOWN = findings.load(FINDINGS_FILE.read_text(), str(FINDINGS_FILE), [s.name for s in scenarios.all()])
 
-CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}") for s in scenarios.all() if s.name != "unit_demo"
-         for t in TARGET_NAMES]
+#: A scenario whose verdicts depend on the CPU its target gets is marked `whole_machine`; `./run test`
+#: runs those after the parallel suite, one at a time, so a neighbour's load cannot change a verdict.
+CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}", marks=[pytest.mark.whole_machine] if s.whole_machine else [])
+         for s in scenarios.all() if s.name != "unit_demo" for t in TARGET_NAMES]
 
 
 @pytest.mark.parametrize("name, target", CASES)
