@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from statistics import median
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -26,11 +30,17 @@ from toe_engine.testing import IP_B, MAC_A, MAC_B, FrameHarness
 
 from .rows import Measured, Row, row
 
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
 DISCARD = 9
 RUNTIME_BATCH = 64  # frames per wake-up through the runtime: the endpoint's default budget
 VNET_DATA_VALID = VnetHeader(flags=VNET_F_DATA_VALID).pack()  # the device checked the checksums
 BUF = 4 * 1024 * 1024
 UNLIMITED_QUEUE = 1_000_000
+#: Kernel/engine bulk pairs per offload setting at most (--repeats caps it lower): one 3 s pair swings
+#: by a third on a busy 2-core machine, the median of three much less.
+BULK_REPEATS = 3
 
 
 def bulk_mb_per_cpu_s(size: int, tso_segments: int, super_frames: bool, rx_csum_offload: bool) -> tuple[float, int]:
@@ -173,20 +183,26 @@ def _engine_pid(lab: "Lab", node: str) -> int:
     raise RuntimeError(f"no engine process on node {node}")
 
 
-def _engine_side(offloads: bool, seconds: float) -> dict[str, float]:
-    """Bulk to the engine's discard service, with the engine's CPU."""
+@contextmanager
+def _engine_side(offloads: bool) -> Iterator[Callable[[float], dict[str, float]]]:
+    """A toe_pair lab up for as long as the caller measures: each call is one bulk to the engine's
+    discard service, with the engine's CPU."""
     from lab.lab import Lab
     from lab.render import load_topology
 
     params = {"offloads": str(offloads).lower(), "capacity": "65536"}
     with Lab.up(load_topology("toe_pair", params)) as lab:
         addr, pid, engine = lab.address("t1"), _engine_pid(lab, "t1"), lab.engine("t1")
-        cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
-        bulk = _loadgen(lab, "bulk", addr, 9, seconds)
-        cpu, after = _cpu_seconds(pid) - cpu0, engine.stats()["counters"]
-        sent = after.get("tx_frames", 0) - before.get("tx_frames", 0)
-        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"],
-                "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1)}
+
+        def measure(seconds: float) -> dict[str, float]:
+            cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
+            bulk = _loadgen(lab, "bulk", addr, 9, seconds)
+            cpu, after = _cpu_seconds(pid) - cpu0, engine.stats()["counters"]
+            sent = after.get("tx_frames", 0) - before.get("tx_frames", 0)
+            return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"],
+                    "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1)}
+
+        yield measure
 
 
 def _tcp_segments(lab: "Lab", node: str) -> tuple[int, int]:
@@ -197,8 +213,10 @@ def _tcp_segments(lab: "Lab", node: str) -> tuple[int, int]:
     return int(fields["InSegs"]), int(fields["OutSegs"])
 
 
-def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
-    """The same client against the same Python services on a plain kernel host, and iperf3."""
+@contextmanager
+def _kernel_side(offloads: bool) -> Iterator[tuple[Callable[[float], dict[str, float]], Callable[[float], float]]]:
+    """A two_hosts lab up for as long as the caller measures: the same client against the same Python
+    services on a plain kernel host (one bulk per call), and iperf3 (Gbit/s)."""
     import subprocess
     import sys as _sys
 
@@ -213,28 +231,64 @@ def _kernel_side(offloads: bool, seconds: float) -> dict[str, float]:
         server = lab.node("h2").popen([_sys.executable, "-m", "lab.services", "discard=9"], stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side services")
         addr = lab.address("h2")
-        in0, out0 = _tcp_segments(lab, "h2")
-        bulk = _loadgen(lab, "bulk", addr, 9, seconds)
-        in1, out1 = _tcp_segments(lab, "h2")
-        return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "frames_per_ack": (in1 - in0) / max(out1 - out0, 1),
-                "iperf_gbit": iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s}
+
+        def measure(seconds: float) -> dict[str, float]:
+            in0, out0 = _tcp_segments(lab, "h2")
+            bulk = _loadgen(lab, "bulk", addr, 9, seconds)
+            in1, out1 = _tcp_segments(lab, "h2")
+            return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9,
+                    "frames_per_ack": (in1 - in0) / max(out1 - out0, 1)}
+
+        yield measure, lambda seconds: iperf(lab, "h1", "h2", seconds=seconds).gbit_per_s
+
+
+def paired_medians(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> tuple[dict[str, float], dict[str, float]]:
+    """(kernel, engine) from repeated kernel/engine transfers: the median of each figure, and in the
+    engine's the median of the pairs' engine/kernel ratios (`ratio`) and their spread (`ratio_min`/`_max`)."""
+    kernel = {key: median(k[key] for k, _ in pairs) for key in pairs[0][0]}
+    engine = {key: median(e[key] for _, e in pairs) for key in pairs[0][1]}
+    ratios = [e["gbit"] / max(k["gbit"], 1e-9) for k, e in pairs]
+    engine.update(ratio=median(ratios), ratio_min=min(ratios), ratio_max=max(ratios), repeats=len(pairs))
+    return kernel, engine
+
+
+def bulk_pairs(offloads: bool, seconds: float, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Kernel and engine bulk transfers taking turns (the order swapped every repeat, both labs up
+    throughout), so each ratio compares transfers made side by side on a busy machine."""
+    with _kernel_side(offloads) as (kernel_bulk, kernel_iperf), _engine_side(offloads) as engine_bulk:
+        pairs = []
+        for i in range(repeats):
+            if i % 2:
+                engine = engine_bulk(seconds)
+                pairs.append((kernel_bulk(seconds), engine))
+            else:
+                pairs.append((kernel_bulk(seconds), engine_bulk(seconds)))
+        kernel, engine = paired_medians(pairs)
+        kernel["iperf_gbit"] = kernel_iperf(seconds)
+    return kernel, engine
 
 
 def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float]) -> list[Row]:
-    """Rows of `bench engine` for one offload setting, from `_kernel_side` and `_engine_side` results."""
+    """Rows of `bench engine` for one offload setting, from `bulk_pairs` (medians of the repeats; the
+    pairs' own ratios in `pair_ratio*` when there were pairs)."""
     label = "offloads on" if offloads else "offloads off"
+    pairs = {f"pair_ratio{suffix}": round(engine[key], 3) for key, suffix in
+             (("ratio", ""), ("ratio_min", "_min"), ("ratio_max", "_max")) if key in engine}
+    if "repeats" in engine:
+        pairs["repeats"] = int(engine["repeats"])
     # frames received per ACK sent on each side: both ACK once per receive batch (Linux's backlog, the engine's wake-up)
     return [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
                 iperf3_gbit_s=round(kernel["iperf_gbit"], 3),
                 kernel_frames_per_ack=round(kernel.get("frames_per_ack", 0.0), 1),
-                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1)),
+                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1), **pairs),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
 
 
 def bench_engine(args: argparse.Namespace) -> Measured:
-    """The engine endpoint against the kernel, measured in the same run with the same client;
-    `--http-only` measures the HTTP connection set-ups alone, `--bulk-only` the bulk rows alone."""
+    """The engine endpoint against the kernel, measured in the same run with the same client (bulk:
+    `bulk_pairs`, up to BULK_REPEATS pairs taking turns); `--http-only` measures the HTTP connection
+    set-ups alone, `--bulk-only` the bulk rows alone."""
     from toelab.benches.http_setup import http_rows, in_memory_cost, lab_setups, setups_cells, setups_table
     from toelab.benches.queues import queue_scaling_rows
 
@@ -247,12 +301,15 @@ def bench_engine(args: argparse.Namespace) -> Measured:
     for column in ("measurement", "kernel", "engine", "engine / kernel"):
         table.add_column(column, justify="right")
     rows: list[Row] = []
+    repeats = max(1, min(getattr(args, "repeats", 1), BULK_REPEATS))
     for offloads in (True, False):
         label = "offloads on" if offloads else "offloads off"
-        kernel, engine = _kernel_side(offloads, args.seconds), _engine_side(offloads, args.seconds)
+        kernel, engine = bulk_pairs(offloads, args.seconds, repeats)
         table.add_row(f"iperf3 kernel -> kernel, {label}", f"{kernel['iperf_gbit']:.2f} Gbit/s", "", "")
-        table.add_row(f"bulk to discard, {label}", f"{kernel['gbit']:.2f} Gbit/s", f"{engine['gbit']:.2f} Gbit/s",
-                      f"{engine['gbit'] / kernel['gbit']:.2f} ({engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
+        table.add_row(f"bulk to discard, {label} (median of {repeats})", f"{kernel['gbit']:.2f} Gbit/s",
+                      f"{engine['gbit']:.2f} Gbit/s",
+                      f"{engine['gbit'] / kernel['gbit']:.2f} (pairs {engine['ratio_min']:.2f}-{engine['ratio_max']:.2f}; "
+                      f"{engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
         table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
                       f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
         rows += endpoint_rows(offloads, kernel, engine)
