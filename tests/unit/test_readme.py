@@ -72,10 +72,13 @@ def test_the_two_commands_and_ci_run_the_same_thing() -> None:
     assert "sudo ./run" not in text  # a minimal Debian 12 has no sudo
     run = (REPO / "run").read_text()
     assert "demo|test)" in run and "-m pytest -n 2 --junitxml=reports/junit.xml" in run
+    # the whole suite: everything else in parallel, then the whole-machine scenarios one at a time
+    assert '-m pytest -n 2 -m "not whole_machine" --junitxml=reports/junit.xml' in run
+    assert "-m pytest -p no:xdist -m whole_machine --junitxml=reports/junit-whole-machine.xml" in run
     assert "./run test" in (REPO / ".ci" / "run").read_text()
     workflow = (REPO / ".github" / "workflows" / "ci.yml").read_text()
     assert re.search(r"run: \./run test\b", workflow), "the CI workflow must run the README's test command"
-    assert "reports/junit.xml" in workflow and "reports/scenarios" in workflow
+    assert "reports/junit*.xml" in workflow and "reports/scenarios" in workflow
 
 
 def test_root_messages_say_run_it_as_root() -> None:
