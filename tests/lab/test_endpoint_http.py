@@ -18,7 +18,9 @@ from lab.lab import Lab
 from lab.pytest_plugin import MakeLab
 from scenarios.wire import tcp_frames
 
-pytestmark = pytest.mark.root
+#: Exact per-connection counts over thousands of back-to-back connections: on a loaded machine a
+#: neighbouring test changes how they interleave, so the suite runs these alone (`./run test`).
+pytestmark = [pytest.mark.root, pytest.mark.whole_machine]
 
 ENGINE_IP, HTTP = "10.0.7.2", 80
 RESPONSE = 138  # HTTP/1.1 200 OK head of the 64-byte body the client asks for, and the body
@@ -83,4 +85,6 @@ def test_time_wait_left_by_clients_that_close_with_a_fin_holds_no_table_slot(mak
     assert result["connections"] > 16  # more than the table holds: each was served all the same
     assert counters["conn_offloaded"] == result["connections"] and counters.get("conn_fallback", 0) == 0
     assert counters["time_wait_slots_freed"] == result["connections"]
-    assert stats["gauges"]["table_occupancy"] == 0 and stats["connections"] == result["connections"]
+    # a client port that comes round again reopens the engine's TIME-WAIT TCB for it (RFC 6191): one TCB fewer
+    reused = counters.get("time_wait_reused", 0)
+    assert stats["gauges"]["table_occupancy"] == 0 and stats["connections"] + reused == result["connections"]

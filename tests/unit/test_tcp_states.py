@@ -236,10 +236,12 @@ def test_time_wait_accepts_newer_syn() -> None:
     h.a.close(ca)
     h.run(duration=0.5)
     assert h.b.state(cb) is State.TIME_WAIT and h.a.state(ca) is State.CLOSED
+    assert h.counters_b["time_wait_reused"] == 0
     h.run(duration=1)
     ca2 = h.a.connect(IP_A, IP_B, 80, h.now, local_port=40000)
     h.run(duration=1)
     assert ca2 == ca and h.a.state(ca2) is State.ESTABLISHED and h.b.state(cb) is State.ESTABLISHED
+    assert h.counters_b["time_wait_reused"] == 1  # one TCB replaced: the stack holds one fewer than it saw
 
 
 def test_events_for_peer_close_and_data() -> None:

@@ -322,6 +322,7 @@ class TcpStack:
         if conn is not None:
             if conn.state is TIME_WAIT and seg.flags & (SYN | ACK | RST | FIN) == SYN and self._may_reuse(conn, seg):
                 self._reap(conn)  # MAY-2: a new incarnation may replace TIME-WAIT
+                self.counters.inc("time_wait_reused")
             else:
                 if conn.on_segment(seg, now):
                     self.hp_hits += 1
