@@ -168,8 +168,8 @@ class ReceivePath(SendPath):
                 self._rate_sample(newest, now)
         elif self.cc.rate_based:
             self._rate_sample(None, now)
-        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
-            self.snd_wnd = wnd  # RFC 9293 3.10.7.4's window update, from open to open
+        if ack > snd_una or self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+            self.snd_wnd = wnd  # RFC 9293 3.10.7.4's window update, from open to open (and see _process_ack)
             self.snd_wl1 = rcv_nxt
             self.snd_wl2 = ack
             if wnd > self.max_snd_wnd:
@@ -329,7 +329,10 @@ class ReceivePath(SendPath):
         if self.cc.rate_based:  # BBR: a delivery-rate sample from every ACK, after loss detection
             self._rate_sample(newest, now)
 
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+        # RFC 9293 3.10.7.4's window update, and, as Linux's tcp_may_update_window has it, from any
+        # ACK that moves SND.UNA: a retransmission's old SEG.SEQ fails SND.WL1's test, and the old
+        # window slid up to the new SND.UNA would reach past the peer's right edge
+        if ack > snd_una or self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
             if wnd and not self.snd_wnd:
                 self.probing = False
