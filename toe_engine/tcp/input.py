@@ -317,7 +317,7 @@ class ReceivePath(SendPath):
             if acked is not None and (newest is None or acked.sent_after(newest)):
                 newest = acked
         elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
-              and not seg.flags & (SYN | FIN)
+              and not seg.flags & (SYN | FIN) and (sack_news or not dsack)  # a D-SACK tells of no loss
               and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
             dupack = True
             self._duplicate_ack(now, sack_news)
@@ -366,8 +366,10 @@ class ReceivePath(SendPath):
 
     def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> tuple[int, Sent | None, bool]:
         """SACK blocks into the retransmission queue: octets newly SACKed, the most recently sent
-        range they delivered, and whether the first block is a D-SACK (RFC 2883: below the
-        cumulative ACK, or inside the second block)."""
+        range they delivered, and whether the first block is a D-SACK (RFC 2883 4: starting
+        below the cumulative ACK, or inside the second block, as Linux's tcp_check_dsack tells).
+        A D-SACK reports a duplicate, not delivery: it never enters the scoreboard, so it moves
+        neither the pipe, nor RACK, nor DeliveredData."""
         una = max(ack, self.snd_una)
         nxt = self.snd_nxt
         added = 0
@@ -380,8 +382,9 @@ class ReceivePath(SendPath):
             end = una + seq_diff(end32, una)
             if first:
                 first = False
-                if end <= ack or (len(blocks) > 1 and _inside(start, end, blocks[1], una)):
+                if start < ack or (len(blocks) > 1 and _inside(start, end, blocks[1], una)):
                     dsack = True
+                    self.counters.inc("dsacks_received")
                     continue
             if una <= start < end <= nxt:
                 n, r = q.sack(start, end)
