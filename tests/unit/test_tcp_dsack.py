@@ -72,3 +72,81 @@ def test_an_ordinary_first_block_is_no_dsack() -> None:
     h, ca, cb, tcb, base, mss = in_flight(TcpConfig(), 6)
     h.inject("a", ack_from_b(h, cb, base, ((base + 2 * mss, base + 3 * mss), (base + 4 * mss, base + 5 * mss)), 1))
     assert h.counters_a["dsacks_received"] == 0 and tcb.rtxq.sacked == 2 * mss and tcb.dupacks == 1
+
+
+# ------------------------------------------------------------------ as receiver
+
+def received(receiver: TcpConfig) -> tuple[Harness, object, object, object, int]:
+    """a sent b 3000 bytes, all delivered and ACKed; b's connection and its RCV.NXT (32-bit)."""
+    h = Harness(TcpConfig(), receiver)
+    ca, cb = h.establish()
+    h.a.send(ca, b"x" * 3000)
+    h.run(duration=1)
+    tcb = h.b.connection(cb)
+    assert tcb is not None and not tcb.ooo.bytes_held
+    return h, ca, cb, tcb, tcb.rcv_nxt & MASK
+
+
+def test_a_duplicate_below_rcv_nxt_draws_its_dsack_once() -> None:
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig())
+    assert tcb.sack_ok
+    replies = h.inject("b", h.forge("a", ca, ACK, seq_delta=-1000, payload=b"x" * 500))
+    assert len(replies) == 1 and replies[0].ack == rcv_nxt
+    assert replies[0].options.sack_blocks == (((rcv_nxt - 1000) & MASK, (rcv_nxt - 500) & MASK),)
+    assert h.counters_b["out_of_window"] == 1 and h.counters_b["dsacks_sent"] == 1
+    assert h.counters_b["dup_acks_sent"] == 0  # no hole: as before, no duplicate ACK of a hole
+    h.b.send(cb, b"answer")  # the next segment b sends reports nothing
+    h.flush()
+    later = [s.seg for s in h.trace if s.src == "b" and s.seg.payload == b"answer"]
+    assert later and not later[0].options.sack_blocks and h.counters_b["dsacks_sent"] == 1
+
+
+def test_a_segment_overlapping_rcv_nxt_reports_its_old_head() -> None:
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig(delayed_ack=0))
+    replies = h.inject("b", h.forge("a", ca, ACK, seq_delta=-500, payload=b"x" * 1000))
+    assert tcb.rcv_nxt & MASK == (rcv_nxt + 500) & MASK
+    assert len(replies) == 1 and replies[0].ack == (rcv_nxt + 500) & MASK
+    assert replies[0].options.sack_blocks == (((rcv_nxt - 500) & MASK, rcv_nxt),)
+
+
+def test_a_duplicate_of_held_out_of_order_data_comes_first_then_its_block() -> None:
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig())
+    above = h.forge("a", ca, ACK, seq_delta=1000, payload=b"y" * 500)
+    block = ((rcv_nxt + 1000) & MASK, (rcv_nxt + 1500) & MASK)
+    (first,) = h.inject("b", above)
+    assert first.options.sack_blocks == (block,) and h.counters_b["dsacks_sent"] == 0
+    (again,) = h.inject("b", above)
+    assert again.ack == rcv_nxt and again.options.sack_blocks == (block, block)  # RFC 2883 4.1.2
+    assert h.counters_b["dsacks_sent"] == 1 and tcb.ooo.bytes_held == 500
+
+
+def test_without_sack_permitted_a_duplicate_draws_a_plain_ack() -> None:
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig(sack=False))
+    assert not tcb.sack_ok
+    replies = h.inject("b", h.forge("a", ca, ACK, seq_delta=-1000, payload=b"x" * 500))
+    assert len(replies) == 1 and replies[0].ack == rcv_nxt and replies[0].options.sack_blocks == ()
+    assert h.counters_b["dsacks_sent"] == 0 and tcb.dsack_pending is None
+
+
+def test_a_spurious_tail_probe_is_answered_by_a_dsack_that_widens_racks_window() -> None:
+    """The ACKs of a flight are lost; the tail loss probe resends its last segment, which b had:
+    b's D-SACK tells a the probe was spurious (RFC 8985 7.4: no cwnd reduction) and RACK's
+    reordering window grows (6.2 step 4)."""
+    h = Harness(TcpConfig(nodelay=True), TcpConfig())
+    ca, cb = h.establish()
+    h.a.send(ca, bytes(4000))
+    h.run(duration=1)
+    tcb = h.a.connection(ca)
+    assert tcb is not None and tcb.rack and tcb.reo_wnd_mult == 1
+    mss = tcb.snd_mss
+    start = h.now
+    until = start + 0.055  # b's ACKs of the flight (the last one delayed 40 ms) are lost, the probe's answer is not
+    h.drop_if = lambda src, seg: src == "b" and h.now < until
+    h.a.send(ca, bytes(3 * mss))
+    h.run(duration=1)
+    probes = [s.time for s in h.trace if s.src == "a" and s.time > start and s.seg.payload]
+    assert len(probes) == 1 and probes[0] < until <= probes[0] + 0.01  # b's answer to it is the first to pass
+    assert h.b.recv(cb)[-3 * mss:] == bytes(3 * mss)
+    assert h.counters_a["tlp_probes"] == 1 and h.counters_b["dsacks_sent"] == 1
+    assert h.counters_a["dsacks_received"] == 1 and h.counters_a["tlp_recoveries"] == 0
+    assert tcb.reo_wnd_mult == 2 and tcb.snd_una == tcb.snd_nxt

@@ -61,6 +61,8 @@ class ReceivePath(SendPath):
         if not (plen and rcv_nxt <= seq < rcv_nxt + rcv_wnd) and not self._acceptable(
                 seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
             if not (rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN):
+                if plen and seq < rcv_nxt and self.sack_ok and not flags & RST:
+                    self.dsack_pending = (seq, min(seq + plen, rcv_nxt))  # RFC 2883 4.1.1: a duplicate
                 self._refuse(flags, now)
                 return False
             payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
@@ -82,6 +84,8 @@ class ReceivePath(SendPath):
 
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
+            if plen and self.sack_ok:
+                self.dsack_pending = (seq, rcv_nxt if cut < plen else seq + plen)  # RFC 2883 4.1.1: its head
             payload = memoryview(payload)[cut:] if cut < plen else b""
             seq = rcv_nxt
         right = rcv_nxt + rcv_wnd
@@ -480,7 +484,8 @@ class ReceivePath(SendPath):
             if not self.app_closed:
                 self._events.append(DataReceived(self.key, delivered))
         else:
-            self.ooo.insert(seq, payload)
+            if not self.ooo.insert(seq, payload) and self.sack_ok:
+                self.dsack_pending = (seq, seq + n)  # RFC 2883 4.1.2: held already, its block follows
             self.ack_now = True  # out-of-order: immediate duplicate ACK (RFC 5681 4.2)
 
     def _owe_ack(self, n: int, size: int, now: float) -> None:
