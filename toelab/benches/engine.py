@@ -199,8 +199,10 @@ def _engine_side(offloads: bool) -> Iterator[Callable[[float], dict[str, float]]
             bulk = _loadgen(lab, "bulk", addr, 9, seconds)
             cpu, after = _cpu_seconds(pid) - cpu0, engine.stats()["counters"]
             sent = after.get("tx_frames", 0) - before.get("tx_frames", 0)
+            grew = {key: after.get(key, 0) - before.get(key, 0) for key in ("out_of_window", "dsacks_sent")}
             return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"],
-                    "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1)}
+                    "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1),
+                    "duplicates": grew["out_of_window"], "dsacks_sent": grew["dsacks_sent"]}
 
         yield measure
 
@@ -280,7 +282,10 @@ def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, fl
     return [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
                 iperf3_gbit_s=round(kernel["iperf_gbit"], 3),
                 kernel_frames_per_ack=round(kernel.get("frames_per_ack", 0.0), 1),
-                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1), **pairs),
+                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1),
+                # segments the engine already had (Linux's spurious retransmissions), and its D-SACKs for them
+                engine_duplicates=int(engine.get("duplicates", 0)), engine_dsacks_sent=int(engine.get("dsacks_sent", 0)),
+                **pairs),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
 
