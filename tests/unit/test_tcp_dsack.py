@@ -150,3 +150,20 @@ def test_a_spurious_tail_probe_is_answered_by_a_dsack_that_widens_racks_window()
     assert h.counters_a["tlp_probes"] == 1 and h.counters_b["dsacks_sent"] == 1
     assert h.counters_a["dsacks_received"] == 1 and h.counters_a["tlp_recoveries"] == 0
     assert tcb.reo_wnd_mult == 2 and tcb.snd_una == tcb.snd_nxt
+
+
+def test_a_dsack_with_no_room_beside_full_segments_waits_for_the_next_that_has_room() -> None:
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig(nodelay=True))
+    mss = tcb.snd_mss
+    duplicate = ((rcv_nxt - 1000) & MASK, (rcv_nxt - 500) & MASK)
+    tcb.dsack_pending = (tcb.rcv_nxt - 1000, tcb.rcv_nxt - 500)  # as the duplicate left it, its ACK not yet sent
+    h.b.send(cb, bytes(2 * mss))
+    h.flush()
+    full = [s.seg for s in h.trace if s.src == "b" and len(s.seg.payload) == mss]
+    assert len(full) == 2 and all(not s.options.sack_blocks for s in full)
+    assert h.counters_b["dsacks_sent"] == 0 and tcb.dsack_pending is not None
+    h.b.send(cb, b"z" * 100)
+    h.flush()
+    (small,) = [s.seg for s in h.trace if s.src == "b" and s.seg.payload == b"z" * 100]
+    assert small.options.sack_blocks == (duplicate,) and h.counters_b["dsacks_sent"] == 1
+    assert tcb.dsack_pending is None
