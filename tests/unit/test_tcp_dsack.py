@@ -167,3 +167,13 @@ def test_a_dsack_with_no_room_beside_full_segments_waits_for_the_next_that_has_r
     (small,) = [s.seg for s in h.trace if s.src == "b" and s.seg.payload == b"z" * 100]
     assert small.options.sack_blocks == (duplicate,) and h.counters_b["dsacks_sent"] == 1
     assert tcb.dsack_pending is None
+
+
+def test_a_hole_filler_overlapping_held_data_reports_the_overlap() -> None:
+    """Linux's tcp_ofo_queue: held bytes that arrive again in order are a duplicate too."""
+    h, ca, cb, tcb, rcv_nxt = received(TcpConfig())
+    h.inject("b", h.forge("a", ca, ACK, seq_delta=1000, payload=b"y" * 500))
+    (reply,) = h.inject("b", h.forge("a", ca, ACK, payload=b"y" * 1200))  # [0, 1200) over held [1000, 1500)
+    assert reply.ack == (rcv_nxt + 1500) & MASK and tcb.ooo.bytes_held == 0
+    assert reply.options.sack_blocks == (((rcv_nxt + 1000) & MASK, (rcv_nxt + 1200) & MASK),)
+    assert h.counters_b["dsacks_sent"] == 1

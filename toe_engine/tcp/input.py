@@ -471,6 +471,8 @@ class ReceivePath(SendPath):
             self.rcv_nxt += n
             delivered = n
             if self.ooo:
+                if self.sack_ok and self.dsack_pending is None:  # RFC 2883 4.1.1, as Linux's tcp_ofo_queue:
+                    self.dsack_pending = self.ooo.held_below(self.rcv_nxt)  # the hole's filler overlapped held data
                 more = self.ooo.pop_ready(self.rcv_nxt)
                 if more is not None:
                     if not self.app_closed:
