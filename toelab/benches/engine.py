@@ -297,7 +297,8 @@ def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, fl
                 kernel_frames_per_ack=round(kernel.get("frames_per_ack", 0.0), 1),
                 engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1),
                 # segments the engine already had (Linux's spurious retransmissions), and its D-SACKs for them
-                engine_duplicates=int(engine.get("duplicates", 0)), engine_dsacks_sent=int(engine.get("dsacks_sent", 0)),
+                engine_duplicates=int(engine.get("duplicates", 0)),
+                engine_dsacks_sent=int(engine.get("dsacks_sent", 0)),
                 client_dsacks_received=int(engine.get("TCPDSACKRecv", 0)),
                 client_dsack_undos=int(engine.get("TCPDSACKUndo", 0)),
                 **pairs),
