@@ -61,6 +61,8 @@ class ReceivePath(SendPath):
         if not (plen and rcv_nxt <= seq < rcv_nxt + rcv_wnd) and not self._acceptable(
                 seq, plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0), rcv_wnd):
             if not (rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN):
+                if plen and seq < rcv_nxt and self.sack_ok and not flags & RST:
+                    self.dsack_pending = (seq, min(seq + plen, rcv_nxt))  # RFC 2883 4.1.1: a duplicate
                 self._refuse(flags, now)
                 return False
             payload = b""  # MUST-66: a closed window still takes ACK, RST and URG
@@ -82,6 +84,8 @@ class ReceivePath(SendPath):
 
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
+            if plen and self.sack_ok:
+                self.dsack_pending = (seq, rcv_nxt if cut < plen else seq + plen)  # RFC 2883 4.1.1: its head
             payload = memoryview(payload)[cut:] if cut < plen else b""
             seq = rcv_nxt
         right = rcv_nxt + rcv_wnd
@@ -168,8 +172,8 @@ class ReceivePath(SendPath):
                 self._rate_sample(newest, now)
         elif self.cc.rate_based:
             self._rate_sample(None, now)
-        if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
-            self.snd_wnd = wnd  # RFC 9293 3.10.7.4's window update, from open to open
+        if ack > snd_una or self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+            self.snd_wnd = wnd  # RFC 9293 3.10.7.4's window update, from open to open (and see _process_ack)
             self.snd_wl1 = rcv_nxt
             self.snd_wl2 = ack
             if wnd > self.max_snd_wnd:
@@ -317,7 +321,7 @@ class ReceivePath(SendPath):
             if acked is not None and (newest is None or acked.sent_after(newest)):
                 newest = acked
         elif (ack == snd_una and self.snd_nxt > snd_una and not plen and not self.probing
-              and not seg.flags & (SYN | FIN)
+              and not seg.flags & (SYN | FIN) and (sack_news or not dsack)  # a D-SACK tells of no loss
               and ((seg.window << self.snd_wscale) == self.snd_wnd or sack_news)):
             dupack = True
             self._duplicate_ack(now, sack_news)
@@ -329,7 +333,10 @@ class ReceivePath(SendPath):
         if self.cc.rate_based:  # BBR: a delivery-rate sample from every ACK, after loss detection
             self._rate_sample(newest, now)
 
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+        # RFC 9293 3.10.7.4's window update, and, as Linux's tcp_may_update_window has it, from any
+        # ACK that moves SND.UNA: a retransmission's old SEG.SEQ fails SND.WL1's test, and the old
+        # window slid up to the new SND.UNA would reach past the peer's right edge
+        if ack > snd_una or self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale  # RFC 7323 2.2
             if wnd and not self.snd_wnd:
                 self.probing = False
@@ -363,8 +370,10 @@ class ReceivePath(SendPath):
 
     def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> tuple[int, Sent | None, bool]:
         """SACK blocks into the retransmission queue: octets newly SACKed, the most recently sent
-        range they delivered, and whether the first block is a D-SACK (RFC 2883: below the
-        cumulative ACK, or inside the second block)."""
+        range they delivered, and whether the first block is a D-SACK (RFC 2883 4: starting
+        below the cumulative ACK, or inside the second block, as Linux's tcp_check_dsack tells).
+        A D-SACK reports a duplicate, not delivery: it never enters the scoreboard, so it moves
+        neither the pipe, nor RACK, nor DeliveredData."""
         una = max(ack, self.snd_una)
         nxt = self.snd_nxt
         added = 0
@@ -377,8 +386,9 @@ class ReceivePath(SendPath):
             end = una + seq_diff(end32, una)
             if first:
                 first = False
-                if end <= ack or (len(blocks) > 1 and _inside(start, end, blocks[1], una)):
+                if start < ack or (len(blocks) > 1 and _inside(start, end, blocks[1], una)):
                     dsack = True
+                    self.counters.inc("dsacks_received")
                     continue
             if una <= start < end <= nxt:
                 n, r = q.sack(start, end)
@@ -461,6 +471,8 @@ class ReceivePath(SendPath):
             self.rcv_nxt += n
             delivered = n
             if self.ooo:
+                if self.sack_ok and self.dsack_pending is None:  # RFC 2883 4.1.1, as Linux's tcp_ofo_queue:
+                    self.dsack_pending = self.ooo.held_below(self.rcv_nxt)  # the hole's filler overlapped held data
                 more = self.ooo.pop_ready(self.rcv_nxt)
                 if more is not None:
                     if not self.app_closed:
@@ -474,7 +486,8 @@ class ReceivePath(SendPath):
             if not self.app_closed:
                 self._events.append(DataReceived(self.key, delivered))
         else:
-            self.ooo.insert(seq, payload)
+            if not self.ooo.insert(seq, payload) and self.sack_ok:
+                self.dsack_pending = (seq, seq + n)  # RFC 2883 4.1.2: held already, its block follows
             self.ack_now = True  # out-of-order: immediate duplicate ACK (RFC 5681 4.2)
 
     def _owe_ack(self, n: int, size: int, now: float) -> None:

@@ -274,16 +274,22 @@ class SendPath(Timeouts):
         """Build one non-SYN segment carrying our ACK, window and options."""
         opts = TcpOptions(timestamp=(self.host.ts_clock(now), self.ts_recent)) if self.ts_ok else TcpOptions()
         ooo = self.ooo
-        if ooo.bytes_held:  # holes in what we received: SACK them, and count the duplicate ACK
+        dsack = self.dsack_pending
+        if ooo.bytes_held or dsack is not None:  # holes or a duplicate: SACK them, and count the duplicate ACK
             if self.sack_ok:
                 most = 3 if self.ts_ok else 4
                 if payload:  # the blocks must fit beside the data: snd_mss only allows for timestamps
                     most = min(most, max(0, (self.snd_mss - len(payload) - SACK_OPTION_OVERHEAD) // SACK_BLOCK_LEN))
-                blocks = ooo.sack_blocks(most)
+                if dsack is not None and most:  # RFC 2883 4: the duplicate first, once (no room: the next ACK)
+                    blocks = [dsack] + ooo.sack_blocks(most - 1)
+                    self.dsack_pending = None
+                    self.counters.inc("dsacks_sent")
+                else:
+                    blocks = ooo.sack_blocks(most)
                 if blocks:
                     opts.sack_blocks = tuple((s & MASK, e & MASK) for s, e in blocks)
                     self.counters.inc("sack_blocks_sent", len(blocks))
-            if not payload:
+            if not payload and ooo.bytes_held:
                 self.counters.inc("dup_acks_sent")
         seg = Segment(self.local_port, self.remote_port, seq32, self.rcv_nxt & MASK, flags, self._window_field(),
                       payload, opts)

@@ -95,6 +95,14 @@ class ReassemblyQueue:
                 return data
         return None
 
+    def held_below(self, seq: int) -> tuple[int, int] | None:
+        """The first held range below `seq` (data that arrived again in order up to `seq`), or None."""
+        blocks = self._blocks
+        if not blocks or blocks[0].start >= seq:
+            return None
+        first = blocks[0]
+        return first.start, min(first.end, seq)
+
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Up to `limit` (start, end) blocks, the most recently changed first."""
         if limit <= 0:

@@ -100,7 +100,7 @@ class Tcb:
         # receive side
         "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "ooo", "rcv_fin_seq", "peer_fin", "rcv_mss", "rcv_up",
         "rtx_since",
-        "unacked_bytes", "ack_now",
+        "unacked_bytes", "ack_now", "dsack_pending",
         # options
         "wscale_ok", "ts_ok", "ts_recent", "ts_recent_time", "last_ack_sent", "sack_ok",
         # timing and recovery
@@ -164,6 +164,7 @@ class Tcb:
         self.rcv_mss = min(cfg.mss, DEFAULT_MSS_V4)
         self.unacked_bytes = 0
         self.ack_now = False
+        self.dsack_pending: tuple[int, int] | None = None  # RFC 2883: a duplicate to report once, first
 
         self.wscale_ok = False
         self.ts_ok = False

@@ -196,21 +196,36 @@ def _engine_side(offloads: bool) -> Iterator[Callable[[float], dict[str, float]]
 
         def measure(seconds: float) -> dict[str, float]:
             cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
+            client0 = _proc_net(lab, "h1", "netstat", "TcpExt:")
             bulk = _loadgen(lab, "bulk", addr, 9, seconds)
             cpu, after = _cpu_seconds(pid) - cpu0, engine.stats()["counters"]
+            client = _proc_net(lab, "h1", "netstat", "TcpExt:")
             sent = after.get("tx_frames", 0) - before.get("tx_frames", 0)
+            grew = {key: after.get(key, 0) - before.get(key, 0) for key in ("out_of_window", "dsacks_sent")}
             return {"gbit": bulk["bytes"] * 8 / bulk["seconds"] / 1e9, "cores": cpu / bulk["seconds"],
-                    "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1)}
+                    "frames_per_ack": (after.get("rx_frames", 0) - before.get("rx_frames", 0)) / max(sent, 1),
+                    "duplicates": grew["out_of_window"], "dsacks_sent": grew["dsacks_sent"],
+                    **{name: client.get(name, 0) - client0.get(name, 0) for name in CLIENT_DSACK_FIELDS}}
 
         yield measure
 
 
+def _proc_net(lab: "Lab", node: str, table: str, prefix: str) -> dict[str, int]:
+    """One header/values pair of a node's /proc/net/`table` (its own namespace's), by field name."""
+    lines = [line.split() for line in lab.node(node).run(["cat", f"/proc/net/{table}"], check=True).stdout.splitlines()
+             if line.startswith(prefix)]
+    return {name: int(value) for name, value in zip(lines[0][1:], lines[1][1:])}
+
+
 def _tcp_segments(lab: "Lab", node: str) -> tuple[int, int]:
     """(InSegs, OutSegs) of a node's kernel TCP (/proc/net/snmp): a GSO/GRO packet counts once, as a frame."""
-    lines = [line.split() for line in lab.node(node).run(["cat", "/proc/net/snmp"], check=True).stdout.splitlines()
-             if line.startswith("Tcp:")]
-    fields = dict(zip(lines[0][1:], lines[1][1:]))
-    return int(fields["InSegs"]), int(fields["OutSegs"])
+    fields = _proc_net(lab, node, "snmp", "Tcp:")
+    return fields["InSegs"], fields["OutSegs"]
+
+
+#: What the Linux client learnt from the engine's D-SACKs (/proc/net/netstat TcpExt): D-SACKs received,
+#: and the window cuts it undid on them
+CLIENT_DSACK_FIELDS = ("TCPDSACKRecv", "TCPDSACKUndo")
 
 
 @contextmanager
@@ -280,7 +295,13 @@ def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, fl
     return [row("engine", f"bulk to discard, {label}", "Gbit/s", round(kernel["gbit"], 3), round(engine["gbit"], 3),
                 iperf3_gbit_s=round(kernel["iperf_gbit"], 3),
                 kernel_frames_per_ack=round(kernel.get("frames_per_ack", 0.0), 1),
-                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1), **pairs),
+                engine_frames_per_ack=round(engine.get("frames_per_ack", 0.0), 1),
+                # segments the engine already had (Linux's spurious retransmissions), and its D-SACKs for them
+                engine_duplicates=int(engine.get("duplicates", 0)),
+                engine_dsacks_sent=int(engine.get("dsacks_sent", 0)),
+                client_dsacks_received=int(engine.get("TCPDSACKRecv", 0)),
+                client_dsack_undos=int(engine.get("TCPDSACKUndo", 0)),
+                **pairs),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
 
