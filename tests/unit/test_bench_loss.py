@@ -188,3 +188,4 @@ def test_kernel_figures_are_none_without_its_counters_and_lossy_downloads_are_lo
     assert row["kernel_rto_per_mib"] is None and row["engine_rto_other_per_mib"] == 0.0
     assert set(bench.DOWNLOAD_BYTES) == {setting for setting, _ in SETTINGS}
     assert all(bench.DOWNLOAD_BYTES[s] >= 8 * MIB for s in ("loss=1%", "loss=5%", "gemodel=1/50/50"))
+    assert all(bench.DOWNLOAD_BYTES[s] >= 32 * MIB for s in ("loss=1%", "gemodel=1/50/50"))  # an RTO every 8-25 MiB
