@@ -1,8 +1,11 @@
 """`toelab bench middlebox`: the engine middlebox's forwarding rate next to a kernel router, same run.
 
 h1 - mb - h2 (`middlebox_chain`), iperf3 from h1 to h2 through a kernel router (GRO off, the
-reference) and through the engine middlebox in router mode, bridge mode and router mode with
-GRO. All four labs are up at once and their runs interleave, `--repeats` rounds of one run
+reference), through the engine middlebox in router mode, bridge mode and router mode with
+GRO, and through the user-space ceiling: a bare forwarder (toelab.benches.bare_forwarder) on the
+same AF_PACKET sockets that reads each frame and writes it out of the other port, nothing else,
+so whatever the engine costs beyond it is the engine's own code and whatever the bare forwarder
+falls short of the kernel is what any user-space forwarder on these sockets pays. All five labs are up at once and their runs interleave, `--repeats` rounds of one run
 each, so a neighbour's burst of load falls on every node alike; each figure is the median of
 its runs, all of which the row keeps, with each round's engine/kernel ratio beside them (runs
 seconds apart: the ratio a burst of load disturbs least). The engine rows also give the
@@ -11,7 +14,8 @@ disturbs far less than the rate, and the whole chain's CPU per GB (both iperf3 p
 they report it, and the forwarding node) against the kernel router chain's: the kernel
 forwards in the softirq of whichever end's process sent the frame, so only the chain compares
 like for like, and on a machine the chain keeps busy the rate ratio tends to the inverse of
-that CPU ratio. Last, the router's own CPU per frame in memory (no I/O): a frame routed in
+that CPU ratio. Each engine mode is also set against the ceiling, its rate and its process's
+CPU per GB. Last, the router's own CPU per frame in memory (no I/O): a frame routed in
 place in the receive buffer against the same frame through the stage pipeline (a copy, a
 header object, dispatch).
 """
@@ -22,7 +26,7 @@ import statistics
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -32,23 +36,32 @@ if TYPE_CHECKING:
     from lab.lab import Lab
 
 KERNEL = "kernel router (GRO off)"
-#: (label, middlebox_chain parameters): the reference first, then each engine mode.
+CEILING = "bare user-space forwarder (AF_PACKET read + write, nothing else), the user-space ceiling"
+#: (label, middlebox_chain parameters): the reference first, then each engine mode, then the ceiling
+#: (a bare node whose ports the bench's own bare forwarder serves).
 FORWARDERS = ((KERNEL, {"mb_kind": "router"}),
               ("engine, router mode", {"mode": "router"}),
               ("engine, bridge mode", {"mode": "bridge"}),
-              ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}))
+              ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}),
+              (CEILING, {"mb_kind": "host", "mode": "bridge"}))
 
 
 @dataclass
 class Forwarding:
     """One forwarding node's runs: Gbit/s of each, GB carried, its forwarding process's CPU seconds and
-    the iperf3 ends'."""
+    the iperf3 ends'; `pid` is that process (None for the kernel router, which has none)."""
 
     label: str
     gbit: list[float] = field(default_factory=list)
     gbytes: float = 0.0
     cpu_s: float = 0.0
     ends_cpu_s: float = 0.0  # both iperf3 processes', as they report it
+    pid: int | None = None
+
+    @property
+    def cpu_per_gb(self) -> float:
+        """CPU of the forwarding process per GB carried."""
+        return self.cpu_s / max(self.gbytes, 1e-9)
 
     @property
     def chain_cpu_per_gb(self) -> float:
@@ -66,19 +79,38 @@ def round_ratios(kernel: Forwarding, engine: Forwarding) -> list[float]:
     return [round(e / k, 3) if k else 0.0 for k, e in zip(kernel.gbit, engine.gbit)]
 
 
-def middlebox_rows(kernel: Forwarding, engines: list[Forwarding]) -> list[Row]:
-    """Rows of `bench middlebox`: each engine mode's median rate against the kernel router's, and its CPU per GB."""
+def middlebox_rows(kernel: Forwarding, engines: list[Forwarding], ceiling: Forwarding | None = None) -> list[Row]:
+    """Rows of `bench middlebox`: each engine mode's (and the ceiling's) median rate against the kernel
+    router's, its CPU per GB; then each engine mode against the ceiling."""
     rows: list[Row] = []
-    for engine in engines:
+    for engine in engines + ([ceiling] if ceiling is not None else []):
         rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: kernel router, "
                         "GRO off)", "Gbit/s", round(kernel.median_gbit, 3), round(engine.median_gbit, 3),
                         kernel_runs=[round(g, 3) for g in kernel.gbit], engine_runs=[round(g, 3) for g in engine.gbit],
                         round_ratios=round_ratios(kernel, engine), rounds=len(engine.gbit)))
         rows.append(row("middlebox", f"middlebox CPU per GB forwarded, {engine.label}", "core·s/GB", None,
-                        round(engine.cpu_s / max(engine.gbytes, 1e-9), 4), gbytes=round(engine.gbytes, 3)))
+                        round(engine.cpu_per_gb, 4), gbytes=round(engine.gbytes, 3)))
         rows.append(row("middlebox", f"chain CPU per GB (iperf3 ends + forwarding node), {engine.label} (reference: "
                         "kernel router chain)", "core·s/GB", round(kernel.chain_cpu_per_gb, 4),
                         round(engine.chain_cpu_per_gb, 4), ends_core_s_per_gb=round(engine.ends_cpu_s / max(engine.gbytes, 1e-9), 4)))
+    if ceiling is not None:
+        rows += ceiling_rows(ceiling, engines)
+    return rows
+
+
+def ceiling_rows(ceiling: Forwarding, engines: list[Forwarding]) -> list[Row]:
+    """Each engine mode against the bare forwarder: its rate, and its process's CPU per GB (the excess,
+    `engine_own_core_s_per_gb`, is what the engine's code costs beyond reading and writing the frame)."""
+    rows: list[Row] = []
+    for engine in engines:
+        rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: the "
+                        "user-space ceiling, a bare AF_PACKET forwarder)", "Gbit/s", round(ceiling.median_gbit, 3),
+                        round(engine.median_gbit, 3), round_ratios=round_ratios(ceiling, engine),
+                        rounds=len(engine.gbit)))
+        rows.append(row("middlebox", f"middlebox CPU per GB forwarded, {engine.label} (reference: the user-space "
+                        "ceiling, a bare AF_PACKET forwarder)", "core·s/GB", round(ceiling.cpu_per_gb, 4),
+                        round(engine.cpu_per_gb, 4),
+                        engine_own_core_s_per_gb=round(engine.cpu_per_gb - ceiling.cpu_per_gb, 4)))
     return rows
 
 
@@ -145,7 +177,7 @@ def _run(lab: Lab, forwarding: Forwarding, seconds: float) -> None:
     from lab.tools import iperf
     from scenarios.cpu_cost import process_runtime
 
-    pid = _middlebox_pid(lab)
+    pid = forwarding.pid
     before = process_runtime(pid) if pid is not None else 0.0
     result = iperf(lab, "h1", "h2", seconds=seconds)
     if pid is not None:
@@ -155,33 +187,53 @@ def _run(lab: Lab, forwarding: Forwarding, seconds: float) -> None:
     forwarding.ends_cpu_s += result.cpu_s
 
 
+def _check_carried(carried: dict[str, Any], ceiling: Forwarding) -> None:
+    """The ceiling's figures are the bare forwarder's only if every byte iperf3 moved crossed it (its ports
+    have no addresses and its node's kernel forwards nothing, so nothing else could carry them)."""
+    forwarded = carried.get("a_to_b", {}).get("bytes", 0)
+    if forwarded < ceiling.gbytes * 1e9:
+        raise RuntimeError(f"the bare forwarder carried {forwarded} bytes h1 -> h2, fewer than the "
+                           f"{ceiling.gbytes * 1e9:.0f} iperf3 moved through its node: its rate would not be its own")
+
+
 def bench_middlebox(args: argparse.Namespace) -> Measured:
-    """Forwarding throughput of the engine middlebox next to a kernel router, interleaved in one run."""
+    """Forwarding throughput of the engine middlebox next to a kernel router and a bare user-space
+    forwarder, interleaved in one run."""
     from lab.lab import Lab
     from lab.render import load_topology
 
+    from .bare_forwarder import BareForwarder
+
     repeats = max(1, args.repeats)
     measured = [Forwarding(label) for label, _ in FORWARDERS]
+    kernel, *engines, ceiling = measured
     with ExitStack() as stack:
         labs = [stack.enter_context(Lab.up(load_topology("middlebox_chain", params))) for _, params in FORWARDERS]
+        bare = BareForwarder(labs[-1])
+        stack.callback(bare.stop)
+        for lab, engine in zip(labs[1:-1], engines):
+            engine.pid = _middlebox_pid(lab)
+        ceiling.pid = bare.pid
         for _ in range(repeats):
             for lab, forwarding in zip(labs, measured):
                 _run(lab, forwarding, args.seconds)
+        _check_carried(bare.stop(), ceiling)
     costs = [(label, *router_frame_cost_us(payload, gso_size)) for label, payload, gso_size in ROUTER_FRAME_KINDS]
-    kernel, engines = measured[0], measured[1:]
-    table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router, same run, "
-                        f"median of {repeats} interleaved runs")
-    for column in ("forwarding node", "Gbit/s", "ratio to kernel", "median of round ratios", "runs (Gbit/s)",
-                   "middlebox core·s/GB", "chain core·s/GB"):
+    table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router and a bare user-space "
+                        f"forwarder, same run, median of {repeats} interleaved runs")
+    for column in ("forwarding node", "Gbit/s", "ratio to kernel", "median of round ratios", "ratio to ceiling",
+                   "runs (Gbit/s)", "middlebox core·s/GB", "chain core·s/GB"):
         table.add_column(column, justify="right")
-    table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", "", " ".join(f"{g:.1f}" for g in kernel.gbit), "",
+    table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", "", "", " ".join(f"{g:.1f}" for g in kernel.gbit), "",
                   f"{kernel.chain_cpu_per_gb:.3f}")
-    for engine in engines:
-        table.add_row(engine.label, f"{engine.median_gbit:.2f}", f"{engine.median_gbit / kernel.median_gbit:.2f}",
-                      f"{statistics.median(round_ratios(kernel, engine)):.2f}",
-                      " ".join(f"{g:.1f}" for g in engine.gbit), f"{engine.cpu_s / max(engine.gbytes, 1e-9):.3f}",
-                      f"{engine.chain_cpu_per_gb:.3f}")
+    for forwarding in engines + [ceiling]:
+        to_ceiling = f"{forwarding.median_gbit / ceiling.median_gbit:.2f}" if forwarding is not ceiling else ""
+        table.add_row(forwarding.label, f"{forwarding.median_gbit:.2f}",
+                      f"{forwarding.median_gbit / kernel.median_gbit:.2f}",
+                      f"{statistics.median(round_ratios(kernel, forwarding)):.2f}", to_ceiling,
+                      " ".join(f"{g:.1f}" for g in forwarding.gbit), f"{forwarding.cpu_per_gb:.3f}",
+                      f"{forwarding.chain_cpu_per_gb:.3f}")
     for label, in_place, pipeline in costs:
-        table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}", "",
+        table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}", "", "",
                       f"{in_place:.2f} µs in place, {pipeline:.2f} µs through the pipeline", "", "")
-    return Measured(table, middlebox_rows(kernel, engines) + router_cost_rows(costs))
+    return Measured(table, middlebox_rows(kernel, engines, ceiling) + router_cost_rows(costs))
