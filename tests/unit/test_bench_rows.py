@@ -50,6 +50,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                                                     [11_000.0, 11_534.0]),
                                               http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000,
                                                                     [4_400.0, 4_600.0]),
+                                              http_setup.SideTotals(24_800, 0, 0, 3.0, 0.92, 0.61, 99_200, 49_600,
+                                                                    [8_200.0, 8_300.0]),
                                               http_setup.MemoryCost(114.9, 4.0, 2.0),
                                               http_setup.MemoryCost(131.2, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},

@@ -4,9 +4,12 @@ rate one client gets from the engine and from the kernel.
 In memory, the engine core is fed the frames the lab's kernel client sends for one connection
 (SYN, the handshake's ACK, the GET, the RST of its abortive close) and only the engine's CPU
 is timed. In a lab, the same sequential client (toelab.benches.loadgen) runs against the
-kernel (lab.services on a plain host) and against the engine endpoint in alternating rounds,
-so a neighbour's load weighs on both sides alike; each side reports its segments per
-connection and the client's and the engine's CPU per connection, which say where the time goes.
+kernel (lab.services on a plain host), against the engine endpoint and against a bare
+user-space responder on the engine's wire (toelab.benches.bare_responder: AF_PACKET, no TCP
+state) in alternating rounds, so a neighbour's load weighs on every side alike; each side reports
+its segments per connection and the client's and the server's CPU per connection, which say where
+the time goes. The bare responder is the ceiling of any user-space endpoint on this wire: two
+turns per connection, each an epoll wake-up, a read and a write, and nothing else.
 """
 from __future__ import annotations
 
@@ -212,6 +215,17 @@ def _engine_segments(lab: "Lab", node: str) -> tuple[int, int]:
     return int(counters.get("rx_segments", 0)), int(counters.get("tx_segments", 0))
 
 
+def _port_frames(lab: "Lab", node: str, iface: str = "eth0") -> tuple[int, int]:
+    """Frames received and sent on the node's port (/proc/net/dev inside its namespace): what a
+    server outside the kernel's TCP exchanged there."""
+    for line in lab.node(node).run(["cat", "/proc/net/dev"], check=True).stdout.splitlines():
+        name, sep, counts = line.partition(":")
+        if sep and name.strip() == iface:
+            fields = counts.split()
+            return int(fields[1]), int(fields[9])
+    raise RuntimeError(f"node {node} has no interface {iface} in /proc/net/dev")
+
+
 def _client_round(lab: "Lab", addr: str, seconds: float) -> dict[str, float]:
     done = lab.node("h1").run([sys.executable, "-m", "toelab.benches.loadgen", "http", addr, str(HTTP_PORT),
                                str(seconds)], timeout=seconds + 60, check=True)
@@ -227,9 +241,11 @@ def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: C
     totals.add(result, cpu, (seg1[0] - seg0[0], seg1[1] - seg0[1]))
 
 
-def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals]:
-    """Kernel and engine HTTP set-ups with the same client, `rounds` alternating runs of
-    `seconds / rounds` each, both labs up side by side; (kernel, engine).
+def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals, SideTotals]:
+    """Kernel, engine and bare-responder HTTP set-ups with the same client, `rounds` alternating
+    runs of `seconds / rounds` each, the three labs up side by side; (kernel, engine, bare).
+    The bare responder's lab is toe_pair with t1 a plain host, so its client and wire are the
+    engine's; RuntimeError if it answered fewer requests than the client counted.
 
     Nothing is pinned on either side (client, kernel server, engine: its `pin` stays off): on a
     shared 2-core machine a pinned pair waits for whatever else runs on its core, and a client and
@@ -239,24 +255,38 @@ def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals]
     from lab.render import load_topology
     from lab.tools import wait_for_line
 
-    kernel, engine = SideTotals(), SideTotals()
+    from . import bare_responder
+
+    kernel, engine, bare = SideTotals(), SideTotals(), SideTotals()
     each = seconds / rounds
     with Lab.up(load_topology("two_hosts")) as klab, \
-            Lab.up(load_topology("toe_pair", {"capacity": "65536"})) as elab:
+            Lab.up(load_topology("toe_pair", {"capacity": "65536"})) as elab, \
+            Lab.up(load_topology("toe_pair", {"t1_kind": "host"})) as blab:
         server = klab.node("h2").popen([sys.executable, "-m", "lab.services", f"http={HTTP_PORT}"],
                                        stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side HTTP service")
         engine_pid = _engine_pid(elab, "t1")
+        responder = bare_responder.start_in_lab(blab, "t1")
         for _ in range(rounds):
             _measured_round(klab, "h2", server.pid, each, _kernel_segments, kernel)
             _measured_round(elab, "t1", engine_pid, each, _engine_segments, engine)
-    return kernel, engine
+            _measured_round(blab, "t1", responder.pid, each, _port_frames, bare)
+        answered = bare_responder.stop(responder).responses
+    if answered < bare.connections:
+        raise RuntimeError(f"the bare responder answered {answered} requests but the client counted "
+                           f"{bare.connections} whole responses")
+    return kernel, engine, bare
 
 
-def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None = None,
-              runtime: MemoryCost | None = None) -> list[Row]:
-    """The HTTP set-up row (engine against kernel, same client, same run) and, when measured, the
-    in-memory per-connection cost in the core and through the runtime (against the core's)."""
+BARE_MEASUREMENT = ("HTTP set-ups, bare user-space responder (AF_PACKET, stateless; the ceiling of any "
+                    "user-space endpoint)")
+
+
+def http_rows(kernel: SideTotals, engine: SideTotals, bare: SideTotals | None = None,
+              memory: MemoryCost | None = None, runtime: MemoryCost | None = None) -> list[Row]:
+    """The HTTP set-up row (engine against kernel, same client, same run), the bare responder's
+    (against the kernel, with the engine's rate over it) and, when measured, the in-memory
+    per-connection cost in the core and through the runtime (against the core's)."""
     rows = [row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel.rate),
                 round(engine.rate), failures=engine.failures + engine.bad_responses,
                 kernel_failures=kernel.failures + kernel.bad_responses,
@@ -267,6 +297,15 @@ def http_rows(kernel: SideTotals, engine: SideTotals, memory: MemoryCost | None 
                 kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
                 rounds=len(engine.rates),
                 round_ratios=[round(e / k, 3) if k else None for k, e in zip(kernel.rates, engine.rates)])]
+    if bare is not None:
+        rows.append(row("engine", BARE_MEASUREMENT, "1/s", round(kernel.rate), round(bare.rate),
+                        failures=bare.failures + bare.bad_responses,
+                        responder_cpu_us_per_conn=round(bare.per_connection(bare.server_cpu) * 1e6, 1),
+                        client_cpu_us_per_conn=round(bare.per_connection(bare.client_cpu) * 1e6, 1),
+                        frames_per_conn=round(bare.per_connection(bare.segments_in + bare.segments_out), 2),
+                        engine_over_bare=round(engine.rate / bare.rate, 3) if bare.rate else None,
+                        rounds=len(bare.rates),
+                        round_ratios=[round(b / k, 3) if k else None for k, b in zip(kernel.rates, bare.rates)]))
     if memory is not None:
         rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
                         round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2),
@@ -285,6 +324,11 @@ def _phase_fields(cost: MemoryCost) -> dict[str, float]:
 
 def setups_cells(r: Row) -> tuple[str, str, str, str]:
     """One row of `http_rows` as the cells (measurement, kernel, engine, engine / kernel) of a table."""
+    if r["measurement"] == BARE_MEASUREMENT:
+        bare = (f"{r['engine']:,}/s ({r['failures']} failed; {r['responder_cpu_us_per_conn']:.0f} µs responder CPU, "
+                f"{r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
+                + (f"; engine / bare {r['engine_over_bare']:.2f})" if r["engine_over_bare"] is not None else ")"))
+        return r["measurement"], f"{r['reference']:,}/s", bare, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
     if r["unit"] == "1/s":
         engine = (f"{r['engine']:,}/s ({r['failures']} failed; {r['engine_cpu_us_per_conn']:.0f} µs engine CPU, "
                   f"{r['engine_segments_per_conn']:.1f} segments per connection)")
@@ -299,7 +343,7 @@ def setups_cells(r: Row) -> tuple[str, str, str, str]:
 
 
 def setups_table(rows: list[Row]) -> Table:
-    table = Table(title="HTTP connection set-ups: same client (Python, sequential), kernel and engine in alternating rounds")
+    table = Table(title="HTTP connection set-ups: same client (Python, sequential), kernel, engine and bare responder in alternating rounds")
     for column in ("measurement", "kernel", "engine", "engine / kernel"):
         table.add_column(column, justify="right")
     for r in rows:
