@@ -68,3 +68,14 @@ def test_without_the_bare_forwarder_nothing_crosses_and_a_missing_port_is_refuse
     with pytest.raises(RuntimeError, match="bare forwarder on node mb did not become ready: .*"
                                            "bare_forwarder: interface 'eth9' does not exist"):
         BareForwarder(lab, ports=("eth0", "eth9"))
+
+
+def test_a_port_that_goes_down_while_forwarding_ends_it_with_one_sentence(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab("middlebox_chain", mb_kind="host", mode="bridge")
+    forwarder = BareForwarder(lab)
+    lab.node("mb").run(["ip", "link", "set", "dev", "eth1", "down"], check=True)
+    lab.node("h1").run(["ping", "-c", "1", "-W", "1", lab.address("h2")])  # its ARP request is read on eth0
+    forwarder.proc.wait(timeout=10)
+    assert forwarder.stop() == {}
+    assert (forwarder.proc.returncode, forwarder.stderr) == (
+        1, "bare_forwarder: forwarding between 'eth0' and 'eth1' failed: Network is down")

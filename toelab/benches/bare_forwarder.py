@@ -14,7 +14,8 @@ two system calls any user-space forwarder on these sockets pays.
 
 It prints "ready" once both ports are open; SIGTERM or SIGINT stop it at the next wake-up (a
 signal wake-up descriptor in the same epoll), and it prints one JSON line of what it carried.
-A port that does not exist is one sentence on stderr and exit status 2.
+A port that does not exist is one sentence on stderr and exit status 2; a port that fails while
+forwarding (other than a full send queue, which drops the frame) is one sentence and status 1.
 """
 from __future__ import annotations
 
@@ -117,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: cannot open an AF_PACKET socket on {ifname!r}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print("ready", flush=True)
-        a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd)
+        try:
+            a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd)
+        except OSError as exc:
+            print(f"{PROG}: forwarding between {args.a!r} and {args.b!r} failed: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     finally:
         for driver in drivers:
             driver.close()
