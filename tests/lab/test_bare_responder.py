@@ -1,12 +1,14 @@
-"""The bare responder on a real wire: toe_pair's h1 client (the bench's loadgen, unchanged) against
-toelab.benches.bare_responder on t1's port, t1 a plain host whose kernel is shut out of that port as
-a toe node's is. Every connection gets its whole response, the kernel never sees a segment (so no
-RST of its races the responder), and SIGTERM ends the responder with its counters and no process left."""
+"""The bare responders on a real wire: toe_pair's h1 client (the bench's loadgen, unchanged) against
+toelab.benches.bare_responder (Python) and its C twin on t1's port, t1 a plain host whose kernel is
+shut out of that port as a toe node's is. Every connection gets its whole response, the kernel never
+sees a segment (so no RST of its races the responder), and SIGTERM ends the responder with its
+counters and no process left."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +32,16 @@ def _clients(lab: Lab, mode: str) -> dict[str, float]:
     return result
 
 
-def test_every_loadgen_connection_is_answered_whole_and_sigterm_leaves_no_process(make_lab: MakeLab) -> None:
+@pytest.mark.parametrize("kind", ["python", "c"])
+def test_every_loadgen_connection_is_answered_whole_and_sigterm_leaves_no_process(
+        make_lab: MakeLab, tmp_path: Path, kind: str) -> None:
+    program = None
+    if kind == "c":
+        program = bare_responder.build_c_responder(tmp_path)
+        if program is None:
+            pytest.skip("no C compiler")
     lab = make_lab("toe_pair", t1_kind="host")
-    proc = bare_responder.start_in_lab(lab, "t1")
+    proc = bare_responder.start_in_lab(lab, "t1", program=program)
     aborted = _clients(lab, "http")  # the client's RST ends each connection
     closed = _clients(lab, "http-fin")  # the client's FIN, which the responder ACKs
     counters = bare_responder.stop(proc)

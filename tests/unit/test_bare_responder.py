@@ -1,12 +1,14 @@
 """The bare responder (toelab.benches.bare_responder), frame by frame, without a wire: what it sends
 for each frame of the loadgen's connection, that its answer is byte for byte the engine's, that its
-partial checksums come out right once completed, and that no frame, however broken, makes it raise."""
+partial checksums come out right once completed, and that no frame, however broken, makes it raise;
+and that its C twin builds, is given the same answer and refuses bad arguments."""
 from __future__ import annotations
 
 import random
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,8 @@ from toe_engine.io.vnet import PLAIN_VNET_BYTES, VnetHeader
 from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
-from toelab.benches.bare_responder import BROADCAST, BareResponder, Reply, ResponderCounters
+from toelab.benches.bare_responder import (BROADCAST, BareResponder, Reply, ResponderCounters, build_c_responder,
+                                           loadgen_response)
 from toelab.benches.loadgen import REQUEST, complete_response
 
 PORT, SPORT, ISN = 80, 40000, 5000
@@ -164,3 +167,29 @@ def test_bad_arguments_get_one_sentence_and_exit_2(argv: list[str], message: str
                           text=True, timeout=60)
     assert done.returncode == 2 and not done.stdout
     assert message in done.stderr.strip().splitlines()[-1]  # one sentence (after the engine build's note, if any)
+
+
+def test_the_c_responder_is_given_the_engines_answer_to_the_loadgens_get() -> None:
+    assert loadgen_response() == engine_response(REQUEST)
+
+
+@pytest.fixture(scope="module")
+def c_responder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    program = build_c_responder(tmp_path_factory.mktemp("bare"))
+    if program is None:
+        pytest.skip("no C compiler")
+    return program
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "four arguments wanted"),
+    (["eth0", "10.0.7", "80", "r"], "the address must be IPv4"),
+    (["eth0", "10.0.7.2", "80x", "r"], "PORT must be 1-65535"),
+    (["eth0", "10.0.7.2", "80", "r" * 1461], "RESPONSE must fit one segment"),
+    (["nosuch0", "10.0.7.2", "80", "r"], "no such interface in this namespace"),
+])
+def test_the_c_responder_builds_and_refuses_bad_arguments_in_one_sentence(
+        c_responder: Path, argv: list[str], message: str) -> None:
+    done = subprocess.run([str(c_responder), *argv], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2 and not done.stdout
+    assert len(done.stderr.splitlines()) == 1 and message in done.stderr

@@ -52,6 +52,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                                                     [4_400.0, 4_600.0]),
                                               http_setup.SideTotals(24_800, 0, 0, 3.0, 0.92, 0.61, 99_200, 49_600,
                                                                     [8_200.0, 8_300.0]),
+                                              http_setup.SideTotals(81_000, 0, 0, 3.0, 0.45, 0.33, 324_000, 162_000,
+                                                                    [27_000.0, 27_100.0]),
                                               http_setup.MemoryCost(114.9, 4.0, 2.0),
                                               http_setup.MemoryCost(131.2, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},

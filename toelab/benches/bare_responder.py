@@ -1,4 +1,4 @@
-"""The least a user-space TCP endpoint can do for the loadgen's `http` client: a benchmark reference.
+"""The least a Python TCP endpoint can do for the loadgen's `http` client: a benchmark reference.
 
     python -m toelab.benches.bare_responder IFACE ADDRESS [PORT]    (prints "ready", exits on SIGTERM)
 
@@ -9,8 +9,10 @@ from the frame in hand. A SYN to PORT draws a SYN-ACK (MSS option only; the ISN 
 with the engine's HTTP answer to it (toe_engine.apps.http: the same bytes) and the FIN its
 `Connection: close` asks for; a FIN alone draws its ACK; ACKs and RSTs draw nothing; ARP
 requests for ADDRESS are answered. Each turn is one epoll wake-up, one recvmmsg, one write: what
-any user-space endpoint on this wire pays per turn, without TCP. Its rate over the engine's says
-what the engine's own code costs; over the kernel's, how far a user-space endpoint can get at all.
+any user-space endpoint on this wire pays per turn, without TCP, plus the interpreter's share of
+each turn. Its rate over the engine's says what the engine's own code costs; bare_responder.c, the
+same protocol in C (`build_c_responder`), is the floor of any user-space endpoint: its rate over
+the kernel's says how far one can get at all.
 The predictable ISN (no secret, RFC 6528) is fine for a reference that serves a lab's own client.
 
 On exit it prints one JSON line of its counters.
@@ -22,13 +24,15 @@ import ipaddress
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
-import sys
 import subprocess
+import sys
 import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toe_engine.apps.http import _answer as http_answer
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from lab.lab import Lab
 
 MODULE = "toelab.benches.bare_responder"
+C_SOURCE = Path(__file__).with_suffix(".c")
 HTTP_PORT = 80
 WINDOW = 65535  # no window scaling: every answer fits in one segment
 MASK = 0xFFFFFFFF
@@ -186,10 +191,33 @@ def serve(iface: str, address: str, port: int = HTTP_PORT) -> ResponderCounters:
     return responder.counters
 
 
-def start_in_lab(lab: "Lab", node: str, iface: str = "eth0", port: int = HTTP_PORT) -> subprocess.Popen[Any]:
+def loadgen_response() -> bytes:
+    """What the engine's HTTP service answers the loadgen's GET with: the C responder's RESPONSE."""
+    from .loadgen import REQUEST
+
+    response, body_left, _ = http_answer(REQUEST.partition(b"\r\n\r\n")[0])
+    assert not body_left, "the loadgen's body rides in the response head"
+    return response
+
+
+def build_c_responder(directory: Path) -> Path | None:
+    """Compile bare_responder.c into `directory`; its path, or None where there is no C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    program = directory / "bare_responder"
+    done = subprocess.run([compiler, "-O2", "-o", str(program), str(C_SOURCE)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{compiler} could not build {C_SOURCE.name}: {done.stderr.strip()[-500:]}")
+    return program
+
+
+def start_in_lab(lab: "Lab", node: str, iface: str = "eth0", port: int = HTTP_PORT,
+                 program: Path | None = None) -> subprocess.Popen[Any]:
     """Shut `node`'s kernel out of `iface` as a toe node's is (no addresses, IPv6 off, an nftables
     ingress hook dropping every frame after AF_PACKET has seen it), so nothing races the responder,
-    and start the responder there for the node's address; returns once it is ready."""
+    and start the responder there for the node's address (this module, or the C `program` from
+    `build_c_responder`); returns once it is ready."""
     from lab.endpoint_nodes import wire_ruleset
     from lab.tools import wait_for_line
 
@@ -197,8 +225,9 @@ def start_in_lab(lab: "Lab", node: str, iface: str = "eth0", port: int = HTTP_PO
     host.write_sysctls({f"net.ipv6.conf.{iface}.disable_ipv6": 1})
     host.run(["nft", "-f", "-"], input=wire_ruleset(iface), check=True)
     host.run(["ip", "-4", "address", "flush", "dev", iface], check=True)
-    proc = host.popen([sys.executable, "-m", MODULE,
-                       iface, address, str(port)], stdout=subprocess.PIPE)
+    argv = ([str(program), iface, address, str(port), loadgen_response().decode()] if program is not None
+            else [sys.executable, "-m", MODULE, iface, address, str(port)])
+    proc = host.popen(argv, stdout=subprocess.PIPE)
     wait_for_line(proc, "ready", f"bare responder on node {node}")
     return proc
 

@@ -17,10 +17,13 @@ import ipaddress
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from rich.table import Table
 
@@ -241,13 +244,23 @@ def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: C
     totals.add(result, cpu, (seg1[0] - seg0[0], seg1[1] - seg0[1]))
 
 
-def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals, SideTotals]:
-    """Kernel, engine and bare-responder HTTP set-ups with the same client, `rounds` alternating
-    runs of `seconds / rounds` each, the three labs up side by side; (kernel, engine, bare).
-    The bare responder's lab is toe_pair with t1 a plain host, so its client and wire are the
-    engine's; RuntimeError if it answered fewer requests than the client counted.
+class Sides(NamedTuple):
+    """The four servers of `lab_setups`, the same client against each; `bare_c` None without a C compiler."""
 
-    Nothing is pinned on either side (client, kernel server, engine: its `pin` stays off): on a
+    kernel: SideTotals
+    engine: SideTotals
+    bare_python: SideTotals
+    bare_c: SideTotals | None
+
+
+def lab_setups(seconds: float, rounds: int = 3) -> Sides:
+    """HTTP set-ups with the same client against the kernel, the engine, the bare Python responder
+    and the bare C responder (toelab.benches.bare_responder), `rounds` alternating runs of
+    `seconds / rounds` each, the labs up side by side. The bare responders' labs are toe_pair with
+    t1 a plain host, so their client and wire are the engine's; RuntimeError if one answered fewer
+    requests than the client counted whole responses.
+
+    Nothing is pinned on any side (client, kernel server, engine: its `pin` stays off): on a
     shared 2-core machine a pinned pair waits for whatever else runs on its core, and a client and
     server pinned to different cores pay a cross-core wake-up per turn (measured: several times
     slower for both targets, the split the slowest)."""
@@ -257,35 +270,48 @@ def lab_setups(seconds: float, rounds: int = 3) -> tuple[SideTotals, SideTotals,
 
     from . import bare_responder
 
-    kernel, engine, bare = SideTotals(), SideTotals(), SideTotals()
+    sides = Sides(SideTotals(), SideTotals(), SideTotals(), None)
     each = seconds / rounds
-    with Lab.up(load_topology("two_hosts")) as klab, \
-            Lab.up(load_topology("toe_pair", {"capacity": "65536"})) as elab, \
-            Lab.up(load_topology("toe_pair", {"t1_kind": "host"})) as blab:
+    with tempfile.TemporaryDirectory(prefix="toelab-bare-") as build, ExitStack() as labs:
+        program = bare_responder.build_c_responder(Path(build))
+        if program is not None:
+            sides = sides._replace(bare_c=SideTotals())
+        klab = labs.enter_context(Lab.up(load_topology("two_hosts")))
+        elab = labs.enter_context(Lab.up(load_topology("toe_pair", {"capacity": "65536"})))
         server = klab.node("h2").popen([sys.executable, "-m", "lab.services", f"http={HTTP_PORT}"],
                                        stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side HTTP service")
-        engine_pid = _engine_pid(elab, "t1")
-        responder = bare_responder.start_in_lab(blab, "t1")
+        turns: list[tuple["Lab", str, int, Callable[["Lab", str], tuple[int, int]], SideTotals]] = [
+            (klab, "h2", server.pid, _kernel_segments, sides.kernel),
+            (elab, "t1", _engine_pid(elab, "t1"), _engine_segments, sides.engine)]
+        responders = []
+        for totals, binary in ((sides.bare_python, None), (sides.bare_c, program)):
+            if totals is not None:
+                blab = labs.enter_context(Lab.up(load_topology("toe_pair", {"t1_kind": "host"})))
+                responder = bare_responder.start_in_lab(blab, "t1", program=binary)
+                responders.append((responder, totals))
+                turns.append((blab, "t1", responder.pid, _port_frames, totals))
         for _ in range(rounds):
-            _measured_round(klab, "h2", server.pid, each, _kernel_segments, kernel)
-            _measured_round(elab, "t1", engine_pid, each, _engine_segments, engine)
-            _measured_round(blab, "t1", responder.pid, each, _port_frames, bare)
-        answered = bare_responder.stop(responder).responses
-    if answered < bare.connections:
-        raise RuntimeError(f"the bare responder answered {answered} requests but the client counted "
-                           f"{bare.connections} whole responses")
-    return kernel, engine, bare
+            for lab, node, pid, segments, totals in turns:
+                _measured_round(lab, node, pid, each, segments, totals)
+        for responder, totals in responders:
+            answered = bare_responder.stop(responder).responses
+            if answered < totals.connections:
+                raise RuntimeError(f"a bare responder answered {answered} requests but the client counted "
+                                   f"{totals.connections} whole responses")
+    return sides
 
 
-BARE_MEASUREMENT = ("HTTP set-ups, bare user-space responder (AF_PACKET, stateless; the ceiling of any "
-                    "user-space endpoint)")
+BARE_PYTHON_MEASUREMENT = ("HTTP set-ups, bare Python responder (AF_PACKET, stateless, the engine's codec: "
+                           "the least a Python endpoint does)")
+BARE_C_MEASUREMENT = "HTTP set-ups, bare C responder (AF_PACKET, stateless: the ceiling of any user-space endpoint)"
 
 
-def http_rows(kernel: SideTotals, engine: SideTotals, bare: SideTotals | None = None,
-              memory: MemoryCost | None = None, runtime: MemoryCost | None = None) -> list[Row]:
-    """The HTTP set-up row (engine against kernel, same client, same run), the bare responder's
-    (against the kernel, with the engine's rate over it) and, when measured, the in-memory
+def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | None = None,
+              bare_c: SideTotals | None = None, memory: MemoryCost | None = None,
+              runtime: MemoryCost | None = None) -> list[Row]:
+    """The HTTP set-up row (engine against kernel, same client, same run), the bare responders'
+    (against the kernel, with the engine's rate over theirs) and, when measured, the in-memory
     per-connection cost in the core and through the runtime (against the core's)."""
     rows = [row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel.rate),
                 round(engine.rate), failures=engine.failures + engine.bad_responses,
@@ -297,15 +323,16 @@ def http_rows(kernel: SideTotals, engine: SideTotals, bare: SideTotals | None = 
                 kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
                 rounds=len(engine.rates),
                 round_ratios=[round(e / k, 3) if k else None for k, e in zip(kernel.rates, engine.rates)])]
-    if bare is not None:
-        rows.append(row("engine", BARE_MEASUREMENT, "1/s", round(kernel.rate), round(bare.rate),
-                        failures=bare.failures + bare.bad_responses,
-                        responder_cpu_us_per_conn=round(bare.per_connection(bare.server_cpu) * 1e6, 1),
-                        client_cpu_us_per_conn=round(bare.per_connection(bare.client_cpu) * 1e6, 1),
-                        frames_per_conn=round(bare.per_connection(bare.segments_in + bare.segments_out), 2),
-                        engine_over_bare=round(engine.rate / bare.rate, 3) if bare.rate else None,
-                        rounds=len(bare.rates),
-                        round_ratios=[round(b / k, 3) if k else None for k, b in zip(kernel.rates, bare.rates)]))
+    for measurement, bare in ((BARE_PYTHON_MEASUREMENT, bare_python), (BARE_C_MEASUREMENT, bare_c)):
+        if bare is not None:
+            rows.append(row("engine", measurement, "1/s", round(kernel.rate), round(bare.rate),
+                            failures=bare.failures + bare.bad_responses,
+                            responder_cpu_us_per_conn=round(bare.per_connection(bare.server_cpu) * 1e6, 1),
+                            client_cpu_us_per_conn=round(bare.per_connection(bare.client_cpu) * 1e6, 1),
+                            frames_per_conn=round(bare.per_connection(bare.segments_in + bare.segments_out), 2),
+                            engine_over_bare=round(engine.rate / bare.rate, 3) if bare.rate else None,
+                            rounds=len(bare.rates),
+                            round_ratios=[round(b / k, 3) if k else None for k, b in zip(kernel.rates, bare.rates)]))
     if memory is not None:
         rows.append(row("engine", "HTTP connection in memory (SYN, ACK, GET, RST), engine CPU", "µs/conn", None,
                         round(memory.cpu_us, 1), frames_in=memory.frames_in, frames_out=round(memory.frames_out, 2),
@@ -324,7 +351,7 @@ def _phase_fields(cost: MemoryCost) -> dict[str, float]:
 
 def setups_cells(r: Row) -> tuple[str, str, str, str]:
     """One row of `http_rows` as the cells (measurement, kernel, engine, engine / kernel) of a table."""
-    if r["measurement"] == BARE_MEASUREMENT:
+    if "responder_cpu_us_per_conn" in r:
         bare = (f"{r['engine']:,}/s ({r['failures']} failed; {r['responder_cpu_us_per_conn']:.0f} µs responder CPU, "
                 f"{r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
                 + (f"; engine / bare {r['engine_over_bare']:.2f})" if r["engine_over_bare"] is not None else ")"))
