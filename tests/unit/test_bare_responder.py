@@ -23,6 +23,7 @@ from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
 from toelab.benches.bare_responder import (BROADCAST, BareResponder, Reply, ResponderCounters, build_c_responder,
                                            loadgen_response)
+from toelab.benches.http_setup import BARE_C_MEASUREMENT, BARE_PYTHON_MEASUREMENT, SideTotals, http_rows
 from toelab.benches.loadgen import REQUEST, complete_response
 
 PORT, SPORT, ISN = 80, 40000, 5000
@@ -193,3 +194,17 @@ def test_the_c_responder_builds_and_refuses_bad_arguments_in_one_sentence(
     done = subprocess.run([str(c_responder), *argv], capture_output=True, text=True, timeout=10)
     assert done.returncode == 2 and not done.stdout
     assert len(done.stderr.splitlines()) == 1 and message in done.stderr
+
+
+def test_the_bare_rows_give_the_engines_rate_over_theirs_and_the_kernels_share_of_their_cpu() -> None:
+    kernel = SideTotals(30_000, 0, 0, 1.0, 0.6, 0.5, 0, 0, [30_000.0], 0.2)
+    engine = SideTotals(9_000, 0, 0, 1.0, 0.2, 0.7, 0, 0, [9_000.0], 0.1)
+    python = SideTotals(18_000, 1, 0, 1.0, 0.3, 0.54, 72_000, 36_000, [18_000.0], 0.18)
+    c = SideTotals(40_000, 0, 0, 1.0, 0.5, 0.44, 160_000, 80_000, [40_000.0], 0.4)
+    rows = {r["measurement"]: r for r in http_rows(kernel, engine, python, c)}
+    bare_py, bare_c = rows[BARE_PYTHON_MEASUREMENT], rows[BARE_C_MEASUREMENT]
+    assert (bare_py["engine"], bare_py["ratio"], bare_py["engine_over_bare"]) == (18_000, 0.6, 0.5)
+    assert (bare_c["ratio"], bare_c["engine_over_bare"], bare_c["round_ratios"]) == (1.333, 0.225, [1.333])
+    assert (bare_py["responder_cpu_us_per_conn"], bare_py["responder_sys_us_per_conn"]) == (30.0, 10.0)
+    assert bare_py["failures"] == 1 and bare_py["frames_per_conn"] == 6.0
+    assert rows["HTTP connection setups (connect, GET, close)"]["engine_sys_us_per_conn"] == 11.1

@@ -4,17 +4,22 @@ rate one client gets from the engine and from the kernel.
 In memory, the engine core is fed the frames the lab's kernel client sends for one connection
 (SYN, the handshake's ACK, the GET, the RST of its abortive close) and only the engine's CPU
 is timed. In a lab, the same sequential client (toelab.benches.loadgen) runs against the
-kernel (lab.services on a plain host), against the engine endpoint and against a bare
-user-space responder on the engine's wire (toelab.benches.bare_responder: AF_PACKET, no TCP
-state) in alternating rounds, so a neighbour's load weighs on every side alike; each side reports
-its segments per connection and the client's and the server's CPU per connection, which say where
-the time goes. The bare responder is the ceiling of any user-space endpoint on this wire: two
-turns per connection, each an epoll wake-up, a read and a write, and nothing else.
+kernel (lab.services on a plain host), against the engine endpoint and against two bare
+user-space responders on the engine's wire (toelab.benches.bare_responder, in Python and in C:
+AF_PACKET, no TCP state) in alternating rounds, so a neighbour's load weighs on every side
+alike; each side reports its segments per connection and the client's and the server's CPU per
+connection (and the server's part of it in the kernel), which say where the time goes: client
+and server take turns on one core, so the rate is about one over their CPU per connection added
+up. The bare
+responders do two turns per connection, each an epoll wake-up, a read and a write, and nothing
+else: the Python one is the least a Python endpoint does, its C twin the ceiling of any user-space
+endpoint on this wire.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +39,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
 
-from .engine import VNET_DATA_VALID, _cpu_seconds, _engine_pid
+from .engine import VNET_DATA_VALID, _engine_pid
 from .loadgen import REQUEST, complete_response
 from .rows import Row, row
 
@@ -185,14 +190,17 @@ class SideTotals:
     segments_in: int = 0  # TCP segments the server side received / sent
     segments_out: int = 0
     rates: list[float] = field(default_factory=list)
+    server_sys: float = 0.0  # the part of server_cpu spent in the kernel (system calls, wake-ups, the wire)
 
-    def add(self, result: dict[str, float], server_cpu: float, segments: tuple[int, int]) -> None:
+    def add(self, result: dict[str, float], server_cpu: float, segments: tuple[int, int],
+            server_sys: float = 0.0) -> None:
         self.connections += int(result["connections"])
         self.failures += int(result["failures"])
         self.bad_responses += int(result.get("bad_responses", 0))
         self.seconds += result["seconds"]
         self.client_cpu += result.get("cpu_seconds", 0.0)
         self.server_cpu += server_cpu
+        self.server_sys += server_sys
         self.segments_in += segments[0]
         self.segments_out += segments[1]
         self.rates.append(result["connections"] / result["seconds"])
@@ -236,12 +244,19 @@ def _client_round(lab: "Lab", addr: str, seconds: float) -> dict[str, float]:
     return result
 
 
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: Callable[["Lab", str], tuple[int, int]],
                     totals: SideTotals) -> None:
-    seg0, cpu0 = segments(lab, node), _cpu_seconds(pid)
+    seg0, (user0, sys0) = segments(lab, node), _cpu_times(pid)
     result = _client_round(lab, lab.address(node), seconds)
-    cpu, seg1 = _cpu_seconds(pid) - cpu0, segments(lab, node)
-    totals.add(result, cpu, (seg1[0] - seg0[0], seg1[1] - seg0[1]))
+    (user1, sys1), seg1 = _cpu_times(pid), segments(lab, node)
+    totals.add(result, user1 - user0 + sys1 - sys0, (seg1[0] - seg0[0], seg1[1] - seg0[1]), sys1 - sys0)
 
 
 class Sides(NamedTuple):
@@ -317,6 +332,8 @@ def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | 
                 round(engine.rate), failures=engine.failures + engine.bad_responses,
                 kernel_failures=kernel.failures + kernel.bad_responses,
                 engine_cpu_us_per_conn=round(engine.per_connection(engine.server_cpu) * 1e6, 1),
+                engine_sys_us_per_conn=round(engine.per_connection(engine.server_sys) * 1e6, 1),
+                kernel_server_cpu_us_per_conn=round(kernel.per_connection(kernel.server_cpu) * 1e6, 1),
                 client_cpu_us_per_conn=round(engine.per_connection(engine.client_cpu) * 1e6, 1),
                 kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
                 engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
@@ -328,6 +345,7 @@ def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | 
             rows.append(row("engine", measurement, "1/s", round(kernel.rate), round(bare.rate),
                             failures=bare.failures + bare.bad_responses,
                             responder_cpu_us_per_conn=round(bare.per_connection(bare.server_cpu) * 1e6, 1),
+                            responder_sys_us_per_conn=round(bare.per_connection(bare.server_sys) * 1e6, 1),
                             client_cpu_us_per_conn=round(bare.per_connection(bare.client_cpu) * 1e6, 1),
                             frames_per_conn=round(bare.per_connection(bare.segments_in + bare.segments_out), 2),
                             engine_over_bare=round(engine.rate / bare.rate, 3) if bare.rate else None,
@@ -352,14 +370,16 @@ def _phase_fields(cost: MemoryCost) -> dict[str, float]:
 def setups_cells(r: Row) -> tuple[str, str, str, str]:
     """One row of `http_rows` as the cells (measurement, kernel, engine, engine / kernel) of a table."""
     if "responder_cpu_us_per_conn" in r:
-        bare = (f"{r['engine']:,}/s ({r['failures']} failed; {r['responder_cpu_us_per_conn']:.0f} µs responder CPU, "
-                f"{r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
+        bare = (f"{r['engine']:,}/s ({r['failures']} failed; {r['responder_cpu_us_per_conn']:.0f} µs responder CPU "
+                f"({r['responder_sys_us_per_conn']:.0f} in the kernel), {r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
                 + (f"; engine / bare {r['engine_over_bare']:.2f})" if r["engine_over_bare"] is not None else ")"))
         return r["measurement"], f"{r['reference']:,}/s", bare, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
     if r["unit"] == "1/s":
-        engine = (f"{r['engine']:,}/s ({r['failures']} failed; {r['engine_cpu_us_per_conn']:.0f} µs engine CPU, "
+        engine = (f"{r['engine']:,}/s ({r['failures']} failed; {r['engine_cpu_us_per_conn']:.0f} µs engine CPU "
+                  f"({r['engine_sys_us_per_conn']:.0f} in the kernel), {r['client_cpu_us_per_conn']:.0f} µs client CPU, "
                   f"{r['engine_segments_per_conn']:.1f} segments per connection)")
-        kernel = f"{r['reference']:,}/s ({r['kernel_segments_per_conn']:.1f} segments)"
+        kernel = (f"{r['reference']:,}/s ({r['kernel_server_cpu_us_per_conn']:.0f} µs server CPU, "
+                  f"{r['kernel_client_cpu_us_per_conn']:.0f} µs client CPU, {r['kernel_segments_per_conn']:.1f} segments)")
         return r["measurement"], kernel, engine, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
     core = f"{r['reference']:.1f} µs in the core alone" if r["reference"] is not None else ""
     phases = " / ".join(f"{r[f'{name}_us']:.1f}" for name in PHASES if f"{name}_us" in r)
