@@ -82,6 +82,8 @@ COMPILED: tuple[str, ...] = (
     "toe_engine.offload.tso",
     "toe_engine.offload.rx_gro",
     "toe_engine.runtime.stages",
+    # the endpoint's data path between the drivers and the core (per frame: ACK deferral, SYNs, GRO, headers)
+    "toe_engine.runtime.datapath",
     "toe_engine.runtime.router",
 )
 

@@ -14,7 +14,8 @@ from toe_engine.codec import build_tcp_frame, parse_frame
 from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.io.memory import MemoryDriver
 from toe_engine.io.vnet import VNET_F_DATA_VALID, VNET_GSO_TCPV4, VnetHeader
-from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler, segments_in
+from toe_engine.runtime.datapath import segments_in
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, endpoint_handler
 from toe_engine.segment import ACK, FIN, SYN, Segment, TcpOptions
 from toe_engine.tcp.config import TcpConfig
 from toe_engine.tcp.testing import IP_A, IP_B, Harness

@@ -17,7 +17,8 @@ from toe_engine.endpoint import EndpointConfig, EndpointCore
 from toe_engine.io.memory import MemoryDriver
 from toe_engine.io.vnet import PLAIN_VNET_BYTES, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN
 from toe_engine.resources import ExhaustionPolicy, ResourceConfig
-from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings, tx_header
+from toe_engine.runtime.datapath import tx_header
+from toe_engine.runtime.endpoint import EndpointRuntime, EndpointSettings
 from toe_engine.segment import ACK, SYN, Segment, TcpOptions
 from toe_engine.synpath import vnet_header
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
