@@ -127,6 +127,7 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
         "10.15 / 15.6, (5.3 / 11.3) / (4.5 / 18.0) ..."
     assert middlebox.CEILING in forwarding[6]["measurement"] and "user-space ceiling" in forwarding[6]["measurement"]
     assert forwarding[10]["engine_own_core_s_per_gb"] == 0.219 and forwarding[9]["round_ratios"] == [0.651, 0.605, 0.698]
+    assert (forwarding[0]["best_ratio"], forwarding[9]["best_ratio"]) == (0.495, 0.642), "10.4 / 21.0, 10.4 / 16.2"
     assert forwarding[2]["reference"] == 0.5505 and forwarding[2]["ends_core_s_per_gb"] == 0.3009
     assert forwarding[0]["kernel_runs"] == [19.16, 21.0, 18.5] and forwarding[1]["engine"] == 0.469
     assert forwarding[0]["round_ratios"] == [0.53, 0.467, 0.562] and forwarding[0]["rounds"] == 3
