@@ -199,12 +199,12 @@ def test_the_c_responder_builds_and_refuses_bad_arguments_in_one_sentence(
 def test_the_bare_rows_give_the_engines_rate_over_theirs_and_the_kernels_share_of_their_cpu() -> None:
     kernel = SideTotals(30_000, 0, 0, 1.0, 0.6, 0.5, 0, 0, [30_000.0], 0.2)
     engine = SideTotals(9_000, 0, 0, 1.0, 0.2, 0.7, 0, 0, [9_000.0], 0.1)
-    python = SideTotals(18_000, 1, 0, 1.0, 0.3, 0.54, 72_000, 36_000, [18_000.0], 0.18)
+    python = SideTotals(18_000, 1, 0, 1.0, 0.3, 0.54, 72_000, 36_000, [18_000.0], 0.18, 36_000)
     c = SideTotals(40_000, 0, 0, 1.0, 0.5, 0.44, 160_000, 80_000, [40_000.0], 0.4)
     rows = {r["measurement"]: r for r in http_rows(kernel, engine, python, c)}
     bare_py, bare_c = rows[BARE_PYTHON_MEASUREMENT], rows[BARE_C_MEASUREMENT]
     assert (bare_py["engine"], bare_py["ratio"], bare_py["engine_over_bare"]) == (18_000, 0.6, 0.5)
     assert (bare_c["ratio"], bare_c["engine_over_bare"], bare_c["round_ratios"]) == (1.333, 0.225, [1.333])
     assert (bare_py["responder_cpu_us_per_conn"], bare_py["responder_sys_us_per_conn"]) == (30.0, 10.0)
-    assert bare_py["failures"] == 1 and bare_py["frames_per_conn"] == 6.0
+    assert bare_py["failures"] == 1 and bare_py["frames_per_conn"] == 6.0 and bare_py["responder_sleeps_per_conn"] == 2.0
     assert rows["HTTP connection setups (connect, GET, close)"]["engine_sys_us_per_conn"] == 11.1

@@ -191,9 +191,10 @@ class SideTotals:
     segments_out: int = 0
     rates: list[float] = field(default_factory=list)
     server_sys: float = 0.0  # the part of server_cpu spent in the kernel (system calls, wake-ups, the wire)
+    server_sleeps: int = 0  # times the server's threads slept waiting (voluntary context switches)
 
     def add(self, result: dict[str, float], server_cpu: float, segments: tuple[int, int],
-            server_sys: float = 0.0) -> None:
+            server_sys: float = 0.0, server_sleeps: int = 0) -> None:
         self.connections += int(result["connections"])
         self.failures += int(result["failures"])
         self.bad_responses += int(result.get("bad_responses", 0))
@@ -201,6 +202,7 @@ class SideTotals:
         self.client_cpu += result.get("cpu_seconds", 0.0)
         self.server_cpu += server_cpu
         self.server_sys += server_sys
+        self.server_sleeps += server_sleeps
         self.segments_in += segments[0]
         self.segments_out += segments[1]
         self.rates.append(result["connections"] / result["seconds"])
@@ -251,12 +253,26 @@ def _cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def _sleeps(pid: int) -> int:
+    """Voluntary context switches of all of a process's threads: how often it slept waiting.
+
+    About two per connection when the server waits for each of its turns on the other core (its
+    wake-ups cross cores: the slow placement), none when the client wakes it on their shared core
+    and it runs once the client waits (the fast one): the scheduler picks, and the rates follow."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as status:
+            total += sum(int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt_switches"))
+    return total
+
+
 def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: Callable[["Lab", str], tuple[int, int]],
                     totals: SideTotals) -> None:
-    seg0, (user0, sys0) = segments(lab, node), _cpu_times(pid)
+    seg0, (user0, sys0), sleeps0 = segments(lab, node), _cpu_times(pid), _sleeps(pid)
     result = _client_round(lab, lab.address(node), seconds)
-    (user1, sys1), seg1 = _cpu_times(pid), segments(lab, node)
-    totals.add(result, user1 - user0 + sys1 - sys0, (seg1[0] - seg0[0], seg1[1] - seg0[1]), sys1 - sys0)
+    (user1, sys1), sleeps1, seg1 = _cpu_times(pid), _sleeps(pid), segments(lab, node)
+    totals.add(result, user1 - user0 + sys1 - sys0, (seg1[0] - seg0[0], seg1[1] - seg0[1]), sys1 - sys0,
+               sleeps1 - sleeps0)
 
 
 class Sides(NamedTuple):
@@ -278,7 +294,10 @@ def lab_setups(seconds: float, rounds: int = 3) -> Sides:
     Nothing is pinned on any side (client, kernel server, engine: its `pin` stays off): on a
     shared 2-core machine a pinned pair waits for whatever else runs on its core, and a client and
     server pinned to different cores pay a cross-core wake-up per turn (measured: several times
-    slower for both targets, the split the slowest)."""
+    slower for both targets, the split the slowest). Unpinned, the scheduler decides: on a quiet
+    machine it spreads client and server over both cores (each turn a cross-core wake-up, about two
+    sleeps of the server per connection), on a busy one they often share a core (no sleeps), and
+    every rate roughly doubles; the rows' `*_sleeps_per_conn` say which it was."""
     from lab.lab import Lab
     from lab.render import load_topology
     from lab.tools import wait_for_line
@@ -334,6 +353,8 @@ def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | 
                 engine_cpu_us_per_conn=round(engine.per_connection(engine.server_cpu) * 1e6, 1),
                 engine_sys_us_per_conn=round(engine.per_connection(engine.server_sys) * 1e6, 1),
                 kernel_server_cpu_us_per_conn=round(kernel.per_connection(kernel.server_cpu) * 1e6, 1),
+                engine_sleeps_per_conn=round(engine.per_connection(engine.server_sleeps), 2),
+                kernel_server_sleeps_per_conn=round(kernel.per_connection(kernel.server_sleeps), 2),
                 client_cpu_us_per_conn=round(engine.per_connection(engine.client_cpu) * 1e6, 1),
                 kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
                 engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
@@ -346,6 +367,7 @@ def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | 
                             failures=bare.failures + bare.bad_responses,
                             responder_cpu_us_per_conn=round(bare.per_connection(bare.server_cpu) * 1e6, 1),
                             responder_sys_us_per_conn=round(bare.per_connection(bare.server_sys) * 1e6, 1),
+                            responder_sleeps_per_conn=round(bare.per_connection(bare.server_sleeps), 2),
                             client_cpu_us_per_conn=round(bare.per_connection(bare.client_cpu) * 1e6, 1),
                             frames_per_conn=round(bare.per_connection(bare.segments_in + bare.segments_out), 2),
                             engine_over_bare=round(engine.rate / bare.rate, 3) if bare.rate else None,
@@ -371,12 +393,14 @@ def setups_cells(r: Row) -> tuple[str, str, str, str]:
     """One row of `http_rows` as the cells (measurement, kernel, engine, engine / kernel) of a table."""
     if "responder_cpu_us_per_conn" in r:
         bare = (f"{r['engine']:,}/s ({r['failures']} failed; {r['responder_cpu_us_per_conn']:.0f} µs responder CPU "
-                f"({r['responder_sys_us_per_conn']:.0f} in the kernel), {r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
+                f"({r['responder_sys_us_per_conn']:.0f} in the kernel, {r['responder_sleeps_per_conn']:.1f} sleeps), "
+                f"{r['client_cpu_us_per_conn']:.0f} µs client CPU, {r['frames_per_conn']:.1f} frames per connection"
                 + (f"; engine / bare {r['engine_over_bare']:.2f})" if r["engine_over_bare"] is not None else ")"))
         return r["measurement"], f"{r['reference']:,}/s", bare, f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
     if r["unit"] == "1/s":
         engine = (f"{r['engine']:,}/s ({r['failures']} failed; {r['engine_cpu_us_per_conn']:.0f} µs engine CPU "
-                  f"({r['engine_sys_us_per_conn']:.0f} in the kernel), {r['client_cpu_us_per_conn']:.0f} µs client CPU, "
+                  f"({r['engine_sys_us_per_conn']:.0f} in the kernel, {r['engine_sleeps_per_conn']:.1f} sleeps), "
+                  f"{r['client_cpu_us_per_conn']:.0f} µs client CPU, "
                   f"{r['engine_segments_per_conn']:.1f} segments per connection)")
         kernel = (f"{r['reference']:,}/s ({r['kernel_server_cpu_us_per_conn']:.0f} µs server CPU, "
                   f"{r['kernel_client_cpu_us_per_conn']:.0f} µs client CPU, {r['kernel_segments_per_conn']:.1f} segments)")
