@@ -254,11 +254,8 @@ def _cpu_times(pid: int) -> tuple[float, float]:
 
 
 def _sleeps(pid: int) -> int:
-    """Voluntary context switches of all of a process's threads: how often it slept waiting.
-
-    About two per connection when the server waits for each of its turns on the other core (its
-    wake-ups cross cores: the slow placement), none when the client wakes it on their shared core
-    and it runs once the client waits (the fast one): the scheduler picks, and the rates follow."""
+    """Voluntary context switches of all of a process's threads: how often it slept waiting for a turn
+    (a Python server that shares the client's core is mostly preempted by the client it woke instead)."""
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/status") as status:
@@ -295,9 +292,10 @@ def lab_setups(seconds: float, rounds: int = 3) -> Sides:
     shared 2-core machine a pinned pair waits for whatever else runs on its core, and a client and
     server pinned to different cores pay a cross-core wake-up per turn (measured: several times
     slower for both targets, the split the slowest). Unpinned, the scheduler decides: on a quiet
-    machine it spreads client and server over both cores (each turn a cross-core wake-up, about two
-    sleeps of the server per connection), on a busy one they often share a core (no sleeps), and
-    every rate roughly doubles; the rows' `*_sleeps_per_conn` say which it was."""
+    machine it spreads client and server over both cores (each turn a cross-core wake-up: about
+    40 µs of a user-space server's CPU per connection in the kernel, 23 of the kernel server's), on a
+    busy one they often share a core (about 10 and 8), and every rate roughly doubles; the rows'
+    `*_sys_us_per_conn` and `*_sleeps_per_conn` say which it was."""
     from lab.lab import Lab
     from lab.render import load_topology
     from lab.tools import wait_for_line
