@@ -45,9 +45,11 @@ def echo_through(lab: Lab, data: bytes) -> bytes:
         service.wait(timeout=10)
 
 
-def test_bare_forwarder_alone_carries_tcp_byte_exact_and_leaves_no_process(make_lab: Callable[..., Lab]) -> None:
+@pytest.mark.parametrize("spin", [False, True], ids=["sleeping", "spinning"])
+def test_bare_forwarder_alone_carries_tcp_byte_exact_and_leaves_no_process(make_lab: Callable[..., Lab],
+                                                                           spin: bool) -> None:
     lab = make_lab("middlebox_chain", mb_kind="host", mode="bridge")
-    forwarder = BareForwarder(lab)
+    forwarder = BareForwarder(lab, spin=spin)
     data = random.Random(7).randbytes(TRANSFER_BYTES)
     try:
         back = echo_through(lab, data)

@@ -65,7 +65,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
         middlebox.Forwarding("kernel router (GRO off)", [19.16, 21.0, 18.5], 21.8, 0.0, 12.0),
         [middlebox.Forwarding("engine, router mode", [10.15, 9.8, 10.4], 11.3, 5.3, 3.4),
          middlebox.Forwarding("engine, bridge mode", [14.92, 13.0, 15.1], 16.0, 6.9, 4.8)],
-        middlebox.Forwarding(middlebox.CEILING, [15.6, 16.2, 14.9], 18.0, 4.5, 5.0))
+        middlebox.Forwarding(middlebox.CEILING, [15.6, 16.2, 14.9], 18.0, 4.5, 5.0),
+        middlebox.Forwarding(middlebox.SPINNING, [17.0, 16.5, 17.2], 19.0, 9.5, 5.5))
     + middlebox.router_cost_rows([("64 KiB GSO super-frame", 0.72, 4.81), ("pure ACK", 0.5, 1.61)]),
     "flood": lambda: flood.flood_rows(9100.0, [(1, 251_000.0), (2, 402_000.0)]),
     "loss": recorded_loss,
@@ -122,12 +123,13 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert (runtime["reference"], runtime["engine"], runtime["ratio"]) == (114.9, 131.2, 1.142)
     forwarding = RECORDED["middlebox"]()
     assert [r["ratio"] for r in forwarding] == [0.53, None, 1.399, 0.779, None, 1.328, 0.814, None, 0.959,
-                                                0.651, 1.876, 0.956, 1.725, 0.15, 0.311], \
+                                                0.887, None, 1.434, 0.651, 1.876, 0.956, 1.725, 0.15, 0.311], \
         "medians: 10.15 / 19.16 ...; chains: (3.4 + 5.3) / 11.3 against 12.0 / 21.8 ...; against the ceiling: " \
         "10.15 / 15.6, (5.3 / 11.3) / (4.5 / 18.0) ..."
     assert middlebox.CEILING in forwarding[6]["measurement"] and "user-space ceiling" in forwarding[6]["measurement"]
-    assert forwarding[10]["engine_own_core_s_per_gb"] == 0.219 and forwarding[9]["round_ratios"] == [0.651, 0.605, 0.698]
-    assert (forwarding[0]["best_ratio"], forwarding[9]["best_ratio"]) == (0.495, 0.642), "10.4 / 21.0, 10.4 / 16.2"
+    assert middlebox.SPINNING in forwarding[9]["measurement"] and forwarding[10]["engine"] == 0.5
+    assert forwarding[13]["engine_own_core_s_per_gb"] == 0.219 and forwarding[12]["round_ratios"] == [0.651, 0.605, 0.698]
+    assert (forwarding[0]["best_ratio"], forwarding[12]["best_ratio"]) == (0.495, 0.642), "10.4 / 21.0, 10.4 / 16.2"
     assert forwarding[2]["reference"] == 0.5505 and forwarding[2]["ends_core_s_per_gb"] == 0.3009
     assert forwarding[0]["kernel_runs"] == [19.16, 21.0, 18.5] and forwarding[1]["engine"] == 0.469
     assert forwarding[0]["round_ratios"] == [0.53, 0.467, 0.562] and forwarding[0]["rounds"] == 3

@@ -53,8 +53,12 @@ class Carried:
     dropped: int = 0
 
 
-def forward(a: FrameDriver, b: FrameDriver, stop_fd: int, budget: int = BUDGET) -> tuple[Carried, Carried]:
-    """Forward between `a` and `b` until `stop_fd` is readable; what went a to b and b to a."""
+def forward(a: FrameDriver, b: FrameDriver, stop_fd: int, budget: int = BUDGET,
+            spin: bool = False) -> tuple[Carried, Carried]:
+    """Forward between `a` and `b` until `stop_fd` is readable; what went a to b and b to a.
+
+    `spin` polls epoll without ever sleeping (a busy-polling forwarder: no wake-up latency, a
+    core's worth of CPU)."""
     a_to_b, b_to_a = Carried(), Carried()
     # per readable fd: (fd to write, the iovec and view of the source's receive buffer, its tally)
     ways = {a.fd: (b.fd, [a.rx_view], a.rx_view, a_to_b), b.fd: (a.fd, [b.rx_view], b.rx_view, b_to_a)}
@@ -62,9 +66,9 @@ def forward(a: FrameDriver, b: FrameDriver, stop_fd: int, budget: int = BUDGET) 
     with select.epoll() as epoll:
         for fd in (a.fd, b.fd, stop_fd):
             epoll.register(fd, select.EPOLLIN)
-        poll = epoll.poll
+        poll, timeout = epoll.poll, 0 if spin else -1
         while True:
-            for fd, _ in poll():
+            for fd, _ in poll(timeout):
                 if fd == stop_fd:
                     return a_to_b, b_to_a
                 out, iov, view, carried = ways[fd]
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             "(a benchmark reference, not the engine)")
     parser.add_argument("a", metavar="IFACE_A", help="one port (an interface of this namespace)")
     parser.add_argument("b", metavar="IFACE_B", help="the other port")
+    parser.add_argument("--spin", action="store_true", help="busy-poll: never sleep in epoll (takes a whole core)")
     args = parser.parse_args(argv)
     if args.a == args.b:
         print(f"{PROG}: both ports are {args.a!r}; a forwarder needs two interfaces", file=sys.stderr)
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("ready", flush=True)
         try:
-            a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd)
+            a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd, spin=args.spin)
         except OSError as exc:
             print(f"{PROG}: forwarding between {args.a!r} and {args.b!r} failed: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -134,11 +139,12 @@ class BareForwarder:
     """The bare forwarder running in a lab node, between two of its ports: `stop()` ends it (its PID
     only) and returns what it carried each way."""
 
-    def __init__(self, lab: Lab, node: str = "mb", ports: tuple[str, str] = ("eth0", "eth1")) -> None:
+    def __init__(self, lab: Lab, node: str = "mb", ports: tuple[str, str] = ("eth0", "eth1"),
+                 spin: bool = False) -> None:
         from lab.tools import wait_for_line
 
-        self.proc = lab.node(node).popen([sys.executable, "-m", MODULE, *ports], stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", MODULE, *ports, *(["--spin"] if spin else [])]
+        self.proc = lab.node(node).popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
         self.carried: dict[str, Any] | None = None
         self.stderr = ""

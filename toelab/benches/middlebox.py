@@ -5,16 +5,18 @@ reference), through the engine middlebox in router mode, bridge mode and router 
 through the user-space ceiling: a bare forwarder (toelab.benches.bare_forwarder) on the same
 AF_PACKET sockets that reads each frame and writes it out of the other port, nothing else, so
 whatever the engine costs beyond it is the engine's own code and whatever the bare forwarder falls
-short of the kernel is what any user-space forwarder on these sockets pays. All five labs are up
-at once and their runs interleave, `--repeats` rounds of one run each, so a neighbour's burst of
-load falls on every node alike; each figure is the median of its runs, all of which the row keeps,
-with each round's engine/kernel ratio beside them (runs seconds apart) and the ratio of the two
-fastest runs: a neighbour's load slows the kernel router far more than a user-space forwarder, so
-the median and round ratios rise with the load, and the best runs come nearest to a quiet machine.
-The engine rows also give the middlebox process's CPU (scheduler run time) per GB it forwarded,
-which a busy machine disturbs far less than the rate, and the whole chain's CPU per GB (both
-iperf3 processes, as they report it, and the forwarding node) against the kernel router chain's:
-the kernel forwards in the softirq of whichever end's process sent the frame, so only the chain
+short of the kernel is what any user-space forwarder on these sockets pays; and the same forwarder
+busy-polling (epoll never sleeps), the ceiling without wake-up latency, bought with a core (it
+runs only during its own runs, so it takes no core from the others'). All six labs are up at once
+and their runs interleave, `--repeats` rounds of one run each, so a neighbour's burst of load
+falls on every node alike; each figure is the median of its runs, all of which the row keeps, with
+each round's engine/kernel ratio beside them (runs seconds apart) and the ratio of the two fastest
+runs: a neighbour's load slows the kernel router far more than a user-space forwarder, so the
+median and round ratios rise with the load, and the best runs come nearest to a quiet machine. The
+engine rows also give the middlebox process's CPU (scheduler run time) per GB it forwarded, which
+a busy machine disturbs far less than the rate, and the whole chain's CPU per GB (both iperf3
+processes, as they report it, and the forwarding node) against the kernel router chain's: the
+kernel forwards in the softirq of whichever end's process sent the frame, so only the chain
 compares like for like, and on a machine the chain keeps busy the rate ratio tends to the inverse
 of that CPU ratio. Each engine mode is also set against the ceiling, its rate and its process's
 CPU per GB. Last, the router's own CPU per frame in memory (no I/O): a frame routed in place in
@@ -39,13 +41,16 @@ if TYPE_CHECKING:
 
 KERNEL = "kernel router (GRO off)"
 CEILING = "bare user-space forwarder (AF_PACKET read + write, nothing else), the user-space ceiling"
-#: (label, middlebox_chain parameters): the reference first, then each engine mode, then the ceiling
-#: (a bare node whose ports the bench's own bare forwarder serves).
+SPINNING = ("bare user-space forwarder busy-polling (AF_PACKET read + write, epoll never sleeps), the user-space "
+            "ceiling at a core's cost")
+#: (label, middlebox_chain parameters): the reference first, then each engine mode, then the ceilings
+#: (bare nodes whose ports the bench's own bare forwarder serves, sleeping in epoll or spinning).
 FORWARDERS = ((KERNEL, {"mb_kind": "router"}),
               ("engine, router mode", {"mode": "router"}),
               ("engine, bridge mode", {"mode": "bridge"}),
               ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}),
-              (CEILING, {"mb_kind": "host", "mode": "bridge"}))
+              (CEILING, {"mb_kind": "host", "mode": "bridge"}),
+              (SPINNING, {"mb_kind": "host", "mode": "bridge"}))
 
 
 @dataclass
@@ -89,11 +94,12 @@ def round_ratios(kernel: Forwarding, engine: Forwarding) -> list[float]:
     return [round(e / k, 3) if k else 0.0 for k, e in zip(kernel.gbit, engine.gbit)]
 
 
-def middlebox_rows(kernel: Forwarding, engines: list[Forwarding], ceiling: Forwarding | None = None) -> list[Row]:
-    """Rows of `bench middlebox`: each engine mode's (and the ceiling's) median rate against the kernel
-    router's, its CPU per GB; then each engine mode against the ceiling."""
+def middlebox_rows(kernel: Forwarding, engines: list[Forwarding], ceiling: Forwarding | None = None,
+                   spinning: Forwarding | None = None) -> list[Row]:
+    """Rows of `bench middlebox`: each engine mode's (and each ceiling's) median rate against the kernel
+    router's, its CPU per GB; then each engine mode against the (sleeping) ceiling."""
     rows: list[Row] = []
-    for engine in engines + ([ceiling] if ceiling is not None else []):
+    for engine in engines + [node for node in (ceiling, spinning) if node is not None]:
         rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: kernel router, "
                         "GRO off)", "Gbit/s", round(kernel.median_gbit, 3), round(engine.median_gbit, 3),
                         kernel_runs=[round(g, 3) for g in kernel.gbit], engine_runs=[round(g, 3) for g in engine.gbit],
@@ -198,13 +204,28 @@ def _run(lab: Lab, forwarding: Forwarding, seconds: float) -> None:
     forwarding.ends_cpu_s += result.cpu_s
 
 
-def _check_carried(carried: dict[str, Any], ceiling: Forwarding) -> None:
-    """The ceiling's figures are the bare forwarder's only if every byte iperf3 moved crossed it (its ports
-    have no addresses and its node's kernel forwards nothing, so nothing else could carry them)."""
+def _check_carried(carried: dict[str, Any], moved: float) -> None:
+    """A ceiling's figures are the bare forwarder's only if every byte iperf3 moved (`moved`) crossed it (its
+    ports have no addresses and its node's kernel forwards nothing, so nothing else could carry them)."""
     forwarded = carried.get("a_to_b", {}).get("bytes", 0)
-    if forwarded < ceiling.gbytes * 1e9:
+    if forwarded < moved:
         raise RuntimeError(f"the bare forwarder carried {forwarded} bytes h1 -> h2, fewer than the "
-                           f"{ceiling.gbytes * 1e9:.0f} iperf3 moved through its node: its rate would not be its own")
+                           f"{moved:.0f} iperf3 moved through its node: its rate would not be its own")
+
+
+def _run_spinning(lab: Lab, forwarding: Forwarding, seconds: float) -> None:
+    """`_run` through a busy-polling bare forwarder started for this run alone: spinning, it takes a core,
+    which the other nodes' runs must not lose to it."""
+    from .bare_forwarder import BareForwarder
+
+    spinner = BareForwarder(lab, spin=True)
+    forwarding.pid = spinner.pid
+    before = forwarding.gbytes
+    try:
+        _run(lab, forwarding, seconds)
+    finally:
+        carried = spinner.stop()
+    _check_carried(carried, (forwarding.gbytes - before) * 1e9)
 
 
 def bench_middlebox(args: argparse.Namespace) -> Measured:
@@ -217,18 +238,18 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
 
     repeats = max(1, args.repeats)
     measured = [Forwarding(label) for label, _ in FORWARDERS]
-    kernel, *engines, ceiling = measured
+    kernel, *engines, ceiling, spinning = measured
     with ExitStack() as stack:
         labs = [stack.enter_context(Lab.up(load_topology("middlebox_chain", params))) for _, params in FORWARDERS]
-        bare = BareForwarder(labs[-1])
+        bare = BareForwarder(labs[-2])
         stack.callback(bare.stop)
-        for lab, engine in zip(labs[1:-1], engines):
+        for lab, engine in zip(labs[1:-2], engines):
             engine.pid = _middlebox_pid(lab)
         ceiling.pid = bare.pid
         for _ in range(repeats):
             for lab, forwarding in zip(labs, measured):
-                _run(lab, forwarding, args.seconds)
-        _check_carried(bare.stop(), ceiling)
+                (_run_spinning if forwarding is spinning else _run)(lab, forwarding, args.seconds)
+        _check_carried(bare.stop(), ceiling.gbytes * 1e9)
     costs = [(label, *router_frame_cost_us(payload, gso_size)) for label, payload, gso_size in ROUTER_FRAME_KINDS]
     table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router and a bare user-space "
                         f"forwarder, same run, median of {repeats} interleaved runs")
@@ -237,7 +258,7 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
         table.add_column(column, justify="right")
     table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", "", "", "", " ".join(f"{g:.1f}" for g in kernel.gbit), "",
                   f"{kernel.chain_cpu_per_gb:.3f}")
-    for forwarding in engines + [ceiling]:
+    for forwarding in engines + [ceiling, spinning]:
         to_ceiling = f"{forwarding.median_gbit / ceiling.median_gbit:.2f}" if forwarding is not ceiling else ""
         table.add_row(forwarding.label, f"{forwarding.median_gbit:.2f}",
                       f"{forwarding.median_gbit / kernel.median_gbit:.2f}",
@@ -248,4 +269,4 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
     for label, in_place, pipeline in costs:
         table.add_row(f"router CPU per frame, {label}", "", f"{in_place / pipeline:.2f}", "", "", "",
                       f"{in_place:.2f} µs in place, {pipeline:.2f} µs through the pipeline", "", "")
-    return Measured(table, middlebox_rows(kernel, engines, ceiling) + router_cost_rows(costs))
+    return Measured(table, middlebox_rows(kernel, engines, ceiling, spinning) + router_cost_rows(costs))
