@@ -163,3 +163,34 @@ def test_frames_cut_or_garbled_anywhere_never_raise_and_go_to_the_general_path_w
     assert sorted(map(without_ip_id, replies)) == sorted(map(without_ip_id, by_frame[0]))
     assert to_host == by_frame[1] and counters == by_frame[2]
     assert all(frame in frames for frame in rest) and len(rest) >= len(good) - VNET_HDR_LEN  # the cut ones, at least
+
+
+class AnsweringHost(MemoryDriver):
+    """A host behind a TAP: it answers each frame inside the write that hands it over (the kernel's receive
+    runs there), into a transmit queue of `queue_len` frames; what finds the queue full is lost uncounted."""
+
+    def __init__(self, queue_len: int = 1000) -> None:
+        super().__init__("toe0")
+        self.queue_len = queue_len
+        self.lost = 0
+
+    def send(self, header: object, frame: object) -> bool:
+        if len(self.pending) >= self.queue_len:
+            self.lost += 1
+        else:
+            self.pending.append(memoryview(PLAIN_VNET_BYTES + b"synack"))
+        return True
+
+
+def test_under_fallback_the_hosts_answers_leave_before_the_next_batch_overflows_its_queue() -> None:
+    # a ring block brings hundreds of SYNs, each of which the host answers: two such reads between host pumps
+    # overflowed the TAP's 1,000-frame queue, and a legitimate client's SYN-ACK was lost with the flood's
+    core, wire, host = make_core("fallback"), MemoryDriver("eth0", keep_sent=True), AnsweringHost()
+    runtime = EndpointRuntime(core, wire, host, EndpointSettings(addresses=["10.0.0.2"], gro=False), budget=600)
+    runtime.clock = lambda: NOW
+    for _ in range(3):  # three wake-ups' reads, with no host wake-up between them
+        wire.put(flood(600))
+        runtime.pump_wire(NOW)
+    assert core.counters["rx_to_host"] == 1800
+    assert host.lost == 0 and not host.pending
+    assert sum(message.endswith(b"synack") for message in wire.sent) == 1800

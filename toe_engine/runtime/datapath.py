@@ -32,8 +32,9 @@ from toe_engine.offload.rx_gro import Aggregate, Delivered, RxGro
 from toe_engine.synpath import SynFastPath
 
 MAX_LOGGED_ERRORS = 10
-#: How many times the wire's budget of host frames one wake-up takes (see pump_host).
-HOST_BUDGET_SHARE = 4
+#: Host frames one wake-up takes at most: the TAP's whole transmit queue (its txqueuelen, 1,000), since
+#: what the host sends while the queue is full is lost uncounted (see pump_host).
+HOST_QUEUE_FRAMES = 1024
 
 _VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
 _GSO_SIZE = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
@@ -131,6 +132,11 @@ class EndpointDataPath:
                 self.core.counters.inc("host_tx_errors")
         if syn_path.replies:
             self.wire.send_messages(syn_path.take_replies())
+        if host:
+            # The host answered them inside those writes (its receive runs in the TAP write): its replies
+            # leave now, before the next batch brings more than its queue holds (a ring block carries
+            # hundreds of SYNs, and under `fallback` each one draws a SYN-ACK from the host).
+            self.pump_host(now)
         return rest
 
     def _frame_by_frame(self, batch: list[Any], now: float) -> float:
@@ -193,13 +199,13 @@ class EndpointDataPath:
         return now
 
     def pump_host(self, now: float) -> int:
-        """Frames the host kernel sends go to the wire as they are (header included), up to
-        HOST_BUDGET_SHARE times the wire's budget per wake-up: the host's transmit path is not starved
-        by a flooded receive path, as a NIC's is not (what the wire ring cannot hold is counted missed,
-        what the host's queue cannot hold is lost uncounted)."""
+        """Frames the host kernel sends go to the wire as they are (header included), as many as its
+        queue holds (HOST_QUEUE_FRAMES) per wake-up: the host's transmit path is not starved by a
+        flooded receive path, as a NIC's transmit DMA is not (what the wire ring cannot hold is counted
+        missed, what the host's queue cannot hold is lost uncounted)."""
         to_wire, wire = self.wire.write_raw, self.wire
         count = 0
-        for frame in self.host.frames(self.budget * HOST_BUDGET_SHARE):
+        for frame in self.host.frames(HOST_QUEUE_FRAMES):
             try:
                 to_wire(frame)
             except OSError:
