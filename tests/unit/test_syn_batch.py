@@ -175,6 +175,7 @@ class AnsweringHost(MemoryDriver):
         self.lost = 0
 
     def send(self, header: object, frame: object) -> bool:
+        self.counters.tx_frames += 1  # handed over, as any driver counts it
         if len(self.pending) >= self.queue_len:
             self.lost += 1
         else:

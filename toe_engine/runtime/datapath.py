@@ -52,7 +52,6 @@ def segments_in(batch: list[Any]) -> int:
     return segments
 
 
-
 def tx_header(tx: TxFrame) -> bytes:
     """The virtio-net header for one engine frame: NEEDS_CSUM, and GSO TCPv4/v6 for TSO frames."""
     frame, gso_size, csum_start, csum_offset = tx
@@ -100,6 +99,7 @@ class EndpointDataPath:
         """
         core, wire, budget, gro = self.core, self.wire, self.budget, self.gro
         defer, deferring, count, waiting, syn_path = self.ack_defer, False, 0, 0, core.syn_path
+        to_host = self.host.counters
         try:
             for batch in wire.batches(budget):
                 count += len(batch)
@@ -108,9 +108,15 @@ class EndpointDataPath:
                     if waiting >= budget:
                         core.begin_batch()
                         deferring = True
+                handed = to_host.tx_frames
                 if syn_path is not None:  # a flood's SYNs first, all of the batch's in one call
                     batch = self._take_syns(syn_path, batch, now)
                 now = self._frame_by_frame(batch, now) if gro is None else self._coalesced(batch, now, gro)
+                if to_host.tx_frames != handed:
+                    # The host answered inside those writes (its receive runs in the TAP write): its replies
+                    # leave now, before the next batch brings more than its queue holds (a ring block carries
+                    # hundreds of SYNs, and under `fallback` each draws a SYN-ACK from the host).
+                    self.pump_host(now)
         finally:
             if deferring:
                 core.end_batch(self.clock())
@@ -132,11 +138,6 @@ class EndpointDataPath:
                 self.core.counters.inc("host_tx_errors")
         if syn_path.replies:
             self.wire.send_messages(syn_path.take_replies())
-        if host:
-            # The host answered them inside those writes (its receive runs in the TAP write): its replies
-            # leave now, before the next batch brings more than its queue holds (a ring block carries
-            # hundreds of SYNs, and under `fallback` each one draws a SYN-ACK from the host).
-            self.pump_host(now)
         return rest
 
     def _frame_by_frame(self, batch: list[Any], now: float) -> float:

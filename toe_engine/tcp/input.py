@@ -85,7 +85,7 @@ class ReceivePath(SendPath):
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
             if plen and self.sack_ok:
-                self.dsack_pending = (seq, rcv_nxt if cut < plen else seq + plen)  # RFC 2883 4.1.1: its head
+                self.dsack_pending = (seq, min(seq + plen, rcv_nxt))  # RFC 2883 4.1.1: its head
             payload = memoryview(payload)[cut:] if cut < plen else b""
             seq = rcv_nxt
         right = rcv_nxt + rcv_wnd
