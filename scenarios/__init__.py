@@ -35,6 +35,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "reordering",
     "rfc9293",
     "rfc9293_more",
+    "source_route",
     "syn_flood",
 )
 _loaded = False
