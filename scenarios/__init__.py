@@ -37,6 +37,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "rfc9293_more",
     "source_route",
     "syn_flood",
+    "syn_r2",
 )
 _loaded = False
 

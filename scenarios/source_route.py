@@ -34,6 +34,7 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import Field
 from scapy.layers.inet import IP, TCP, IPOption_LSRR, IPOption_SSRR
@@ -74,7 +75,7 @@ def padded(option: Packet) -> bytes:
 
 
 def completed_route(hops: Sequence[str]) -> bytes:
-    """A loose source route as it reaches its final destination: each hop recorded itself in turn, the pointer past the last."""
+    """A loose source route as it reaches its destination: each hop recorded in turn, the pointer past the last."""
     return padded(IPOption_LSRR(routers=list(hops), pointer=4 + 4 * len(hops)))
 
 
@@ -84,7 +85,7 @@ def application_route(hops: Sequence[str]) -> bytes:
 
 
 def return_route(hops: Sequence[str], source: str) -> SourceRoute:
-    """The reply to a datagram that came from `source` along `hops`: to the last hop, then back through the others to the source."""
+    """The reply to a datagram from `source` along `hops`: to the last hop, then back through the others to it."""
     if not hops:
         raise ValueError("a source route names at least one hop")
     *before, last = hops
@@ -138,7 +139,7 @@ class Exchange:
 
 
 def echo_exchange(peer: Peer, ip_options: bytes = b"") -> Exchange:
-    """Handshake (the SYN alone carrying `ip_options`), PAYLOAD to echo in segments, the echo read back and acknowledged."""
+    """Handshake (the SYN alone carrying `ip_options`), PAYLOAD to echo in segments, the echo read and acknowledged."""
     syn = peer.segment("S", seq=peer.isn, options=[("MSS", 1460)])
     peer.send(with_ip_options(syn, ip_options) if ip_options else syn)
     try:
@@ -196,14 +197,14 @@ def add_hops(ctx: RunContext, count: int = 2) -> list[str]:
 
 
 def accept_source_routes(ctx: RunContext) -> dict[str, int]:
-    """accept_source_route=1 for all interfaces and the target's own in its namespace: IP then delivers source routes."""
+    """accept_source_route=1 for `all` and the target's interface in its namespace: IP then delivers source routes."""
     settings = {f"net.ipv4.conf.{name}.accept_source_route": 1 for name in ("all", ctx.iface(ctx.server))}
     ctx.lab.node(ctx.server).write_sysctls(dict(settings))
     return settings
 
 
 def answered_as_shipped(ctx: RunContext, hops: Sequence[str]) -> bool | None:
-    """Whether the target answered a source-routed SYN before a later fence connection echoed; None if the fence failed."""
+    """Whether the target answered a source-routed SYN before a later fence connection echoed (None: no echo)."""
     with open_peer(ctx) as fence:
         probe_port = fence.sport + 1 if fence.sport < 60000 else fence.sport - 1
         sock = fence.open_socket(f"tcp and src host {fence.dst} and dst port {probe_port}")
@@ -224,11 +225,13 @@ def _shipped_text(shipped: bool | None, settings: dict[str, int]) -> str:
     if not settings:
         return f"with the target's namespace as shipped (where a first source-routed SYN was {seen})"
     names = " and ".join(f"{k.split('.')[3]}" for k in settings)
-    return f"with accept_source_route=1 ({names}) in the target's namespace (as shipped, a source-routed SYN was {seen})"
+    return (f"with accept_source_route=1 ({names}) in the target's namespace (as shipped, a source-routed SYN was "
+            f"{seen})")
 
 
-def _arrived(path: object) -> int:
-    return sum(1 for _ in read_pcap(path))  # type: ignore[arg-type]
+def _arrived(pcap: Path) -> int:
+    """Frames in a capture."""
+    return len(list(read_pcap(pcap)))
 
 
 def _return_route(ctx: RunContext, hops: Sequence[str], shipped: bool | None,
@@ -335,7 +338,8 @@ def _routed_connect(ctx: RunContext, agent: Agent, hops: Sequence[str]) -> Itera
     yield ctx.check("application-route-first", "MUST-52",
                     own_route and ack is not None and bool(segments) and len(following) == len(after),
                     f"with IP_OPTIONS LSRR [{own}] set by the application before connect() (connect answered "
-                    f"{connecting.get('errno', connecting.get('ret'))}), its SYN went {route_text(syn)}; after a SYN-ACK "
+                    f"{connecting.get('errno', connecting.get('ret'))}), its SYN went {route_text(syn)}; after a "
+                    "SYN-ACK "
                     f"that came along LSRR [{received}], {len(following)} of its {len(after)} later segments (the "
                     f"handshake's ACK {'and' if ack is not None else 'never came, nor'} its data) went {expected}"
                     + (f", the others {'; '.join(others)}" if others else "") + precondition,
