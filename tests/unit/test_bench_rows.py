@@ -46,6 +46,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                      [(1, 14.2), (1000, 14.6), (64000, 15.9)], 20000),
     "engine": lambda: (engine.endpoint_rows(True, {"gbit": 28.07, "iperf_gbit": 30.1},
                                             {"gbit": 12.58, "cores": 1.0})
+                       + engine.endpoint_rows(True, {"gbit": 21.6, "iperf_gbit": 30.1},
+                                              {"gbit": 16.2, "cores": 0.99}, engine.BUSY_POLL_US)
                        + http_setup.http_rows(http_setup.SideTotals(33_801, 0, 0, 3.0, 0.87, 0.92, 152_105, 152_104,
                                                                     [11_000.0, 11_534.0]),
                                               http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000,
@@ -111,6 +113,10 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert [r["reference"] for r in core] == [None, None, None, 14.2, 14.2], "per-frame cost against 1 connection"
     assert core[4]["ratio"] == 1.12 and core[4]["connections"] == 64000
     engine_rows = {r["measurement"]: r for r in RECORDED["engine"]()}
+    polled = engine_rows[f"bulk to discard, offloads on, busy-poll {engine.BUSY_POLL_US} µs"]
+    assert (polled["reference"], polled["engine"], polled["ratio"], polled["busy_poll_us"]) == (21.6, 16.2, 0.75, 100)
+    assert engine_rows[f"engine CPU per Gbit/s, offloads on, busy-poll {engine.BUSY_POLL_US} µs"]["cores"] == 0.99
+    assert engine_rows["bulk to discard, offloads on"]["busy_poll_us"] == 0
     bulk_off = engine_rows["bulk to discard, offloads off"]
     assert (bulk_off["reference"], bulk_off["engine"], bulk_off["ratio"]) == (7.55, 0.43, 0.057)
     http = engine_rows["HTTP connection setups (connect, GET, close)"]
