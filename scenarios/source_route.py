@@ -288,64 +288,86 @@ def _application_route(ctx: RunContext, hops: Sequence[str]) -> Iterator[Check]:
         agent.close()
 
 
-def _routed_connect(ctx: RunContext, agent: Agent, hops: Sequence[str]) -> Iterator[Check]:
+@dataclass
+class ActiveOpen:
+    """What the target sent on a connection its application opened: SYN, the handshake's ACK, data and its segments."""
+
+    connect: str = ""
+    syn: Ether | None = None
+    ack: Ether | None = None
+    data: bytes = b""
+    segments: list[Ether] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return self.data == bytes(APP_BYTES)
+
+
+def active_open(ctx: RunContext, agent: Agent, handle: int, hops: Sequence[str], synack_options: bytes) -> ActiveOpen:
+    """The application connects with socket `handle` and writes APP_BYTES; the peer answers its SYN with a SYN-ACK
+    carrying `synack_options` and reads the data, acknowledging it."""
     server, peer_address = ctx.address(ctx.server), ctx.address(ctx.client)
-    own, received = hops[0], hops[1]
-    handle = agent.call({"op": "socket"})["ret"]
-    option = application_route([own])
-    answer = agent.call({"op": "setsockopt", "h": handle, "level": "IPPROTO_IP", "name": "IP_OPTIONS",
-                         "value": option.decode("latin-1")})
-    if answer.get("ret") != 0:
-        reason = (f"the target's socket API refused IP_OPTIONS ({answer.get('errno', 'no errno')}), so an application "
-                  "cannot give a route of its own (MUST-51) to take precedence over a received one")
-        yield ctx.skip("application-route-first", "MUST-52", reason)
-        yield ctx.skip("application-routed-data-byte-exact", "MUST-52", reason)
-        return
-    expected = sent_route([own], peer_address)
     local_port, peer_port = ctx.rng.sample(range(20000, 60000), 2)
+    opened = ActiveOpen()
     with open_peer(ctx, hops, dport=local_port, sport=peer_port) as peer:
         for request in ({"op": "bind", "h": handle, "port": local_port, "ip": server},
                         {"op": "fcntl", "h": handle, "command": "F_SETFL", "flags": ["O_RDWR", "O_NONBLOCK"]}):
             if (done := agent.call(request)).get("ret") != 0:
                 raise RuntimeError(f"the target's {request['op']} failed: {done}")
         connecting = agent.call({"op": "connect", "h": handle, "ip": peer_address, "port": peer_port})
+        opened.connect = str(connecting.get("errno", connecting.get("ret")))
         try:
-            syn = peer.expect("S")
-        except PeerTimeout:
-            syn = None
-        ack, data = None, b""
-        if syn is not None:
-            peer.peer_isn = syn[TCP].seq
+            opened.syn = peer.expect("S")
+            peer.peer_isn = opened.syn[TCP].seq
             peer.rcv_nxt = seq_add(peer.peer_isn, 1)
             synack = peer.segment("SA", seq=peer.isn, options=[("MSS", 1460)])
-            peer.send(with_ip_options(synack, completed_route([received])))
+            peer.send(with_ip_options(synack, synack_options) if synack_options else synack)
             peer.snd_nxt = seq_add(peer.isn, 1)
-            try:
-                ack = peer.expect("A", ack=peer.snd_nxt, payload=False)
-                agent.call({"op": "poll", "fds": [{"h": handle, "events": ["POLLOUT"]}], "timeout_ms": 2000})
-                agent.call({"op": "write", "h": handle, "n": APP_BYTES})
-                data, _ = peer.receive(APP_BYTES)
-            except PeerTimeout:
-                pass
-        segments = [f for f in peer.received if tcp_payload(f)]
-        if syn is not None:
+            opened.ack = peer.expect("A", ack=peer.snd_nxt, payload=False)
+            agent.call({"op": "poll", "fds": [{"h": handle, "events": ["POLLOUT"]}], "timeout_ms": 2000})
+            agent.call({"op": "write", "h": handle, "n": APP_BYTES})
+            opened.data, _ = peer.receive(APP_BYTES)
+        except PeerTimeout:
+            pass
+        opened.segments = [f for f in peer.received if tcp_payload(f)]
+        if opened.syn is not None:
             peer.abort()
-    own_route = syn is not None and source_route(syn) == expected
-    after = ([ack] if ack is not None else []) + segments
+    return opened
+
+
+def _routed_connect(ctx: RunContext, agent: Agent, hops: Sequence[str]) -> Iterator[Check]:
+    own, received = hops[0], hops[1]
+    routed_handle = agent.call({"op": "socket"})["ret"]
+    answer = agent.call({"op": "setsockopt", "h": routed_handle, "level": "IPPROTO_IP", "name": "IP_OPTIONS",
+                         "value": application_route([own]).decode("latin-1")})
+    if answer.get("ret") != 0:
+        reason = (f"the target's socket API refused IP_OPTIONS ({answer.get('errno', 'no errno')}), so an application "
+                  "cannot give a route of its own (MUST-51) to take precedence over a received one")
+        yield ctx.skip("application-route-first", "MUST-52", reason)
+        yield ctx.skip("application-routed-data-byte-exact", "MUST-52", reason)
+        return
+    plain = active_open(ctx, agent, agent.call({"op": "socket"})["ret"], (), b"")
+    routed = active_open(ctx, agent, routed_handle, hops, completed_route([received]))
+    expected = sent_route([own], ctx.address(ctx.client))
+    own_route = routed.syn is not None and source_route(routed.syn) == expected
+    after = ([routed.ack] if routed.ack is not None else []) + routed.segments
     following = [f for f in after if source_route(f) == expected]
     others = sorted({route_text(f) for f in after if source_route(f) != expected})
-    precondition = "" if own_route else f" (the application's route was not in force: its SYN went {route_text(syn)})"
+    precondition = ("" if own_route else
+                    f"; the application's route was not in force, its SYN went {route_text(routed.syn)}")
+    if not plain.exact:
+        precondition += f"; the same open without routes did not carry its data ({len(plain.data)} bytes arrived)"
     yield ctx.check("application-route-first", "MUST-52",
-                    own_route and ack is not None and bool(segments) and len(following) == len(after),
-                    f"with IP_OPTIONS LSRR [{own}] set by the application before connect() (connect answered "
-                    f"{connecting.get('errno', connecting.get('ret'))}), its SYN went {route_text(syn)}; after a "
-                    "SYN-ACK "
-                    f"that came along LSRR [{received}], {len(following)} of its {len(after)} later segments (the "
-                    f"handshake's ACK {'and' if ack is not None else 'never came, nor'} its data) went {expected}"
+                    plain.exact and own_route and routed.ack is not None and bool(routed.segments)
+                    and len(following) == len(after),
+                    f"with IP_OPTIONS LSRR [{own}] set by the application before connect() (which answered "
+                    f"{routed.connect}), its SYN went {route_text(routed.syn)}; after a SYN-ACK that came along LSRR "
+                    f"[{received}], {len(following)} of its {len(after)} later segments (the handshake's ACK "
+                    f"{'and' if routed.ack is not None else 'never came, nor'} its data) went {expected}"
                     + (f", the others {'; '.join(others)}" if others else "") + precondition,
-                    numbers={"syn_routed": own_route, "ack": ack is not None, "segments": len(after),
-                             "segments_routed": len(following)})
-    yield ctx.check("application-routed-data-byte-exact", "MUST-52", data == bytes(APP_BYTES),
+                    numbers={"plain_open": plain.exact, "syn_routed": own_route, "ack": routed.ack is not None,
+                             "segments": len(after), "segments_routed": len(following)})
+    yield ctx.check("application-routed-data-byte-exact", "MUST-52", routed.exact,
                     f"{APP_BYTES} bytes the application wrote on its source-routed connection arrived "
-                    + ("exactly" if data == bytes(APP_BYTES) else f"as {len(data)} bytes"),
-                    numbers={"received": len(data)}, integrity=True)
+                    + ("exactly" if routed.exact else f"as {len(routed.data)} bytes"),
+                    numbers={"received": len(routed.data)}, integrity=True)

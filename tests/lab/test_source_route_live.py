@@ -41,6 +41,7 @@ def test_the_kernel_reverses_a_received_route_and_keeps_its_own(tmp_path: Path) 
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.PASS
     first = checks["application-route-first"]
     assert first.verdict is Verdict.PASS and first.evidence.numbers["syn_routed"] is True, first.sentence
+    assert first.evidence.numbers["plain_open"] is True
     assert checks["application-routed-data-byte-exact"].verdict is Verdict.PASS
 
 
@@ -55,6 +56,7 @@ def test_the_kernel_as_shipped_fails_every_route_check(tmp_path: Path) -> None:
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.FAIL
     first = checks["application-route-first"]
     assert first.verdict is Verdict.FAIL and first.evidence.numbers["syn_routed"] is True
+    assert first.evidence.numbers["plain_open"] is True  # the same path works without routes
     assert first.evidence.numbers["ack"] is False, first.sentence  # the routed SYN-ACK was dropped
 
 
