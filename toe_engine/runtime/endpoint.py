@@ -33,7 +33,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.datapath import EndpointDataPath
-from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.loop import MAX_BUSY_POLL_US, EventLoop
 from toe_engine.runtime.migrate import migration_request
 from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
@@ -47,7 +47,6 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
                                "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
-MAX_BUSY_POLL_US = 100_000  # a tenth of a second: polling longer than that is a spinning core, not a poll
 SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro", "ack_defer", "busy_poll")
 #: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
 #: and the congestion control new connections start with (an offload NIC's firmware choice).

@@ -31,6 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+#: The longest busy poll a setting may ask for: longer than a tenth of a second is a spinning core, not a poll.
+MAX_BUSY_POLL_US = 100_000
+
 Callback = Callable[[float], object]  # what a callback returns (a reader's frame count, say) is not used
 
 

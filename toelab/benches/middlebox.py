@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lab.lab import Lab
 
 KERNEL = "kernel router (GRO off)"
+BUSY_POLL_US = 100  # the busy-polling engine row's MiddleboxConfig.busy_poll, to set beside the spinning ceiling
 CEILING = "bare user-space forwarder (AF_PACKET read + write, nothing else), the user-space ceiling"
 SPINNING = ("bare user-space forwarder busy-polling (AF_PACKET read + write, epoll never sleeps), the user-space "
             "ceiling at a core's cost")
@@ -49,6 +50,7 @@ FORWARDERS = ((KERNEL, {"mb_kind": "router"}),
               ("engine, router mode", {"mode": "router"}),
               ("engine, bridge mode", {"mode": "bridge"}),
               ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}),
+              (f"engine, router mode, busy-polling {BUSY_POLL_US} µs", {"mode": "router", "busy_poll": BUSY_POLL_US}),
               (CEILING, {"mb_kind": "host", "mode": "bridge"}),
               (SPINNING, {"mb_kind": "host", "mode": "bridge"}))
 
