@@ -1,8 +1,9 @@
 """`source_route`: what a TCP does with the IPv4 source route of the datagrams that open its connections.
 
 RFC 9293 3.9.2.1 and RFC 1122 4.2.3.8: a connection opened passively by a SYN that arrived with
-a completed source route must send all its segments back along the reversed route (MUST-53);
-a route the application gave for an active open takes precedence over one received (MUST-52).
+a completed source route must send all its segments back along the reversed route (MUST-53),
+and a different route arriving later should override it (SHLD-24); a route the application
+gave for an active open takes precedence over one received (MUST-52).
 
 - Return route (MUST-53): the peer's SYN to echo arrives as if it came along a loose source
   route (LSRR, RFC 791 3.1) through two hops, the peer's own extra addresses on the link: the
@@ -10,6 +11,8 @@ a route the application gave for an active open takes precedence over one receiv
   every echoed data segment must go to the last hop, with LSRR pointer 4 naming the first hop
   and then the peer (RFC 1122 3.2.1.8c), and the echo must come back byte-exact. The peer sends
   the route on its SYN only, so the target has to have saved it.
+- Later route (SHLD-24): more data then arrives along the hops the other way round; the echo of
+  it should follow the reversal of this later route.
 - Application route first (MUST-52): an application in the target sets IP_OPTIONS (an LSRR
   through the first hop) and connects to the peer; the peer answers with a SYN-ACK that came
   along the other hop. The handshake's ACK and the application's data must still follow the
@@ -50,6 +53,8 @@ from .wire import PROTO_TCP, ChecksumState, checksum_state, read_pcap
 #: The echoed payload: three segments, so "every segment" means more than one.
 SEGMENT = 1000
 PAYLOAD = bytes((i * 13 + 5) % 251 for i in range(3 * SEGMENT))
+#: Echoed afterwards on the same connection, each segment carrying another route back (SHLD-24).
+LATER_PAYLOAD = bytes((i * 17 + 3) % 251 for i in range(2 * SEGMENT))
 #: What the application writes on its source-routed connection (the kernel agent writes zeros).
 APP_BYTES = 2000
 
@@ -149,13 +154,24 @@ def echo_exchange(peer: Peer, ip_options: bytes = b"") -> Exchange:
     peer.peer_isn = synack[TCP].seq
     peer.snd_nxt, peer.rcv_nxt = seq_add(peer.isn, 1), seq_add(peer.peer_isn, 1)
     peer.send(peer.segment("A"))
-    for offset in range(0, len(PAYLOAD), SEGMENT):
-        peer.send_data(PAYLOAD[offset:offset + SEGMENT])
+    echoed, segments = echo(peer, PAYLOAD)
+    return Exchange(synack, segments, echoed)
+
+
+def echo(peer: Peer, payload: bytes, ip_options: bytes = b"") -> tuple[bytes, list[Ether]]:
+    """`payload` to echo in segments, each carrying `ip_options`: the echo read back (acknowledged) and the target's
+    data segments that carried it, retransmissions too."""
+    mark = len(peer.received)
+    for offset in range(0, len(payload), SEGMENT):
+        chunk = payload[offset:offset + SEGMENT]
+        frame = peer.segment("PA", chunk)
+        peer.send(with_ip_options(frame, ip_options) if ip_options else frame)
+        peer.snd_nxt = seq_add(peer.snd_nxt, len(chunk))
     try:
-        echoed, _ = peer.receive(len(PAYLOAD))
+        echoed, _ = peer.receive(len(payload))
     except PeerTimeout:
         echoed = b""
-    return Exchange(synack, [f for f in peer.received if tcp_payload(f)], echoed)
+    return echoed, [f for f in peer.received[mark:] if tcp_payload(f)]
 
 
 def open_peer(ctx: RunContext, hops: Sequence[str] = (), dport: int | None = None, sport: int | None = None) -> Peer:
@@ -173,7 +189,7 @@ class SourceRouteParams(ScenarioParams):
 @scenario("source_route", purpose="IPv4 source routes: a passive connection opened by a source-routed SYN sends "
           "along the reversed route; an application's own route takes precedence over a received one.",
           topology="two_hosts", params=SourceRouteParams, topology_params={"mtu": 1500, "tso": "false"},
-          covers=("MUST-52", "MUST-53"), claims=("TOE-5",))
+          covers=("MUST-52", "MUST-53", "SHLD-24"), claims=("TOE-5",))
 def run(ctx: RunContext) -> Iterator[Check]:
     hops = add_hops(ctx)
     ctx.progress("a source-routed SYN as shipped")
@@ -248,6 +264,8 @@ def _return_route(ctx: RunContext, hops: Sequence[str], shipped: bool | None,
             routed = echo_exchange(peer, completed_route(hops))
         finally:
             pcap = capture.stop()
+        later_echoed, later_segments = echo(peer, LATER_PAYLOAD, completed_route(list(reversed(hops)))) \
+            if routed.exact else (b"", [])
         if routed.synack is not None:
             peer.abort()
     arrived = _arrived(pcap)
@@ -276,10 +294,34 @@ def _return_route(ctx: RunContext, hops: Sequence[str], shipped: bool | None,
                     f"{context}; of its {len(routed.segments)} echoed data segments {len(following)} went {expected}"
                     + (f", the others {'; '.join(others)}" if others else "") + precondition,
                     numbers={**base, "segments": len(routed.segments), "segments_routed": len(following)})
+    yield _later_route(ctx, hops, routed, later_echoed, later_segments)
     yield ctx.check("source-routed-echo-byte-exact", "MUST-53", routed.exact,
                     f"{len(PAYLOAD)} bytes sent on the connection opened by the source-routed SYN came back "
                     + ("exactly" if routed.exact else f"as {len(routed.echoed)} bytes"),
                     numbers={"echoed": len(routed.echoed)}, integrity=True)
+
+
+def _later_route(ctx: RunContext, hops: Sequence[str], routed: Exchange, echoed: bytes,
+                 segments: list[Ether]) -> Check:
+    """SHLD-24: data arriving along another route (the hops the other way round) moves the replies to its reversal."""
+    peer_address = ctx.address(ctx.client)
+    first, later = return_route(hops, peer_address), return_route(list(reversed(hops)), peer_address)
+    on_later = [f for f in segments if source_route(f) == later]
+    on_first = [f for f in segments if source_route(f) == first]
+    others = sorted({route_text(f) for f in segments if source_route(f) not in (first, later)})
+    exact = echoed == LATER_PAYLOAD
+    if not routed.exact:
+        sentence = "the connection opened by the source-routed SYN did not echo, so no later route was sent"
+    else:
+        sentence = (f"after the echo, {len(LATER_PAYLOAD)} more bytes came in segments along LSRR "
+                    f"[{', '.join(reversed(hops))}] (the hops the other way round) and were echoed "
+                    f"{'exactly' if exact else f'as {len(echoed)} bytes'} in {len(segments)} segments: {len(on_later)} "
+                    f"went {later}, {len(on_first)} still {first}"
+                    + (f", the others {'; '.join(others)}" if others else ""))
+    return ctx.check("later-route-overrides", "SHLD-24",
+                     routed.exact and exact and bool(segments) and len(on_later) == len(segments), sentence,
+                     numbers={"segments": len(segments), "segments_on_later_route": len(on_later),
+                              "segments_on_first_route": len(on_first), "echoed": len(echoed)})
 
 
 # --- an application's own route ----------------------------------------------------------------------

@@ -39,6 +39,9 @@ def test_the_kernel_reverses_a_received_route_and_keeps_its_own(tmp_path: Path) 
     assert data.verdict is Verdict.PASS
     assert data.evidence.numbers["segments"] == data.evidence.numbers["segments_routed"] >= 3
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.PASS
+    later = checks["later-route-overrides"]  # Linux keeps the route of the SYN: a pinned finding
+    assert later.verdict is Verdict.FAIL and later.evidence.numbers["segments_on_later_route"] == 0
+    assert later.evidence.numbers["segments_on_first_route"] == later.evidence.numbers["segments"] >= 2
     first = checks["application-route-first"]
     assert first.verdict is Verdict.PASS and first.evidence.numbers["syn_routed"] is True, first.sentence
     assert first.evidence.numbers["plain_open"] is True
