@@ -56,6 +56,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                                                     [8_200.0, 8_300.0]),
                                               http_setup.SideTotals(81_000, 0, 0, 3.0, 0.45, 0.33, 324_000, 162_000,
                                                                     [27_000.0, 27_100.0]),
+                                              http_setup.SideTotals(21_000, 0, 0, 3.0, 0.9, 0.5, 84_000, 42_000,
+                                                                    [7_000.0, 7_100.0]),
                                               http_setup.MemoryCost(114.9, 4.0, 2.0),
                                               http_setup.MemoryCost(131.2, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},
@@ -119,6 +121,9 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert engine_rows["bulk to discard, offloads on"]["busy_poll_us"] == 0
     bulk_off = engine_rows["bulk to discard, offloads off"]
     assert (bulk_off["reference"], bulk_off["engine"], bulk_off["ratio"]) == (7.55, 0.43, 0.057)
+    polling = engine_rows[http_setup.POLLING_MEASUREMENT]
+    assert (polling["reference"], polling["engine"], polling["ratio"]) == (11267, 7000, 0.621)
+    assert polling["round_ratios"] == [0.636, 0.616] and str(engine.BUSY_POLL_US) in polling["measurement"]
     http = engine_rows["HTTP connection setups (connect, GET, close)"]
     assert (http["unit"], http["reference"], http["engine"], http["ratio"]) == ("1/s", 11267, 4500, 0.399)
     assert (http["engine_segments_per_conn"], http["kernel_segments_per_conn"]) == (6.0, 9.0)
