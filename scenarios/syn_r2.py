@@ -48,7 +48,7 @@ class SynR2Params(ScenarioParams):
 
 
 @scenario("syn_r2", purpose="R2 for a SYN: a connect() to a peer that never answers keeps retransmitting its SYN for "
-          "at least 3 minutes (a long scenario: about 2-3 minutes, run with --long).",
+          "at least 3 minutes (a long scenario, about 2-3 minutes: `run all` takes it with --long).",
           topology="syn_retries", params=SynR2Params, topology_params=lambda p: {"syn_retries": p.syn_retries},
           covers=("MUST-23",), claims=("TOE-5",), long=True)
 def run(ctx: RunContext) -> Iterator[Check]:
