@@ -13,6 +13,8 @@ gave for an active open takes precedence over one received (MUST-52).
   the route on its SYN only, so the target has to have saved it.
 - Later route (SHLD-24): more data then arrives along the hops the other way round; the echo of
   it should follow the reversal of this later route.
+- Strict route (MUST-53 again): a SYN that came along a strict source route (SSRR) through the
+  same hops is answered along its reversal, strict too.
 - Application route first (MUST-52): an application in the target sets IP_OPTIONS (an LSRR
   through the first hop) and connects to the peer; the peer answers with a SYN-ACK that came
   along the other hop. The handshake's ACK and the application's data must still follow the
@@ -79,9 +81,10 @@ def padded(option: Packet) -> bytes:
     return raw + bytes(-len(raw) % 4)
 
 
-def completed_route(hops: Sequence[str]) -> bytes:
+def completed_route(hops: Sequence[str], strict: bool = False) -> bytes:
     """A loose source route as it reaches its destination: each hop recorded in turn, the pointer past the last."""
-    return padded(IPOption_LSRR(routers=list(hops), pointer=4 + 4 * len(hops)))
+    option = IPOption_SSRR if strict else IPOption_LSRR
+    return padded(option(routers=list(hops), pointer=4 + 4 * len(hops)))
 
 
 def application_route(hops: Sequence[str]) -> bytes:
@@ -89,12 +92,12 @@ def application_route(hops: Sequence[str]) -> bytes:
     return padded(IPOption_LSRR(routers=list(hops), pointer=4))
 
 
-def return_route(hops: Sequence[str], source: str) -> SourceRoute:
+def return_route(hops: Sequence[str], source: str, kind: str = "LSRR") -> SourceRoute:
     """The reply to a datagram from `source` along `hops`: to the last hop, then back through the others to it."""
     if not hops:
         raise ValueError("a source route names at least one hop")
     *before, last = hops
-    return SourceRoute("LSRR", 4, (*reversed(before), source), last)
+    return SourceRoute(kind, 4, (*reversed(before), source), last)
 
 
 def sent_route(hops: Sequence[str], destination: str) -> SourceRoute:
@@ -295,10 +298,32 @@ def _return_route(ctx: RunContext, hops: Sequence[str], shipped: bool | None,
                     + (f", the others {'; '.join(others)}" if others else "") + precondition,
                     numbers={**base, "segments": len(routed.segments), "segments_routed": len(following)})
     yield _later_route(ctx, hops, routed, later_echoed, later_segments)
+    yield _strict_route(ctx, hops, plain.exact)
     yield ctx.check("source-routed-echo-byte-exact", "MUST-53", routed.exact,
                     f"{len(PAYLOAD)} bytes sent on the connection opened by the source-routed SYN came back "
                     + ("exactly" if routed.exact else f"as {len(routed.echoed)} bytes"),
                     numbers={"echoed": len(routed.echoed)}, integrity=True)
+
+
+def _strict_route(ctx: RunContext, hops: Sequence[str], plain_echoed: bool) -> Check:
+    """A strict source route (SSRR) the same way: its reversal, strict too, carries the SYN-ACK and the echo."""
+    expected = return_route(hops, ctx.address(ctx.client), "SSRR")
+    with open_peer(ctx, hops) as peer:
+        strict = echo_exchange(peer, completed_route(hops, strict=True))
+        if strict.synack is not None:
+            peer.abort()
+    sent = ([strict.synack] if strict.synack is not None else []) + strict.segments
+    following = [f for f in sent if source_route(f) == expected]
+    others = sorted({route_text(f) for f in sent if source_route(f) != expected})
+    return ctx.check("return-route[ssrr]", "MUST-53",
+                     plain_echoed and strict.exact and strict.synack is not None and len(following) == len(sent),
+                     f"a SYN that came along SSRR [{', '.join(hops)}] drew "
+                     f"{'a SYN-ACK' if strict.synack is not None else 'no SYN-ACK'} and an echo of "
+                     f"{len(strict.echoed)} of {len(PAYLOAD)} bytes; {len(following)} of those {len(sent)} segments "
+                     f"went {expected}" + (f", the others {'; '.join(others)}" if others else "")
+                     + ("" if plain_echoed else "; the same handshake without the route did not echo"),
+                     numbers={"synack": strict.synack is not None, "segments": len(sent),
+                              "segments_routed": len(following), "echoed": len(strict.echoed)})
 
 
 def _later_route(ctx: RunContext, hops: Sequence[str], routed: Exchange, echoed: bytes,

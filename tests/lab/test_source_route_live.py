@@ -39,6 +39,8 @@ def test_the_kernel_reverses_a_received_route_and_keeps_its_own(tmp_path: Path) 
     assert data.verdict is Verdict.PASS
     assert data.evidence.numbers["segments"] == data.evidence.numbers["segments_routed"] >= 3
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.PASS
+    strict = checks["return-route[ssrr]"]
+    assert strict.verdict is Verdict.PASS and strict.evidence.numbers["segments_routed"] >= 4, strict.sentence
     later = checks["later-route-overrides"]  # Linux keeps the route of the SYN: a pinned finding
     assert later.verdict is Verdict.FAIL and later.evidence.numbers["segments_on_later_route"] == 0
     assert later.evidence.numbers["segments_on_first_route"] == later.evidence.numbers["segments"] >= 2
@@ -56,6 +58,8 @@ def test_the_kernel_as_shipped_fails_every_route_check(tmp_path: Path) -> None:
     assert synack.evidence.numbers["syn_arrived"] == 1 and synack.evidence.numbers["synack"] is False
     assert synack.evidence.numbers["plain_echoed"] is True
     assert checks["return-route[data]"].verdict is Verdict.FAIL
+    assert checks["return-route[ssrr]"].verdict is Verdict.FAIL
+    assert checks["return-route[ssrr]"].evidence.numbers["synack"] is False
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.FAIL
     first = checks["application-route-first"]
     assert first.verdict is Verdict.FAIL and first.evidence.numbers["syn_routed"] is True
@@ -69,6 +73,8 @@ def test_the_engine_answers_directly_and_refuses_ip_options(tmp_path: Path) -> N
     assert synack.verdict is Verdict.FAIL and "to 10.0.0.1 with no source route" in synack.sentence
     assert synack.evidence.numbers["as_shipped_answered"] is True and synack.evidence.numbers["synack_routed"] == 0
     assert checks["return-route[data]"].evidence.numbers["segments_routed"] == 0
+    assert checks["return-route[ssrr]"].verdict is Verdict.FAIL
+    assert checks["return-route[ssrr]"].evidence.numbers["segments_routed"] == 0
     assert checks["source-routed-echo-byte-exact"].verdict is Verdict.PASS  # the data still arrives exactly
     for skipped in ("application-route-first", "application-routed-data-byte-exact"):
         assert checks[skipped].verdict is Verdict.SKIP and "ENOPROTOOPT" in checks[skipped].sentence

@@ -29,6 +29,12 @@ def test_a_completed_route_is_rfc791_lsrr_with_the_pointer_past_the_last_hop() -
     assert completed_route([G1]) == bytes([131, 7, 8, 10, 0, 0, 254, 0])
 
 
+def test_a_strict_route_is_type_137_and_its_reversal_strict_too() -> None:
+    assert completed_route([G1, G2], strict=True) == bytes([137, 11, 12, 10, 0, 0, 254, 10, 0, 0, 253, 0])
+    assert return_route([G1, G2], S, "SSRR") == SourceRoute("SSRR", 4, (G1, S), G2)
+    assert return_route([G1, G2], S, "SSRR") != return_route([G1, G2], S)
+
+
 def test_an_application_route_starts_at_pointer_4() -> None:
     assert application_route([G1]) == bytes([131, 7, 4, 10, 0, 0, 254, 0])
 
