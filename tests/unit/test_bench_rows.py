@@ -70,7 +70,7 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
         [middlebox.Forwarding("engine, router mode", [10.15, 9.8, 10.4], 11.3, 5.3, 3.4),
          middlebox.Forwarding("engine, bridge mode", [14.92, 13.0, 15.1], 16.0, 6.9, 4.8)],
         middlebox.Forwarding(middlebox.CEILING, [15.6, 16.2, 14.9], 18.0, 4.5, 5.0),
-        middlebox.Forwarding(middlebox.SPINNING, [17.0, 16.5, 17.2], 19.0, 9.5, 5.5))
+        middlebox.Forwarding(middlebox.SPINNING, [17.0, 16.5, 17.2], 19.0, 9.5, 5.5, polls=True))
     + middlebox.router_cost_rows([("64 KiB GSO super-frame", 0.72, 4.81), ("pure ACK", 0.5, 1.61)]),
     "flood": lambda: flood.flood_rows(9100.0, [(1, 251_000.0), (2, 402_000.0)]),
     "loss": recorded_loss,
@@ -242,3 +242,22 @@ def test_bench_core_runs_and_writes_its_rows(tmp_path: Path) -> None:
     assert bulk[2]["frames"] < bulk[0]["frames"], "super-frames carry the same bytes in fewer frames"
     assert one["reference"] is None and many["reference"] == one["engine"] > 0
     assert (many["connections"], many["frames"]) == (64, 300)
+
+
+def test_a_busy_polling_middlebox_is_set_against_the_busy_polling_ceiling_and_a_sleeping_one_against_the_sleeping() -> None:
+    kernel = middlebox.Forwarding(middlebox.KERNEL, [20.0, 20.0, 20.0], 21.0, 0.0, 12.0)
+    sleeping = middlebox.Forwarding("engine, router mode", [11.0, 12.0, 13.0], 12.0, 5.0, 4.0)
+    polling = middlebox.Forwarding("engine, router mode, busy-polling 100 µs", [14.0, 15.0, 16.0], 15.0, 7.5, 5.0,
+                                   polls=True)
+    ceiling = middlebox.Forwarding(middlebox.CEILING, [11.0, 11.5, 12.5], 12.0, 4.8, 4.0)
+    spinning = middlebox.Forwarding(middlebox.SPINNING, [15.0, 14.5, 16.5], 15.0, 7.0, 5.0, polls=True)
+    rows = {r["measurement"]: r for r in middlebox.middlebox_rows(kernel, [sleeping, polling], ceiling, spinning)}
+    against = {name: r for name, r in rows.items() if "(reference: the user-space ceiling" in name and r["unit"] == "Gbit/s"}
+    assert len(against) == 2
+    (slept,) = [r for name, r in against.items() if name.startswith(f"forwarding h1 -> mb -> h2 (iperf3), {sleeping.label} (")]
+    (polled,) = [r for name, r in against.items() if polling.label in name]
+    assert (slept["reference"], slept["ratio"]) == (11.5, 1.043) and "busy-polling)" not in slept["measurement"]
+    assert (polled["reference"], polled["ratio"]) == (15.0, 1.0) and polled["measurement"].endswith("busy-polling)")
+    own = rows[f"middlebox CPU per GB forwarded, {polling.label} (reference: the user-space ceiling, a bare AF_PACKET "
+               "forwarder busy-polling)"]
+    assert own["engine_own_core_s_per_gb"] == round(7.5 / 15.0 - 7.0 / 15.0, 4)
