@@ -1,4 +1,4 @@
-"""Common measurements run inside lab nodes: ping and iperf3, parsed into numbers."""
+"""Common measurements run inside lab nodes: ping, iperf3 and a byte-exact echo, parsed into numbers."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -59,6 +60,34 @@ class IperfResult:
     #: CPU seconds of the client and the server process over the test, as iperf3 reports it (their
     #: getrusage: with no separate IRQ time accounting, softirq work run in their context counts).
     cpu_s: float = 0.0
+
+
+#: Sends random bytes to an echo service and reads them back at once; prints whether they came back exactly.
+_ECHO_CLIENT = r"""
+import json, os, socket, sys, threading
+data = os.urandom(int(sys.argv[3]))
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+got = bytearray()
+def read():
+    while chunk := sock.recv(1 << 16):
+        got.extend(chunk)
+reader = threading.Thread(target=read)
+reader.start()
+sock.sendall(data)
+sock.shutdown(socket.SHUT_WR)
+reader.join()
+print(json.dumps({"exact": bytes(got) == data, "received": len(got)}))
+"""
+
+
+def echo_exact(lab: "Lab", client: str, addr: str, port: int, size: int) -> dict[str, object]:
+    """`size` random bytes from `client` to the echo service at addr:port: {"exact": came back unchanged,
+    "received": bytes read back}. RuntimeError if the client failed (no connection, say)."""
+    done = lab.node(client).run([sys.executable, "-c", _ECHO_CLIENT, addr, str(port), str(size)], timeout=120)
+    if not done.ok:
+        raise RuntimeError(f"echo client on {client} to {addr}:{port} failed: {done.stderr[-800:]}")
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
 
 
 def iperf(lab: "Lab", client: str, server: str, seconds: float = 2.0, version: int = 4,

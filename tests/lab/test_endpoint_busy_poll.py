@@ -4,43 +4,24 @@ echo stays byte-exact, and with it back at 0 the loop sleeps again. A bad value 
 field named and the setting unchanged."""
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
 
 from lab.engine_nodes import EngineError, EngineHandle
 from lab.lab import Lab
 from lab.pytest_plugin import MakeLab
+from lab.tools import echo_exact
 
 pytestmark = pytest.mark.root
 
 ENGINE_IP, ECHO = "10.0.7.2", 7
 SIZE = 4_000_000
-ECHO_CLIENT = r"""
-import hashlib, json, os, socket, sys, threading
-data = os.urandom(int(sys.argv[3]))
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
-got = hashlib.sha256()
-def read():
-    while chunk := sock.recv(1 << 20):
-        got.update(chunk)
-reader = threading.Thread(target=read)
-reader.start()
-sock.sendall(data)
-sock.shutdown(socket.SHUT_WR)
-reader.join()
-print(json.dumps({"sent": hashlib.sha256(data).hexdigest(), "got": got.hexdigest()}))
-"""
 
 
 def echo_polled(lab: Lab, engine: EngineHandle) -> tuple[bool, int]:
     """One echo of SIZE random bytes from h1: (byte-exact, wake-ups the busy poll served meanwhile)."""
     before = engine.stats()["counters"].get("busy_polled", 0)
-    done = lab.node("h1").run([sys.executable, "-c", ECHO_CLIENT, ENGINE_IP, str(ECHO), str(SIZE)],
-                              timeout=120, check=True)
-    result = json.loads(done.stdout)
-    return result["sent"] == result["got"], engine.stats()["counters"]["busy_polled"] - before
+    result = echo_exact(lab, "h1", ENGINE_IP, ECHO, SIZE)
+    return result["exact"] is True and result["received"] == SIZE, engine.stats()["counters"]["busy_polled"] - before
 
 
 def test_busy_poll_serves_wake_ups_by_polling_and_leaves_the_data_alone(make_lab: MakeLab) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ import pytest
 
 from lab.lab import Lab
 from lab.pytest_plugin import MakeLab
+from lab.tools import echo_exact
 from toe_engine.codec import build_tcp_frame
 from toe_engine.fuzz.runner import POLICIES, Identity, corpus
 from toe_engine.io import in_netns
@@ -32,21 +32,6 @@ BARRAGE = 1_000_000
 BATCH = 4_000  # frames sent before a ping through the engine waits for it to have read them
 ECHO = 7
 ECHO_BYTES = 1_000_000
-ECHO_CLIENT = r"""
-import hashlib, json, os, socket, sys, threading
-data = os.urandom(int(sys.argv[3]))
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
-got = bytearray()
-def read():
-    while chunk := sock.recv(1 << 16):
-        got.extend(chunk)
-reader = threading.Thread(target=read)
-reader.start()
-sock.sendall(data)
-sock.shutdown(socket.SHUT_WR)
-reader.join()
-print(json.dumps({"exact": bytes(got) == data, "received": len(got)}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +120,7 @@ def _fill_table(lab: Lab) -> None:
 
 
 def _echo(lab: Lab, addr: str) -> dict[str, object]:
-    done = lab.node("h1").run([sys.executable, "-c", ECHO_CLIENT, addr, str(ECHO), str(ECHO_BYTES)], timeout=120)
-    assert done.ok, done.stderr[-800:]
-    return json.loads(done.stdout)
+    return echo_exact(lab, "h1", addr, ECHO, ECHO_BYTES)
 
 
 @pytest.mark.root
