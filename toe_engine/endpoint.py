@@ -22,7 +22,7 @@ from toe_engine.codec.frame import build_tcp_ipv4_frame
 from toe_engine.codec.tcp import TCP_CSUM_OFFSET
 from toe_engine.codec.icmp import ND_HOP_LIMIT, parse_nd
 from toe_engine.counters import Counters
-from toe_engine.neighbors import NeighborTable, arp_request
+from toe_engine.neighbors import NeighborTable, arp_request, neighbor_solicitation
 from toe_engine.resources import PolicyKind, ResourceConfig, ResourceManager
 from toe_engine.offload.csum import complete_partial_checksum
 from toe_engine.segment import ACK, FIN, RST, SYN, FourTuple, Segment, TcpOptions
@@ -297,6 +297,8 @@ class EndpointCore:
                     self._icmp(parsed, now)
                 elif parsed.ttl == ND_HOP_LIMIT:
                     self.neighbors.on_nd(nd, parsed.ip_src, self.addresses, now)
+                    if self._unresolved:
+                        self._release_resolved()
             return False
         if parsed.ip_dst not in self.addresses:
             return False
@@ -593,11 +595,9 @@ class EndpointCore:
         if mac is None and self._reply_ip == remote_ip:
             mac = bytes(self._reply_frame[_ETH_SRC])  # a stateless answer goes back where its frame came from
         if mac is None:
-            if len(remote_ip) != 4:
-                self.counters.inc("tx_no_neighbor")
-                return
             self.neighbors.asked(remote_ip)
-            self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
+            ask = arp_request if len(remote_ip) == 4 else neighbor_solicitation
+            self.tx.append(TxFrame(ask(self.config.mac, local_ip, remote_ip)))
         self.ip_id = ip_id = (self.ip_id + 1) & 0xFFFF
         ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         offload = self.config.tx_offload
@@ -635,8 +635,8 @@ class EndpointCore:
 
     def _hold(self, remote_ip: bytes, tx: TxFrame, segments: int) -> None:
         """Keep a frame for a neighbour being resolved, as Linux queues a few per unresolved neighbour
-        (unres_qlen): an active open's first SYN, sent while its ARP request is out, then leaves at the
-        reply instead of a retransmission timeout later. The oldest goes when a neighbour's queue is full,
+        (unres_qlen): an active open's first SYN, sent while its ARP request or neighbour solicitation is
+        out, then leaves at the answer instead of a retransmission timeout later. The oldest goes when a neighbour's queue is full,
         and the longest-waiting neighbour's when too many wait; both count as `tx_no_neighbor`."""
         held = self._unresolved.get(remote_ip)
         if held is None:
@@ -651,7 +651,7 @@ class EndpointCore:
         self.counters.inc("tx_neighbor_held")
 
     def _release_resolved(self) -> None:
-        """Send the held frames of every neighbour now resolved, its MAC written in."""
+        """Send the held frames of every neighbour now resolved (by ARP or neighbour discovery), its MAC written in."""
         for ip in [ip for ip in self._unresolved if self.neighbors.lookup(ip) is not None]:
             mac = self.neighbors.lookup(ip)
             for tx, segments in self._unresolved.pop(ip):

@@ -13,7 +13,16 @@ from collections import OrderedDict
 
 from toe_engine.codec.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, build_arp
 from toe_engine.codec.ethernet import build_ethernet
-from toe_engine.codec.icmp import ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, NeighborDiscovery
+from toe_engine.checksum import IPPROTO_ICMPV6
+from toe_engine.codec.frame import build_ip_frame
+from toe_engine.codec.icmp import (
+    ND_HOP_LIMIT,
+    ND_NEIGHBOR_ADVERT,
+    ND_NEIGHBOR_SOLICIT,
+    ND_OPT_SOURCE_LLADDR,
+    NeighborDiscovery,
+    build_icmpv6,
+)
 
 BROADCAST = b"\xff" * 6
 ETH_P_ARP = 0x0806
@@ -91,3 +100,13 @@ def arp_request(src_mac: bytes, src_ip: bytes, target_ip: bytes) -> bytes:
     packet = ArpPacket(op=ARP_REQUEST, sender_mac=src_mac, sender_ip=src_ip, target_mac=b"\x00" * 6,
                        target_ip=target_ip)
     return build_ethernet(BROADCAST, src_mac, ETH_P_ARP) + build_arp(packet)
+
+
+def neighbor_solicitation(src_mac: bytes, src_ip: bytes, target_ip: bytes) -> bytes:
+    """An IPv6 neighbour solicitation for `target_ip` (RFC 4861 4.3), to its solicited-node multicast
+    group, with our link-layer address: the IPv6 counterpart of `arp_request`."""
+    group = b"\xff\x02" + bytes(9) + b"\x01\xff" + target_ip[13:]
+    message = build_icmpv6(src_ip, group, ND_NEIGHBOR_SOLICIT, 0, 0,
+                           target_ip + bytes((ND_OPT_SOURCE_LLADDR, 1)) + src_mac)
+    return bytes(build_ip_frame(src_mac, b"\x33\x33" + group[12:], src_ip, group, IPPROTO_ICMPV6, message,
+                                ttl=ND_HOP_LIMIT))

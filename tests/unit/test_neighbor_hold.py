@@ -1,13 +1,15 @@
 """Frames for a neighbour being resolved are held, not dropped: an active open's first SYN, built
-while the engine's ARP request is out, leaves as soon as the reply comes, with the MAC it names
-(Linux queues a few frames per unresolved neighbour, unres_qlen). The queue is bounded per
+while the engine asks for its neighbour (ARP, or neighbour discovery for IPv6), leaves as soon as
+the answer comes, with the MAC it names (Linux queues a few frames per unresolved neighbour, unres_qlen). The queue is bounded per
 neighbour and in neighbours, and what it drops is counted as tx_no_neighbor."""
 from __future__ import annotations
 
 from toe_engine.apps import App
-from toe_engine.codec import parse_frame
+from toe_engine.checksum import IPPROTO_ICMPV6
+from toe_engine.codec import build_ip_frame, parse_frame
 from toe_engine.codec.arp import ARP_REPLY, ArpPacket, build_arp
 from toe_engine.codec.ethernet import ETHERTYPE_ARP, build_ethernet
+from toe_engine.codec.icmp import ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, build_icmpv6, parse_nd
 from toe_engine.endpoint import HELD_FRAMES, HELD_NEIGHBORS, EndpointConfig, EndpointCore
 from toe_engine.resources import ResourceConfig
 from toe_engine.segment import SYN
@@ -54,3 +56,19 @@ def test_a_full_queue_drops_its_oldest_and_too_many_neighbours_drop_the_longest_
     sent(core)
     core.from_wire(arp_reply(IP_A, MAC_A), now=1.1)
     assert [f for f in sent(core) if parse_frame(f).tcp is not None] == []  # nothing of IP_A's was left
+
+
+def test_an_ipv6_active_open_solicits_its_neighbour_and_its_syn_leaves_at_the_advertisement() -> None:
+    ip6_a, ip6_b = bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")
+    core = EndpointCore(EndpointConfig(MAC_B, (ip6_b,), services={}, resources=ResourceConfig(), secret=b"hold"))
+    core.connect(ip6_b, ip6_a, 80, App, now=1.0)
+    (solicit,) = [parse_frame(f) for f in sent(core)]
+    nd = parse_nd(solicit.icmp)
+    assert nd is not None and nd.type == ND_NEIGHBOR_SOLICIT and nd.target == ip6_a and nd.lladdr == MAC_B
+    assert solicit.ip_dst == bytes.fromhex("ff0200000000000000000001ff000001") and solicit.ttl == 255
+
+    advert = build_icmpv6(ip6_a, ip6_b, ND_NEIGHBOR_ADVERT, 0, 0x60000000, ip6_a + bytes((2, 1)) + MAC_A)
+    core.from_wire(build_ip_frame(MAC_B, MAC_A, ip6_a, ip6_b, IPPROTO_ICMPV6, advert, ttl=255), now=1.0001)
+    (syn,) = [parse_frame(f, verify_csum=False) for f in sent(core)]
+    assert syn.tcp is not None and syn.tcp.flags & SYN and (syn.eth_dst, syn.ip_dst) == (MAC_A, ip6_a)
+    assert core.counters["tx_no_neighbor"] == 0 and core.counters["tx_neighbor_held"] == 1

@@ -52,6 +52,7 @@ from toe_engine.codec.icmp import (
 )
 from toe_engine.counters import Counters
 from toe_engine.io.vnet import VNET_BYTE_ORDER, VNET_GSO_ECN, VNET_HDR_LEN, VnetHeader
+from toe_engine.neighbors import neighbor_solicitation
 from toe_engine.runtime.stages import TCP_DOFF_OFFSET, Frame, Item, tcp_payload_offset
 
 Transmit = Callable[[int, bytes], None]
@@ -367,12 +368,7 @@ class Router:
             body = build_arp(ArpPacket(ARP_REQUEST, port.mac, source, bytes(6), target))
             self.transmit(egress, build_ethernet(BROADCAST, port.mac, ETHERTYPE_ARP) + body)
             return
-        group = b"\xff\x02" + bytes(9) + b"\x01\xff" + target[13:]
-        message = build_icmpv6(source, group, ND_NEIGHBOUR_SOLICIT, 0, 0,
-                               target + bytes((ND_OPT_SOURCE_LL, 1)) + port.mac)
-        group_mac = b"\x33\x33" + group[12:]
-        self.transmit(egress, bytes(build_ip_frame(port.mac, group_mac, source, group, IPPROTO_ICMPV6,
-                                                   message, ttl=255)))
+        self.transmit(egress, neighbor_solicitation(port.mac, source, target))
 
     # --- ICMP errors --------------------------------------------------------------------------
     def _icmp_v4(self, ingress: int, frame: Frame, message: bytes) -> None:
