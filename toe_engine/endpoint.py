@@ -12,7 +12,7 @@ import traceback
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from toe_engine.apps import APPS, App
 from toe_engine.checksum import ones_sum
@@ -35,26 +35,26 @@ from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
 from toe_engine.tcp.tcb import CLOSED
 
-IPPROTO_TCP = 6
-OOO_BLOCK_COST = 96  # what one out-of-order block costs beyond its bytes (object headers)
-_IP_DEFAULTS = (64, 0)
+IPPROTO_TCP: Final = 6
+OOO_BLOCK_COST: Final = 96  # what one out-of-order block costs beyond its bytes (object headers)
+_IP_DEFAULTS: Final = (64, 0)
 #: A connection's key as the stack's table holds it; a FourTuple is one, and so is a plain tuple
 #: of the same four values, which is what the per-frame paths look connections up with.
 ConnKey = tuple[bytes, int, bytes, int]
 
 #: The frame nearly every received one is: untagged Ethernet, IPv4 without options, TCP. One
 #: unpack gives what demultiplexing and the TCP core need (MACs, IP ID, TTL and checksums skipped).
-_WIRE_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH2xH")
-_WIRE_TCP_LEN = _WIRE_TCP.size  # 54: where TCP options start
-_WIRE_TS = struct.Struct("!III")  # NOP NOP kind 8 length 10, TSval, TSecr: a data segment's usual options
-_ETHERTYPE_IPV4 = 0x0800
-_IPV4_NO_OPTIONS = 0x45
-_IP_FRAGMENT = 0x3FFF  # MF or a fragment offset
-_NOP_NOP_TS = 0x0101080A
-_ETH_SRC = slice(6, 12)
+_WIRE_TCP: Final = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH2xH")
+_WIRE_TCP_LEN: Final = _WIRE_TCP.size  # 54: where TCP options start
+_WIRE_TS: Final = struct.Struct("!III")  # NOP NOP kind 8 length 10, TSval, TSecr: a data segment's usual options
+_ETHERTYPE_IPV4: Final = 0x0800
+_IPV4_NO_OPTIONS: Final = 0x45
+_IP_FRAGMENT: Final = 0x3FFF  # MF or a fragment offset
+_NOP_NOP_TS: Final = 0x0101080A
+_ETH_SRC: Final = slice(6, 12)
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
-ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
+ICMP_ERRORS: Final[dict[tuple[int, int, int | None], IcmpError]] = {
     (4, 3, 0): IcmpError.NET_UNREACHABLE, (4, 3, 1): IcmpError.HOST_UNREACHABLE,
     (4, 3, 2): IcmpError.PROTOCOL_UNREACHABLE, (4, 3, 3): IcmpError.PORT_UNREACHABLE,
     (4, 3, 4): IcmpError.FRAG_NEEDED, (4, 3, 5): IcmpError.SOURCE_ROUTE_FAILED,

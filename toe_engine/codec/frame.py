@@ -7,7 +7,7 @@ rewrite frames in place without re-parsing.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from toe_engine.checksum import (
     IPPROTO_ICMP,
@@ -45,15 +45,15 @@ from toe_engine.codec.tcp import TCP_CSUM_OFFSET, build_tcp_segment, parse_tcp
 from toe_engine.segment import Segment
 
 _Buffer = bytes | bytearray | memoryview
-_ETH_IPV4 = struct.Struct(ETH_HEADER.format + IPV4_HEADER.format.lstrip("!"))  # untagged Ethernet + IPv4
-_ETH_IPV4_LEN = _ETH_IPV4.size
+_ETH_IPV4: Final = struct.Struct(ETH_HEADER.format + IPV4_HEADER.format.lstrip("!"))  # untagged Ethernet + IPv4
+_ETH_IPV4_LEN: Final = _ETH_IPV4.size
 #: Ethernet, IPv4 without options and a TCP header, in one pack; with the timestamp option
 #: laid out as Linux sends it on data and ACKs (NOP, NOP, kind 8, length 10, TSval, TSecr).
-_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHH")
-_ETH_IPV4_TCP_TS = struct.Struct(_ETH_IPV4_TCP.format + "III")
-_NOP_NOP_TS_WORD = 0x0101080A
-_U16 = struct.Struct("!H")
-_IPV4_VER_IHL = 0x45
+_ETH_IPV4_TCP: Final = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHH")
+_ETH_IPV4_TCP_TS: Final = struct.Struct(_ETH_IPV4_TCP.format + "III")
+_NOP_NOP_TS_WORD: Final = 0x0101080A
+_U16: Final = struct.Struct("!H")
+_IPV4_VER_IHL: Final = 0x45
 
 
 class ParsedFrame:

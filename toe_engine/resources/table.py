@@ -9,13 +9,13 @@ from holding every slot. The table also models the state memory it would need in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
 from ..segment import FourTuple
 
-DEFAULT_ENTRY_BYTES = 256  # 64,000 connections -> 16 MB, the order hardware TOEs quote
+DEFAULT_ENTRY_BYTES: Final = 256  # 64,000 connections -> 16 MB, the order hardware TOEs quote
 
 
 class ResourceExhausted(Exception):

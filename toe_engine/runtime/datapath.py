@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -31,15 +31,15 @@ from toe_engine.io.vnet import (
 from toe_engine.offload.rx_gro import Aggregate, Delivered, RxGro
 from toe_engine.synpath import SynFastPath
 
-MAX_LOGGED_ERRORS = 10
+MAX_LOGGED_ERRORS: Final = 10
 #: Host frames one wake-up takes at most: the TAP's whole transmit queue (its txqueuelen, 1,000), since
 #: what the host sends while the queue is full is lost uncounted (see pump_host).
-HOST_QUEUE_FRAMES = 1024
+HOST_QUEUE_FRAMES: Final = 1024
 
-_VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
-_GSO_SIZE = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
-_CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
-_ETHERTYPE_IPV6_HIGH = 0x86
+_VNET: Final = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+_GSO_SIZE: Final = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
+_CSUM_TRUSTED: Final = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
+_ETHERTYPE_IPV6_HIGH: Final = 0x86
 
 
 def segments_in(batch: list[Any]) -> int:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from toe_engine.segment import FourTuple
 from toe_engine.tcp.seqnum import MASK
 
-TICKS_PER_SECOND = 250_000  # one tick every 4 microseconds
+TICKS_PER_SECOND: Final = 250_000  # one tick every 4 microseconds
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap it to see the ISNs handed out

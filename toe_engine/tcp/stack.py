@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Final
 
 from toe_engine.counters import Counters
 from toe_engine.segment import ACK, FIN, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
@@ -22,8 +23,8 @@ from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.seqnum import HALF, MASK
 from toe_engine.tcp.timers import INF, TimerQueue
 
-EPHEMERAL_FIRST = 32768
-EPHEMERAL_LAST = 60999
+EPHEMERAL_FIRST: Final = 32768
+EPHEMERAL_LAST: Final = 60999
 
 Output = tuple[bytes, bytes, Segment]
 

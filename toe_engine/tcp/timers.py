@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import heapq
 from itertools import count
-from typing import Protocol
+from typing import Final, Protocol
 
-INF = float("inf")
+INF: Final = float("inf")
 
 
 class Schedulable(Protocol):
