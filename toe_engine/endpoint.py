@@ -455,10 +455,10 @@ class EndpointCore:
     # --- buffer memory ----------------------------------------------------------------
     def _account_touched(self) -> None:
         """Record what each touched connection holds: its TCP queues and what its application keeps."""
-        touched, connection, apps, memory = self._touched, self.stack.connection, self.apps, self.buffer_memory
+        touched, stack, apps, memory = self._touched, self.stack, self.apps, self.buffer_memory
         while touched:
             key = touched.pop()
-            conn = connection(key)
+            conn = stack.connection(key)
             if conn is None:
                 memory.release(key)
                 continue
@@ -533,10 +533,14 @@ class EndpointCore:
                 served.on_connected()
             return
         app = self.apps.get(key)
-        if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) has on_error
-            notify = getattr(app if app is not None else self._pending_apps.get(key), "on_error", None)
+        if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) overrides on_error
+            reason, fatal = ("reset", True) if isinstance(event, Reset) else (event.reason, event.fatal)
+            if app is not None:
+                app.on_error(reason, fatal)
+                return
+            notify = getattr(self._pending_apps.get(key), "on_error", None)  # an active open's factory may have one
             if notify is not None:
-                notify("reset" if isinstance(event, Reset) else event.reason, getattr(event, "fatal", True))
+                notify(reason, fatal)
             return
         if isinstance(event, Closed):
             self.ip_fields.pop(key, None)

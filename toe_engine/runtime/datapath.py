@@ -142,12 +142,12 @@ class EndpointDataPath:
 
     def _frame_by_frame(self, batch: list[Any], now: float) -> float:
         """One batch to the engine frame by frame; returns the time the next batch is handled at."""
-        core = self.core
-        from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
+        core = self.core  # from_wire called on it, not bound to a local: the compiled build calls it directly
+        to_host, flush = self.host.write_raw, self.flush
         for frame in batch:
             try:
-                consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
-                                     _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
+                consumed = core.from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
+                                          _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
             except Exception:  # one frame that trips the engine must not stop the node
                 self._engine_error(frame[VNET_HDR_LEN:])
                 consumed = True
@@ -166,12 +166,12 @@ class EndpointDataPath:
     def _coalesced(self, batch: list[Any], now: float, gro: RxGro) -> float:
         """One batch with receive GRO: its segments coalesced per flow (offload.rx_gro), every
         aggregate handed to the engine once; returns the time the next batch is handled at."""
-        core, counters = self.core, self.core.counters
-        from_wire, to_host, flush, receive = core.from_wire, self.host.write_raw, self.flush, gro.receive
+        core, counters = self.core, self.core.counters  # core's and gro's methods called directly (compiled)
+        to_host, flush = self.host.write_raw, self.flush
         out: list[Delivered] = []
         for wire_frame in batch:
             try:
-                receive(wire_frame, out)
+                gro.receive(wire_frame, out)
             except Exception:  # never expected (the coalescer only reads headers), never fatal
                 self._engine_error(wire_frame[VNET_HDR_LEN:])
         gro.flush(out)
@@ -184,7 +184,7 @@ class EndpointDataPath:
                 frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
                 gso_size = _GSO_SIZE.unpack_from(item, 4)[0] if item[1] else 0  # a peer's GSO frame
             try:
-                consumed = from_wire(frame, now, trusted, gso_size)
+                consumed = core.from_wire(frame, now, trusted, gso_size)
             except Exception:  # one frame that trips the engine must not stop the node
                 self._engine_error(memoryview(frame))
                 consumed = True
