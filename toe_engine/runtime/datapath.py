@@ -79,6 +79,10 @@ class EndpointDataPath:
         self.gro: RxGro | None = gro
         self.ack_defer = ack_defer
 
+    # On the per-frame path its own methods are called as EndpointDataPath.method(self, ...): the compiled
+    # build makes that a direct call, where self.method(...) on the runtime (an interpreted subclass, which
+    # overrides none of them) is a Python method call.
+
     def pump_wire(self, now: float) -> int:
         """Frames from the wire: to the engine, or unchanged to the host if it declines them.
 
@@ -110,8 +114,11 @@ class EndpointDataPath:
                         deferring = True
                 handed = to_host.tx_frames
                 if syn_path is not None:  # a flood's SYNs first, all of the batch's in one call
-                    batch = self._take_syns(syn_path, batch, now)
-                now = self._frame_by_frame(batch, now) if gro is None else self._coalesced(batch, now, gro)
+                    batch = EndpointDataPath._take_syns(self, syn_path, batch, now)
+                if gro is None:
+                    now = EndpointDataPath._frame_by_frame(self, batch, now)
+                else:
+                    now = EndpointDataPath._coalesced(self, batch, now, gro)
                 if to_host.tx_frames != handed:
                     # The host answered inside those writes (its receive runs in the TAP write): its replies
                     # leave now, before the next batch brings more than its queue holds (a ring block carries
@@ -121,7 +128,7 @@ class EndpointDataPath:
             if deferring:
                 core.end_batch(self.clock())
                 if core.tx:
-                    self.flush(commit=False)
+                    EndpointDataPath.flush(self, False)
         wire.commit_tx()
         return count
 
@@ -143,7 +150,7 @@ class EndpointDataPath:
     def _frame_by_frame(self, batch: list[Any], now: float) -> float:
         """One batch to the engine frame by frame; returns the time the next batch is handled at."""
         core = self.core  # from_wire called on it, not bound to a local: the compiled build calls it directly
-        to_host, flush = self.host.write_raw, self.flush
+        to_host = self.host.write_raw
         for frame in batch:
             try:
                 consumed = core.from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
@@ -157,7 +164,7 @@ class EndpointDataPath:
                 except OSError:
                     core.counters.inc("host_tx_errors")
             if core.tx:
-                flush(commit=False)
+                EndpointDataPath.flush(self, False)
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
@@ -167,7 +174,7 @@ class EndpointDataPath:
         """One batch with receive GRO: its segments coalesced per flow (offload.rx_gro), every
         aggregate handed to the engine once; returns the time the next batch is handled at."""
         core, counters = self.core, self.core.counters  # core's and gro's methods called directly (compiled)
-        to_host, flush = self.host.write_raw, self.flush
+        to_host = self.host.write_raw
         out: list[Delivered] = []
         for wire_frame in batch:
             try:
@@ -195,7 +202,7 @@ class EndpointDataPath:
                 except OSError:
                     counters.inc("host_tx_errors")
             if core.tx:
-                flush(commit=False)
+                EndpointDataPath.flush(self, False)
                 now = self.clock()
         return now
 
