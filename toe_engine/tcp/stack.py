@@ -335,8 +335,8 @@ class TcpStack:
         """Run every timer due at `now`."""
         self._now = now
         for conn in self._timers.pop_due(now):
-            conn.on_timer(now)  # type: ignore[attr-defined]
-            self._after(conn)  # type: ignore[arg-type]
+            conn.on_timer(now)
+            self._after(conn)
         self._timers.compact(len(self._conns))
 
     def next_timer(self) -> float | None:
