@@ -19,7 +19,7 @@ from toe_engine.checksum import ones_sum
 from toe_engine.codec import build_tcp_frame_partial, parse_frame
 from toe_engine.codec.drop import DropReason
 from toe_engine.codec.frame import build_tcp_ipv4_frame
-from toe_engine.codec.tcp import TCP_CSUM_OFFSET
+from toe_engine.codec.tcp import TCP_CSUM_OFFSET, parse_options
 from toe_engine.codec.icmp import ND_HOP_LIMIT, parse_nd
 from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request
@@ -51,6 +51,7 @@ _ETHERTYPE_IPV4: Final = 0x0800
 _IPV4_NO_OPTIONS: Final = 0x45
 _IP_FRAGMENT: Final = 0x3FFF  # MF or a fragment offset
 _NOP_NOP_TS: Final = 0x0101080A
+_SYN_ACK: Final = SYN | ACK
 _ETH_SRC: Final = slice(6, 12)
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
@@ -65,6 +66,11 @@ ICMP_ERRORS: Final[dict[tuple[int, int, int | None], IcmpError]] = {
     (6, 2, None): IcmpError.FRAG_NEEDED, (6, 3, None): IcmpError.TIME_EXCEEDED,
     (6, 4, None): IcmpError.PARAMETER_PROBLEM,
 }
+
+
+def _ipv4_checksums_ok(view: memoryview, end: int) -> bool:
+    """The IPv4 header's and the TCP checksum of a plain IPv4 frame of `end` bytes (its IP datagram's end)."""
+    return ones_sum(view[14:34]) == 0xFFFF and ones_sum(view[26:end], IPPROTO_TCP + end - 34) == 0xFFFF  # pseudo-header
 
 
 def icmp_error_kind(version: int, icmp_type: int, code: int) -> IcmpError | None:
@@ -257,8 +263,7 @@ class EndpointCore:
                     else:
                         opts = None
                     view = frame if type(frame) is memoryview else memoryview(frame)  # slices of it copy nothing
-                    if opts is not None and (csum_ok or (ones_sum(view[14:34]) == 0xFFFF and ones_sum(
-                            view[26:end], IPPROTO_TCP + total_len - 20) == 0xFFFF)):  # with the pseudo-header's addresses
+                    if opts is not None and (csum_ok or _ipv4_checksums_ok(view, end)):
                         start = 34 + header_len
                         payload: bytes | memoryview = b""
                         if end > start:
@@ -271,7 +276,35 @@ class EndpointCore:
                         self.stack.on_segment(ip_dst, ip_src, Segment(src_port, dst_port, seq, ack, flags, window,
                                                                       payload, opts, urg, gso_size), now)
                         return self._consumed(key, frame, now)
+                elif (conn is None and flags & _SYN_ACK == SYN and 20 <= header_len <= total_len - 20
+                      and end <= len(frame) and (dst_port in self.config.services or dst_port in self.socket_ports)):
+                    return self._new_syn(frame, now, csum_ok, ip_src, ip_dst, header_len, end, Segment(
+                        src_port, dst_port, seq, ack, flags, window, b"", None, urg, gso_size))
         return self._from_wire(frame, now, csum_ok, gso_size)
+
+    def _new_syn(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool, ip_src: bytes, ip_dst: bytes,
+                 header_len: int, end: int, seg: Segment) -> bool:
+        """A SYN of no connection yet to a port the engine serves, in the fast path's plain IPv4 frame
+        (`seg` has its header fields): what _from_wire does with it, its options parsed alone instead of
+        the whole frame. A checksum or an option that does not check out goes to _from_wire, which says why."""
+        view = frame if type(frame) is memoryview else memoryview(frame)
+        opts = parse_options(view, _WIRE_TCP_LEN, 34 + header_len) if csum_ok or _ipv4_checksums_ok(view, end) else None
+        if not isinstance(opts, TcpOptions):
+            return self._from_wire(frame, now, csum_ok, seg.gso_size)
+        seg.options = opts
+        if end > 34 + header_len:  # a SYN's data may be kept by whoever takes the SYN: never a driver's buffer
+            seg.payload = view[34 + header_len:end] if isinstance(frame, bytes) else bytes(view[34 + header_len:end])
+        self._reply_ip, self._reply_frame = ip_src, frame
+        try:
+            if self.invalid_source(ip_src):
+                self.counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
+                return True
+            if not self.stack.on_segment(ip_dst, ip_src, seg, now):
+                self.counters.inc("rx_to_host")
+                return False
+            return self._consumed(FourTuple(ip_dst, seg.dst_port, ip_src, seg.src_port), frame, now)
+        finally:  # a driver's buffer is never held past its frame
+            self._reply_ip, self._reply_frame = None, b""
 
     def _from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool, gso_size: int) -> bool:
         """Every frame the fast path does not take: parsed whole, then demultiplexed."""
