@@ -9,7 +9,7 @@ on_segment/on_timer/connect call is used.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from toe_engine.counters import Counters
@@ -58,9 +58,15 @@ class Listener:
     backlog: int
     config: TcpConfig
     embryonic: int = 0
+    #: The Endpoint of each local address it answered for, made once (one is named by each connection it accepts).
+    endpoints: dict[bytes, Endpoint] = field(default_factory=dict, repr=False, compare=False)
 
     def endpoint(self, local_ip: bytes) -> Endpoint:
-        return Endpoint(local_ip if self.local_ip is None else self.local_ip, self.port)
+        ip = local_ip if self.local_ip is None else self.local_ip
+        known = self.endpoints.get(ip)
+        if known is None:
+            known = self.endpoints[ip] = Endpoint(ip, self.port)
+        return known
 
 
 class TcpStack:
