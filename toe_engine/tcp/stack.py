@@ -27,6 +27,11 @@ EPHEMERAL_FIRST: Final = 32768
 EPHEMERAL_LAST: Final = 60999
 
 Output = tuple[bytes, bytes, Segment]
+#: Admission's answers, Final: C statics in the compiled build, where an Enum member is a class attribute lookup.
+_PASS: Final = Admission.PASS
+_DROP: Final = Admission.DROP
+_RESET: Final = Admission.RESET
+_COOKIE: Final = Admission.COOKIE
 
 
 class ChallengeAckLimiter:
@@ -501,14 +506,14 @@ class TcpStack:
             self.counters.inc("rx_syn_fin_dropped")  # Linux's LISTEN drops SYN+FIN
             return True
         decision = self.admission.admit(four_tuple, seg, now)
-        if decision is Admission.PASS:
+        if decision is _PASS:
             return False
-        if decision is Admission.DROP:
+        if decision is _DROP:
             return True
-        if decision is Admission.RESET:
+        if decision is _RESET:
             self._reset_for(local_ip, remote_ip, seg)
             return True
-        if decision is Admission.COOKIE:
+        if decision is _COOKIE:
             cookie = self.admission.cookie_isn(four_tuple, seg, now)  # type: ignore[attr-defined]
             isn, tsval = cookie if isinstance(cookie, tuple) else (cookie, None)
             self.output.append((local_ip, remote_ip, self._cookie_syn_ack(listener.config, seg, isn, now, tsval)))
