@@ -302,7 +302,9 @@ class EndpointCore:
             if not self.stack.on_segment(ip_dst, ip_src, seg, now):
                 self.counters.inc("rx_to_host")
                 return False
-            return self._consumed(FourTuple(ip_dst, seg.dst_port, ip_src, seg.src_port), frame, now)
+            conn = self.stack.connection((ip_dst, seg.dst_port, ip_src, seg.src_port))  # its key, not another FourTuple
+            key = conn.key if conn is not None else FourTuple(ip_dst, seg.dst_port, ip_src, seg.src_port)
+            return self._consumed(key, frame, now)
         finally:  # a driver's buffer is never held past its frame
             self._reply_ip, self._reply_frame = None, b""
 
@@ -656,7 +658,8 @@ class EndpointCore:
             self._tso_super_frames += 1
         else:
             self._tx_segments += 1
-        self.tx.append(TxFrame(frame, gso, csum_start, TCP_CSUM_OFFSET))
+        # tuple.__new__ is what TxFrame(...) calls, from a __new__ written in Python (the compiled build runs it so)
+        self.tx.append(tuple.__new__(TxFrame, (frame, gso, csum_start, TCP_CSUM_OFFSET)))
 
     # --- run-time changes ---------------------------------------------------------------
     def set_addresses(self, addresses: tuple[bytes, ...]) -> None:
