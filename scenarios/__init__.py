@@ -35,7 +35,9 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "reordering",
     "rfc9293",
     "rfc9293_more",
+    "source_route",
     "syn_flood",
+    "syn_r2",
 )
 _loaded = False
 

@@ -68,6 +68,9 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html and DIR/results.json")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check, not only the failed ones")
+    p.add_argument("--long", action="store_true",
+                   help="with `all`, also the long scenarios, which wait out an RFC timer of minutes (syn_r2: R2 for a "
+                        "SYN, about 3 minutes); a long scenario's targets always run side by side, each in its own lab")
     p.add_argument("--full-pcaps", action="store_true",
                    help="keep whole packets in the report's pcaps (default: headers and the first payload bytes)")
 
@@ -79,7 +82,8 @@ def plan(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
     from .framework import ScenarioError
 
-    chosen = scenarios.all() if args.scenario == "all" else [scenarios.get(args.scenario)]
+    chosen = ([s for s in scenarios.all() if getattr(args, "long", False) or not s.long] if args.scenario == "all"
+              else [scenarios.get(args.scenario)])
     assignments = parse_assignments(args.param)
     plans = []
     for s in chosen:
@@ -96,6 +100,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
     from .framework import ScenarioResult
     from .pcap_trim import relink, trim_pcaps
     from .runner import run_scenario
+    from .side_by_side import run_side_by_side
 
     plans = plan(args)
     targets = ["kernel", "toe"] if args.target == "both" else [args.target]
@@ -104,8 +109,35 @@ def run_scenarios(args: argparse.Namespace) -> int:
     root = args.report or Path(tempfile.gettempdir()) / "toelab" / "runs" / time.strftime("%Y%m%d-%H%M%S")
     results: list[ScenarioResult] = []
     total = len(plans) * len(targets)
+
+    def unbuilt(s: Any, target: str, params: Any, exc: BaseException, started: float) -> ScenarioResult:
+        """Its lab did not build: an error of this scenario; the run goes on."""
+        what = str(exc) if isinstance(exc, LabError) else f"{type(exc).__name__}: {exc}"
+        return ScenarioResult(scenario=s.name, purpose=s.purpose, target=target, seed=args.seed,
+                              params=params.model_dump(mode="json"), outdir=str(root / s.name / target),
+                              error=f"the lab did not build: {what}", duration_s=round(time.monotonic() - started, 3))
+
+    def finish(result: ScenarioResult, label: str) -> None:
+        results.append(result)
+        if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
+            relink(result.checks, trim_pcaps(root / result.scenario / result.target))
+        console.print(f"{label}: {outcome(result)}", highlight=False)
+
     try:
         for s, params in plans:
+            if s.long and len(targets) > 1:  # minutes of waiting: the targets wait at the same time
+                label = f"[{len(results) + 1}-{len(results) + len(targets)}/{total}] {s.name} on {', '.join(targets)}"
+                note(f"running {s.name} on {', '.join(targets)} side by side")
+                started = time.monotonic()
+                with console.status(f"{label}, side by side") as status:
+                    outcomes = run_side_by_side(s, targets, params=params, seed=args.seed,
+                                                outdir=lambda target, s=s: root / s.name / target,
+                                                progress=lambda target, message, label=label, status=status:
+                                                status.update(f"{label}: {target}: {escape(message)}"))
+                for target, done in zip(targets, outcomes):
+                    finish(done if isinstance(done, ScenarioResult) else unbuilt(s, target, params, done, started),
+                           f"{label.split(' on ')[0]} on {target}")
+                continue
             for target in targets:
                 label = f"[{len(results) + 1}/{total}] {s.name} on {target}"
                 note(f"running {s.name} on {target}")
@@ -117,16 +149,9 @@ def run_scenarios(args: argparse.Namespace) -> int:
                     try:
                         result = run_scenario(s, target, params=params, seed=args.seed, outdir=root / s.name / target,
                                               progress=progress)
-                    except Exception as exc:  # its lab did not build: an error of this scenario; the run goes on
-                        what = str(exc) if isinstance(exc, LabError) else f"{type(exc).__name__}: {exc}"
-                        result = ScenarioResult(scenario=s.name, purpose=s.purpose, target=target, seed=args.seed,
-                                                params=params.model_dump(mode="json"), outdir=str(root / s.name / target),
-                                                error=f"the lab did not build: {what}",
-                                                duration_s=round(time.monotonic() - started, 3))
-                results.append(result)
-                if not args.full_pcaps:  # as each finishes, so an interrupted run's report is small too
-                    relink(result.checks, trim_pcaps(root / s.name / target))
-                console.print(f"{label}: {outcome(result)}", highlight=False)
+                    except Exception as exc:
+                        result = unbuilt(s, target, params, exc, started)
+                finish(result, label)
     except BaseException:  # interrupted or broken: still the report of what finished
         _write_outputs(results, args, root)
         raise

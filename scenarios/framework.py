@@ -163,6 +163,9 @@ class Scenario:
     #: Its verdicts depend on how much of the machine's CPU the target gets (a flood at a set
     #: rate): the regression suite runs it with nothing else beside it.
     whole_machine: bool = False
+    #: It waits out an RFC timer of minutes in full (R2 for a SYN): `toelab run all` runs it only
+    #: with --long, its targets side by side, and the suite only with pytest --long.
+    long: bool = False
 
     def parameters(self) -> list[Parameter]:
         out = []
@@ -209,14 +212,15 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
              params: type[ScenarioParams] = NoParams,
              topology_params: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None,
              targets: Iterable[str] = TARGET_NAMES, server: str = "h2", client: str = "h1",
-             claims: Iterable[str] = (), whole_machine: bool = False,
+             claims: Iterable[str] = (), whole_machine: bool = False, long: bool = False,
              ) -> Callable[[Callable[[RunContext], Iterable[Check]]], Callable[[RunContext], Iterable[Check]]]:
     """Register a scenario run function under `name`.
 
     `covers` lists the requirements its checks cite; a target that cannot run the scenario
     gets a skip for each of them, so the compliance matrix has no silent holes.
     `topology_params` is a mapping or a function of the validated parameters.
-    `whole_machine` says its verdicts depend on the CPU the target gets, so the suite runs it alone.
+    `whole_machine` says its verdicts depend on the CPU the target gets, so the suite runs it alone;
+    `long` that it runs for minutes by design, so it runs only when asked.
     """
     covered = tuple(requirements.validate(r) for r in covers)
     claimed = tuple(requirements.validate_claim(c) for c in claims)
@@ -234,7 +238,7 @@ def scenario(name: str, *, purpose: str, topology: str, covers: Iterable[str],
         if name in _REGISTRY and _REGISTRY[name].run is not run:
             raise ValueError(f"scenario {name!r} is registered twice")
         _REGISTRY[name] = Scenario(name, " ".join(purpose.split()), run, params, topology, topo,
-                                   wanted, covered, server, client, claimed, whole_machine)
+                                   wanted, covered, server, client, claimed, whole_machine, long)
         return run
     return register
 

@@ -58,10 +58,12 @@ class Peer:
     """One crafted TCP connection from `node` to `dst:dport`; use as a context manager."""
 
     def __init__(self, lab: Lab, node: str, dst: str, dport: int, *, rng: random.Random,
-                 sport: int | None = None, timeout_s: float = 2.0) -> None:
+                 sport: int | None = None, timeout_s: float = 2.0, also_to: tuple[str, ...] = ()) -> None:
         self.lab, self.node, self.dst, self.dport = lab, node, dst, dport
         self.iface = lab.spec.interfaces_of(node)[0]
         self.src = lab.address(node)
+        #: Other addresses of the node the target's segments may be sent to (a source route's first hop).
+        self.also_to = also_to
         self.sport = sport if sport is not None else rng.randrange(20000, 60000)
         self.timeout_s = timeout_s
         self.isn = rng.getrandbits(32)
@@ -97,7 +99,8 @@ class Peer:
             f"  tcp sport {self.sport} tcp flags & rst == rst drop\n }}\n}}\n"))
         try:
             self._dst_mac = self._next_hop_mac()
-            self._sock = self.open_socket(f"tcp and src host {self.dst} and dst host {self.src} "
+            to = " or ".join(f"dst host {a}" for a in (self.src, *self.also_to))
+            self._sock = self.open_socket(f"tcp and src host {self.dst} and ({to}) "
                                            f"and src port {self.dport} and dst port {self.sport}")
             self._src_mac = self._sock.getsockname()[4].hex(":")
         except BaseException:

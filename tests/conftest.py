@@ -14,6 +14,21 @@ def pytest_configure(config: pytest.Config) -> None:
     native.activate()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true",
+                     help="also run the tests marked long (scenarios that wait out an RFC timer of minutes)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `long` run only with --long: minutes each by design, they stay out of ./run test."""
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="a long run (an RFC timer of minutes waited out): give pytest --long")
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Which engine build the run tests: compiled (toe_engine/native.py) or pure Python."""
     from toe_engine import native

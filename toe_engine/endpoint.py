@@ -53,6 +53,9 @@ _IP_FRAGMENT: Final = 0x3FFF  # MF or a fragment offset
 _NOP_NOP_TS: Final = 0x0101080A
 _SYN_ACK: Final = SYN | ACK
 _ETH_SRC: Final = slice(6, 12)
+_UNRESOLVED: Final = bytes(6)  # the destination MAC of a frame held for its neighbour, written in at the reply
+HELD_FRAMES: Final = 8  # frames held per unresolved neighbour (Linux holds unres_qlen_bytes' worth, about 100)
+HELD_NEIGHBORS: Final = 64  # unresolved neighbours with frames held
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
 ICMP_ERRORS: Final[dict[tuple[int, int, int | None], IcmpError]] = {
@@ -199,6 +202,8 @@ class EndpointCore:
         self._pending_apps: dict[FourTuple, type[App]] = {}
         self._eof_pending: set[FourTuple] = set()  # FIN seen, data still to hand over
         self.tx: list[TxFrame] = []
+        #: Frames waiting for their neighbour's ARP reply, oldest neighbour first (`_hold`).
+        self._unresolved: dict[bytes, list[tuple[TxFrame, int]]] = {}
         self.ip_id = 0  # of the last IPv4 frame sent; the SYN fast path advances it too
         #: Bare SYNs the policy answers or drops go here first (None: every frame takes the general path).
         self.syn_path: SynFastPath | None = SynFastPath(self, TxFrame)
@@ -319,6 +324,8 @@ class EndpointCore:
         if seg is None:
             if parsed.arp is not None:
                 self.neighbors.on_arp(parsed.arp, self.addresses, now)
+                if self._unresolved:
+                    self._release_resolved()
             elif parsed.icmp is not None:
                 nd = parse_nd(parsed.icmp)
                 if nd is None:
@@ -625,41 +632,74 @@ class EndpointCore:
         if mac is None and self._reply_ip == remote_ip:
             mac = bytes(self._reply_frame[_ETH_SRC])  # a stateless answer goes back where its frame came from
         if mac is None:
-            self.counters.inc("tx_no_neighbor")
-            if len(remote_ip) == 4:
-                self.neighbors.asked(remote_ip)
-                self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
-            return
+            if len(remote_ip) != 4:
+                self.counters.inc("tx_no_neighbor")
+                return
+            self.neighbors.asked(remote_ip)
+            self.tx.append(TxFrame(arp_request(self.config.mac, local_ip, remote_ip)))
         self.ip_id = ip_id = (self.ip_id + 1) & 0xFFFF
-        self._tx_frames += 1
         ttl, tos = self.ip_fields.get(key, _IP_DEFAULTS) if self.ip_fields else _IP_DEFAULTS
         offload = self.config.tx_offload
         if len(local_ip) == 4:
-            frame = build_tcp_ipv4_frame(self.config.mac, mac, local_ip, remote_ip, seg, ttl, tos, ip_id, True,
-                                         not offload)
+            frame = build_tcp_ipv4_frame(self.config.mac, mac or _UNRESOLVED, local_ip, remote_ip, seg, ttl, tos,
+                                         ip_id, True, not offload)
             csum_start = 34
         else:
-            built = build_tcp_frame_partial(self.config.mac, mac, local_ip, remote_ip, seg, ip_id=ip_id, ttl=ttl,
-                                            tos=tos)
+            built = build_tcp_frame_partial(self.config.mac, mac or _UNRESOLVED, local_ip, remote_ip, seg,
+                                            ip_id=ip_id, ttl=ttl, tos=tos)
             frame, csum_start = built.data, built.csum_start
             if not offload:
                 complete_partial_checksum(frame, csum_start, TCP_CSUM_OFFSET)
         if not offload:
-            self._tx_segments += 1
-            self.tx.append(TxFrame(frame))
-            return
-        plen = len(seg.payload)
-        conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload
-        mss = conn.snd_mss if conn is not None else 0
-        gso = mss if mss and plen > mss else 0
-        # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
-        if gso:
-            self._tx_segments += -(-plen // gso)
-            self._tso_super_frames += 1
+            tx, segments = TxFrame(frame), 1
         else:
-            self._tx_segments += 1
-        # tuple.__new__ is what TxFrame(...) calls, from a __new__ written in Python (the compiled build runs it so)
-        self.tx.append(tuple.__new__(TxFrame, (frame, gso, csum_start, TCP_CSUM_OFFSET)))
+            plen = len(seg.payload)
+            conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload
+            mss = conn.snd_mss if conn is not None else 0
+            gso = mss if mss and plen > mss else 0
+            # tuple.__new__ is what TxFrame(...) calls, from a __new__ written in Python (the compiled build runs it so)
+            tx = tuple.__new__(TxFrame, (frame, gso, csum_start, TCP_CSUM_OFFSET))
+            # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
+            segments = -(-plen // gso) if gso else 1
+        if mac is None:
+            self._hold(remote_ip, tx, segments)
+        else:
+            self._queue(tx, segments)
+
+    def _queue(self, tx: TxFrame, segments: int) -> None:
+        """A frame for the wire, counted as it goes (a TSO frame as the segments the device cuts)."""
+        self._tx_frames += 1
+        self._tx_segments += segments
+        if segments > 1:
+            self._tso_super_frames += 1
+        self.tx.append(tx)
+
+    def _hold(self, remote_ip: bytes, tx: TxFrame, segments: int) -> None:
+        """Keep a frame for a neighbour being resolved, as Linux queues a few per unresolved neighbour
+        (unres_qlen): an active open's first SYN, sent while its ARP request is out, then leaves at the
+        reply instead of a retransmission timeout later. The oldest goes when a neighbour's queue is full,
+        and the longest-waiting neighbour's when too many wait; both count as `tx_no_neighbor`."""
+        held = self._unresolved.get(remote_ip)
+        if held is None:
+            if len(self._unresolved) >= HELD_NEIGHBORS:
+                oldest = next(iter(self._unresolved))
+                self.counters.inc("tx_no_neighbor", len(self._unresolved.pop(oldest)))
+            held = self._unresolved[remote_ip] = []
+        if len(held) >= HELD_FRAMES:
+            held.pop(0)
+            self.counters.inc("tx_no_neighbor")
+        held.append((tx, segments))
+        self.counters.inc("tx_neighbor_held")
+
+    def _release_resolved(self) -> None:
+        """Send the held frames of every neighbour now resolved, its MAC written in."""
+        for ip in [ip for ip in self._unresolved if self.neighbors.lookup(ip) is not None]:
+            mac = self.neighbors.lookup(ip)
+            for tx, segments in self._unresolved.pop(ip):
+                frame = tx.frame
+                if isinstance(frame, bytearray) and mac is not None:
+                    frame[0:6] = mac
+                    self._queue(tx, segments)
 
     # --- run-time changes ---------------------------------------------------------------
     def set_addresses(self, addresses: tuple[bytes, ...]) -> None:

@@ -45,11 +45,12 @@ def echo_through(lab: Lab, data: bytes) -> bytes:
         service.wait(timeout=10)
 
 
-@pytest.mark.parametrize("spin", [False, True], ids=["sleeping", "spinning"])
+@pytest.mark.parametrize(("spin", "busy_poll_us"), [(False, 0), (True, 0), (False, 100)],
+                         ids=["sleeping", "spinning", "busy_polling"])
 def test_bare_forwarder_alone_carries_tcp_byte_exact_and_leaves_no_process(make_lab: Callable[..., Lab],
-                                                                           spin: bool) -> None:
+                                                                           spin: bool, busy_poll_us: int) -> None:
     lab = make_lab("middlebox_chain", mb_kind="host", mode="bridge")
-    forwarder = BareForwarder(lab, spin=spin)
+    forwarder = BareForwarder(lab, spin=spin, busy_poll_us=busy_poll_us)
     data = random.Random(7).randbytes(TRANSFER_BYTES)
     try:
         back = echo_through(lab, data)

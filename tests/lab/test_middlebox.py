@@ -218,6 +218,17 @@ def test_bridge_carries_tcp_byte_exact(bridge_lab: Lab, start_middlebox: Any, re
     record(record_property, "bridge_transfer_gbps", result["gbps"])
 
 
+@pytest.mark.parametrize("busy_poll", [0, 200], ids=["sleeping", "busy_polling"])
+def test_busy_poll_takes_frames_by_polling_and_carries_tcp_byte_exact(bridge_lab: Lab, start_middlebox: Any,
+                                                                       busy_poll: int) -> None:
+    mb = start_middlebox(bridge_lab, {"mode": "bridge", "busy_poll": busy_poll})
+    result = transfer(bridge_lab, "10.0.3.2")
+    assert result["complete"], result
+    counters = mb.counters()
+    assert counters["fwd_bytes"] >= TRANSFER_BYTES
+    assert (counters["busy_polled"] > 0) is bool(busy_poll), counters["busy_polled"]
+
+
 def test_router_carries_tcp_byte_exact(make_lab: Callable[..., Lab], start_middlebox: Any) -> None:
     lab = make_lab("middlebox_chain", mb_kind="router")
     mb = start_middlebox(lab, {"mode": "router"})

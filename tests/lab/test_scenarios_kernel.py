@@ -28,7 +28,9 @@ KNOWN = findings.load(FINDINGS_FILE.read_text(), str(FINDINGS_FILE), [s.name for
 
 #: A scenario whose verdicts depend on the CPU its target gets is marked `whole_machine`; `./run test`
 #: runs those after the parallel suite, one at a time, so a neighbour's load cannot change a verdict.
-CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}", marks=[pytest.mark.whole_machine] if s.whole_machine else [])
+#: A long one (minutes of an RFC timer) is marked `long`: it runs only with pytest --long.
+CASES = [pytest.param(s.name, t, id=f"{s.name}-{t}",
+                      marks=[pytest.mark.whole_machine] * s.whole_machine + [pytest.mark.long] * s.long)
          for s in scenarios.all() if s.name != "unit_demo" for t in TARGET_NAMES]
 
 

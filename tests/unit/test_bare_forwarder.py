@@ -31,15 +31,16 @@ def pairs() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socke
         sock.close()
 
 
-@pytest.mark.parametrize("spin", [False, True], ids=["sleeping", "spinning"])
+@pytest.mark.parametrize(("spin", "busy_poll"), [(False, 0.0), (True, 0.0), (False, 0.001)],
+                         ids=["sleeping", "spinning", "busy_polling"])
 def test_every_frame_goes_out_of_the_other_port_unchanged_and_is_tallied(
-        pairs: tuple[socket.socket, ...], spin: bool) -> None:
+        pairs: tuple[socket.socket, ...], spin: bool, busy_poll: float) -> None:
     a_peer, a, b, b_peer = pairs
     stop_read, stop_write = os.pipe()
     result: list[tuple[Carried, Carried]] = []
     thread = threading.Thread(target=lambda: result.append(forward(
         FrameDriver(a.fileno(), "a", None, FRAME_ROOM), FrameDriver(b.fileno(), "b", None, FRAME_ROOM),
-        stop_read, budget=3, spin=spin)))
+        stop_read, budget=3, spin=spin, busy_poll=busy_poll)))
     thread.start()
     try:
         frames = [bytes([i]) * (100 + 37 * i) for i in range(10)]  # more than one budget's worth

@@ -46,6 +46,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                      [(1, 14.2), (1000, 14.6), (64000, 15.9)], 20000),
     "engine": lambda: (engine.endpoint_rows(True, {"gbit": 28.07, "iperf_gbit": 30.1},
                                             {"gbit": 12.58, "cores": 1.0})
+                       + engine.endpoint_rows(True, {"gbit": 21.6, "iperf_gbit": 30.1},
+                                              {"gbit": 16.2, "cores": 0.99}, engine.BUSY_POLL_US)
                        + http_setup.http_rows(http_setup.SideTotals(33_801, 0, 0, 3.0, 0.87, 0.92, 152_105, 152_104,
                                                                     [11_000.0, 11_534.0]),
                                               http_setup.SideTotals(13_500, 0, 0, 3.0, 0.58, 2.01, 54_000, 27_000,
@@ -54,6 +56,8 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
                                                                     [8_200.0, 8_300.0]),
                                               http_setup.SideTotals(81_000, 0, 0, 3.0, 0.45, 0.33, 324_000, 162_000,
                                                                     [27_000.0, 27_100.0]),
+                                              http_setup.SideTotals(21_000, 0, 0, 3.0, 0.9, 0.5, 84_000, 42_000,
+                                                                    [7_000.0, 7_100.0]),
                                               http_setup.MemoryCost(114.9, 4.0, 2.0),
                                               http_setup.MemoryCost(131.2, 4.0, 2.0))
                        + engine.endpoint_rows(False, {"gbit": 7.55, "iperf_gbit": 8.0},
@@ -66,7 +70,7 @@ RECORDED: dict[str, Callable[[], list[Row]]] = {
         [middlebox.Forwarding("engine, router mode", [10.15, 9.8, 10.4], 11.3, 5.3, 3.4),
          middlebox.Forwarding("engine, bridge mode", [14.92, 13.0, 15.1], 16.0, 6.9, 4.8)],
         middlebox.Forwarding(middlebox.CEILING, [15.6, 16.2, 14.9], 18.0, 4.5, 5.0),
-        middlebox.Forwarding(middlebox.SPINNING, [17.0, 16.5, 17.2], 19.0, 9.5, 5.5))
+        middlebox.Forwarding(middlebox.SPINNING, [17.0, 16.5, 17.2], 19.0, 9.5, 5.5, polls=True))
     + middlebox.router_cost_rows([("64 KiB GSO super-frame", 0.72, 4.81), ("pure ACK", 0.5, 1.61)]),
     "flood": lambda: flood.flood_rows(9100.0, [(1, 251_000.0), (2, 402_000.0)]),
     "loss": recorded_loss,
@@ -111,8 +115,15 @@ def test_the_figures_land_where_the_convention_puts_them() -> None:
     assert [r["reference"] for r in core] == [None, None, None, 14.2, 14.2], "per-frame cost against 1 connection"
     assert core[4]["ratio"] == 1.12 and core[4]["connections"] == 64000
     engine_rows = {r["measurement"]: r for r in RECORDED["engine"]()}
+    polled = engine_rows[f"bulk to discard, offloads on, busy-poll {engine.BUSY_POLL_US} µs"]
+    assert (polled["reference"], polled["engine"], polled["ratio"], polled["busy_poll_us"]) == (21.6, 16.2, 0.75, 100)
+    assert engine_rows[f"engine CPU per Gbit/s, offloads on, busy-poll {engine.BUSY_POLL_US} µs"]["cores"] == 0.99
+    assert engine_rows["bulk to discard, offloads on"]["busy_poll_us"] == 0
     bulk_off = engine_rows["bulk to discard, offloads off"]
     assert (bulk_off["reference"], bulk_off["engine"], bulk_off["ratio"]) == (7.55, 0.43, 0.057)
+    polling = engine_rows[http_setup.POLLING_MEASUREMENT]
+    assert (polling["reference"], polling["engine"], polling["ratio"]) == (11267, 7000, 0.621)
+    assert polling["round_ratios"] == [0.636, 0.616] and str(engine.BUSY_POLL_US) in polling["measurement"]
     http = engine_rows["HTTP connection setups (connect, GET, close)"]
     assert (http["unit"], http["reference"], http["engine"], http["ratio"]) == ("1/s", 11267, 4500, 0.399)
     assert (http["engine_segments_per_conn"], http["kernel_segments_per_conn"]) == (6.0, 9.0)
@@ -231,3 +242,22 @@ def test_bench_core_runs_and_writes_its_rows(tmp_path: Path) -> None:
     assert bulk[2]["frames"] < bulk[0]["frames"], "super-frames carry the same bytes in fewer frames"
     assert one["reference"] is None and many["reference"] == one["engine"] > 0
     assert (many["connections"], many["frames"]) == (64, 300)
+
+
+def test_a_busy_polling_middlebox_is_set_against_the_busy_polling_ceiling_and_a_sleeping_one_against_the_sleeping() -> None:
+    kernel = middlebox.Forwarding(middlebox.KERNEL, [20.0, 20.0, 20.0], 21.0, 0.0, 12.0)
+    sleeping = middlebox.Forwarding("engine, router mode", [11.0, 12.0, 13.0], 12.0, 5.0, 4.0)
+    polling = middlebox.Forwarding("engine, router mode, busy-polling 100 µs", [14.0, 15.0, 16.0], 15.0, 7.5, 5.0,
+                                   polls=True)
+    ceiling = middlebox.Forwarding(middlebox.CEILING, [11.0, 11.5, 12.5], 12.0, 4.8, 4.0)
+    spinning = middlebox.Forwarding(middlebox.SPINNING, [15.0, 14.5, 16.5], 15.0, 7.0, 5.0, polls=True)
+    rows = {r["measurement"]: r for r in middlebox.middlebox_rows(kernel, [sleeping, polling], ceiling, spinning)}
+    against = {name: r for name, r in rows.items() if "(reference: the user-space ceiling" in name and r["unit"] == "Gbit/s"}
+    assert len(against) == 2
+    (slept,) = [r for name, r in against.items() if name.startswith(f"forwarding h1 -> mb -> h2 (iperf3), {sleeping.label} (")]
+    (polled,) = [r for name, r in against.items() if polling.label in name]
+    assert (slept["reference"], slept["ratio"]) == (11.5, 1.043) and "busy-polling)" not in slept["measurement"]
+    assert (polled["reference"], polled["ratio"]) == (15.0, 1.0) and polled["measurement"].endswith("busy-polling)")
+    own = rows[f"middlebox CPU per GB forwarded, {polling.label} (reference: the user-space ceiling, a bare AF_PACKET "
+               "forwarder busy-polling)"]
+    assert own["engine_own_core_s_per_gb"] == round(7.5 / 15.0 - 7.0 / 15.0, 4)

@@ -54,6 +54,12 @@ def test_middlebox_chain_parameters() -> None:
         load_topology("middlebox_chain", {"mb_kind": "router", "mode": "bridge"})
     with pytest.raises(SpecError, match=r"nodes.mb.engine.a_to_b.coalesce"):
         load_topology("middlebox_chain", {"coalesce": "fast"})
+    assert load_topology("middlebox_chain", {"busy_poll": "100"}).nodes["mb"].engine["busy_poll"] == 100
+    assert "busy_poll" not in engine  # 0, the default: the middlebox sleeps in epoll
+    with pytest.raises(SpecError, match="busy_poll is a setting of the engine middlebox"):
+        load_topology("middlebox_chain", {"mb_kind": "router", "busy_poll": "100"})
+    with pytest.raises(SpecError, match=r"nodes.mb.engine.busy_poll"):
+        load_topology("middlebox_chain", {"busy_poll": "-1"})
 
 
 def test_set_shaping() -> None:

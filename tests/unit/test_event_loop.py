@@ -3,6 +3,8 @@ the callbacks that may move its deadline), and a deadline set between iterations
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 from toe_engine.runtime.loop import EventLoop
 
@@ -99,3 +101,43 @@ def test_readers_are_registered_once_and_removed_by_the_object_given() -> None:
     loop.remove_reader(left)
     loop.close()
     right.close()
+
+
+def _late_byte(delay: float) -> tuple[socket.socket, socket.socket, threading.Thread]:
+    """A socket pair whose right end sends one byte `delay` seconds from now, from another thread."""
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    sender = threading.Thread(target=lambda: (time.sleep(delay), right.sendall(b"x")))
+    sender.start()
+    return left, right, sender
+
+
+def test_with_busy_poll_a_frame_that_comes_while_polling_is_taken_without_a_sleep() -> None:
+    for busy_poll, polled in ((5.0, 1), (0.0, 0)):
+        loop = EventLoop()
+        loop.busy_poll = busy_poll
+        left, right, sender = _late_byte(0.002)
+        read: list[bytes] = []
+        loop.add_reader(left, lambda now: read.append(left.recv(1)))
+        loop.run_once()
+        sender.join()
+        loop.close()
+        left.close()
+        right.close()
+
+        assert read == [b"x"]
+        assert loop.stats.busy_polled == polled, f"busy_poll {busy_poll}"
+
+
+def test_busy_poll_stops_at_the_next_deadline_and_then_sleeps() -> None:
+    loop = EventLoop()
+    loop.busy_poll = 30.0  # far longer than the test may take: only the deadline can end the poll
+    fired: list[float] = []
+    due = [loop.clock() + 0.005]
+    loop.add_deadline_source(lambda: due[0] if due else None, lambda now: (fired.append(now), due.clear()))
+    start = time.monotonic()
+    loop.run_once()  # polls until the deadline, finds nothing, waits out the rest, fires it
+    loop.close()
+
+    assert len(fired) == 1 and loop.stats.busy_polled == 0
+    assert time.monotonic() - start < 10.0, "the busy poll ran past the deadline"

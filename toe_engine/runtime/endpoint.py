@@ -33,7 +33,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.resources.policy import ExhaustionPolicy
 from toe_engine.runtime.control import Handler
 from toe_engine.runtime.datapath import EndpointDataPath
-from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.loop import MAX_BUSY_POLL_US, EventLoop
 from toe_engine.runtime.migrate import migration_request
 from toe_engine.runtime.queue_counters import queue_counters
 from toe_engine.runtime.sockets import SocketApi
@@ -47,7 +47,7 @@ DEFAULT_TCP: dict[str, Any] = {"rcv_buf": 4 * 1024 * 1024, "snd_buf": 4 * 1024 *
                                "delayed_ack": 0.005, "tso_segments": 44, "rto_min": 0.2, "rto_initial": 1.0}
 TCP_FIELDS = frozenset(f.name for f in fields(TcpConfig))
 MAX_TSO_FRAME = 65535 - 120
-SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro", "ack_defer")
+SETTABLE = ("capacity", "policy", "services", "addresses", "tcp", "gro", "ack_defer", "busy_poll")
 #: TCP settings `set` may change on a running engine: limits every connection reads when it applies them,
 #: and the congestion control new connections start with (an offload NIC's firmware choice).
 RUNTIME_TCP_FIELDS = frozenset({"retries2", "syn_retries", "synack_retries", "congestion", "loss_detection"})
@@ -101,6 +101,9 @@ class EndpointSettings(BaseModel):
     #: One queue only: stay on the core the engine starts on (runtime.process.pin_to_current_cpu). Off by
     #: default: on a busy machine a pinned engine waits for its core where an unpinned one moves on.
     pin: bool = False
+    #: Microseconds the loop polls for frames before it sleeps (net.core.busy_poll's rule; runtime.loop):
+    #: a poll-mode engine that answers without a wake-up's latency at the price of its core's idle time.
+    busy_poll: int = Field(0, ge=0, le=MAX_BUSY_POLL_US)
     rss_table: list[int] | None = None
     rss_key: str | None = None
 
@@ -197,6 +200,13 @@ def check_services(value: Mapping[Any, str]) -> dict[int, str]:
     return out
 
 
+def check_busy_poll(value: object) -> int:
+    """Busy-poll microseconds as `set` takes them: a whole number within EndpointSettings' bounds."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_BUSY_POLL_US:
+        raise ValueError(f"busy_poll must be whole microseconds from 0 to {MAX_BUSY_POLL_US}, got {value!r}")
+    return value
+
+
 def check_on_off(name: str, value: object) -> bool:
     """An ethtool-style feature switch: on/off (or true/false)."""
     if isinstance(value, bool):
@@ -247,9 +257,12 @@ class EndpointRuntime(EndpointDataPath):
         self.settings = settings
         self.wire_kernel_drops = 0
         self.queue = 0  # which of the node's queues this is (runtime.queues), for its counters
+        self.loop: EventLoop | None = None
+        self.busy_poll = settings.busy_poll  # µs, the loop's while attached (`set` changes both)
 
     def attach(self, loop: EventLoop) -> None:
-        self.clock = loop.clock
+        self.clock, self.loop = loop.clock, loop
+        loop.busy_poll = self.busy_poll / 1e6
         loop.add_reader(self.wire, self.pump_wire)
         loop.add_reader(self.host, self.pump_host)
         loop.add_deadline_source(self.core.next_deadline, self.on_due)
@@ -274,6 +287,8 @@ class EndpointRuntime(EndpointDataPath):
         drivers = {self.wire.ifname: {**asdict(self.wire.counters), "kernel_drops": self.wire_kernel_drops},
                    self.host.ifname: asdict(self.host.counters)}
         counters.update(queue_counters(self.queue, self.wire.counters, self.wire_kernel_drops))
+        if self.loop is not None:  # wake-ups whose frames the busy poll found (EndpointSettings.busy_poll)
+            counters["busy_polled"] = self.loop.stats.busy_polled
         return {"mode": "endpoint", "counters": counters, "gauges": core.resources.gauges(),
                 "connections": len(core.stack), "drivers": drivers}
 
@@ -300,12 +315,12 @@ class EndpointRuntime(EndpointDataPath):
                 "mss": tcp.mss, "tso_segments": tcp.tso_segments,
                 "tcp": {name: getattr(tcp, name) for name in sorted(RUNTIME_TCP_FIELDS)},
                 "queues": 1, "rx_ring": self.settings.rx_ring, "rx_frames": self.settings.rx_frames,
-                "rx_usecs": self.settings.rx_usecs,
+                "rx_usecs": self.settings.rx_usecs, "busy_poll": self.busy_poll,
                 **({"ring": self.wire.ring.geometry()} if isinstance(self.wire, PacketRingDriver) else {})}
 
     def update(self, changes: Mapping[str, Any]) -> None:
-        """Change capacity, policy, services, addresses, TCP limits, GRO or ACK deferral at run time; all are
-        checked before any applies."""
+        """Change capacity, policy, services, addresses, TCP limits, GRO, ACK deferral or busy polling at run
+        time; all are checked before any applies."""
         capacity = changes.get("capacity")
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
             raise ValueError(f"capacity must be a non-negative integer, got {capacity!r}")
@@ -315,7 +330,12 @@ class EndpointRuntime(EndpointDataPath):
         tcp = check_runtime_tcp(self.core.config.tcp, changes["tcp"]) if "tcp" in changes else None
         gro = check_on_off("gro", changes["gro"]) if "gro" in changes else None
         ack_defer = check_on_off("ack_defer", changes["ack_defer"]) if "ack_defer" in changes else None
+        busy_poll = check_busy_poll(changes["busy_poll"]) if "busy_poll" in changes else None
         core = self.core
+        if busy_poll is not None:
+            self.busy_poll = busy_poll
+            if self.loop is not None:
+                self.loop.busy_poll = busy_poll / 1e6
         if gro is not None and gro != (self.gro is not None):  # between batches: nothing is held
             self.gro = RxGro(core.counters) if gro else None
         if ack_defer is not None:  # between batches: no ACK is waiting

@@ -35,7 +35,7 @@ from toe_engine.io.driver import FrameDriver
 from toe_engine.io.netns_enter import in_netns
 from toe_engine.io.vnet import PLAIN_VNET_BYTES
 from toe_engine.runtime.forwarder import Forwarder, InPlace
-from toe_engine.runtime.loop import EventLoop
+from toe_engine.runtime.loop import MAX_BUSY_POLL_US, EventLoop
 from toe_engine.runtime.router import ROUTER_COUNTERS, Port, Route, Router, RouterStage
 from toe_engine.runtime.stages import (
     GroStage,
@@ -100,6 +100,8 @@ class MiddleboxConfig(BaseModel):
     coalesce_flush_timeout: float = 0.0
     record_decisions: bool = False
     budget: int = Field(64, ge=1)
+    #: Microseconds the loop polls for frames before it sleeps (net.core.busy_poll's rule, as the endpoint's).
+    busy_poll: int = Field(0, ge=0, le=MAX_BUSY_POLL_US)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> MiddleboxConfig:
@@ -162,6 +164,7 @@ class Middlebox:
         self.drivers = (a, b)
         self.counters = {direction: Counters(MIDDLEBOX_COUNTERS) for direction in DIRECTIONS}
         self._originated = [[0, 0], [0, 0]]  # per port: frames, bytes the middlebox made itself
+        self._loop: EventLoop | None = None
         self.forwarder = Forwarder(a, b, budget=config.budget)
         self._directions = {"a_to_b": self.forwarder.a_to_b, "b_to_a": self.forwarder.b_to_a}
         self.router: Router | None = None
@@ -182,7 +185,8 @@ class Middlebox:
 
     # --- running ----------------------------------------------------------------------------
     def attach(self, loop: EventLoop) -> None:
-        """Register both drivers and both pipelines' deadlines with `loop`."""
+        """Register both drivers and both pipelines' deadlines with `loop`, which busy-polls as configured."""
+        loop.busy_poll, self._loop = self.config.busy_poll / 1e6, loop
         loop.add_reader(self.drivers[0], self._directions["a_to_b"].pump)
         loop.add_reader(self.drivers[1], self._directions["b_to_a"].pump)
         for direction in DIRECTIONS:
@@ -273,6 +277,8 @@ class Middlebox:
         for values in directions.values():
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value
+        if self._loop is not None:  # wake-ups whose frames the busy poll found (MiddleboxConfig.busy_poll)
+            totals["busy_polled"] = self._loop.stats.busy_polled
         return {
             "mode": self.config.mode,
             "counters": totals,

@@ -53,7 +53,7 @@ from toe_engine.io.rss import (
 )
 from toe_engine.io.tap import TapDriver
 from toe_engine.runtime.control import ControlServer, Handler, control_request
-from toe_engine.runtime.endpoint import check_on_off, endpoint_handler
+from toe_engine.runtime.endpoint import check_busy_poll, check_on_off, endpoint_handler
 from toe_engine.runtime.loop import EventLoop
 from toe_engine.runtime.queue_counters import sum_counters
 from toe_engine.runtime.shared_table import SharedSlots
@@ -317,8 +317,11 @@ class QueueSupervisor:
 def _remember(settings: EndpointSettings, changes: Mapping[str, Any]) -> EndpointSettings:
     """Settings with run-time changes folded in, so a re-queue starts the queues as they were."""
     update = {k: v for k, v in changes.items() if k in ("capacity", "policy", "services", "addresses")}
-    if "gro" in changes:
-        update["gro"] = check_on_off("gro", changes["gro"])
+    for switch in ("gro", "ack_defer"):
+        if switch in changes:
+            update[switch] = check_on_off(switch, changes[switch])
+    if "busy_poll" in changes:
+        update["busy_poll"] = check_busy_poll(changes["busy_poll"])
     if "tcp" in changes:
         update["tcp"] = {**settings.tcp, **changes["tcp"]}
     if "services" in update:

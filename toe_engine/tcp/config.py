@@ -27,7 +27,7 @@ class TcpConfig:
     rto_max: float = 60.0
     time_wait: float = 60.0  # 2*MSL
     fin_wait2_timeout: float = 60.0  # only for connections the application has closed
-    syn_retries: int = 6  # R2 for SYN: 1+2+...+64 s > 3 minutes (MUST-23)
+    syn_retries: int = 6  # R2 for a SYN, as Linux's: 1+2+4+8+16+32+60 s (rto_max) = 123 s, short of MUST-23's 3 minutes; 8 gives 243 s
     synack_retries: int = 3  # embryonic (SYN-RECEIVED) entries die after this many
     retries2: int = 15  # R2 for data (MUST-20)
     keepalive: bool = False  # MUST-25: off by default

@@ -12,6 +12,9 @@ counters beyond a frame and byte sum: whatever the engine's middlebox costs beyo
 is its own code, and what this process costs is the two copies (kernel to user and back) and the
 two system calls any user-space forwarder on these sockets pays.
 
+With --spin it never sleeps in epoll; with --busy-poll US it polls that long before each sleep,
+the engine's busy_poll rule (runtime.loop), so the two busy-polling rows compare like for like.
+
 It prints "ready" once both ports are open; SIGTERM or SIGINT stop it at the next wake-up (a
 signal wake-up descriptor in the same epoll), and it prints one JSON line of what it carried.
 A port that does not exist is one sentence on stderr and exit status 2; a port that fails while
@@ -27,10 +30,12 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from toe_engine.io import AfPacketDriver, FrameDriver, IoSetupError
+from toe_engine.runtime.loop import MAX_BUSY_POLL_US
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -54,11 +59,11 @@ class Carried:
 
 
 def forward(a: FrameDriver, b: FrameDriver, stop_fd: int, budget: int = BUDGET,
-            spin: bool = False) -> tuple[Carried, Carried]:
+            spin: bool = False, busy_poll: float = 0.0) -> tuple[Carried, Carried]:
     """Forward between `a` and `b` until `stop_fd` is readable; what went a to b and b to a.
 
-    `spin` polls epoll without ever sleeping (a busy-polling forwarder: no wake-up latency, a
-    core's worth of CPU)."""
+    `spin` polls epoll without ever sleeping (no wake-up latency, a core's worth of CPU);
+    `busy_poll` (seconds) polls that long before each sleep, the engine's rule (runtime.loop)."""
     a_to_b, b_to_a = Carried(), Carried()
     # per readable fd: (fd to write, the iovec and view of the source's receive buffer, its tally)
     ways = {a.fd: (b.fd, [a.rx_view], a.rx_view, a_to_b), b.fd: (a.fd, [b.rx_view], b.rx_view, b_to_a)}
@@ -66,9 +71,16 @@ def forward(a: FrameDriver, b: FrameDriver, stop_fd: int, budget: int = BUDGET,
     with select.epoll() as epoll:
         for fd in (a.fd, b.fd, stop_fd):
             epoll.register(fd, select.EPOLLIN)
-        poll, timeout = epoll.poll, 0 if spin else -1
+        poll, clock = epoll.poll, time.monotonic
         while True:
-            for fd, _ in poll(timeout):
+            events = poll(0) if spin or busy_poll else []
+            if busy_poll and not events:
+                until = clock() + busy_poll
+                while not events and clock() < until:
+                    events = poll(0)
+            if not events and not spin:
+                events = poll(-1)
+            for fd, _ in events:
                 if fd == stop_fd:
                     return a_to_b, b_to_a
                 out, iov, view, carried = ways[fd]
@@ -106,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", metavar="IFACE_A", help="one port (an interface of this namespace)")
     parser.add_argument("b", metavar="IFACE_B", help="the other port")
     parser.add_argument("--spin", action="store_true", help="busy-poll: never sleep in epoll (takes a whole core)")
+    parser.add_argument("--busy-poll", type=int, default=0, metavar="US",
+                        help="poll this many microseconds before each sleep (the engine's busy_poll rule)")
     args = parser.parse_args(argv)
+    if not 0 <= args.busy_poll <= MAX_BUSY_POLL_US:
+        print(f"{PROG}: --busy-poll must be from 0 to {MAX_BUSY_POLL_US} microseconds, got {args.busy_poll}",
+              file=sys.stderr)
+        return 2
     if args.a == args.b:
         print(f"{PROG}: both ports are {args.a!r}; a forwarder needs two interfaces", file=sys.stderr)
         return 2
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("ready", flush=True)
         try:
-            a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd, spin=args.spin)
+            a_to_b, b_to_a = forward(drivers[0], drivers[1], stop_fd, spin=args.spin, busy_poll=args.busy_poll / 1e6)
         except OSError as exc:
             print(f"{PROG}: forwarding between {args.a!r} and {args.b!r} failed: {exc.strerror or exc}", file=sys.stderr)
             return 1
@@ -140,10 +158,11 @@ class BareForwarder:
     only) and returns what it carried each way."""
 
     def __init__(self, lab: Lab, node: str = "mb", ports: tuple[str, str] = ("eth0", "eth1"),
-                 spin: bool = False) -> None:
+                 spin: bool = False, busy_poll_us: int = 0) -> None:
         from lab.tools import wait_for_line
 
-        argv = [sys.executable, "-m", MODULE, *ports, *(["--spin"] if spin else [])]
+        argv = [sys.executable, "-m", MODULE, *ports, *(["--spin"] if spin else []),
+                *([f"--busy-poll={busy_poll_us}"] if busy_poll_us else [])]
         self.proc = lab.node(node).popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
         self.carried: dict[str, Any] | None = None

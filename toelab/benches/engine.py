@@ -41,6 +41,9 @@ UNLIMITED_QUEUE = 1_000_000
 #: Kernel/engine bulk pairs per offload setting at most (--repeats caps it lower): one 3 s pair swings
 #: by a third on a busy 2-core machine, the median of three much less.
 BULK_REPEATS = 3
+#: The offloads-on bulk is also measured with the engine busy-polling this long (EndpointSettings.busy_poll,
+#: net.core.busy_poll's rule): a poll-mode engine, as a NIC's own processor or a DPDK stack runs.
+BUSY_POLL_US = 100
 
 
 def bulk_mb_per_cpu_s(size: int, tso_segments: int, super_frames: bool, rx_csum_offload: bool) -> tuple[float, int]:
@@ -184,17 +187,21 @@ def _engine_pid(lab: "Lab", node: str) -> int:
 
 
 @contextmanager
-def _engine_side(offloads: bool) -> Iterator[Callable[[float], dict[str, float]]]:
+def _engine_side(offloads: bool) -> Iterator[Callable[[float, int], dict[str, float]]]:
     """A toe_pair lab up for as long as the caller measures: each call is one bulk to the engine's
-    discard service, with the engine's CPU."""
+    discard service, with the engine's CPU, the engine busy-polling for the microseconds given (0: it sleeps)."""
     from lab.lab import Lab
     from lab.render import load_topology
 
     params = {"offloads": str(offloads).lower(), "capacity": "65536"}
     with Lab.up(load_topology("toe_pair", params)) as lab:
         addr, pid, engine = lab.address("t1"), _engine_pid(lab, "t1"), lab.engine("t1")
+        polling = [0]
 
-        def measure(seconds: float) -> dict[str, float]:
+        def measure(seconds: float, busy_poll: int = 0) -> dict[str, float]:
+            if busy_poll != polling[0]:
+                engine.set(busy_poll=busy_poll)
+                polling[0] = busy_poll
             cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
             client0 = _proc_net(lab, "h1", "netstat", "TcpExt:")
             bulk = _loadgen(lab, "bulk", addr, 9, seconds)
@@ -267,26 +274,37 @@ def paired_medians(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> tu
     return kernel, engine
 
 
-def bulk_pairs(offloads: bool, seconds: float, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Kernel and engine bulk transfers taking turns (the order swapped every repeat, both labs up
-    throughout), so each ratio compares transfers made side by side on a busy machine."""
+def bulk_pairs(offloads: bool, seconds: float, repeats: int,
+               busy_poll: int = 0) -> tuple[dict[str, float], dict[str, float], dict[str, float] | None]:
+    """Kernel and engine bulk transfers taking turns (the order reversed every repeat, both labs up
+    throughout), so each ratio compares transfers made side by side on a busy machine. With `busy_poll`
+    (µs) each repeat also has a transfer to the same engine busy-polling, paired with the same kernel run:
+    (kernel, engine, busy-polling engine or None)."""
     with _kernel_side(offloads) as (kernel_bulk, kernel_iperf), _engine_side(offloads) as engine_bulk:
-        pairs = []
+        runs: dict[str, Callable[[], dict[str, float]]] = {
+            "kernel": lambda: kernel_bulk(seconds), "engine": lambda: engine_bulk(seconds, 0)}
+        if busy_poll:
+            runs["polling"] = lambda: engine_bulk(seconds, busy_poll)
+        pairs, polled = [], []
         for i in range(repeats):
-            if i % 2:
-                engine = engine_bulk(seconds)
-                pairs.append((kernel_bulk(seconds), engine))
-            else:
-                pairs.append((kernel_bulk(seconds), engine_bulk(seconds)))
+            got = {name: runs[name]() for name in (list(runs) if i % 2 == 0 else reversed(list(runs)))}
+            pairs.append((got["kernel"], got["engine"]))
+            if busy_poll:
+                polled.append((got["kernel"], got["polling"]))
         kernel, engine = paired_medians(pairs)
+        polling = paired_medians(polled)[1] if polled else None
         kernel["iperf_gbit"] = kernel_iperf(seconds)
-    return kernel, engine
+    return kernel, engine, polling
 
 
-def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float]) -> list[Row]:
-    """Rows of `bench engine` for one offload setting, from `bulk_pairs` (medians of the repeats; the
-    pairs' own ratios in `pair_ratio*` when there were pairs)."""
-    label = "offloads on" if offloads else "offloads off"
+def bulk_label(offloads: bool, busy_poll: int = 0) -> str:
+    return ("offloads on" if offloads else "offloads off") + (f", busy-poll {busy_poll} µs" if busy_poll else "")
+
+
+def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, float], busy_poll: int = 0) -> list[Row]:
+    """Rows of `bench engine` for one offload setting (and the engine's busy-poll µs, 0: it sleeps), from
+    `bulk_pairs` (medians of the repeats; the pairs' own ratios in `pair_ratio*` when there were pairs)."""
+    label = bulk_label(offloads, busy_poll)
     pairs = {f"pair_ratio{suffix}": round(engine[key], 3) for key, suffix in
              (("ratio", ""), ("ratio_min", "_min"), ("ratio_max", "_max")) if key in engine}
     if "repeats" in engine:
@@ -301,7 +319,7 @@ def endpoint_rows(offloads: bool, kernel: dict[str, float], engine: dict[str, fl
                 engine_dsacks_sent=int(engine.get("dsacks_sent", 0)),
                 client_dsacks_received=int(engine.get("TCPDSACKRecv", 0)),
                 client_dsack_undos=int(engine.get("TCPDSACKUndo", 0)),
-                **pairs),
+                busy_poll_us=busy_poll, **pairs),
             row("engine", f"engine CPU per Gbit/s, {label}", "core·s/Gbit", None,
                 round(engine["cores"] / max(engine["gbit"], 1e-9), 3), cores=round(engine["cores"], 2))]
 
@@ -324,16 +342,20 @@ def bench_engine(args: argparse.Namespace) -> Measured:
     rows: list[Row] = []
     repeats = max(1, min(getattr(args, "repeats", 1), BULK_REPEATS))
     for offloads in (True, False):
-        label = "offloads on" if offloads else "offloads off"
-        kernel, engine = bulk_pairs(offloads, args.seconds, repeats)
-        table.add_row(f"iperf3 kernel -> kernel, {label}", f"{kernel['iperf_gbit']:.2f} Gbit/s", "", "")
-        table.add_row(f"bulk to discard, {label} (median of {repeats})", f"{kernel['gbit']:.2f} Gbit/s",
-                      f"{engine['gbit']:.2f} Gbit/s",
-                      f"{engine['gbit'] / kernel['gbit']:.2f} (pairs {engine['ratio_min']:.2f}-{engine['ratio_max']:.2f}; "
-                      f"{engine['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
-        table.add_row(f"engine CPU, {label}", "", f"{engine['cores']:.2f} cores = "
-                      f"{engine['cores'] / max(engine['gbit'], 1e-9):.2f} core per Gbit/s", "")
-        rows += endpoint_rows(offloads, kernel, engine)
+        busy_poll = BUSY_POLL_US if offloads else 0
+        kernel, engine, polling = bulk_pairs(offloads, args.seconds, repeats, busy_poll)
+        table.add_row(f"iperf3 kernel -> kernel, {bulk_label(offloads)}", f"{kernel['iperf_gbit']:.2f} Gbit/s", "", "")
+        for polled, figures in ((0, engine), (busy_poll, polling)):
+            if figures is None:
+                continue
+            label = bulk_label(offloads, polled)
+            table.add_row(f"bulk to discard, {label} (median of {repeats})", f"{kernel['gbit']:.2f} Gbit/s",
+                          f"{figures['gbit']:.2f} Gbit/s",
+                          f"{figures['gbit'] / kernel['gbit']:.2f} (pairs {figures['ratio_min']:.2f}-{figures['ratio_max']:.2f}; "
+                          f"{figures['gbit'] / kernel['iperf_gbit']:.2f} of iperf3)")
+            table.add_row(f"engine CPU, {label}", "", f"{figures['cores']:.2f} cores = "
+                          f"{figures['cores'] / max(figures['gbit'], 1e-9):.2f} core per Gbit/s", "")
+            rows += endpoint_rows(offloads, kernel, figures, polled)
     for setups in http:
         table.add_row(*setups_cells(setups))
     rows += http

@@ -39,7 +39,7 @@ from toe_engine.resources import ResourceConfig
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.testing import IP_A, IP_B, MAC_A, MAC_B
 
-from .engine import VNET_DATA_VALID, _engine_pid
+from .engine import BUSY_POLL_US, VNET_DATA_VALID, _engine_pid
 from .loadgen import REQUEST, complete_response
 from .rows import Row, row
 
@@ -273,16 +273,19 @@ def _measured_round(lab: "Lab", node: str, pid: int, seconds: float, segments: C
 
 
 class Sides(NamedTuple):
-    """The four servers of `lab_setups`, the same client against each; `bare_c` None without a C compiler."""
+    """The servers of `lab_setups`, the same client against each; `bare_c` None without a C compiler,
+    `engine_polling` (the engine busy-polling) None when not measured."""
 
     kernel: SideTotals
     engine: SideTotals
     bare_python: SideTotals
     bare_c: SideTotals | None
+    engine_polling: SideTotals | None = None
 
 
-def lab_setups(seconds: float, rounds: int = 3) -> Sides:
-    """HTTP set-ups with the same client against the kernel, the engine, the bare Python responder
+def lab_setups(seconds: float, rounds: int = 3, busy_poll: int = BUSY_POLL_US) -> Sides:
+    """HTTP set-ups with the same client against the kernel, the engine (sleeping, and with `busy_poll`
+    µs the same engine busy-polling), the bare Python responder
     and the bare C responder (toelab.benches.bare_responder), `rounds` alternating runs of
     `seconds / rounds` each, the labs up side by side. The bare responders' labs are toe_pair with
     t1 a plain host, so their client and wire are the engine's; RuntimeError if one answered fewer
@@ -302,7 +305,7 @@ def lab_setups(seconds: float, rounds: int = 3) -> Sides:
 
     from . import bare_responder
 
-    sides = Sides(SideTotals(), SideTotals(), SideTotals(), None)
+    sides = Sides(SideTotals(), SideTotals(), SideTotals(), None, SideTotals() if busy_poll else None)
     each = seconds / rounds
     with tempfile.TemporaryDirectory(prefix="toelab-bare-") as build, ExitStack() as labs:
         program = bare_responder.build_c_responder(Path(build))
@@ -313,9 +316,14 @@ def lab_setups(seconds: float, rounds: int = 3) -> Sides:
         server = klab.node("h2").popen([sys.executable, "-m", "lab.services", f"http={HTTP_PORT}"],
                                        stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side HTTP service")
+        engine_pid, engine = _engine_pid(elab, "t1"), elab.engine("t1")
         turns: list[tuple["Lab", str, int, Callable[["Lab", str], tuple[int, int]], SideTotals]] = [
             (klab, "h2", server.pid, _kernel_segments, sides.kernel),
-            (elab, "t1", _engine_pid(elab, "t1"), _engine_segments, sides.engine)]
+            (elab, "t1", engine_pid, _engine_segments, sides.engine)]
+        polling = {id(sides.engine): 0}  # the engine's busy_poll for each of its turns
+        if sides.engine_polling is not None:
+            turns.append((elab, "t1", engine_pid, _engine_segments, sides.engine_polling))
+            polling[id(sides.engine_polling)] = busy_poll
         responders = []
         for totals, binary in ((sides.bare_python, None), (sides.bare_c, program)):
             if totals is not None:
@@ -325,6 +333,8 @@ def lab_setups(seconds: float, rounds: int = 3) -> Sides:
                 turns.append((blab, "t1", responder.pid, _port_frames, totals))
         for _ in range(rounds):
             for lab, node, pid, segments, totals in turns:
+                if id(totals) in polling:
+                    engine.set(busy_poll=polling[id(totals)])
                 _measured_round(lab, node, pid, each, segments, totals)
         for responder, totals in responders:
             answered = bare_responder.stop(responder).responses
@@ -339,26 +349,37 @@ BARE_PYTHON_MEASUREMENT = ("HTTP set-ups, bare Python responder (AF_PACKET, stat
 BARE_C_MEASUREMENT = "HTTP set-ups, bare C responder (AF_PACKET, stateless: the ceiling of any user-space endpoint)"
 
 
+HTTP_MEASUREMENT = "HTTP connection setups (connect, GET, close)"
+POLLING_MEASUREMENT = f"HTTP connection setups, the engine busy-polling {BUSY_POLL_US} µs"
+
+
+def _engine_row(measurement: str, kernel: SideTotals, engine: SideTotals) -> Row:
+    """An engine's set-ups against the kernel's, with both sides' CPU, sleeps and segments per connection."""
+    return row("engine", measurement, "1/s", round(kernel.rate), round(engine.rate),
+               failures=engine.failures + engine.bad_responses,
+               kernel_failures=kernel.failures + kernel.bad_responses,
+               engine_cpu_us_per_conn=round(engine.per_connection(engine.server_cpu) * 1e6, 1),
+               engine_sys_us_per_conn=round(engine.per_connection(engine.server_sys) * 1e6, 1),
+               kernel_server_cpu_us_per_conn=round(kernel.per_connection(kernel.server_cpu) * 1e6, 1),
+               engine_sleeps_per_conn=round(engine.per_connection(engine.server_sleeps), 2),
+               kernel_server_sleeps_per_conn=round(kernel.per_connection(kernel.server_sleeps), 2),
+               client_cpu_us_per_conn=round(engine.per_connection(engine.client_cpu) * 1e6, 1),
+               kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
+               engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
+               kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
+               rounds=len(engine.rates),
+               round_ratios=[round(e / k, 3) if k else None for k, e in zip(kernel.rates, engine.rates)])
+
+
 def http_rows(kernel: SideTotals, engine: SideTotals, bare_python: SideTotals | None = None,
-              bare_c: SideTotals | None = None, memory: MemoryCost | None = None,
-              runtime: MemoryCost | None = None) -> list[Row]:
-    """The HTTP set-up row (engine against kernel, same client, same run), the bare responders'
-    (against the kernel, with the engine's rate over theirs) and, when measured, the in-memory
-    per-connection cost in the core and through the runtime (against the core's)."""
-    rows = [row("engine", "HTTP connection setups (connect, GET, close)", "1/s", round(kernel.rate),
-                round(engine.rate), failures=engine.failures + engine.bad_responses,
-                kernel_failures=kernel.failures + kernel.bad_responses,
-                engine_cpu_us_per_conn=round(engine.per_connection(engine.server_cpu) * 1e6, 1),
-                engine_sys_us_per_conn=round(engine.per_connection(engine.server_sys) * 1e6, 1),
-                kernel_server_cpu_us_per_conn=round(kernel.per_connection(kernel.server_cpu) * 1e6, 1),
-                engine_sleeps_per_conn=round(engine.per_connection(engine.server_sleeps), 2),
-                kernel_server_sleeps_per_conn=round(kernel.per_connection(kernel.server_sleeps), 2),
-                client_cpu_us_per_conn=round(engine.per_connection(engine.client_cpu) * 1e6, 1),
-                kernel_client_cpu_us_per_conn=round(kernel.per_connection(kernel.client_cpu) * 1e6, 1),
-                engine_segments_per_conn=round(engine.per_connection(engine.segments_in + engine.segments_out), 2),
-                kernel_segments_per_conn=round(kernel.per_connection(kernel.segments_in + kernel.segments_out), 2),
-                rounds=len(engine.rates),
-                round_ratios=[round(e / k, 3) if k else None for k, e in zip(kernel.rates, engine.rates)])]
+              bare_c: SideTotals | None = None, engine_polling: SideTotals | None = None,
+              memory: MemoryCost | None = None, runtime: MemoryCost | None = None) -> list[Row]:
+    """The HTTP set-up row (engine against kernel, same client, same run; and the engine busy-polling,
+    when measured), the bare responders' (against the kernel, with the engine's rate over theirs) and,
+    when measured, the in-memory per-connection cost in the core and through the runtime (against the core's)."""
+    rows = [_engine_row(HTTP_MEASUREMENT, kernel, engine)]
+    if engine_polling is not None:
+        rows.append(_engine_row(POLLING_MEASUREMENT, kernel, engine_polling))
     for measurement, bare in ((BARE_PYTHON_MEASUREMENT, bare_python), (BARE_C_MEASUREMENT, bare_c)):
         if bare is not None:
             rows.append(row("engine", measurement, "1/s", round(kernel.rate), round(bare.rate),

@@ -41,14 +41,16 @@ if TYPE_CHECKING:
 
 KERNEL = "kernel router (GRO off)"
 CEILING = "bare user-space forwarder (AF_PACKET read + write, nothing else), the user-space ceiling"
-SPINNING = ("bare user-space forwarder busy-polling (AF_PACKET read + write, epoll never sleeps), the user-space "
-            "ceiling at a core's cost")
+BUSY_POLL_US = 100  # the busy-polling rows' poll before each sleep (MiddleboxConfig.busy_poll, bare_forwarder --busy-poll)
+SPINNING = (f"bare user-space forwarder busy-polling {BUSY_POLL_US} µs (AF_PACKET read + write, the engine's busy_poll "
+            "rule), the user-space ceiling at a core's cost")
 #: (label, middlebox_chain parameters): the reference first, then each engine mode, then the ceilings
 #: (bare nodes whose ports the bench's own bare forwarder serves, sleeping in epoll or spinning).
 FORWARDERS = ((KERNEL, {"mb_kind": "router"}),
               ("engine, router mode", {"mode": "router"}),
               ("engine, bridge mode", {"mode": "bridge"}),
               ("engine, router mode, GRO", {"mode": "router", "coalesce": "gro"}),
+              (f"engine, router mode, busy-polling {BUSY_POLL_US} µs", {"mode": "router", "busy_poll": BUSY_POLL_US}),
               (CEILING, {"mb_kind": "host", "mode": "bridge"}),
               (SPINNING, {"mb_kind": "host", "mode": "bridge"}))
 
@@ -64,6 +66,7 @@ class Forwarding:
     cpu_s: float = 0.0
     ends_cpu_s: float = 0.0  # both iperf3 processes', as they report it
     pid: int | None = None
+    polls: bool = False  # it busy-polls (its ceiling is the busy-polling bare forwarder's)
 
     @property
     def cpu_per_gb(self) -> float:
@@ -97,7 +100,8 @@ def round_ratios(kernel: Forwarding, engine: Forwarding) -> list[float]:
 def middlebox_rows(kernel: Forwarding, engines: list[Forwarding], ceiling: Forwarding | None = None,
                    spinning: Forwarding | None = None) -> list[Row]:
     """Rows of `bench middlebox`: each engine mode's (and each ceiling's) median rate against the kernel
-    router's, its CPU per GB; then each engine mode against the (sleeping) ceiling."""
+    router's, its CPU per GB; then each engine mode against the ceiling that waits as it does (a
+    busy-polling engine against the busy-polling bare forwarder, the others against the sleeping one)."""
     rows: list[Row] = []
     for engine in engines + [node for node in (ceiling, spinning) if node is not None]:
         rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: kernel router, "
@@ -111,21 +115,25 @@ def middlebox_rows(kernel: Forwarding, engines: list[Forwarding], ceiling: Forwa
                         "kernel router chain)", "core·s/GB", round(kernel.chain_cpu_per_gb, 4),
                         round(engine.chain_cpu_per_gb, 4), ends_core_s_per_gb=round(engine.ends_cpu_s / max(engine.gbytes, 1e-9), 4)))
     if ceiling is not None:
-        rows += ceiling_rows(ceiling, engines)
+        rows += ceiling_rows(ceiling, [engine for engine in engines if not engine.polls or spinning is None])
+    if spinning is not None:
+        rows += ceiling_rows(spinning, [engine for engine in engines if engine.polls], " busy-polling")
     return rows
 
 
-def ceiling_rows(ceiling: Forwarding, engines: list[Forwarding]) -> list[Row]:
-    """Each engine mode against the bare forwarder: its rate, and its process's CPU per GB (the excess,
-    `engine_own_core_s_per_gb`, is what the engine's code costs beyond reading and writing the frame)."""
+def ceiling_rows(ceiling: Forwarding, engines: list[Forwarding], how: str = "") -> list[Row]:
+    """Each engine mode against the bare forwarder (`how` it waits, in the label): its rate, and its process's
+    CPU per GB (the excess, `engine_own_core_s_per_gb`, is what the engine's code costs beyond reading and
+    writing the frame)."""
     rows: list[Row] = []
+    reference = f"the user-space ceiling, a bare AF_PACKET forwarder{how}"
     for engine in engines:
-        rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: the "
-                        "user-space ceiling, a bare AF_PACKET forwarder)", "Gbit/s", round(ceiling.median_gbit, 3),
+        rows.append(row("middlebox", f"forwarding h1 -> mb -> h2 (iperf3), {engine.label} (reference: "
+                        f"{reference})", "Gbit/s", round(ceiling.median_gbit, 3),
                         round(engine.median_gbit, 3), round_ratios=round_ratios(ceiling, engine),
                         best_ratio=best_ratio(ceiling, engine), rounds=len(engine.gbit)))
-        rows.append(row("middlebox", f"middlebox CPU per GB forwarded, {engine.label} (reference: the user-space "
-                        "ceiling, a bare AF_PACKET forwarder)", "core·s/GB", round(ceiling.cpu_per_gb, 4),
+        rows.append(row("middlebox", f"middlebox CPU per GB forwarded, {engine.label} (reference: {reference})",
+                        "core·s/GB", round(ceiling.cpu_per_gb, 4),
                         round(engine.cpu_per_gb, 4),
                         engine_own_core_s_per_gb=round(engine.cpu_per_gb - ceiling.cpu_per_gb, 4)))
     return rows
@@ -214,11 +222,11 @@ def _check_carried(carried: dict[str, Any], moved: float) -> None:
 
 
 def _run_spinning(lab: Lab, forwarding: Forwarding, seconds: float) -> None:
-    """`_run` through a busy-polling bare forwarder started for this run alone: spinning, it takes a core,
+    """`_run` through a busy-polling bare forwarder started for this run alone: polling, it takes a core,
     which the other nodes' runs must not lose to it."""
     from .bare_forwarder import BareForwarder
 
-    spinner = BareForwarder(lab, spin=True)
+    spinner = BareForwarder(lab, busy_poll_us=BUSY_POLL_US)
     forwarding.pid = spinner.pid
     before = forwarding.gbytes
     try:
@@ -237,7 +245,7 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
     from .bare_forwarder import BareForwarder
 
     repeats = max(1, args.repeats)
-    measured = [Forwarding(label) for label, _ in FORWARDERS]
+    measured = [Forwarding(label, polls="busy_poll" in params or label == SPINNING) for label, params in FORWARDERS]
     kernel, *engines, ceiling, spinning = measured
     with ExitStack() as stack:
         labs = [stack.enter_context(Lab.up(load_topology("middlebox_chain", params))) for _, params in FORWARDERS]
@@ -254,12 +262,13 @@ def bench_middlebox(args: argparse.Namespace) -> Measured:
     table = Table(title=f"forwarding h1 -> mb -> h2 (iperf3), engine middlebox vs kernel router and a bare user-space "
                         f"forwarder, same run, median of {repeats} interleaved runs")
     for column in ("forwarding node", "Gbit/s", "ratio to kernel", "median of round ratios", "best runs' ratio",
-                   "ratio to ceiling", "runs (Gbit/s)", "middlebox core·s/GB", "chain core·s/GB"):
+                   "ratio to its ceiling", "runs (Gbit/s)", "middlebox core·s/GB", "chain core·s/GB"):
         table.add_column(column, justify="right")
     table.add_row(KERNEL, f"{kernel.median_gbit:.2f}", "1.00", "", "", "", " ".join(f"{g:.1f}" for g in kernel.gbit), "",
                   f"{kernel.chain_cpu_per_gb:.3f}")
     for forwarding in engines + [ceiling, spinning]:
-        to_ceiling = f"{forwarding.median_gbit / ceiling.median_gbit:.2f}" if forwarding is not ceiling else ""
+        own = spinning if forwarding.polls else ceiling  # the ceiling that waits as it does
+        to_ceiling = f"{forwarding.median_gbit / own.median_gbit:.2f}" if forwarding is not own else ""
         table.add_row(forwarding.label, f"{forwarding.median_gbit:.2f}",
                       f"{forwarding.median_gbit / kernel.median_gbit:.2f}",
                       f"{statistics.median(round_ratios(kernel, forwarding)):.2f}",
