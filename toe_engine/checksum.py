@@ -13,25 +13,25 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 _numpy: ModuleType | None
 try:  # at import, not at the first long packet: a 0.1 s import there would show as latency
     import numpy as _numpy
 except ImportError:  # pragma: no cover - numpy comes with matplotlib
     _numpy = None
-_WORD: Any = _numpy.dtype("=u2") if _numpy is not None else None  # 16-bit words in the machine's order
-_SUM: Any = _numpy.dtype(_numpy.uint64) if _numpy is not None else None
+_WORD: Final[Any] = _numpy.dtype("=u2") if _numpy is not None else None  # 16-bit words in the machine's order
+_SUM: Final[Any] = _numpy.dtype(_numpy.uint64) if _numpy is not None else None
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_ICMPV6: Final = 58
 
-_MOD = 0xFFFF
-_FOLD_ABOVE_BITS = 1024  # a longer sum is folded in halves before the modulo
-_WORDS_FROM = 640  # bytes: from here numpy's word sum costs less than one big integer's folds (measured)
-_LITTLE_ENDIAN = sys.byteorder == "little"
+_MOD: Final = 0xFFFF
+_FOLD_ABOVE_BITS: Final = 1024  # a longer sum is folded in halves before the modulo
+_WORDS_FROM: Final = 640  # bytes: from here numpy's word sum costs less than one big integer's folds (measured)
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _Buffer = bytes | bytearray | memoryview
 
 

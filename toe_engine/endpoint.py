@@ -12,14 +12,14 @@ import traceback
 from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from toe_engine.apps import APPS, App
 from toe_engine.checksum import ones_sum
 from toe_engine.codec import build_tcp_frame_partial, parse_frame
 from toe_engine.codec.drop import DropReason
 from toe_engine.codec.frame import build_tcp_ipv4_frame
-from toe_engine.codec.tcp import TCP_CSUM_OFFSET
+from toe_engine.codec.tcp import TCP_CSUM_OFFSET, parse_options
 from toe_engine.codec.icmp import ND_HOP_LIMIT, parse_nd
 from toe_engine.counters import Counters
 from toe_engine.neighbors import NeighborTable, arp_request, neighbor_solicitation
@@ -35,29 +35,30 @@ from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.stack import TcpStack
 from toe_engine.tcp.tcb import CLOSED
 
-IPPROTO_TCP = 6
-OOO_BLOCK_COST = 96  # what one out-of-order block costs beyond its bytes (object headers)
-_IP_DEFAULTS = (64, 0)
+IPPROTO_TCP: Final = 6
+OOO_BLOCK_COST: Final = 96  # what one out-of-order block costs beyond its bytes (object headers)
+_IP_DEFAULTS: Final = (64, 0)
 #: A connection's key as the stack's table holds it; a FourTuple is one, and so is a plain tuple
 #: of the same four values, which is what the per-frame paths look connections up with.
 ConnKey = tuple[bytes, int, bytes, int]
 
 #: The frame nearly every received one is: untagged Ethernet, IPv4 without options, TCP. One
 #: unpack gives what demultiplexing and the TCP core need (MACs, IP ID, TTL and checksums skipped).
-_WIRE_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH2xH")
-_WIRE_TCP_LEN = _WIRE_TCP.size  # 54: where TCP options start
-_WIRE_TS = struct.Struct("!III")  # NOP NOP kind 8 length 10, TSval, TSecr: a data segment's usual options
-_ETHERTYPE_IPV4 = 0x0800
-_IPV4_NO_OPTIONS = 0x45
-_IP_FRAGMENT = 0x3FFF  # MF or a fragment offset
-_NOP_NOP_TS = 0x0101080A
-_ETH_SRC = slice(6, 12)
-_UNRESOLVED = bytes(6)  # the destination MAC of a frame held for its neighbour, written in at the reply
-HELD_FRAMES = 8  # frames held per unresolved neighbour (Linux holds unres_qlen_bytes' worth, about 100)
-HELD_NEIGHBORS = 64  # unresolved neighbours with frames held
+_WIRE_TCP: Final = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBBH2xH")
+_WIRE_TCP_LEN: Final = _WIRE_TCP.size  # 54: where TCP options start
+_WIRE_TS: Final = struct.Struct("!III")  # NOP NOP kind 8 length 10, TSval, TSecr: a data segment's usual options
+_ETHERTYPE_IPV4: Final = 0x0800
+_IPV4_NO_OPTIONS: Final = 0x45
+_IP_FRAGMENT: Final = 0x3FFF  # MF or a fragment offset
+_NOP_NOP_TS: Final = 0x0101080A
+_SYN_ACK: Final = SYN | ACK
+_ETH_SRC: Final = slice(6, 12)
+_UNRESOLVED: Final = bytes(6)  # the destination MAC of a frame held for its neighbour, written in at the reply
+HELD_FRAMES: Final = 8  # frames held per unresolved neighbour (Linux holds unres_qlen_bytes' worth, about 100)
+HELD_NEIGHBORS: Final = 64  # unresolved neighbours with frames held
 
 #: (ICMP version, type, code or None for any code) -> what TCP is told.
-ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
+ICMP_ERRORS: Final[dict[tuple[int, int, int | None], IcmpError]] = {
     (4, 3, 0): IcmpError.NET_UNREACHABLE, (4, 3, 1): IcmpError.HOST_UNREACHABLE,
     (4, 3, 2): IcmpError.PROTOCOL_UNREACHABLE, (4, 3, 3): IcmpError.PORT_UNREACHABLE,
     (4, 3, 4): IcmpError.FRAG_NEEDED, (4, 3, 5): IcmpError.SOURCE_ROUTE_FAILED,
@@ -68,6 +69,11 @@ ICMP_ERRORS: dict[tuple[int, int, int | None], IcmpError] = {
     (6, 2, None): IcmpError.FRAG_NEEDED, (6, 3, None): IcmpError.TIME_EXCEEDED,
     (6, 4, None): IcmpError.PARAMETER_PROBLEM,
 }
+
+
+def _ipv4_checksums_ok(view: memoryview, end: int) -> bool:
+    """The IPv4 header's and the TCP checksum of a plain IPv4 frame of `end` bytes (its IP datagram's end)."""
+    return ones_sum(view[14:34]) == 0xFFFF and ones_sum(view[26:end], IPPROTO_TCP + end - 34) == 0xFFFF  # pseudo-header
 
 
 def icmp_error_kind(version: int, icmp_type: int, code: int) -> IcmpError | None:
@@ -262,8 +268,7 @@ class EndpointCore:
                     else:
                         opts = None
                     view = frame if type(frame) is memoryview else memoryview(frame)  # slices of it copy nothing
-                    if opts is not None and (csum_ok or (ones_sum(view[14:34]) == 0xFFFF and ones_sum(
-                            view[26:end], IPPROTO_TCP + total_len - 20) == 0xFFFF)):  # with the pseudo-header's addresses
+                    if opts is not None and (csum_ok or _ipv4_checksums_ok(view, end)):
                         start = 34 + header_len
                         payload: bytes | memoryview = b""
                         if end > start:
@@ -276,7 +281,37 @@ class EndpointCore:
                         self.stack.on_segment(ip_dst, ip_src, Segment(src_port, dst_port, seq, ack, flags, window,
                                                                       payload, opts, urg, gso_size), now)
                         return self._consumed(key, frame, now)
+                elif (conn is None and flags & _SYN_ACK == SYN and 20 <= header_len <= total_len - 20
+                      and end <= len(frame) and (dst_port in self.config.services or dst_port in self.socket_ports)):
+                    return self._new_syn(frame, now, csum_ok, ip_src, ip_dst, header_len, end, Segment(
+                        src_port, dst_port, seq, ack, flags, window, b"", None, urg, gso_size))
         return self._from_wire(frame, now, csum_ok, gso_size)
+
+    def _new_syn(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool, ip_src: bytes, ip_dst: bytes,
+                 header_len: int, end: int, seg: Segment) -> bool:
+        """A SYN of no connection yet to a port the engine serves, in the fast path's plain IPv4 frame
+        (`seg` has its header fields): what _from_wire does with it, its options parsed alone instead of
+        the whole frame. A checksum or an option that does not check out goes to _from_wire, which says why."""
+        view = frame if type(frame) is memoryview else memoryview(frame)
+        opts = parse_options(view, _WIRE_TCP_LEN, 34 + header_len) if csum_ok or _ipv4_checksums_ok(view, end) else None
+        if not isinstance(opts, TcpOptions):
+            return self._from_wire(frame, now, csum_ok, seg.gso_size)
+        seg.options = opts
+        if end > 34 + header_len:  # a SYN's data may be kept by whoever takes the SYN: never a driver's buffer
+            seg.payload = view[34 + header_len:end] if isinstance(frame, bytes) else bytes(view[34 + header_len:end])
+        self._reply_ip, self._reply_frame = ip_src, frame
+        try:
+            if self.invalid_source(ip_src):
+                self.counters.inc("rx_invalid_source")  # MUST-63: a SYN from a broadcast or multicast address
+                return True
+            if not self.stack.on_segment(ip_dst, ip_src, seg, now):
+                self.counters.inc("rx_to_host")
+                return False
+            conn = self.stack.connection((ip_dst, seg.dst_port, ip_src, seg.src_port))  # its key, not another FourTuple
+            key = conn.key if conn is not None else FourTuple(ip_dst, seg.dst_port, ip_src, seg.src_port)
+            return self._consumed(key, frame, now)
+        finally:  # a driver's buffer is never held past its frame
+            self._reply_ip, self._reply_frame = None, b""
 
     def _from_wire(self, frame: bytes | bytearray | memoryview, now: float, csum_ok: bool, gso_size: int) -> bool:
         """Every frame the fast path does not take: parsed whole, then demultiplexed."""
@@ -464,10 +499,10 @@ class EndpointCore:
     # --- buffer memory ----------------------------------------------------------------
     def _account_touched(self) -> None:
         """Record what each touched connection holds: its TCP queues and what its application keeps."""
-        touched, connection, apps, memory = self._touched, self.stack.connection, self.apps, self.buffer_memory
+        touched, stack, apps, memory = self._touched, self.stack, self.apps, self.buffer_memory
         while touched:
             key = touched.pop()
-            conn = connection(key)
+            conn = stack.connection(key)
             if conn is None:
                 memory.release(key)
                 continue
@@ -542,10 +577,14 @@ class EndpointCore:
                 served.on_connected()
             return
         app = self.apps.get(key)
-        if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) has on_error
-            notify = getattr(app if app is not None else self._pending_apps.get(key), "on_error", None)
+        if isinstance(event, (Reset, Error)):  # an application that wants to know (a socket's errno) overrides on_error
+            reason, fatal = ("reset", True) if isinstance(event, Reset) else (event.reason, event.fatal)
+            if app is not None:
+                app.on_error(reason, fatal)
+                return
+            notify = getattr(self._pending_apps.get(key), "on_error", None)  # an active open's factory may have one
             if notify is not None:
-                notify("reset" if isinstance(event, Reset) else event.reason, getattr(event, "fatal", True))
+                notify(reason, fatal)
             return
         if isinstance(event, Closed):
             self.ip_fields.pop(key, None)
@@ -618,8 +657,10 @@ class EndpointCore:
             conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload
             mss = conn.snd_mss if conn is not None else 0
             gso = mss if mss and plen > mss else 0
+            # tuple.__new__ is what TxFrame(...) calls, from a __new__ written in Python (the compiled build runs it so)
+            tx = tuple.__new__(TxFrame, (frame, gso, csum_start, TCP_CSUM_OFFSET))
             # segments on the wire, as TcpOutSegs counts them: a TSO frame is as many as the device cuts it into
-            tx, segments = TxFrame(frame, gso, csum_start, TCP_CSUM_OFFSET), -(-plen // gso) if gso else 1
+            segments = -(-plen // gso) if gso else 1
         if mac is None:
             self._hold(remote_ip, tx, segments)
         else:

@@ -8,7 +8,7 @@ field (scaling is the connection's business, because it depends on negotiated st
 from __future__ import annotations
 
 from enum import IntFlag
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 
 class Flags(IntFlag):
@@ -22,7 +22,15 @@ class Flags(IntFlag):
     CWR = 0x80
 
 
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = (int(f) for f in Flags)
+# Plain ints, Final: the compiled build inlines them (tests check they equal Flags).
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 
 class ByValue:

@@ -26,7 +26,7 @@ one copy each into the driver's send batch.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from toe_engine.io.vnet import PLAIN_VNET_BYTES, VNET_BYTE_ORDER, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN
 from toe_engine.resources.policy import Admission
@@ -37,23 +37,24 @@ if TYPE_CHECKING:
     from toe_engine.tcp.config import TcpConfig
 
 #: Ethernet, IPv4 without options, the TCP fixed header: what a flood SYN is checked by.
-_SYN = struct.Struct("!6x6sHBxH2xHxB2x4s4sHHI4xBB6x")
-SYN_HEADERS = _SYN.size  # 54: a frame shorter than this is no fast-path SYN
+_SYN: Final = struct.Struct("!6x6sHBxH2xHxB2x4s4sHHI4xBB6x")
+SYN_HEADERS: Final = _SYN.size  # 54: a frame shorter than this is no fast-path SYN
 #: The SYN-ACK's virtio-net header (its bytes), Ethernet, IPv4 and TCP fixed headers (the IPv4 version/IHL and
 #: TOS, TTL and protocol as words): the whole message for the wire but the options.
-_MESSAGE = struct.Struct(f"!{VNET_HDR_LEN}s6s6sHHHHHHH4s4sHHIIBBHHH")
-_VNET_PARTIAL = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
-FLAGS_OFFSET = 47  # the TCP flags byte of such a frame
-_VNET_FLAGS_OFFSET = VNET_HDR_LEN + FLAGS_OFFSET  # ... of a driver's frame (virtio-net header first)
-_CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
+_MESSAGE: Final = struct.Struct(f"!{VNET_HDR_LEN}s6s6sHHHHHHH4s4sHHIIBBHHH")
+_VNET_PARTIAL: Final = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+FLAGS_OFFSET: Final = 47  # the TCP flags byte of such a frame
+_VNET_FLAGS_OFFSET: Final = VNET_HDR_LEN + FLAGS_OFFSET  # ... of a driver's frame (virtio-net header first)
+_CSUM_TRUSTED: Final = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
 #: TCP flags a connection request has among SYN, ACK, RST, FIN: SYN alone.
-SYN_ONLY_MASK, SYN_ONLY = 0x17, 0x02
-_ETH_IPV4 = 34  # where the TCP header starts
-_TCP_CSUM_OFFSET = 16
-_MASK = 0xFFFFFFFF
-_SYN_ACK = 0x12
-_DF = 0x4000
-_TTL_PROTO = (64 << 8) | 6  # the general path's defaults for a frame of no connection (TTL 64, TOS 0)
+SYN_ONLY_MASK: Final = 0x17
+SYN_ONLY: Final = 0x02
+_ETH_IPV4: Final = 34  # where the TCP header starts
+_TCP_CSUM_OFFSET: Final = 16
+_MASK: Final = 0xFFFFFFFF
+_SYN_ACK: Final = 0x12
+_DF: Final = 0x4000
+_TTL_PROTO: Final = (64 << 8) | 6  # the general path's defaults for a frame of no connection (TTL 64, TOS 0)
 
 
 class SynAckTemplate:

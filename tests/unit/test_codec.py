@@ -251,3 +251,29 @@ def test_random_corruption_never_raises(noise: bytes, where: int, good: bytes) -
     frame[where:where + len(noise)] = noise
     parse_frame(frame)
     parse_frame(frame, verify_csum=False)
+
+
+@pytest.mark.parametrize("csum", [False, True])
+@pytest.mark.parametrize("payload", [b"", b"x" * 7])
+def test_a_syns_or_sacks_frame_is_the_general_builders_to_the_byte(csum: bool, payload: bytes) -> None:
+    """build_tcp_ipv4_frame packs every header at once and writes a SYN's or SACK's options in after
+    them: the bytes are those of the TCP segment builder behind Ethernet and IPv4 headers."""
+    from toe_engine.codec.ethernet import ETH_HEADER, ETH_HLEN, ETHERTYPE_IPV4
+    from toe_engine.codec.frame import build_tcp_ipv4_frame
+    from toe_engine.codec.ipv4 import put_ipv4_header
+    from toe_engine.codec.tcp import build_tcp_segment
+
+    src, dst, mine, theirs = b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02", b"m" * 6, b"n" * 6
+    for opts in (TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamp=(1, 2)),
+                 TcpOptions(mss=1460, wscale=0, sack_permitted=False, timestamp=(2**32 - 1, 0)),
+                 TcpOptions(mss=536), TcpOptions(sack_permitted=True), TcpOptions(wscale=14),
+                 TcpOptions(sack_blocks=((5, 9), (100, 2**32 - 1)), timestamp=(7, 8)),
+                 TcpOptions(sack_blocks=((1, 2), (3, 4), (5, 6), (7, 8)))):
+        seg = Segment(80, 40000, 123456, 2**32 - 5, SYN | ACK, 65535, payload, opts)
+        expected = build_tcp_segment(seg, src, dst, checksum=csum, headroom=34)
+        ETH_HEADER.pack_into(expected, 0, theirs, mine, ETHERTYPE_IPV4)
+        put_ipv4_header(expected, ETH_HLEN, src, dst, 6, len(expected) - 34, 63, 0, 65535, True)
+        assert bytes(build_tcp_ipv4_frame(mine, theirs, src, dst, seg, 63, 0, 65535, True, csum)) == bytes(expected)
+    with pytest.raises(ValueError):  # more option bytes than a header holds, as the segment builder says
+        build_tcp_ipv4_frame(mine, theirs, src, dst, Segment(80, 1, 0, 0, ACK, 0, b"", TcpOptions(
+            sack_blocks=((1, 2), (3, 4), (5, 6), (7, 8)), timestamp=(1, 2))), 64, 0, 0, True, csum)

@@ -386,3 +386,59 @@ def test_an_icmp_error_quoting_too_little_of_a_tcp_header_is_ignored_not_raised(
     mss = conn.snd_mss
     assert core.from_wire(bytes(frame), 1.2) is False  # the host gets it too
     assert conn.snd_mss == mss and core.counters["rx_malformed"] == 0
+
+
+# --- receive: a SYN of no connection yet ------------------------------------------------
+
+def _syn_frame(flags: int = SYN, *, src: bytes = IP_A, dport: int = DISCARD, payload: bytes = b"",
+               options: TcpOptions | None = None, spoil: int | None = None) -> bytes:
+    seg = Segment(PEER_PORT, dport, ISN, 0, flags, 64240, payload,
+                  options or TcpOptions(mss=1460, sack_permitted=True, timestamp=(5, 0), wscale=7))
+    frame = bytearray(build_tcp_frame(MAC_A, MAC_B, src, IP_B, seg))
+    if spoil is not None:
+        frame[spoil] ^= 0xFF
+    return bytes(frame)
+
+
+NEW_SYNS = {
+    "linux": lambda: _syn_frame(),
+    "bare": lambda: _syn_frame(options=TcpOptions()),
+    "with-data": lambda: _syn_frame(payload=b"early"),
+    "syn-fin": lambda: _syn_frame(SYN | FIN),
+    "syn-rst": lambda: _syn_frame(SYN | RST),
+    "multicast-source": lambda: _syn_frame(src=bytes([224, 0, 0, 5])),
+    "port-not-served": lambda: _syn_frame(dport=22),
+    "bad-tcp-checksum": lambda: _syn_frame(spoil=50),
+    "bad-ip-checksum": lambda: _syn_frame(spoil=24),
+    "bad-option": lambda: _syn_frame(options=TcpOptions(mss=1460), spoil=55),  # the MSS option's length byte
+}
+
+
+@pytest.mark.parametrize("reused_buffer", [False, True], ids=["bytes", "driver-buffer"])
+@pytest.mark.parametrize("csum_ok", [False, True], ids=["checked-here", "device-checked"])
+@pytest.mark.parametrize("case", NEW_SYNS, ids=list(NEW_SYNS))
+def test_a_new_connections_syn_is_taken_as_the_general_path_takes_it(case: str, csum_ok: bool,
+                                                                      reused_buffer: bool) -> None:
+    """A SYN to no TCB in a plain IPv4 frame has its options parsed alone (EndpointCore._new_syn), not
+    the whole frame: what it answers, counts, keeps and hands to the host is the general path's."""
+    results = []
+    for fast in (True, False):
+        core = EndpointCore(EndpointConfig(MAC_B, (IP_B,), services={DISCARD: "discard"}, secret=b"syn"))
+        core.syn_path = None  # the flood path's SYNs are its own tests'; this is what reaches the general path
+        core.fast_path = fast
+        frame = _syn_frame() if case == "linux" else NEW_SYNS[case]()
+        buffer = bytearray(frame) if reused_buffer else frame
+        taken = core.from_wire(memoryview(buffer) if reused_buffer else buffer, 1.0, csum_ok)
+        if reused_buffer:
+            buffer[:] = bytes(len(buffer))  # the driver's next frame: nothing of the SYN may be kept in it
+        sent = [bytes(tx.frame) for tx in core.poll_wire()]
+        conns = [(conn.key, conn.state, conn.irs, conn.peer_mss, conn.snd_wscale, conn.sack_ok, conn.ts_ok,
+                  bytes(conn.rcv_buf), conn.ooo.bytes_held)
+                 for conn in (core.stack.connection(key) for key in core.stack.connections()) if conn is not None]
+        results.append((taken, sent, conns, core.counters.snapshot(), core.next_hops()))
+    assert results[0] == results[1]
+    if case == "linux":
+        taken, sent, conns, counters, _ = results[0]
+        assert taken is True and len(sent) == 1 and len(conns) == 1 and counters["rx_segments"] == 1
+    if case == "bad-tcp-checksum" and not csum_ok:
+        assert results[0][3]["rx_csum_errors"] == 1 and results[0][2] == []

@@ -127,3 +127,5 @@ def test_isn_rfc6528_clock_and_keyed_hash() -> None:
     assert (gen.isn(t1, 1.0) - gen.isn(t1, 0.0)) & 0xFFFFFFFF == 250_000
     assert gen.isn(t1, 0.0) != gen.isn(t2, 0.0)
     assert IsnGenerator(b"j" * 16).isn(t1, 0.0) != gen.isn(t1, 0.0)
+    assert gen.isn(t1, 0.0) == 0x44DF8DC4 and gen.isn(t1, 2.0) == 0x44E72EE4  # F: BLAKE2s(key, addresses, ports)
+    assert gen.isn(t1, 0.0) == gen.isn(t1, 0.0)  # the keyed state is copied for each ISN, never used up

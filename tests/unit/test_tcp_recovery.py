@@ -8,7 +8,7 @@ import pytest
 
 from toe_engine.segment import ACK, SYN, Segment
 from toe_engine.tcp import Error, IcmpError, State, TcpConfig
-from toe_engine.tcp.congestion import Cubic, NewReno, create
+from toe_engine.tcp.congestion import ALGORITHMS, Cubic, NewReno, create
 from toe_engine.tcp.testing import IP_A, IP_B, Harness
 
 
@@ -308,3 +308,11 @@ def test_syn_not_retransmitted_after_establishment() -> None:
     h.run(duration=10)
     assert sum(1 for s in h.trace if s.seg.flags & SYN) == 2
     assert all(s.seg.flags & ACK for s in h.trace if not s.seg.flags == SYN)
+
+
+def test_create_makes_each_algorithm_by_its_name_and_names_the_known_ones() -> None:
+    for name, cls in ALGORITHMS.items():
+        made = create(name, 1448, 10)
+        assert type(made) is cls and made.mss == 1448 and made.initial_segments == 10
+    with pytest.raises(ValueError, match="unknown congestion control 'vegas'; known: bbr, cubic, newreno$"):
+        create("vegas", 1448, 10)

@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from toe_engine import native
-from toe_engine.segment import ACK, SYN, Segment, TcpOptions
+from toe_engine.segment import ACK, SYN, Flags, Segment, TcpOptions
 from toe_engine.tcp.events import Accepted, Closed, Connected, DataReceived, Error, PeerClosed, Reset, Writable
 
 KEY = (b"\x0a\x00\x00\x01", 80, b"\x0a\x00\x00\x02", 40000)
@@ -62,3 +62,10 @@ def test_the_compiled_build_compiles_their_construction() -> None:
     # is what these classes exist to avoid.
     for cls in (Segment, TcpOptions, DataReceived, Writable, Error):
         assert not inspect.isfunction(cls.__init__), f"{cls.__name__}.__init__ runs as Python"
+
+
+def test_flag_constants_are_the_flags_bits() -> None:
+    from toe_engine import segment
+
+    assert [(name, getattr(segment, name)) for name in Flags.__members__] == [(f.name, f.value) for f in Flags]
+    assert all(type(getattr(segment, name)) is int for name in Flags.__members__)  # plain ints, not Flags members

@@ -57,6 +57,10 @@ class App:
     def on_closed(self) -> None:
         """The connection is gone (closed or reset)."""
 
+    def on_error(self, reason: str, fatal: bool) -> None:
+        """The peer reset the connection ("reset", fatal) or an ICMP error came (fatal: it was aborted);
+        a Closed follows a fatal one. A socket sets its errno here; by default nothing happens."""
+
     def buffered_bytes(self) -> int:
         """Bytes the application holds for its connection, counted in the engine's buffer memory."""
         return 0

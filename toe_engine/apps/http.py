@@ -9,21 +9,23 @@ requests, not the responses it is owed: those are finished, then the connection 
 """
 from __future__ import annotations
 
+from typing import Final
+
 from .base import App, AppConnection
 
-DEFAULT_BODY = 128
-MAX_BODY = 16 * 1024 * 1024
-MAX_HEADER = 16 * 1024
-MAX_BODY_DIGITS = len(str(MAX_BODY))
-_FILL = memoryview(b"x" * 65536)
+DEFAULT_BODY: Final = 128
+MAX_BODY: Final = 16 * 1024 * 1024
+MAX_HEADER: Final = 16 * 1024
+MAX_BODY_DIGITS: Final = len(str(MAX_BODY))
+_FILL: Final = memoryview(b"x" * 65536)
 #: A body up to this size goes into the send buffer with its head, in one send.
-INLINE_BODY = 1024
-_INLINE_FILL = b"x" * INLINE_BODY
+INLINE_BODY: Final = 1024
+_INLINE_FILL: Final = b"x" * INLINE_BODY
 #: What a request head is answered with (what to send first, body bytes after it, close after),
 #: worked out once per distinct short head: a connection-rate load sends the same few again and again.
-_ANSWERS: dict[bytes, tuple[bytes, int, bool]] = {}
-_ANSWERS_LIMIT = 1024
-_ANSWERED_HEAD = 512  # longer heads are parsed each time, not kept
+_ANSWERS: Final[dict[bytes, tuple[bytes, int, bool]]] = {}
+_ANSWERS_LIMIT: Final = 1024
+_ANSWERED_HEAD: Final = 512  # longer heads are parsed each time, not kept
 
 
 class HttpResponder(App):

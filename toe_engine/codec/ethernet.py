@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-ETH_HLEN = 14
-ETH_ALEN = 6
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_IPV6 = 0x86DD
-ETHERTYPE_VLAN = 0x8100
-ETHERTYPE_QINQ = 0x88A8
-BROADCAST = b"\xff" * 6
+ETH_HLEN: Final = 14
+ETH_ALEN: Final = 6
+ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_ARP: Final = 0x0806
+ETHERTYPE_IPV6: Final = 0x86DD
+ETHERTYPE_VLAN: Final = 0x8100
+ETHERTYPE_QINQ: Final = 0x88A8
+BROADCAST: Final = b"\xff" * 6
 
-ETH_HEADER = struct.Struct("!6s6sH")
-_VLAN_TYPES = (ETHERTYPE_VLAN, ETHERTYPE_QINQ)
+ETH_HEADER: Final = struct.Struct("!6s6sH")
+_VLAN_TYPES: Final = (ETHERTYPE_VLAN, ETHERTYPE_QINQ)
 
 
 class EthernetHeader:

@@ -7,7 +7,7 @@ rewrite frames in place without re-parsing.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from toe_engine.checksum import (
     IPPROTO_ICMP,
@@ -38,22 +38,21 @@ from toe_engine.codec.ipv4 import (
     build_ipv4_header,
     ipv4_lengths,
     parse_ipv4,
-    put_ipv4_header,
 )
 from toe_engine.codec.ipv6 import IPV6_HLEN, Ipv6Fragment, build_ipv6_header, parse_ipv6
-from toe_engine.codec.tcp import TCP_CSUM_OFFSET, build_tcp_segment, parse_tcp
+from toe_engine.codec.tcp import TCP_CSUM_OFFSET, TCP_HLEN, build_options, build_tcp_segment, parse_tcp
 from toe_engine.segment import Segment
 
 _Buffer = bytes | bytearray | memoryview
-_ETH_IPV4 = struct.Struct(ETH_HEADER.format + IPV4_HEADER.format.lstrip("!"))  # untagged Ethernet + IPv4
-_ETH_IPV4_LEN = _ETH_IPV4.size
+_ETH_IPV4: Final = struct.Struct(ETH_HEADER.format + IPV4_HEADER.format.lstrip("!"))  # untagged Ethernet + IPv4
+_ETH_IPV4_LEN: Final = _ETH_IPV4.size
 #: Ethernet, IPv4 without options and a TCP header, in one pack; with the timestamp option
 #: laid out as Linux sends it on data and ACKs (NOP, NOP, kind 8, length 10, TSval, TSecr).
-_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHH")
-_ETH_IPV4_TCP_TS = struct.Struct(_ETH_IPV4_TCP.format + "III")
-_NOP_NOP_TS_WORD = 0x0101080A
-_U16 = struct.Struct("!H")
-_IPV4_VER_IHL = 0x45
+_ETH_IPV4_TCP: Final = struct.Struct("!6s6sHBBHHHBBH4s4sHHIIBBHHH")
+_ETH_IPV4_TCP_TS: Final = struct.Struct(_ETH_IPV4_TCP.format + "III")
+_NOP_NOP_TS_WORD: Final = 0x0101080A
+_U16: Final = struct.Struct("!H")
+_IPV4_VER_IHL: Final = 0x45
 
 
 class ParsedFrame:
@@ -335,19 +334,20 @@ def build_tcp_ipv4_frame(eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: 
     payload is read, not kept). Without `checksum` the TCP field holds the pseudo-header sum
     for the device to complete (CHECKSUM_PARTIAL, from byte 34).
 
-    A segment with no options or with only the timestamp option (every data segment and ACK
-    once a connection is up) is laid out by one struct pack, the IPv4 header checksum summed
-    from the field values; any other option set goes through the general TCP builder.
+    The headers are laid out by one struct pack, the IPv4 header checksum summed from the field
+    values: with the timestamp option in it for a segment with no other option (every data segment
+    and ACK once a connection is up), any other option set (a SYN's, SACK blocks) built by the TCP
+    codec's `build_options` and written in after it.
     """
     opts = segment.options
-    if opts.mss is not None or opts.wscale is not None or opts.sack_permitted or opts.sack_blocks:
-        frame = build_tcp_segment(segment, src_ip, dst_ip, checksum=checksum, headroom=_ETH_IPV4_LEN)
-        ETH_HEADER.pack_into(frame, 0, eth_dst, eth_src, ETHERTYPE_IPV4)
-        put_ipv4_header(frame, ETH_HLEN, src_ip, dst_ip, IPPROTO_TCP, len(frame) - _ETH_IPV4_LEN, ttl, tos, ip_id, df)
-        return frame
     payload = segment.payload
     ts = opts.timestamp
-    header_len = 20 if ts is None else 32
+    options = b""
+    if opts.mss is not None or opts.wscale is not None or opts.sack_permitted or opts.sack_blocks:
+        options = build_options(opts)
+        header_len = TCP_HLEN + len(options)
+    else:
+        header_len = 20 if ts is None else 32
     tcp_len = header_len + len(payload)
     total_len = IPV4_HLEN + tcp_len
     if total_len > 0xFFFF:
@@ -364,7 +364,10 @@ def build_tcp_ipv4_frame(eth_src: bytes, eth_dst: bytes, src_ip: bytes, dst_ip: 
     fields = (eth_dst, eth_src, ETHERTYPE_IPV4, _IPV4_VER_IHL, tos, total_len, ip_id, frag, ttl, IPPROTO_TCP, ip_csum,
               src_ip, dst_ip, segment.src_port, segment.dst_port, segment.seq & 0xFFFFFFFF, segment.ack & 0xFFFFFFFF,
               header_len << 2, segment.flags & 0xFF, segment.window, pseudo, segment.urg_ptr)
-    if ts is None:
+    if options:
+        _ETH_IPV4_TCP.pack_into(frame, 0, *fields)
+        frame[_ETH_IPV4_LEN + TCP_HLEN:_ETH_IPV4_LEN + header_len] = options
+    elif ts is None:
         _ETH_IPV4_TCP.pack_into(frame, 0, *fields)
     else:
         _ETH_IPV4_TCP_TS.pack_into(frame, 0, *fields, _NOP_NOP_TS_WORD, ts[0], ts[1])

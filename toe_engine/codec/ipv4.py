@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from toe_engine.checksum import internet_checksum, ones_sum
 from toe_engine.codec.drop import DropReason
 
-IPV4_HLEN = 20
-IP_DF = 0x4000
-IP_MF = 0x2000
-IP_OFFMASK = 0x1FFF
+IPV4_HLEN: Final = 20
+IP_DF: Final = 0x4000
+IP_MF: Final = 0x2000
+IP_OFFMASK: Final = 0x1FFF
 
-IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
-IPV4_TOTAL_LEN_OFFSET = 2
-IPV4_ID_OFFSET = 4
-IPV4_CSUM_OFFSET = 10
-_U16 = struct.Struct("!H")
+IPV4_HEADER: Final = struct.Struct("!BBHHHBBH4s4s")
+IPV4_TOTAL_LEN_OFFSET: Final = 2
+IPV4_ID_OFFSET: Final = 4
+IPV4_CSUM_OFFSET: Final = 10
+_U16: Final = struct.Struct("!H")
 
 
 class Ipv4Header(NamedTuple):

@@ -7,34 +7,35 @@ is what the Linux stack does with them.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from toe_engine.checksum import IPPROTO_TCP, internet_checksum, pseudo_header_sum
 from toe_engine.codec.drop import DropReason
 from toe_engine.segment import Segment, TcpOptions
 
-TCP_HLEN = 20
-TCP_MAX_OPTIONS = 40
-TCP_SEQ_OFFSET = 4
-TCP_ACK_OFFSET = 8
-TCP_FLAGS_OFFSET = 13
-TCP_WINDOW_OFFSET = 14
-TCP_CSUM_OFFSET = 16
+TCP_HLEN: Final = 20
+TCP_MAX_OPTIONS: Final = 40
+TCP_SEQ_OFFSET: Final = 4
+TCP_ACK_OFFSET: Final = 8
+TCP_FLAGS_OFFSET: Final = 13
+TCP_WINDOW_OFFSET: Final = 14
+TCP_CSUM_OFFSET: Final = 16
 
-OPT_EOL = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERM = 4
-OPT_SACK = 5
-OPT_TIMESTAMP = 8
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERM: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMP: Final = 8
 
-TCP_HEADER = struct.Struct("!HHIIBBHHH")
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_U32_PAIR = struct.Struct("!II")
-_MSS = struct.Struct("!BBH")
-_TS = struct.Struct("!BBII")
-_NOP_NOP_TS = b"\x01\x01\x08\x0a"
+TCP_HEADER: Final = struct.Struct("!HHIIBBHHH")
+_U16: Final = struct.Struct("!H")
+_U32: Final = struct.Struct("!I")
+_U32_PAIR: Final = struct.Struct("!II")
+_MSS: Final = struct.Struct("!BBH")
+_TS: Final = struct.Struct("!BBII")
+_NOP_NOP_TS: Final = b"\x01\x01\x08\x0a"
 
 
 def parse_options(buf: memoryview, start: int, end: int) -> TcpOptions | DropReason:

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-VNET_HDR_LEN = 10
+VNET_HDR_LEN: Final = 10
 
-VNET_F_NEEDS_CSUM = 1
-VNET_F_DATA_VALID = 2
+VNET_F_NEEDS_CSUM: Final = 1
+VNET_F_DATA_VALID: Final = 2
 
-VNET_GSO_NONE = 0
-VNET_GSO_TCPV4 = 1
-VNET_GSO_UDP = 3
-VNET_GSO_TCPV6 = 4
-VNET_GSO_ECN = 0x80
+VNET_GSO_NONE: Final = 0
+VNET_GSO_TCPV4: Final = 1
+VNET_GSO_UDP: Final = 3
+VNET_GSO_TCPV6: Final = 4
+VNET_GSO_ECN: Final = 0x80
 
-VNET_BYTE_ORDER = "<" if sys.byteorder == "little" else ">"
-_VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+VNET_BYTE_ORDER: Final = "<" if sys.byteorder == "little" else ">"
+_VNET: Final = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
 assert _VNET.size == VNET_HDR_LEN
 
 _Buffer = bytes | bytearray | memoryview
@@ -69,5 +69,5 @@ class VnetHeader(NamedTuple):
         return cls._make(_VNET.unpack_from(buffer, offset))
 
 
-PLAIN_VNET_HEADER = VnetHeader()
-PLAIN_VNET_BYTES = PLAIN_VNET_HEADER.pack()
+PLAIN_VNET_HEADER: Final = VnetHeader()
+PLAIN_VNET_BYTES: Final = PLAIN_VNET_HEADER.pack()

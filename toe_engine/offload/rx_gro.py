@@ -36,6 +36,7 @@ the caller hands everything on before the next one.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -47,26 +48,26 @@ from toe_engine.segment import FIN, PSH, RST, SYN, URG
 #: virtio-net header (toe_engine.io.vnet) + Ethernet + IPv4 + TCP, the fields GRO compares, in one unpack:
 #: vnet flags, gso_type; MACs; EtherType; version/IHL, TOS, total length, ID, fragment word, TTL, protocol;
 #: addresses; ports, sequence, ACK, flag word (data offset, flags, window).
-_V4 = struct.Struct("!BB8x12sHBBHHHBB2xIIIIII")
+_V4: Final = struct.Struct("!BB8x12sHBBHHHBB2xIIIIII")
 #: ... + IPv6: version/traffic class/flow label, payload length, next header, hop limit, addresses; TCP.
-_V6 = struct.Struct("!BB8x12sHIHBB16s16sIIII")
-_U16 = struct.Struct("!H")
+_V6: Final = struct.Struct("!BB8x12sHIHBB16s16sIIII")
+_U16: Final = struct.Struct("!H")
 
-VNET = 10  # the virtio-net header every driver frame starts with
-_L3 = VNET + 14
-_V4_L4 = _L3 + 20
-_V6_L4 = _L3 + 40
-_ETH_IPV4 = 0x0800
-_ETH_IPV6 = 0x86DD
-_TCP = 6
-_CSUM_TRUSTED = 0x01 | 0x02  # VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
-_IP_DF = 0x4000
-_IP_FRAG = 0x3FFF  # MF and the fragment offset
-_FLUSH_FLAGS = URG | PSH | RST | SYN | FIN
-_KEPT_FLAGS = (FIN | PSH) << 16  # in the flag word: the flags a merged segment may add
-_V6_TRAFFIC_CLASS = 0x0FF00000
-_V6_FLOW_LABEL = 0x000FFFFF
-_TCP_FLAGS_BYTE = 13
+VNET: Final = 10  # the virtio-net header every driver frame starts with
+_L3: Final = VNET + 14
+_V4_L4: Final = _L3 + 20
+_V6_L4: Final = _L3 + 40
+_ETH_IPV4: Final = 0x0800
+_ETH_IPV6: Final = 0x86DD
+_TCP: Final = 6
+_CSUM_TRUSTED: Final = 0x01 | 0x02  # VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
+_IP_DF: Final = 0x4000
+_IP_FRAG: Final = 0x3FFF  # MF and the fragment offset
+_FLUSH_FLAGS: Final = URG | PSH | RST | SYN | FIN
+_KEPT_FLAGS: Final = (FIN | PSH) << 16  # in the flag word: the flags a merged segment may add
+_V6_TRAFFIC_CLASS: Final = 0x0FF00000
+_V6_FLOW_LABEL: Final = 0x000FFFFF
+_TCP_FLAGS_BYTE: Final = 13
 
 
 class Aggregate:

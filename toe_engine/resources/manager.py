@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..counters import Counters
 from ..segment import SYN, FourTuple, Segment
@@ -21,6 +21,12 @@ from .table import DEFAULT_ENTRY_BYTES, ConnectionTable
 
 
 DEFAULT_CONN_MEMORY = 1024 * 1024
+#: Admission's answers, Final: C statics in the compiled build, where an Enum member is a class attribute lookup.
+_ACCEPT: Final = Admission.ACCEPT
+_PASS: Final = Admission.PASS
+_DROP: Final = Admission.DROP
+_RESET: Final = Admission.RESET
+_COOKIE: Final = Admission.COOKIE
 
 
 class CounterSink(Protocol):
@@ -84,14 +90,14 @@ class ResourceManager:
     def admit(self, four_tuple: FourTuple, syn: Segment, now: float) -> Admission:
         """Decide what to do with a SYN for `four_tuple`; on ACCEPT the slot is already taken."""
         if self.passed.see(four_tuple, syn.flags, now):
-            return Admission.PASS
+            return _PASS
         if not self.port_filter.offloads(four_tuple.local_port):
-            return Admission.PASS
+            return _PASS
         if four_tuple in self.table:
-            return Admission.ACCEPT
+            return _ACCEPT
         if self._take_slot(four_tuple, now, embryonic=True):
             self.counters.inc("conn_offloaded")
-            return Admission.ACCEPT
+            return _ACCEPT
         return self._exhausted(four_tuple, self.policy.on_exhaustion(), now)
 
     def decide_syn(self, key: tuple[bytes, int, bytes, int], now: float) -> Admission | None:
@@ -100,24 +106,24 @@ class ResourceManager:
         can say (the flow is in the table, its port is not offloaded, a slot is free, the policy resets)."""
         passed = self.passed
         if key in passed and passed.see(FourTuple(*key), SYN, now):
-            return Admission.PASS
+            return _PASS
         if key in self.table or not self.port_filter.offloads(key[1]):
             return None
         if self.table.has_room(embryonic=True) and self.pool.can_reserve(key, self.conn_buffer_bytes):
             return None
         decision = self.policy.on_exhaustion()
-        if decision is Admission.COOKIE:
+        if decision is _COOKIE:
             return decision
-        if decision is Admission.RESET:
+        if decision is _RESET:
             return None
         return self._exhausted(key, decision, now)
 
     def _exhausted(self, key: tuple[bytes, int, bytes, int], decision: Admission, now: float) -> Admission:
         """Count the policy's `decision` for a SYN that found no room; a passed flow is remembered."""
-        if decision is Admission.PASS:
+        if decision is _PASS:
             self.passed.add(FourTuple(*key), now)
             self.counters.inc("conn_fallback")
-        elif decision is not Admission.COOKIE:
+        elif decision is not _COOKIE:
             self.counters.inc("conn_denied")
         return decision
 
@@ -128,12 +134,12 @@ class ResourceManager:
         flow gets in as soon as a slot frees.
         """
         if four_tuple in self.table:
-            return Admission.ACCEPT
+            return _ACCEPT
         if self._take_slot(four_tuple, now, embryonic=False):
             self.counters.inc("conn_offloaded")
-            return Admission.ACCEPT
+            return _ACCEPT
         self.counters.inc("conn_denied")
-        return Admission.DROP
+        return _DROP
 
     def bind(self, four_tuple: FourTuple, connection: object) -> None:
         """Store the TCP engine's connection object in the slot `admit` took."""

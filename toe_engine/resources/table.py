@@ -8,14 +8,13 @@ from holding every slot. The table also models the state memory it would need in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
-from ..segment import FourTuple
+from ..segment import ByValue, FourTuple
 
-DEFAULT_ENTRY_BYTES = 256  # 64,000 connections -> 16 MB, the order hardware TOEs quote
+DEFAULT_ENTRY_BYTES: Final = 256  # 64,000 connections -> 16 MB, the order hardware TOEs quote
 
 
 class ResourceExhausted(Exception):
@@ -30,13 +29,22 @@ class EmbryonicLimit(ResourceExhausted):
     """The table holds `embryonic_limit` SYN-RECEIVED entries already."""
 
 
-@dataclass(slots=True)
-class TableEntry:
-    """One slot: the caller's connection object, when it arrived, and whether it is embryonic."""
+class TableEntry(ByValue):
+    """One slot: the caller's connection object, when it arrived, and whether it is embryonic.
 
-    value: Any
-    created: float
-    embryonic: bool
+    Written out, not a dataclass (segment.ByValue: equality and repr by its fields): one is made per
+    connection, and the compiled build runs a dataclass's generated __init__ as Python."""
+
+    __slots__ = ("value", "created", "embryonic")
+    FIELDS = ("value", "created", "embryonic")
+
+    def __init__(self, value: Any, created: float, embryonic: bool) -> None:
+        self.value = value
+        self.created = created
+        self.embryonic = embryonic
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.value, self.created, self.embryonic)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # runtime.shared_table's SharedTable extends it

@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -31,15 +31,15 @@ from toe_engine.io.vnet import (
 from toe_engine.offload.rx_gro import Aggregate, Delivered, RxGro
 from toe_engine.synpath import SynFastPath
 
-MAX_LOGGED_ERRORS = 10
+MAX_LOGGED_ERRORS: Final = 10
 #: Host frames one wake-up takes at most: the TAP's whole transmit queue (its txqueuelen, 1,000), since
 #: what the host sends while the queue is full is lost uncounted (see pump_host).
-HOST_QUEUE_FRAMES = 1024
+HOST_QUEUE_FRAMES: Final = 1024
 
-_VNET = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
-_GSO_SIZE = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
-_CSUM_TRUSTED = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
-_ETHERTYPE_IPV6_HIGH = 0x86
+_VNET: Final = struct.Struct(VNET_BYTE_ORDER + "BBHHHH")
+_GSO_SIZE: Final = struct.Struct(VNET_BYTE_ORDER + "H")  # at offset 4 of the virtio-net header, when gso_type is set
+_CSUM_TRUSTED: Final = VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID
+_ETHERTYPE_IPV6_HIGH: Final = 0x86
 
 
 def segments_in(batch: list[Any]) -> int:
@@ -79,6 +79,10 @@ class EndpointDataPath:
         self.gro: RxGro | None = gro
         self.ack_defer = ack_defer
 
+    # On the per-frame path its own methods are called as EndpointDataPath.method(self, ...): the compiled
+    # build makes that a direct call, where self.method(...) on the runtime (an interpreted subclass, which
+    # overrides none of them) is a Python method call.
+
     def pump_wire(self, now: float) -> int:
         """Frames from the wire: to the engine, or unchanged to the host if it declines them.
 
@@ -110,8 +114,11 @@ class EndpointDataPath:
                         deferring = True
                 handed = to_host.tx_frames
                 if syn_path is not None:  # a flood's SYNs first, all of the batch's in one call
-                    batch = self._take_syns(syn_path, batch, now)
-                now = self._frame_by_frame(batch, now) if gro is None else self._coalesced(batch, now, gro)
+                    batch = EndpointDataPath._take_syns(self, syn_path, batch, now)
+                if gro is None:
+                    now = EndpointDataPath._frame_by_frame(self, batch, now)
+                else:
+                    now = EndpointDataPath._coalesced(self, batch, now, gro)
                 if to_host.tx_frames != handed:
                     # The host answered inside those writes (its receive runs in the TAP write): its replies
                     # leave now, before the next batch brings more than its queue holds (a ring block carries
@@ -121,7 +128,7 @@ class EndpointDataPath:
             if deferring:
                 core.end_batch(self.clock())
                 if core.tx:
-                    self.flush(commit=False)
+                    EndpointDataPath.flush(self, False)
         wire.commit_tx()
         return count
 
@@ -142,12 +149,12 @@ class EndpointDataPath:
 
     def _frame_by_frame(self, batch: list[Any], now: float) -> float:
         """One batch to the engine frame by frame; returns the time the next batch is handled at."""
-        core = self.core
-        from_wire, to_host, flush = core.from_wire, self.host.write_raw, self.flush
+        core = self.core  # from_wire called on it, not bound to a local: the compiled build calls it directly
+        to_host = self.host.write_raw
         for frame in batch:
             try:
-                consumed = from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
-                                     _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
+                consumed = core.from_wire(frame[VNET_HDR_LEN:], now, bool(frame[0] & _CSUM_TRUSTED),
+                                          _GSO_SIZE.unpack_from(frame, 4)[0] if frame[1] else 0)
             except Exception:  # one frame that trips the engine must not stop the node
                 self._engine_error(frame[VNET_HDR_LEN:])
                 consumed = True
@@ -157,7 +164,7 @@ class EndpointDataPath:
                 except OSError:
                     core.counters.inc("host_tx_errors")
             if core.tx:
-                flush(commit=False)
+                EndpointDataPath.flush(self, False)
                 # A frame read after this reply may answer it (a peer's next SYN after our RST'd
                 # SYN-ACK, say): it must not be handled as if it came before, so time moves on.
                 now = self.clock()
@@ -166,12 +173,12 @@ class EndpointDataPath:
     def _coalesced(self, batch: list[Any], now: float, gro: RxGro) -> float:
         """One batch with receive GRO: its segments coalesced per flow (offload.rx_gro), every
         aggregate handed to the engine once; returns the time the next batch is handled at."""
-        core, counters = self.core, self.core.counters
-        from_wire, to_host, flush, receive = core.from_wire, self.host.write_raw, self.flush, gro.receive
+        core, counters = self.core, self.core.counters  # core's and gro's methods called directly (compiled)
+        to_host = self.host.write_raw
         out: list[Delivered] = []
         for wire_frame in batch:
             try:
-                receive(wire_frame, out)
+                gro.receive(wire_frame, out)
             except Exception:  # never expected (the coalescer only reads headers), never fatal
                 self._engine_error(wire_frame[VNET_HDR_LEN:])
         gro.flush(out)
@@ -184,7 +191,7 @@ class EndpointDataPath:
                 frame, trusted = item[VNET_HDR_LEN:], bool(item[0] & _CSUM_TRUSTED)
                 gso_size = _GSO_SIZE.unpack_from(item, 4)[0] if item[1] else 0  # a peer's GSO frame
             try:
-                consumed = from_wire(frame, now, trusted, gso_size)
+                consumed = core.from_wire(frame, now, trusted, gso_size)
             except Exception:  # one frame that trips the engine must not stop the node
                 self._engine_error(memoryview(frame))
                 consumed = True
@@ -195,7 +202,7 @@ class EndpointDataPath:
                 except OSError:
                     counters.inc("host_tx_errors")
             if core.tx:
-                flush(commit=False)
+                EndpointDataPath.flush(self, False)
                 now = self.clock()
         return now
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-MAX_WSCALE = 14
-MAX_DELAYED_ACK = 0.5
+MAX_WSCALE: Final = 14
+MAX_DELAYED_ACK: Final = 0.5
 #: How loss is detected: RACK-TLP (RFC 8985) as modern stacks do, or duplicate ACKs only, as a simple TOE.
 LOSS_DETECTION = ("rack-tlp", "dupack")
 

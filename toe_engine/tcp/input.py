@@ -5,6 +5,8 @@ window, FIN acknowledged), segment text, FIN. Loss detection on the ACKs is in `
 """
 from __future__ import annotations
 
+from typing import Final
+
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
 from toe_engine.tcp.events import DataReceived, PeerClosed, Reset, Writable
 from toe_engine.tcp.recovery import FAST
@@ -16,7 +18,7 @@ from toe_engine.tcp.tcb import (
 )
 from toe_engine.tcp.output import SendPath
 
-ACK_PSH = ACK | PSH  # the flags a predicted segment may carry
+ACK_PSH: Final = ACK | PSH  # the flags a predicted segment may carry
 
 
 class ReceivePath(SendPath):

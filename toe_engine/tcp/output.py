@@ -6,6 +6,8 @@ the windows, the congestion window and Nagle allow (retransmissions first, chose
 """
 from __future__ import annotations
 
+from typing import Final
+
 from toe_engine.segment import ACK, FIN, PSH, RST, SYN, Segment, TcpOptions
 from toe_engine.tcp.recovery import FAST
 from toe_engine.tcp.seqnum import MASK
@@ -14,8 +16,8 @@ from toe_engine.tcp.tcb import (
 )
 from toe_engine.tcp.timeouts import Timeouts
 
-TSO_DEFER_MAX_S = 0.001  # no deferral after a pause in sending longer than this (Linux: 1 ms)
-TSO_WIN_DIVISOR = 3  # a third of the window is worth sending at once (net.ipv4.tcp_tso_win_divisor)
+TSO_DEFER_MAX_S: Final = 0.001  # no deferral after a pause in sending longer than this (Linux: 1 ms)
+TSO_WIN_DIVISOR: Final = 3  # a third of the window is worth sending at once (net.ipv4.tcp_tso_win_divisor)
 
 
 class SendPath(Timeouts):

@@ -20,15 +20,23 @@ SND.UNA passes the recovery point).
 """
 from __future__ import annotations
 
+from typing import Final
+
 from toe_engine.tcp.rtx_queue import LOST_BY_RACK, LOST_BY_RULE, Sent
 from toe_engine.tcp.tcb import INF, SENDING_STATES, Tcb
 
-OPEN, FAST, LOSS = 0, 1, 2  # recovery states (Linux's TCP_CA_Open, TCP_CA_Recovery, TCP_CA_Loss)
-RTO, PTO, REO = 0, 1, 2  # what t_rtx is armed for: retransmission, probe or reordering timeout
-WC_DEL_ACK = 0.2  # RFC 8985 WCDelAckT: the worst-case delayed ACK a lone probe may wait for
-PTO_MIN = 0.01  # floor for the probe timeout (10 ms, as Linux had it): a 2 ms floor measured more RTOs at 10 % loss
-REO_WND_PERSIST = 16  # RFC 8985: recoveries a widened reordering window lasts
-EPSILON = 1e-9
+# recovery states (Linux's TCP_CA_Open, TCP_CA_Recovery, TCP_CA_Loss)
+OPEN: Final = 0
+FAST: Final = 1
+LOSS: Final = 2
+# what t_rtx is armed for: retransmission, probe or reordering timeout
+RTO: Final = 0
+PTO: Final = 1
+REO: Final = 2
+WC_DEL_ACK: Final = 0.2  # RFC 8985 WCDelAckT: the worst-case delayed ACK a lone probe may wait for
+PTO_MIN: Final = 0.01  # floor for the probe timeout (10 ms, as Linux had it): a 2 ms floor measured more RTOs at 10 % loss
+REO_WND_PERSIST: Final = 16  # RFC 8985: recoveries a widened reordering window lasts
+EPSILON: Final = 1e-9
 
 
 class LossRecovery(Tcb):

@@ -5,10 +5,12 @@ were never retransmitted (or that carry an unambiguous timestamp echo, RFC 7323 
 """
 from __future__ import annotations
 
-CLOCK_GRANULARITY = 0.001
-ALPHA = 0.125
-BETA = 0.25
-K = 4
+from typing import Final
+
+CLOCK_GRANULARITY: Final = 0.001
+ALPHA: Final = 0.125
+BETA: Final = 0.25
+K: Final = 4
 
 
 class RttEstimator:

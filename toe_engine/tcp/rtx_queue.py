@@ -22,16 +22,17 @@ to `delivered`; `rate_sample()` turns the newest delivered range into a `RateSam
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Final
 
-INF = float("inf")
+INF: Final = float("inf")
 
 #: `Sent.rate`: (delivered, delivered_time, first_sent, app_limited) when the range left.
 RateSnapshot = tuple[int, float, float, bool]
-NO_SNAPSHOT: RateSnapshot = (0, 0.0, 0.0, False)
+NO_SNAPSHOT: Final[RateSnapshot] = (0, 0.0, 0.0, False)
 
 #: `Sent.lost` values: why a range is presumed lost (0: it is not).
-LOST_BY_RULE = 1  # RFC 6675 IsLost(), a NewReno partial ACK, a timeout or a PMTU drop
-LOST_BY_RACK = 2  # RFC 8985 time-based detection
+LOST_BY_RULE: Final = 1  # RFC 6675 IsLost(), a NewReno partial ACK, a timeout or a PMTU drop
+LOST_BY_RACK: Final = 2  # RFC 8985 time-based detection
 
 
 class Sent:

@@ -6,9 +6,11 @@ space, and compare raw 32-bit values where no reference point exists (timestamps
 """
 from __future__ import annotations
 
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
-MOD = 0x100000000
+from typing import Final
+
+MASK: Final = 0xFFFFFFFF
+HALF: Final = 0x80000000
+MOD: Final = 0x100000000
 
 
 def seq_diff(a: int, b: int) -> int:

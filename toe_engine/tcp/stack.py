@@ -9,7 +9,8 @@ on_segment/on_timer/connect call is used.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from toe_engine.counters import Counters
 from toe_engine.segment import ACK, FIN, RST, SYN, Endpoint, FourTuple, Segment, TcpOptions
@@ -22,10 +23,15 @@ from toe_engine.tcp.isn import IsnGenerator
 from toe_engine.tcp.seqnum import HALF, MASK
 from toe_engine.tcp.timers import INF, TimerQueue
 
-EPHEMERAL_FIRST = 32768
-EPHEMERAL_LAST = 60999
+EPHEMERAL_FIRST: Final = 32768
+EPHEMERAL_LAST: Final = 60999
 
 Output = tuple[bytes, bytes, Segment]
+#: Admission's answers, Final: C statics in the compiled build, where an Enum member is a class attribute lookup.
+_PASS: Final = Admission.PASS
+_DROP: Final = Admission.DROP
+_RESET: Final = Admission.RESET
+_COOKIE: Final = Admission.COOKIE
 
 
 class ChallengeAckLimiter:
@@ -57,9 +63,15 @@ class Listener:
     backlog: int
     config: TcpConfig
     embryonic: int = 0
+    #: The Endpoint of each local address it answered for, made once (one is named by each connection it accepts).
+    endpoints: dict[bytes, Endpoint] = field(default_factory=dict, repr=False, compare=False)
 
     def endpoint(self, local_ip: bytes) -> Endpoint:
-        return Endpoint(local_ip if self.local_ip is None else self.local_ip, self.port)
+        ip = local_ip if self.local_ip is None else self.local_ip
+        known = self.endpoints.get(ip)
+        if known is None:
+            known = self.endpoints[ip] = Endpoint(ip, self.port)
+        return known
 
 
 class TcpStack:
@@ -334,8 +346,8 @@ class TcpStack:
         """Run every timer due at `now`."""
         self._now = now
         for conn in self._timers.pop_due(now):
-            conn.on_timer(now)  # type: ignore[attr-defined]
-            self._after(conn)  # type: ignore[arg-type]
+            conn.on_timer(now)
+            self._after(conn)
         self._timers.compact(len(self._conns))
 
     def next_timer(self) -> float | None:
@@ -494,14 +506,14 @@ class TcpStack:
             self.counters.inc("rx_syn_fin_dropped")  # Linux's LISTEN drops SYN+FIN
             return True
         decision = self.admission.admit(four_tuple, seg, now)
-        if decision is Admission.PASS:
+        if decision is _PASS:
             return False
-        if decision is Admission.DROP:
+        if decision is _DROP:
             return True
-        if decision is Admission.RESET:
+        if decision is _RESET:
             self._reset_for(local_ip, remote_ip, seg)
             return True
-        if decision is Admission.COOKIE:
+        if decision is _COOKIE:
             cookie = self.admission.cookie_isn(four_tuple, seg, now)  # type: ignore[attr-defined]
             isn, tsval = cookie if isinstance(cookie, tuple) else (cookie, None)
             self.output.append((local_ip, remote_ip, self._cookie_syn_ack(listener.config, seg, isn, now, tsval)))

@@ -15,7 +15,7 @@ calls that recovery and timeouts make upward are declared at the end of Tcb.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from toe_engine.segment import Endpoint, FourTuple, Segment, TcpOptions
 from toe_engine.tcp import congestion
@@ -25,15 +25,15 @@ from toe_engine.tcp.reassembly import ReassemblyQueue
 from toe_engine.tcp.rtt import RttEstimator
 from toe_engine.tcp.rtx_queue import RetransmitQueue
 
-INF = float("inf")
-DEFAULT_MSS_V4 = 536  # MUST-15
-DEFAULT_MSS_V6 = 1220
-MIN_SND_MSS = 48
-TS_OPTION_LEN = 12
-SACK_OPTION_OVERHEAD = 4  # kind, length and two NOPs of padding
-SACK_BLOCK_LEN = 8
-PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is stale after 24 days idle
-SYN_TIMEOUT_RTO = 3.0  # RFC 6298 5.7: the RTO data starts with after a SYN or SYN-ACK timed out
+INF: Final = float("inf")
+DEFAULT_MSS_V4: Final = 536  # MUST-15
+DEFAULT_MSS_V6: Final = 1220
+MIN_SND_MSS: Final = 48
+TS_OPTION_LEN: Final = 12
+SACK_OPTION_OVERHEAD: Final = 4  # kind, length and two NOPs of padding
+SACK_BLOCK_LEN: Final = 8
+PAWS_IDLE_LIMIT: Final = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is stale after 24 days idle
+SYN_TIMEOUT_RTO: Final = 3.0  # RFC 6298 5.7: the RTO data starts with after a SYN or SYN-ACK timed out
 
 
 class State(IntEnum):
@@ -50,14 +50,22 @@ class State(IntEnum):
     TIME_WAIT = 10
 
 
-CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED = (State.CLOSED, State.LISTEN, State.SYN_SENT,
-                                                       State.SYN_RECEIVED, State.ESTABLISHED)
-FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
-    State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT)
+# One name each, Final: the compiled build reads a C static, not the module's dict, on every comparison.
+CLOSED: Final = State.CLOSED
+LISTEN: Final = State.LISTEN
+SYN_SENT: Final = State.SYN_SENT
+SYN_RECEIVED: Final = State.SYN_RECEIVED
+ESTABLISHED: Final = State.ESTABLISHED
+FIN_WAIT_1: Final = State.FIN_WAIT_1
+FIN_WAIT_2: Final = State.FIN_WAIT_2
+CLOSE_WAIT: Final = State.CLOSE_WAIT
+CLOSING: Final = State.CLOSING
+LAST_ACK: Final = State.LAST_ACK
+TIME_WAIT: Final = State.TIME_WAIT
 
-RECEIVING_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
-SENDING_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
-SYNCHRONIZED = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING,
+RECEIVING_STATES: Final = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+SENDING_STATES: Final = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+SYNCHRONIZED: Final = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING,
                           LAST_ACK, TIME_WAIT})
 
 

@@ -5,20 +5,20 @@ entry. A connection is pushed only when its deadline moves earlier than that; wh
 moves later the old entry stays and, once popped, the connection simply finds nothing due and
 is scheduled again. Per-segment cost is therefore a comparison, not a heap operation, and no
 call ever scans all connections.
+
+The owners are the stack's connections (`Connection`, whose `deadline()` comes from
+tcp.timeouts), so the compiled build reads their `scheduled` and calls `deadline()` directly.
 """
 from __future__ import annotations
 
 import heapq
 from itertools import count
-from typing import Protocol
+from typing import TYPE_CHECKING, Final
 
-INF = float("inf")
+if TYPE_CHECKING:
+    from toe_engine.tcp.connection import Connection
 
-
-class Schedulable(Protocol):
-    scheduled: float
-
-    def deadline(self) -> float: ...
+INF: Final = float("inf")
 
 
 class TimerQueue:
@@ -27,13 +27,13 @@ class TimerQueue:
     __slots__ = ("_heap", "_tiebreak")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Schedulable]] = []
+        self._heap: list[tuple[float, int, Connection]] = []
         self._tiebreak = count()
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def schedule(self, owner: Schedulable) -> None:
+    def schedule(self, owner: Connection) -> None:
         """Make sure `owner` is popped no later than its current deadline."""
         when = owner.deadline()
         if when < owner.scheduled:
@@ -46,10 +46,10 @@ class TimerQueue:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def pop_due(self, now: float) -> list[Schedulable]:
+    def pop_due(self, now: float) -> list[Connection]:
         """Every owner whose live entry is due, each once; their `scheduled` is reset."""
         heap = self._heap
-        due: list[Schedulable] = []
+        due: list[Connection] = []
         while heap and heap[0][0] <= now:
             when, _, owner = heapq.heappop(heap)
             if owner.scheduled == when:

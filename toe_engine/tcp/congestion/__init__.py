@@ -10,12 +10,17 @@ ALGORITHMS: dict[str, type[CongestionControl]] = {NewReno.name: NewReno, Cubic.n
 
 
 def create(name: str, mss: int, initial_window_segments: int) -> CongestionControl:
-    """Instantiate the algorithm called `name`; ValueError names the known ones."""
-    try:
-        cls = ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown congestion control {name!r}; known: {', '.join(sorted(ALGORITHMS))}") from None
-    return cls(mss, initial_window_segments)
+    """Instantiate the algorithm called `name`; ValueError names the known ones.
+
+    Each class is called by its own name, once per connection: one taken from ALGORITHMS is called
+    as a Python object in the compiled build (its __init__ arguments parsed as a Python call's)."""
+    if name == NewReno.name:
+        return NewReno(mss, initial_window_segments)
+    if name == Cubic.name:
+        return Cubic(mss, initial_window_segments)
+    if name == Bbr.name:
+        return Bbr(mss, initial_window_segments)
+    raise ValueError(f"unknown congestion control {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
 
 
 __all__ = ["ALGORITHMS", "Bbr", "CongestionControl", "Cubic", "NewReno", "create"]

@@ -12,12 +12,12 @@ the send path sends at most `send_quantum` octets at a time, spaced at that rate
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 if TYPE_CHECKING:
     from toe_engine.tcp.rtx_queue import RateSample, RetransmitQueue
 
-INFINITE_SSTHRESH = 1 << 62
+INFINITE_SSTHRESH: Final = 1 << 62
 
 
 class CongestionControl(ABC):
