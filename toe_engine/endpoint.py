@@ -324,16 +324,14 @@ class EndpointCore:
         if seg is None:
             if parsed.arp is not None:
                 self.neighbors.on_arp(parsed.arp, self.addresses, now)
-                if self._unresolved:
-                    self._release_resolved()
             elif parsed.icmp is not None:
                 nd = parse_nd(parsed.icmp)
                 if nd is None:
                     self._icmp(parsed, now)
                 elif parsed.ttl == ND_HOP_LIMIT:
                     self.neighbors.on_nd(nd, parsed.ip_src, self.addresses, now)
-                    if self._unresolved:
-                        self._release_resolved()
+            if self._unresolved:  # an answer may have resolved a neighbour frames wait for
+                self._release_resolved()
             return False
         if parsed.ip_dst not in self.addresses:
             return False
@@ -651,7 +649,7 @@ class EndpointCore:
             if not offload:
                 complete_partial_checksum(frame, csum_start, TCP_CSUM_OFFSET)
         if not offload:
-            tx, segments = TxFrame(frame), 1
+            tx, segments = tuple.__new__(TxFrame, (frame, 0, 0, 0)), 1
         else:
             plen = len(seg.payload)
             conn = self.stack.connection(key) if plen else None  # TSO only ever cuts a payload
@@ -699,13 +697,16 @@ class EndpointCore:
 
     def _release_resolved(self) -> None:
         """Send the held frames of every neighbour now resolved (by ARP or neighbour discovery), its MAC written in."""
-        for ip in [ip for ip in self._unresolved if self.neighbors.lookup(ip) is not None]:
-            mac = self.neighbors.lookup(ip)
+        lookup = self.neighbors.lookup
+        for ip in list(self._unresolved):
+            mac = lookup(ip)
+            if mac is None:
+                continue
             for tx, segments in self._unresolved.pop(ip):
                 frame = tx.frame
-                if isinstance(frame, bytearray) and mac is not None:
-                    frame[0:6] = mac
-                    self._queue(tx, segments)
+                assert isinstance(frame, bytearray)  # the frame builders' own buffer, made for this frame
+                frame[0:6] = mac
+                self._queue(tx, segments)
 
     # --- run-time changes ---------------------------------------------------------------
     def set_addresses(self, addresses: tuple[bytes, ...]) -> None:

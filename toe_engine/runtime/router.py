@@ -38,8 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from toe_engine.checksum import IPPROTO_ICMP, IPPROTO_ICMPV6
-from toe_engine.codec.arp import ARP_REQUEST, ArpPacket, build_arp, parse_arp
-from toe_engine.codec.ethernet import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, build_ethernet
+from toe_engine.codec.arp import parse_arp
+from toe_engine.codec.ethernet import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from toe_engine.codec.frame import build_ip_frame
 from toe_engine.codec.icmp import (
     ICMPV4_MAX_QUOTE,
@@ -52,7 +52,7 @@ from toe_engine.codec.icmp import (
 )
 from toe_engine.counters import Counters
 from toe_engine.io.vnet import VNET_BYTE_ORDER, VNET_GSO_ECN, VNET_HDR_LEN, VnetHeader
-from toe_engine.neighbors import neighbor_solicitation
+from toe_engine.neighbors import arp_request, neighbor_solicitation
 from toe_engine.runtime.stages import TCP_DOFF_OFFSET, Frame, Item, tcp_payload_offset
 
 Transmit = Callable[[int, bytes], None]
@@ -365,10 +365,9 @@ class Router:
         self._asked[target] = now
         self.counters[1 - egress].inc("arp_requests_sent")
         if len(target) == 4:
-            body = build_arp(ArpPacket(ARP_REQUEST, port.mac, source, bytes(6), target))
-            self.transmit(egress, build_ethernet(BROADCAST, port.mac, ETHERTYPE_ARP) + body)
-            return
-        self.transmit(egress, neighbor_solicitation(port.mac, source, target))
+            self.transmit(egress, arp_request(port.mac, source, target))
+        else:
+            self.transmit(egress, neighbor_solicitation(port.mac, source, target))
 
     # --- ICMP errors --------------------------------------------------------------------------
     def _icmp_v4(self, ingress: int, frame: Frame, message: bytes) -> None:

@@ -196,12 +196,8 @@ def _engine_side(offloads: bool) -> Iterator[Callable[[float, int], dict[str, fl
     params = {"offloads": str(offloads).lower(), "capacity": "65536"}
     with Lab.up(load_topology("toe_pair", params)) as lab:
         addr, pid, engine = lab.address("t1"), _engine_pid(lab, "t1"), lab.engine("t1")
-        polling = [0]
-
         def measure(seconds: float, busy_poll: int = 0) -> dict[str, float]:
-            if busy_poll != polling[0]:
-                engine.set(busy_poll=busy_poll)
-                polling[0] = busy_poll
+            engine.set(busy_poll=busy_poll)
             cpu0, before = _cpu_seconds(pid), engine.stats()["counters"]
             client0 = _proc_net(lab, "h1", "netstat", "TcpExt:")
             bulk = _loadgen(lab, "bulk", addr, 9, seconds)

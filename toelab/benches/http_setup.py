@@ -317,24 +317,23 @@ def lab_setups(seconds: float, rounds: int = 3, busy_poll: int = BUSY_POLL_US) -
                                        stdout=subprocess.PIPE)
         wait_for_line(server, "ready", "kernel-side HTTP service")
         engine_pid, engine = _engine_pid(elab, "t1"), elab.engine("t1")
-        turns: list[tuple["Lab", str, int, Callable[["Lab", str], tuple[int, int]], SideTotals]] = [
-            (klab, "h2", server.pid, _kernel_segments, sides.kernel),
-            (elab, "t1", engine_pid, _engine_segments, sides.engine)]
-        polling = {id(sides.engine): 0}  # the engine's busy_poll for each of its turns
+        # each turn: lab, node, server PID, its segment counter, its totals, the engine's busy_poll (None: no engine)
+        turns: list[tuple["Lab", str, int, Callable[["Lab", str], tuple[int, int]], SideTotals, int | None]] = [
+            (klab, "h2", server.pid, _kernel_segments, sides.kernel, None),
+            (elab, "t1", engine_pid, _engine_segments, sides.engine, 0)]
         if sides.engine_polling is not None:
-            turns.append((elab, "t1", engine_pid, _engine_segments, sides.engine_polling))
-            polling[id(sides.engine_polling)] = busy_poll
+            turns.append((elab, "t1", engine_pid, _engine_segments, sides.engine_polling, busy_poll))
         responders = []
         for totals, binary in ((sides.bare_python, None), (sides.bare_c, program)):
             if totals is not None:
                 blab = labs.enter_context(Lab.up(load_topology("toe_pair", {"t1_kind": "host"})))
                 responder = bare_responder.start_in_lab(blab, "t1", program=binary)
                 responders.append((responder, totals))
-                turns.append((blab, "t1", responder.pid, _port_frames, totals))
+                turns.append((blab, "t1", responder.pid, _port_frames, totals, None))
         for _ in range(rounds):
-            for lab, node, pid, segments, totals in turns:
-                if id(totals) in polling:
-                    engine.set(busy_poll=polling[id(totals)])
+            for lab, node, pid, segments, totals, polls in turns:
+                if polls is not None:
+                    engine.set(busy_poll=polls)
                 _measured_round(lab, node, pid, each, segments, totals)
         for responder, totals in responders:
             answered = bare_responder.stop(responder).responses
